@@ -1,0 +1,142 @@
+// Connection: one AMQP 0-9-1 connection's protocol state, as a pure state machine.
+//
+// It owns the connection handshake (protocol header, start/start-ok with PLAIN and AMQPLAIN,
+// tune/tune-ok, open/open-ok), heartbeats, the channel table and both ways of closing. It does no
+// I/O and reads no clock: the runtime writes the socket's bytes into it (prepare_input and
+// commit_input), passes the time in milliseconds of a monotonic clock with every call, sends what
+// output() holds, calls on_timer no later than next_timer_ms(), and closes the socket once
+// finished() is true and the output is flushed.
+//
+// Thread: a Connection belongs to one event loop and is only touched from it.
+//
+// Errors follow RabbitMQ (shared/reference/rabbitmq-extensions.md §1, §17): most handshake errors
+// close the socket without a close method; after open, a soft error closes the channel with
+// channel.close and a hard error closes the connection with connection.close.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "amqp/errors.h"
+#include "amqp/frame.h"
+#include "amqp/methods.gen.h"
+
+namespace hamq::broker {
+
+struct User {
+  std::string name;
+  std::string password;
+  // As RabbitMQ's guest: refused unless the client connects over loopback.
+  bool loopback_only = false;
+};
+
+struct ConnectionConfig {
+  uint16_t channel_max = 2047;
+  uint32_t frame_max_bytes = 131072;
+  uint16_t heartbeat_s = 60;
+  // From accept to open-ok; past it the socket is closed silently (RabbitMQ: 10 s).
+  uint64_t handshake_timeout_ms = 10'000;
+  // How long a server-sent connection.close waits for close-ok.
+  uint64_t close_timeout_ms = 30'000;
+  std::string product_version = "0.1.0";
+  std::string cluster_name = "hamq";
+  std::vector<User> users = {{"guest", "guest", true}};
+  std::vector<std::string> virtual_hosts = {"/"};
+};
+
+class Connection {
+ public:
+  enum class State {
+    awaiting_protocol_header,
+    awaiting_start_ok,
+    awaiting_tune_ok,
+    awaiting_open,
+    open,
+    closing,   // sent connection.close, waiting for close-ok
+    finished,  // nothing more to do; close the socket after flushing output
+  };
+
+  // config must outlive the connection.
+  Connection(const ConnectionConfig& config, bool peer_is_loopback, uint64_t now_ms);
+
+  // Space to read at least `bytes` from the socket into; commit_input says how many arrived.
+  std::span<uint8_t> prepare_input(size_t bytes) { return reader_.prepare(bytes); }
+  void commit_input(size_t bytes, uint64_t now_ms);
+  // The same, from a buffer (tests, fuzzers).
+  void receive(std::span<const uint8_t> bytes, uint64_t now_ms);
+
+  // Heartbeats and timeouts.
+  void on_timer(uint64_t now_ms);
+  uint64_t next_timer_ms() const;
+
+  // The broker is shutting down: connection.close with 320 CONNECTION_FORCED.
+  void shut_down(uint64_t now_ms);
+
+  // Bytes to send, in order. The runtime takes them and then calls output_sent.
+  std::vector<uint8_t>& output() { return output_; }
+
+  State state() const { return state_; }
+  bool finished() const { return state_ == State::finished; }
+  // Why the connection ended, for the log; empty for an orderly close.
+  const std::string& end_reason() const { return end_reason_; }
+  const std::string& user() const { return user_; }
+  const std::string& virtual_host() const { return virtual_host_; }
+  uint16_t heartbeat_s() const { return heartbeat_s_; }
+  uint32_t frame_max() const { return frame_max_bytes_; }
+  uint16_t channel_max() const { return channel_max_; }
+  size_t open_channel_count() const;
+
+ private:
+  enum class ChannelState : uint8_t { closed, open, closing };
+
+  void process_input(uint64_t now_ms);
+  void handle_protocol_header();
+  void handle_frame(const amqp::Frame& frame, uint64_t now_ms);
+  void handle_handshake_method(const amqp::Method& method, uint64_t now_ms);
+  void handle_start_ok(const amqp::ConnectionStartOk& start_ok);
+  void handle_tune_ok(const amqp::ConnectionTuneOk& tune_ok, uint64_t now_ms);
+  void handle_open(const amqp::ConnectionOpen& open, uint64_t now_ms);
+  void handle_connection_method(const amqp::Method& method, uint64_t now_ms);
+  void handle_channel_frame(const amqp::Frame& frame, uint64_t now_ms);
+  void handle_channel_method(uint16_t channel, const amqp::Method& method, uint64_t now_ms);
+
+  bool authenticate(std::string_view mechanism, std::string_view response);
+
+  void send(uint16_t channel, const amqp::Method& method);
+  // A hard error: connection.close, then wait for close-ok.
+  void close_connection(const amqp::ProtocolError& error, uint64_t now_ms);
+  // A soft error: channel.close, then discard the channel's frames until close-ok.
+  void close_channel(uint16_t channel, const amqp::ProtocolError& error);
+  // Ends without a close method (handshake errors, missed heartbeats).
+  void end(std::string reason);
+
+  const ConnectionConfig& config_;
+  const bool peer_is_loopback_;
+  State state_ = State::awaiting_protocol_header;
+  amqp::FrameReader reader_;
+  std::vector<uint8_t> output_;
+  std::vector<ChannelState> channels_;  // indexed by channel number, sized at tune-ok
+
+  uint16_t channel_max_ = 0;
+  uint32_t frame_max_bytes_ = amqp::frame_min_size_bytes;
+  uint16_t heartbeat_s_ = 0;
+  bool client_wants_auth_failure_close_ = false;
+  std::string user_;
+  std::string virtual_host_;
+  std::string end_reason_;
+
+  const uint64_t handshake_deadline_ms_;
+  uint64_t close_deadline_ms_ = 0;
+  uint64_t now_ms_;  // the time of the call being handled
+  uint64_t last_input_ms_;
+  uint64_t last_output_ms_;
+};
+
+// The server-properties table of connection.start: product, version, and the capabilities
+// RabbitMQ clients look for.
+amqp::FieldTable server_properties(const ConnectionConfig& config);
+
+}  // namespace hamq::broker

@@ -1,0 +1,53 @@
+// hamq-server: the broker's command line. With no flags it serves AMQP 0-9-1 on port 5672 with
+// its data in ./hamq-data.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "server/server.h"
+
+int main(int argc, char** argv) {
+  hamq::server::ServerConfig config;
+  std::string data_dir = config.data_dir.string();
+  std::string log_level = "info";
+
+  CLI::App app{"hamq-server: a replicated AMQP 0-9-1 message broker", "hamq-server"};
+  app.add_option("--port", config.port, "AMQP port to listen on (0: any free port)")
+      ->capture_default_str();
+  app.add_option("--bind", config.bind_address, "Address to listen on")->capture_default_str();
+  app.add_option("--data-dir", data_dir, "Directory for the broker's data")
+      ->capture_default_str();
+  app.add_option("--heartbeat", config.connection.heartbeat_s,
+                 "Heartbeat interval proposed to clients, in seconds (0: off)")
+      ->capture_default_str();
+  app.add_option("--frame-max", config.connection.frame_max_bytes,
+                 "Largest frame accepted, in bytes")
+      ->capture_default_str()
+      ->check(CLI::Range(8192u, 1u << 30));
+  app.add_option("--channel-max", config.connection.channel_max, "Channels per connection")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%l] %v");
+  config.data_dir = data_dir;
+
+  hamq::server::Server server(config);
+  auto started = server.start();
+  if (!started.ok()) {
+    spdlog::critical("{}", started.error());
+    return 1;
+  }
+  spdlog::info("hamq-server {} listening on [{}]:{}, data in {}",
+               config.connection.product_version, config.bind_address, server.port(), data_dir);
+  spdlog::default_logger()->flush();
+  std::fflush(stdout);
+  server.run();
+  spdlog::info("hamq-server stopped");
+  return 0;
+}

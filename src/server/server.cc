@@ -1,0 +1,266 @@
+#include "server/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <asio.hpp>
+#include <chrono>
+#include <optional>
+#include <unordered_set>
+
+#include "server/data_dir.h"
+
+namespace hamq::server {
+namespace {
+
+constexpr size_t read_chunk_bytes = 64 * 1024;
+
+uint64_t now_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+bool is_loopback(const asio::ip::address& address) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
+  }
+  return address.is_loopback();
+}
+
+class Session;
+
+// The sessions the server knows of, so that shutdown can reach them.
+using SessionSet = std::unordered_set<Session*>;
+
+// One client socket driving one broker::Connection. Owned by the completion handlers in flight
+// (shared_ptr); registered in the server's SessionSet while alive.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(asio::ip::tcp::socket socket, const broker::ConnectionConfig& config,
+          SessionSet& sessions)
+      : socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        peer_(remote_description()),
+        connection_(config, is_loopback_peer(), now_ms()),
+        sessions_(sessions) {
+    sessions_.insert(this);
+  }
+  ~Session() { sessions_.erase(this); }
+
+  void start() {
+    spdlog::debug("accepted connection from {}", peer_);
+    read();
+    arm_timer();
+  }
+
+  void shut_down() {
+    connection_.shut_down(now_ms());
+    flush();
+    arm_timer();
+  }
+
+ private:
+  std::string remote_description() {
+    asio::error_code ec;
+    auto endpoint = socket_.remote_endpoint(ec);
+    if (ec) return "unknown peer";
+    return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  }
+
+  bool is_loopback_peer() {
+    asio::error_code ec;
+    auto endpoint = socket_.remote_endpoint(ec);
+    return !ec && is_loopback(endpoint.address());
+  }
+
+  void read() {
+    auto space = connection_.prepare_input(read_chunk_bytes);
+    socket_.async_read_some(asio::buffer(space.data(), space.size()),
+                            [self = shared_from_this()](asio::error_code ec, size_t bytes) {
+                              self->on_read(ec, bytes);
+                            });
+  }
+
+  void on_read(asio::error_code ec, size_t bytes) {
+    if (ec) {
+      if (!connection_.finished()) {
+        const std::string& reason = connection_.end_reason();
+        spdlog::info("connection from {} closed by the peer ({}){}{}", peer_, ec.message(),
+                     reason.empty() ? "" : " after: ", reason);
+      }
+      close_socket();
+      return;
+    }
+    connection_.commit_input(bytes, now_ms());
+    flush();
+    if (!connection_.finished()) {
+      read();
+      arm_timer();
+    }
+  }
+
+  void flush() {
+    if (writing_ || closed_) return;
+    auto& output = connection_.output();
+    if (output.empty()) {
+      if (connection_.finished()) finish();
+      return;
+    }
+    write_buffer_.clear();
+    write_buffer_.swap(output);
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(write_buffer_),
+                      [self = shared_from_this()](asio::error_code ec, size_t) {
+                        self->writing_ = false;
+                        if (ec) {
+                          self->close_socket();
+                          return;
+                        }
+                        self->flush();
+                      });
+  }
+
+  void arm_timer() {
+    if (closed_) return;
+    uint64_t at_ms = connection_.next_timer_ms();
+    if (at_ms == UINT64_MAX) {
+      timer_.cancel();
+      return;
+    }
+    uint64_t now = now_ms();
+    timer_.expires_after(std::chrono::milliseconds(at_ms > now ? at_ms - now : 0));
+    timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
+      if (ec || self->closed_) return;
+      self->connection_.on_timer(now_ms());
+      self->flush();
+      self->arm_timer();
+    });
+  }
+
+  void finish() {
+    const std::string& reason = connection_.end_reason();
+    if (reason.empty()) {
+      spdlog::debug("connection from {} closed", peer_);
+    } else {
+      spdlog::info("connection from {} closed: {}", peer_, reason);
+    }
+    close_socket();
+  }
+
+  void close_socket() {
+    if (closed_) return;
+    closed_ = true;
+    asio::error_code ignored;
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    timer_.cancel();
+  }
+
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer timer_;
+  std::string peer_;
+  broker::Connection connection_;
+  SessionSet& sessions_;
+  std::vector<uint8_t> write_buffer_;
+  bool writing_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+struct Server::Impl {
+  explicit Impl(ServerConfig c) : config(std::move(c)), acceptor(io), signals(io), grace(io) {}
+
+  void accept() {
+    acceptor.async_accept([this](asio::error_code ec, asio::ip::tcp::socket socket) {
+      if (ec) {
+        if (ec != asio::error::operation_aborted) {
+          spdlog::warn("accept failed: {}", ec.message());
+          accept();
+        }
+        return;
+      }
+      asio::error_code ignored;
+      socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+      std::make_shared<Session>(std::move(socket), config.connection, sessions)->start();
+      accept();
+    });
+  }
+
+  void shut_down(int signal_number) {
+    spdlog::info("signal {} received: closing {} connection(s) and stopping", signal_number,
+                 sessions.size());
+    asio::error_code ignored;
+    acceptor.close(ignored);
+    // Copy: a session may finish, and leave the set, while it is told to shut down.
+    std::vector<Session*> open(sessions.begin(), sessions.end());
+    for (Session* session : open) session->shut_down();
+    grace.expires_after(std::chrono::milliseconds(config.shutdown_grace_ms));
+    grace.async_wait([this](asio::error_code) { io.stop(); });
+    wait_for_sessions();
+  }
+
+  // Polls until every session is gone, then stops the loop before the grace period ends.
+  void wait_for_sessions() {
+    if (sessions.empty()) {
+      io.stop();
+      return;
+    }
+    auto poll = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(20));
+    poll->async_wait([this, poll](asio::error_code) { wait_for_sessions(); });
+  }
+
+  ServerConfig config;
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor;
+  asio::signal_set signals;
+  asio::steady_timer grace;
+  SessionSet sessions;
+  std::optional<DataDirLock> lock;
+};
+
+Server::Server(ServerConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+
+Server::~Server() = default;
+
+Result<void, std::string> Server::start() {
+  auto lock = DataDirLock::acquire(impl_->config.data_dir);
+  if (!lock.ok()) return unexpected(lock.error());
+  impl_->lock.emplace(std::move(lock.value()));
+
+  asio::error_code ec;
+  auto address = asio::ip::make_address(impl_->config.bind_address, ec);
+  if (ec) return unexpected("bad bind address '" + impl_->config.bind_address + "'");
+  asio::ip::tcp::endpoint endpoint(address, impl_->config.port);
+  auto& acceptor = impl_->acceptor;
+  if (acceptor.open(endpoint.protocol(), ec)) {
+    return unexpected("cannot open a socket: " + ec.message());
+  }
+  if (address.is_v6()) acceptor.set_option(asio::ip::v6_only(false), ec);
+  acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+  if (acceptor.bind(endpoint, ec)) {
+    return unexpected("cannot listen on " + impl_->config.bind_address + " port " +
+                      std::to_string(impl_->config.port) + ": " + ec.message());
+  }
+  if (acceptor.listen(asio::socket_base::max_listen_connections, ec)) {
+    return unexpected("cannot listen: " + ec.message());
+  }
+  return Ok{};
+}
+
+uint16_t Server::port() const {
+  asio::error_code ec;
+  return impl_->acceptor.local_endpoint(ec).port();
+}
+
+void Server::run() {
+  impl_->signals.add(SIGTERM);
+  impl_->signals.add(SIGINT);
+  impl_->signals.async_wait([this](asio::error_code ec, int signal_number) {
+    if (!ec) impl_->shut_down(signal_number);
+  });
+  impl_->accept();
+  impl_->io.run();
+}
+
+}  // namespace hamq::server

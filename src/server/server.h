@@ -1,0 +1,46 @@
+// Server: the runtime shell around the pure protocol core. It owns the event loop, the listening
+// socket, the client sockets, timers and signals, and drives one broker::Connection per client.
+//
+// Thread: everything runs on the one thread that calls run(). (Several event loops, each owning
+// a share of the connections and queues, come with the broker; see docs/ARCHITECTURE.md.)
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "broker/connection.h"
+#include "common/result.h"
+
+namespace hamq::server {
+
+struct ServerConfig {
+  std::string bind_address = "::";
+  uint16_t port = 5672;  // 0: any free port
+  std::filesystem::path data_dir = "hamq-data";
+  broker::ConnectionConfig connection;
+  // After a shutdown signal, how long open connections get to answer connection.close.
+  uint64_t shutdown_grace_ms = 5'000;
+};
+
+class Server {
+ public:
+  explicit Server(ServerConfig config);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Locks the data directory and starts listening. The error says what failed, for the operator.
+  Result<void, std::string> start();
+  // The port actually listened on (after start).
+  uint16_t port() const;
+  // Serves until SIGTERM or SIGINT, then closes every connection with 320 CONNECTION_FORCED.
+  void run();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hamq::server
