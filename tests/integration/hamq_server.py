@@ -1,0 +1,75 @@
+"""Starts and stops a real hamq-server for integration tests.
+
+The binary comes from $HAMQ_BIN_DIR (ctest sets it) or build/bin. The server listens on a port the
+kernel picks (--port 0); its first log line says which.
+"""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN_DIR = pathlib.Path(os.environ.get("HAMQ_BIN_DIR", REPO / "build" / "bin"))
+START_TIMEOUT_S = 10
+STOP_TIMEOUT_S = 10
+
+
+class HamqServer:
+    def __init__(self, *extra_args):
+        self.data_dir = tempfile.TemporaryDirectory(prefix="hamq-test-")
+        self.args = [str(BIN_DIR / "hamq-server"), "--port", "0", "--bind", "127.0.0.1",
+                     "--data-dir", self.data_dir.name, *extra_args]
+        self.process = None
+        self.port = None
+        self.log = []
+        self._reader = None
+
+    def start(self):
+        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        listening = threading.Event()
+
+        def read_log():
+            for line in self.process.stdout:
+                self.log.append(line.rstrip("\n"))
+                match = re.search(r"listening on \[[^\]]*\]:(\d+)", line)
+                if match and self.port is None:
+                    self.port = int(match.group(1))
+                    listening.set()
+
+        self._reader = threading.Thread(target=read_log, daemon=True)
+        self._reader.start()
+        if not listening.wait(START_TIMEOUT_S):
+            self.process.kill()
+            raise RuntimeError("hamq-server did not start:\n" + "\n".join(self.log))
+        return self
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def stop(self):
+        """SIGTERM, and the exit status (0 for a clean shutdown)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise RuntimeError("hamq-server ignored SIGTERM")
+        self._reader.join(5)
+        self.data_dir.cleanup()
+        return self.process.returncode
+
+    def wait_for_log(self, pattern, timeout_s=5):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(re.search(pattern, line) for line in self.log):
+                return True
+            time.sleep(0.05)
+        return False
