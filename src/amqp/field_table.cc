@@ -9,6 +9,8 @@ bool FieldArray::operator==(const FieldArray& other) const { return values == ot
 
 bool FieldTable::operator==(const FieldTable& other) const { return entries == other.entries; }
 
+bool FieldTable::empty() const { return entries.empty(); }
+
 const FieldValue* FieldTable::find(std::string_view key) const {
   for (const auto& [name, value] : entries) {
     if (name == key) return &value;

@@ -49,17 +49,37 @@ struct Void {
   bool operator==(const Void&) const = default;
 };
 
+// FieldArray and FieldTable declare their special members here and default them below
+// FieldTableEntry: the types are mutually recursive, and a compiler must not instantiate the
+// vectors' members while FieldValue is still incomplete.
 struct FieldArray {
+  FieldArray();
+  FieldArray(std::vector<FieldValue> array_values);  // NOLINT: implicit, like the vector
+  FieldArray(const FieldArray&);
+  FieldArray(FieldArray&&) noexcept;
+  FieldArray& operator=(const FieldArray&);
+  FieldArray& operator=(FieldArray&&) noexcept;
+  ~FieldArray();
+
   std::vector<FieldValue> values;
   bool operator==(const FieldArray&) const;
 };
 
+struct FieldTableEntry;  // defined below FieldValue: a table holds values that hold tables
+
 struct FieldTable {
-  std::vector<std::pair<std::string, FieldValue>> entries;
+  FieldTable();
+  FieldTable(const FieldTable&);
+  FieldTable(FieldTable&&) noexcept;
+  FieldTable& operator=(const FieldTable&);
+  FieldTable& operator=(FieldTable&&) noexcept;
+  ~FieldTable();
+
+  std::vector<FieldTableEntry> entries;
 
   // The value of the first entry named key, or nullptr.
   const FieldValue* find(std::string_view key) const;
-  bool empty() const { return entries.empty(); }
+  bool empty() const;
   bool operator==(const FieldTable&) const;
 };
 
@@ -84,6 +104,30 @@ struct FieldValue {
   std::optional<int64_t> as_integer() const;
   bool operator==(const FieldValue& other) const { return value == other.value; }
 };
+
+struct FieldTableEntry {
+  FieldTableEntry(std::string entry_name, FieldValue entry_value)
+      : name(std::move(entry_name)), value(std::move(entry_value)) {}
+  std::string name;
+  FieldValue value;
+  bool operator==(const FieldTableEntry&) const = default;
+};
+
+inline FieldArray::FieldArray() = default;
+inline FieldArray::FieldArray(std::vector<FieldValue> array_values)
+    : values(std::move(array_values)) {}
+inline FieldArray::FieldArray(const FieldArray&) = default;
+inline FieldArray::FieldArray(FieldArray&&) noexcept = default;
+inline FieldArray& FieldArray::operator=(const FieldArray&) = default;
+inline FieldArray& FieldArray::operator=(FieldArray&&) noexcept = default;
+inline FieldArray::~FieldArray() = default;
+
+inline FieldTable::FieldTable() = default;
+inline FieldTable::FieldTable(const FieldTable&) = default;
+inline FieldTable::FieldTable(FieldTable&&) noexcept = default;
+inline FieldTable& FieldTable::operator=(const FieldTable&) = default;
+inline FieldTable& FieldTable::operator=(FieldTable&&) noexcept = default;
+inline FieldTable::~FieldTable() = default;
 
 // Decoding. Both read a 32-bit byte length and then exactly that many bytes; on malformed input
 // the reader is marked failed with the reason.

@@ -50,8 +50,8 @@ TEST(FieldTable, UpperCaseLDecodesAsSignedLongAndIsWrittenAsLowerCaseL) {
   decode_field_table(reader, decoded);
   ASSERT_FALSE(reader.failed());
   ASSERT_EQ(decoded.entries.size(), 1u);
-  EXPECT_EQ(decoded.entries[0].second, FieldValue(int64_t{-2}));
-  EXPECT_EQ(decoded.entries[0].second.tag(), 'l');
+  EXPECT_EQ(decoded.entries[0].value, FieldValue(int64_t{-2}));
+  EXPECT_EQ(decoded.entries[0].value.tag(), 'l');
 }
 
 TEST(FieldTable, UnknownFieldTypeFails) {
