@@ -16,8 +16,7 @@ void check(bool condition) {
 }
 
 std::vector<uint8_t> handshake_prefix() {
-  std::vector<uint8_t> out(amqp::protocol_header_0_9_1.begin(),
-                           amqp::protocol_header_0_9_1.end());
+  std::vector<uint8_t> out(amqp::protocol_header_0_9_1.begin(), amqp::protocol_header_0_9_1.end());
   amqp::ConnectionStartOk start_ok;
   start_ok.response = std::string("\0guest\0guest", 12);
   amqp::write_method_frame(out, 0, start_ok);

@@ -1,6 +1,7 @@
 // Fuzzes the frame reader and the method and content-header decoders. The first input byte picks
 // a chunk size, so the reader sees the bytes in many chunkings. Every method and header that
-// decodes must encode and decode back to itself.
+// decodes must encode and decode back to itself. Encodings are compared rather than values: a NaN
+// in a field table is equal to no value, itself included.
 #include <cstdint>
 #include <cstdlib>
 #include <vector>
@@ -26,7 +27,11 @@ void round_trip(const Frame& frame) {
     WireWriter writer(bytes);
     encode_method(writer, method.value());
     auto again = decode_method(bytes);
-    check(again.ok() && again.value() == method.value());
+    check(again.ok());
+    std::vector<uint8_t> bytes_again;
+    WireWriter writer_again(bytes_again);
+    encode_method(writer_again, again.value());
+    check(bytes_again == bytes);
   } else if (frame.type == FrameType::header) {
     auto header = decode_content_header(frame.payload);
     if (!header.ok()) return;
@@ -34,7 +39,11 @@ void round_trip(const Frame& frame) {
     WireWriter writer(bytes);
     encode_content_header(writer, header.value());
     auto again = decode_content_header(bytes);
-    check(again.ok() && again.value() == header.value());
+    check(again.ok());
+    std::vector<uint8_t> bytes_again;
+    WireWriter writer_again(bytes_again);
+    encode_content_header(writer_again, again.value());
+    check(bytes_again == bytes);
   }
 }
 

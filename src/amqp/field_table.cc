@@ -5,11 +5,17 @@
 
 namespace hamq::amqp {
 
-bool FieldArray::operator==(const FieldArray& other) const { return values == other.values; }
+bool FieldArray::operator==(const FieldArray& other) const {
+  return values == other.values;
+}
 
-bool FieldTable::operator==(const FieldTable& other) const { return entries == other.entries; }
+bool FieldTable::operator==(const FieldTable& other) const {
+  return entries == other.entries;
+}
 
-bool FieldTable::empty() const { return entries.empty(); }
+bool FieldTable::empty() const {
+  return entries.empty();
+}
 
 const FieldValue* FieldTable::find(std::string_view key) const {
   for (const auto& [name, value] : entries) {
@@ -60,17 +66,37 @@ void decode_value(WireReader& reader, FieldValue& out, int depth) {
   uint8_t tag = reader.u8();
   if (reader.failed()) return;
   switch (tag) {
-    case 't': out.value = reader.u8() != 0; break;
-    case 'b': out.value = static_cast<int8_t>(reader.u8()); break;
-    case 'B': out.value = reader.u8(); break;
-    case 's': out.value = static_cast<int16_t>(reader.u16()); break;
-    case 'u': out.value = reader.u16(); break;
-    case 'I': out.value = static_cast<int32_t>(reader.u32()); break;
-    case 'i': out.value = reader.u32(); break;
+    case 't':
+      out.value = reader.u8() != 0;
+      break;
+    case 'b':
+      out.value = static_cast<int8_t>(reader.u8());
+      break;
+    case 'B':
+      out.value = reader.u8();
+      break;
+    case 's':
+      out.value = static_cast<int16_t>(reader.u16());
+      break;
+    case 'u':
+      out.value = reader.u16();
+      break;
+    case 'I':
+      out.value = static_cast<int32_t>(reader.u32());
+      break;
+    case 'i':
+      out.value = reader.u32();
+      break;
     case 'l':
-    case 'L': out.value = static_cast<int64_t>(reader.u64()); break;
-    case 'f': out.value = std::bit_cast<float>(reader.u32()); break;
-    case 'd': out.value = std::bit_cast<double>(reader.u64()); break;
+    case 'L':
+      out.value = static_cast<int64_t>(reader.u64());
+      break;
+    case 'f':
+      out.value = std::bit_cast<float>(reader.u32());
+      break;
+    case 'd':
+      out.value = std::bit_cast<double>(reader.u64());
+      break;
     case 'D': {
       Decimal d;
       d.scale = reader.u8();
@@ -96,15 +122,21 @@ void decode_value(WireReader& reader, FieldValue& out, int depth) {
       out.value = std::move(a);
       break;
     }
-    case 'T': out.value = Timestamp{reader.u64()}; break;
+    case 'T':
+      out.value = Timestamp{reader.u64()};
+      break;
     case 'F': {
       FieldTable t;
       decode_field_table(reader, t, depth + 1);
       out.value = std::move(t);
       break;
     }
-    case 'V': out.value = Void{}; break;
-    default: reader.fail("unknown field type"); break;
+    case 'V':
+      out.value = Void{};
+      break;
+    default:
+      reader.fail("unknown field type");
+      break;
   }
 }
 

@@ -85,16 +85,16 @@ struct FieldTable {
 
 struct FieldValue {
   // Alternatives in the order of their tags: t b B s u I i l f d D S x A T F V.
-  using Variant = std::variant<bool, int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t,
-                               int64_t, float, double, Decimal, std::string, ByteArray, FieldArray,
+  using Variant = std::variant<bool, int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t,
+                               float, double, Decimal, std::string, ByteArray, FieldArray,
                                Timestamp, FieldTable, Void>;
   Variant value;
 
   FieldValue() : value(Void{}) {}
   template <class T>
-    requires(!std::is_same_v<std::decay_t<T>, FieldValue> &&
-             std::is_constructible_v<Variant, T>)
-  FieldValue(T v) : value(std::move(v)) {}  // NOLINT: implicit on purpose, like the variant
+  requires(!std::is_same_v<std::decay_t<T>, FieldValue> && std::is_constructible_v<Variant, T>)
+      FieldValue(T v)
+      : value(std::move(v)) {}  // NOLINT: implicit on purpose, like the variant
   FieldValue(const char* s) : value(std::string(s)) {}  // NOLINT
 
   // The wire tag this value is written with.

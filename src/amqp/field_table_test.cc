@@ -37,14 +37,14 @@ TEST(FieldTable, EncodesKnownBytes) {
   FieldTable table;
   table.entries.emplace_back("a", int16_t{-2});
   table.entries.emplace_back("b", std::string("xy"));
-  std::vector<uint8_t> expected = {0, 0, 0, 14, 1, 'a', 's', 0xff, 0xfe,
-                                   1, 'b', 'S', 0, 0, 0, 2, 'x', 'y'};
+  std::vector<uint8_t> expected = {0, 0,   0,   14, 1, 'a', 's', 0xff, 0xfe,
+                                   1, 'b', 'S', 0,  0, 0,   2,   'x',  'y'};
   EXPECT_EQ(encode(table), expected);
 }
 
 TEST(FieldTable, UpperCaseLDecodesAsSignedLongAndIsWrittenAsLowerCaseL) {
-  std::vector<uint8_t> bytes = {0, 0, 0, 11, 1, 'n', 'L', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                0xfe};
+  std::vector<uint8_t> bytes = {0,    0,    0,    11,   1,    'n',  'L', 0xff,
+                                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe};
   WireReader reader(bytes);
   FieldTable decoded;
   decode_field_table(reader, decoded);

@@ -68,7 +68,8 @@ void FrameReader::compact() {
 }
 
 Result<std::optional<Frame>, ProtocolError> FrameReader::next() {
-  if (failed_) return unexpected(ProtocolError{ReplyCode::frame_error, "connection already failed"});
+  if (failed_)
+    return unexpected(ProtocolError{ReplyCode::frame_error, "connection already failed"});
   size_t available = write_ - read_;
   if (available < frame_header_bytes) return std::optional<Frame>();
   const uint8_t* p = buffer_.data() + read_;
@@ -83,9 +84,9 @@ Result<std::optional<Frame>, ProtocolError> FrameReader::next() {
   }
   if (size > frame_max_bytes_) {
     failed_ = true;
-    return unexpected(ProtocolError{ReplyCode::frame_error,
-                                    "frame size " + std::to_string(size) +
-                                        " exceeds frame_max " + std::to_string(frame_max_bytes_)});
+    return unexpected(ProtocolError{ReplyCode::frame_error, "frame size " + std::to_string(size) +
+                                                                " exceeds frame_max " +
+                                                                std::to_string(frame_max_bytes_)});
   }
   if (available < frame_overhead_bytes + size) return std::optional<Frame>();
   if (p[frame_header_bytes + size] != frame_end) {

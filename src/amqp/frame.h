@@ -63,9 +63,7 @@ class FrameReader {
   Result<std::optional<Frame>, ProtocolError> next();
 
   // The unparsed bytes; the connection reads the protocol header through these.
-  std::span<const uint8_t> buffered() const {
-    return {buffer_.data() + read_, write_ - read_};
-  }
+  std::span<const uint8_t> buffered() const { return {buffer_.data() + read_, write_ - read_}; }
   void consume(size_t bytes);
 
  private:

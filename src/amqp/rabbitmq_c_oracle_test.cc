@@ -23,9 +23,13 @@ amqp_bytes_t c_bytes(std::span<const uint8_t> s) {
   return {s.size(), const_cast<uint8_t*>(s.data())};
 }
 
-amqp_bytes_t c_bytes(const char* s) { return amqp_cstring_bytes(s); }
+amqp_bytes_t c_bytes(const char* s) {
+  return amqp_cstring_bytes(s);
+}
 
-std::string to_string(amqp_bytes_t b) { return {static_cast<const char*>(b.bytes), b.len}; }
+std::string to_string(amqp_bytes_t b) {
+  return {static_cast<const char*>(b.bytes), b.len};
+}
 
 // Encodes with hamq, decodes with rabbitmq-c, re-encodes with rabbitmq-c: the bytes must match.
 template <class M>

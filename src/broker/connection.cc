@@ -46,10 +46,9 @@ ProtocolError error(ReplyCode code, std::string text, const Method* method = nul
 
 amqp::FieldTable server_properties(const ConnectionConfig& config) {
   amqp::FieldTable capabilities;
-  for (const char* name :
-       {"publisher_confirms", "exchange_exchange_bindings", "basic.nack", "consumer_cancel_notify",
-        "connection.blocked", "consumer_priorities", "authentication_failure_close",
-        "per_consumer_qos", "direct_reply_to"}) {
+  for (const char* name : {"publisher_confirms", "exchange_exchange_bindings", "basic.nack",
+                           "consumer_cancel_notify", "connection.blocked", "consumer_priorities",
+                           "authentication_failure_close", "per_consumer_qos", "direct_reply_to"}) {
     capabilities.entries.emplace_back(name, true);
   }
   amqp::FieldTable properties;
@@ -192,8 +191,8 @@ void Connection::handle_handshake_method(const Method& method, uint64_t now_ms) 
 void Connection::handle_start_ok(const amqp::ConnectionStartOk& start_ok) {
   const amqp::FieldValue* capabilities = start_ok.client_properties.find("capabilities");
   if (capabilities != nullptr && std::holds_alternative<amqp::FieldTable>(capabilities->value)) {
-    client_wants_auth_failure_close_ = table_flag(std::get<amqp::FieldTable>(capabilities->value),
-                                                  "authentication_failure_close");
+    client_wants_auth_failure_close_ =
+        table_flag(std::get<amqp::FieldTable>(capabilities->value), "authentication_failure_close");
   }
   if (start_ok.mechanism != "PLAIN" && start_ok.mechanism != "AMQPLAIN") {
     end("COMMAND_INVALID - unknown authentication mechanism '" + start_ok.mechanism + "'");
@@ -229,8 +228,7 @@ bool Connection::authenticate(std::string_view mechanism, std::string_view respo
     password = response.substr(second + 1);
   } else {
     // AMQPLAIN: a field table without its length prefix, with string LOGIN and PASSWORD.
-    amqp::WireReader reader(
-        {reinterpret_cast<const uint8_t*>(response.data()), response.size()});
+    amqp::WireReader reader({reinterpret_cast<const uint8_t*>(response.data()), response.size()});
     amqp::FieldTable table;
     amqp::decode_field_table_entries(reader, table);
     const amqp::FieldValue* l = table.find("LOGIN");
@@ -268,8 +266,8 @@ void Connection::handle_tune_ok(const amqp::ConnectionTuneOk& tune_ok, uint64_t 
   }
   if (tune_ok.frame_max > config_.frame_max_bytes) {
     refuse("negotiated frame_max = " + std::to_string(tune_ok.frame_max) +
-           " is higher than the maximum allowed value (" +
-           std::to_string(config_.frame_max_bytes) + ")");
+           " is higher than the maximum allowed value (" + std::to_string(config_.frame_max_bytes) +
+           ")");
     return;
   }
   if (tune_ok.channel_max == 0 || tune_ok.channel_max > config_.channel_max) {
@@ -343,19 +341,18 @@ void Connection::handle_channel_frame(const Frame& frame, uint64_t now_ms) {
     return;
   }
   if (frame.channel > channel_max_) {
-    close_connection(error(ReplyCode::not_allowed,
-                           "channel " + std::to_string(frame.channel) +
-                               " is beyond the negotiated channel_max (" +
-                               std::to_string(channel_max_) + ")"),
+    close_connection(error(ReplyCode::not_allowed, "channel " + std::to_string(frame.channel) +
+                                                       " is beyond the negotiated channel_max (" +
+                                                       std::to_string(channel_max_) + ")"),
                      now_ms);
     return;
   }
   ChannelState channel_state = channels_[frame.channel];
   if (frame.type != FrameType::method) {
     if (channel_state == ChannelState::closing) return;
-    close_connection(error(ReplyCode::unexpected_frame,
-                           "content frame on channel " + std::to_string(frame.channel) +
-                               " without a content method before it"),
+    close_connection(error(ReplyCode::unexpected_frame, "content frame on channel " +
+                                                            std::to_string(frame.channel) +
+                                                            " without a content method before it"),
                      now_ms);
     return;
   }
@@ -381,10 +378,10 @@ void Connection::handle_channel_method(uint16_t channel, const Method& method, u
   }
   if (channel_state == ChannelState::closed) {
     if (!std::holds_alternative<amqp::ChannelOpen>(method)) {
-      close_connection(error(ReplyCode::channel_error,
-                             "expected 'channel.open' on channel " + std::to_string(channel),
-                             &method),
-                       now_ms);
+      close_connection(
+          error(ReplyCode::channel_error,
+                "expected 'channel.open' on channel " + std::to_string(channel), &method),
+          now_ms);
       return;
     }
     channel_state = ChannelState::open;
@@ -393,10 +390,10 @@ void Connection::handle_channel_method(uint16_t channel, const Method& method, u
   }
   // The channel is open.
   if (std::holds_alternative<amqp::ChannelOpen>(method)) {
-    close_connection(error(ReplyCode::channel_error,
-                           "second 'channel.open' seen on channel " + std::to_string(channel),
-                           &method),
-                     now_ms);
+    close_connection(
+        error(ReplyCode::channel_error,
+              "second 'channel.open' seen on channel " + std::to_string(channel), &method),
+        now_ms);
     return;
   }
   if (std::holds_alternative<amqp::ChannelClose>(method)) {
@@ -419,18 +416,18 @@ void Connection::handle_channel_method(uint16_t channel, const Method& method, u
     return;
   }
   if (amqp::method_class_id(method) == amqp::class_connection) {
-    close_connection(error(ReplyCode::channel_error,
-                           std::string(amqp::method_name(method)) + " on channel " +
-                               std::to_string(channel),
-                           &method),
-                     now_ms);
+    close_connection(
+        error(ReplyCode::channel_error,
+              std::string(amqp::method_name(method)) + " on channel " + std::to_string(channel),
+              &method),
+        now_ms);
     return;
   }
   // Exchanges, queues and messages arrive with the broker model.
-  close_connection(error(ReplyCode::not_implemented,
-                         std::string(amqp::method_name(method)) + " is not implemented yet",
-                         &method),
-                   now_ms);
+  close_connection(
+      error(ReplyCode::not_implemented,
+            std::string(amqp::method_name(method)) + " is not implemented yet", &method),
+      now_ms);
 }
 
 void Connection::send(uint16_t channel, const Method& method) {
@@ -449,8 +446,8 @@ void Connection::close_connection(const ProtocolError& e, uint64_t now_ms) {
 
 void Connection::close_channel(uint16_t channel, const ProtocolError& e) {
   HAMQ_VERIFY(channel != 0 && channel < channels_.size(), "close_channel of a bad channel");
-  send(channel, amqp::ChannelClose{static_cast<uint16_t>(e.code), e.reply_text(), e.class_id,
-                                   e.method_id});
+  send(channel,
+       amqp::ChannelClose{static_cast<uint16_t>(e.code), e.reply_text(), e.class_id, e.method_id});
   channels_[channel] = ChannelState::closing;
 }
 
@@ -472,10 +469,14 @@ void Connection::end(std::string reason) {
 
 uint64_t Connection::next_timer_ms() const {
   switch (state_) {
-    case State::finished: return never_ms;
-    case State::closing: return close_deadline_ms_;
-    case State::open: break;
-    default: return handshake_deadline_ms_;
+    case State::finished:
+      return never_ms;
+    case State::closing:
+      return close_deadline_ms_;
+    case State::open:
+      break;
+    default:
+      return handshake_deadline_ms_;
   }
   if (heartbeat_s_ == 0) return never_ms;
   uint64_t interval_ms = uint64_t{heartbeat_s_} * 1000;

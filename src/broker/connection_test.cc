@@ -33,8 +33,8 @@ class Client {
   std::vector<Received> receive() {
     std::vector<uint8_t>& output = connection.output();
     std::span<const uint8_t> bytes(output);
-    if (bytes.size() >= 8 && std::string_view(reinterpret_cast<const char*>(bytes.data()), 4) ==
-                                 "AMQP") {
+    if (bytes.size() >= 8 &&
+        std::string_view(reinterpret_cast<const char*>(bytes.data()), 4) == "AMQP") {
       raw_header.assign(bytes.begin(), bytes.begin() + 8);
       bytes = bytes.subspan(8);
     }
@@ -129,8 +129,7 @@ TEST(Handshake, PlainLoginReachesOpen) {
   const auto& table = std::get<amqp::FieldTable>(capabilities->value);
   for (const char* name : {"publisher_confirms", "exchange_exchange_bindings", "basic.nack",
                            "consumer_cancel_notify", "connection.blocked", "consumer_priorities",
-                           "authentication_failure_close", "per_consumer_qos",
-                           "direct_reply_to"}) {
+                           "authentication_failure_close", "per_consumer_qos", "direct_reply_to"}) {
     ASSERT_NE(table.find(name), nullptr) << name;
     EXPECT_EQ(*table.find(name), amqp::FieldValue(true)) << name;
   }
@@ -476,8 +475,8 @@ TEST(ProtocolViolation, TruncatedArgumentsAreSyntaxError) {
   client.open();
   client.open_channel(1);
   // queue.declare with a queue name claiming 50 bytes but carrying 2.
-  std::vector<uint8_t> frame = {amqp::frame_method, 0, 1, 0, 0, 0, 9, 0, 50, 0, 10, 0, 0, 50,
-                                'a', 'b', amqp::frame_end};
+  std::vector<uint8_t> frame = {
+      amqp::frame_method, 0, 1, 0, 0, 0, 9, 0, 50, 0, 10, 0, 0, 50, 'a', 'b', amqp::frame_end};
   client.send_bytes(frame);
   client.expect_connection_close(ReplyCode::syntax_error);
 }

@@ -70,7 +70,7 @@ template <class E>
 class [[nodiscard]] Result<void, E> {
  public:
   Result() = default;
-  Result(Ok) {}                                          // NOLINT: implicit
+  Result(Ok) {}  // NOLINT: implicit
   Result(Unexpected<E> failure) : error_(std::move(failure.error)), failed_(true) {}  // NOLINT
 
   bool ok() const { return !failed_; }

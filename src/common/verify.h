@@ -12,9 +12,9 @@ namespace hamq {
 
 }  // namespace hamq
 
-#define HAMQ_VERIFY(condition, message)                                   \
-  do {                                                                    \
-    if (!(condition)) [[unlikely]] {                                      \
-      ::hamq::verify_failed(#condition, (message), __FILE__, __LINE__);   \
-    }                                                                     \
+#define HAMQ_VERIFY(condition, message)                                 \
+  do {                                                                  \
+    if (!(condition)) [[unlikely]] {                                    \
+      ::hamq::verify_failed(#condition, (message), __FILE__, __LINE__); \
+    }                                                                   \
   } while (false)

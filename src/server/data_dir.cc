@@ -25,8 +25,7 @@ Result<DataDirLock, std::string> DataDirLock::acquire(const std::filesystem::pat
     int error = errno;
     ::close(fd);
     if (error == EWOULDBLOCK) {
-      return unexpected("data directory " + dir.string() +
-                        " is in use by another hamq-server");
+      return unexpected("data directory " + dir.string() + " is in use by another hamq-server");
     }
     return unexpected("cannot lock " + lock_path.string() + ": " + std::strerror(error));
   }

@@ -16,8 +16,7 @@ int main(int argc, char** argv) {
   app.add_option("--port", config.port, "AMQP port to listen on (0: any free port)")
       ->capture_default_str();
   app.add_option("--bind", config.bind_address, "Address to listen on")->capture_default_str();
-  app.add_option("--data-dir", data_dir, "Directory for the broker's data")
-      ->capture_default_str();
+  app.add_option("--data-dir", data_dir, "Directory for the broker's data")->capture_default_str();
   app.add_option("--heartbeat", config.connection.heartbeat_s,
                  "Heartbeat interval proposed to clients, in seconds (0: off)")
       ->capture_default_str();
@@ -43,8 +42,8 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", started.error());
     return 1;
   }
-  spdlog::info("hamq-server {} listening on [{}]:{}, data in {}",
-               config.connection.product_version, config.bind_address, server.port(), data_dir);
+  spdlog::info("hamq-server {} listening on [{}]:{}, data in {}", config.connection.product_version,
+               config.bind_address, server.port(), data_dir);
   spdlog::default_logger()->flush();
   std::fflush(stdout);
   server.run();
