@@ -63,7 +63,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   input.insert(input.end(), data + 2, data + size);
 
   uint64_t now_ms = 1'000'000;
-  broker::Connection connection(config, true, now_ms);
+  broker::Broker broker({"/"}, 1);
+  broker::Connection connection(config, broker, true, now_ms);
   amqp::FrameReader output_reader(1 << 24);
   bool header_seen = false;
   for (size_t offset = 0; offset < input.size() && !connection.finished(); offset += chunk) {

@@ -64,8 +64,11 @@ amqp::FieldTable server_properties(const ConnectionConfig& config) {
   return properties;
 }
 
-Connection::Connection(const ConnectionConfig& config, bool peer_is_loopback, uint64_t now_ms)
+Connection::Connection(const ConnectionConfig& config, Broker& broker, bool peer_is_loopback,
+                       uint64_t now_ms)
     : config_(config),
+      broker_(broker),
+      id_(broker.new_connection_id()),
       peer_is_loopback_(peer_is_loopback),
       reader_(amqp::frame_min_size_bytes),
       handshake_deadline_ms_(now_ms + config.handshake_timeout_ms),
@@ -73,8 +76,22 @@ Connection::Connection(const ConnectionConfig& config, bool peer_is_loopback, ui
       last_input_ms_(now_ms),
       last_output_ms_(now_ms) {}
 
+Connection::~Connection() {
+  release(now_ms_);
+}
+
 size_t Connection::open_channel_count() const {
-  return static_cast<size_t>(std::count(channels_.begin(), channels_.end(), ChannelState::open));
+  return channels_.size();
+}
+
+void Connection::release(uint64_t now_ms) {
+  if (released_) return;
+  released_ = true;
+  for (auto& [number, channel] : channels_) channel->release(now_ms);
+  channels_.clear();
+  if (vhost_ != nullptr) {
+    for (const auto& name : vhost_->queues_owned_by(id_)) broker_.delete_queue(*vhost_, name);
+  }
 }
 
 void Connection::commit_input(size_t bytes, uint64_t now_ms) {
@@ -103,9 +120,11 @@ void Connection::process_input(uint64_t now_ms) {
       end(next.error().reply_text());
       return;
     }
-    if (!next.value()) return;
+    if (!next.value()) break;
     handle_frame(*next.value(), now_ms);
   }
+  for (auto& [number, channel] : channels_) channel->flush_confirms();
+  if (state_ == State::finished) release(now_ms);
 }
 
 void Connection::handle_protocol_header() {
@@ -279,14 +298,13 @@ void Connection::handle_tune_ok(const amqp::ConnectionTuneOk& tune_ok, uint64_t 
   frame_max_bytes_ = tune_ok.frame_max;
   heartbeat_s_ = tune_ok.heartbeat;
   reader_.set_frame_max(frame_max_bytes_);
-  channels_.assign(size_t{channel_max_} + 1, ChannelState::closed);
   state_ = State::awaiting_open;
 }
 
 void Connection::handle_open(const amqp::ConnectionOpen& open, uint64_t now_ms) {
   const Method method = open;
-  if (std::find(config_.virtual_hosts.begin(), config_.virtual_hosts.end(), open.virtual_host) ==
-      config_.virtual_hosts.end()) {
+  vhost_ = broker_.find_virtual_host(open.virtual_host);
+  if (vhost_ == nullptr) {
     close_connection(
         error(ReplyCode::not_allowed, "vhost " + open.virtual_host + " not found", &method),
         now_ms);
@@ -347,13 +365,35 @@ void Connection::handle_channel_frame(const Frame& frame, uint64_t now_ms) {
                      now_ms);
     return;
   }
-  ChannelState channel_state = channels_[frame.channel];
+  if (closing_channels_.contains(frame.channel)) {
+    // After channel.close only close and close-ok mean anything (reference §1.6).
+    if (frame.type != FrameType::method) return;
+    auto method = amqp::decode_method(frame.payload);
+    if (!method.ok()) return;
+    if (std::holds_alternative<amqp::ChannelClose>(method.value())) {
+      send(frame.channel, amqp::ChannelCloseOk{});
+      closing_channels_.erase(frame.channel);
+    } else if (std::holds_alternative<amqp::ChannelCloseOk>(method.value())) {
+      closing_channels_.erase(frame.channel);
+    }
+    return;
+  }
+  auto it = channels_.find(frame.channel);
+  Channel* channel = it == channels_.end() ? nullptr : it->second.get();
   if (frame.type != FrameType::method) {
-    if (channel_state == ChannelState::closing) return;
-    close_connection(error(ReplyCode::unexpected_frame, "content frame on channel " +
-                                                            std::to_string(frame.channel) +
-                                                            " without a content method before it"),
-                     now_ms);
+    if (channel == nullptr || !channel->expects_content()) {
+      close_connection(error(ReplyCode::unexpected_frame,
+                             "content frame on channel " + std::to_string(frame.channel) +
+                                 " without a content method before it"),
+                       now_ms);
+      return;
+    }
+    auto result = frame.type == FrameType::header
+                      ? channel->handle_content_header(frame.payload, now_ms)
+                      : channel->handle_content_body(frame.payload, now_ms);
+    if (!result.ok()) {
+      fail(frame.channel, result.error(), nullptr, now_ms);
+    }
     return;
   }
   auto method = amqp::decode_method(frame.payload);
@@ -361,44 +401,42 @@ void Connection::handle_channel_frame(const Frame& frame, uint64_t now_ms) {
     close_connection(method.error(), now_ms);
     return;
   }
+  if (channel != nullptr && channel->expects_content()) {
+    close_connection(
+        error(ReplyCode::unexpected_frame,
+              "expected content for basic.publish on channel " + std::to_string(frame.channel) +
+                  ", got " + std::string(amqp::method_name(method.value())),
+              &method.value()),
+        now_ms);
+    return;
+  }
   handle_channel_method(frame.channel, method.value(), now_ms);
 }
 
-void Connection::handle_channel_method(uint16_t channel, const Method& method, uint64_t now_ms) {
-  ChannelState& channel_state = channels_[channel];
-  if (channel_state == ChannelState::closing) {
-    // After channel.close only close and close-ok mean anything (reference §1.6).
-    if (std::holds_alternative<amqp::ChannelClose>(method)) {
-      send(channel, amqp::ChannelCloseOk{});
-    } else if (!std::holds_alternative<amqp::ChannelCloseOk>(method)) {
-      return;
-    }
-    channel_state = ChannelState::closed;
-    return;
-  }
-  if (channel_state == ChannelState::closed) {
+void Connection::handle_channel_method(uint16_t number, const Method& method, uint64_t now_ms) {
+  auto it = channels_.find(number);
+  if (it == channels_.end()) {
     if (!std::holds_alternative<amqp::ChannelOpen>(method)) {
       close_connection(
           error(ReplyCode::channel_error,
-                "expected 'channel.open' on channel " + std::to_string(channel), &method),
+                "expected 'channel.open' on channel " + std::to_string(number), &method),
           now_ms);
       return;
     }
-    channel_state = ChannelState::open;
-    send(channel, amqp::ChannelOpenOk{});
+    channels_.emplace(number, std::make_unique<Channel>(*this, number));
+    send(number, amqp::ChannelOpenOk{});
     return;
   }
-  // The channel is open.
   if (std::holds_alternative<amqp::ChannelOpen>(method)) {
     close_connection(
         error(ReplyCode::channel_error,
-              "second 'channel.open' seen on channel " + std::to_string(channel), &method),
+              "second 'channel.open' seen on channel " + std::to_string(number), &method),
         now_ms);
     return;
   }
   if (std::holds_alternative<amqp::ChannelClose>(method)) {
-    send(channel, amqp::ChannelCloseOk{});
-    channel_state = ChannelState::closed;
+    drop_channel(number, now_ms);
+    send(number, amqp::ChannelCloseOk{});
     return;
   }
   if (std::holds_alternative<amqp::ChannelCloseOk>(method)) return;
@@ -408,31 +446,62 @@ void Connection::handle_channel_method(uint16_t channel, const Method& method, u
                        now_ms);
       return;
     }
-    send(channel, amqp::ChannelFlowOk{true});
+    send(number, amqp::ChannelFlowOk{true});
     return;
   }
   if (std::holds_alternative<amqp::AccessRequest>(method)) {
-    send(channel, amqp::AccessRequestOk{1});
+    send(number, amqp::AccessRequestOk{1});
     return;
   }
   if (amqp::method_class_id(method) == amqp::class_connection) {
     close_connection(
         error(ReplyCode::channel_error,
-              std::string(amqp::method_name(method)) + " on channel " + std::to_string(channel),
+              std::string(amqp::method_name(method)) + " on channel " + std::to_string(number),
               &method),
         now_ms);
     return;
   }
-  // Exchanges, queues and messages arrive with the broker model.
-  close_connection(
-      error(ReplyCode::not_implemented,
-            std::string(amqp::method_name(method)) + " is not implemented yet", &method),
-      now_ms);
+  auto result = it->second->handle_method(method, now_ms);
+  if (!result.ok()) fail(number, result.error(), &method, now_ms);
+}
+
+void Connection::fail(uint16_t channel, ProtocolError e, const Method* method, uint64_t now_ms) {
+  if (method != nullptr && e.class_id == 0 && e.method_id == 0) {
+    e.class_id = amqp::method_class_id(*method);
+    e.method_id = amqp::method_method_id(*method);
+  }
+  if (e.closes_connection()) {
+    close_connection(e, now_ms);
+  } else {
+    close_channel(channel, e, now_ms);
+  }
+}
+
+void Connection::drop_channel(uint16_t number, uint64_t now_ms) {
+  auto it = channels_.find(number);
+  if (it == channels_.end()) return;
+  std::unique_ptr<Channel> channel = std::move(it->second);
+  channels_.erase(it);
+  channel->release(now_ms);
 }
 
 void Connection::send(uint16_t channel, const Method& method) {
   amqp::write_method_frame(output_, channel, method);
+  wrote_output();
+}
+
+void Connection::send_content(uint16_t channel, const Method& method,
+                              const amqp::BasicProperties& properties, std::string_view body) {
+  amqp::write_method_frame(output_, channel, method);
+  amqp::write_content_frames(output_, channel, properties,
+                             {reinterpret_cast<const uint8_t*>(body.data()), body.size()},
+                             frame_max_bytes_);
+  wrote_output();
+}
+
+void Connection::wrote_output() {
   last_output_ms_ = now_ms_;
+  if (output_listener_) output_listener_();
 }
 
 void Connection::close_connection(const ProtocolError& e, uint64_t now_ms) {
@@ -444,11 +513,12 @@ void Connection::close_connection(const ProtocolError& e, uint64_t now_ms) {
   close_deadline_ms_ = now_ms + config_.close_timeout_ms;
 }
 
-void Connection::close_channel(uint16_t channel, const ProtocolError& e) {
-  HAMQ_VERIFY(channel != 0 && channel < channels_.size(), "close_channel of a bad channel");
+void Connection::close_channel(uint16_t channel, const ProtocolError& e, uint64_t now_ms) {
+  HAMQ_VERIFY(channels_.contains(channel), "close_channel of a channel that is not open");
+  drop_channel(channel, now_ms);
   send(channel,
        amqp::ChannelClose{static_cast<uint16_t>(e.code), e.reply_text(), e.class_id, e.method_id});
-  channels_[channel] = ChannelState::closing;
+  closing_channels_.insert(channel);
 }
 
 void Connection::shut_down(uint64_t now_ms) {
@@ -465,6 +535,7 @@ void Connection::shut_down(uint64_t now_ms) {
 void Connection::end(std::string reason) {
   if (end_reason_.empty()) end_reason_ = std::move(reason);
   state_ = State::finished;
+  release(now_ms_);
 }
 
 uint64_t Connection::next_timer_ms() const {

@@ -15,14 +15,20 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "amqp/errors.h"
 #include "amqp/frame.h"
 #include "amqp/methods.gen.h"
+#include "broker/broker.h"
+#include "broker/channel.h"
 
 namespace hamq::broker {
 
@@ -44,7 +50,6 @@ struct ConnectionConfig {
   std::string product_version = "0.1.0";
   std::string cluster_name = "hamq";
   std::vector<User> users = {{"guest", "guest", true}};
-  std::vector<std::string> virtual_hosts = {"/"};
 };
 
 class Connection {
@@ -59,8 +64,12 @@ class Connection {
     finished,  // nothing more to do; close the socket after flushing output
   };
 
-  // config must outlive the connection.
-  Connection(const ConnectionConfig& config, bool peer_is_loopback, uint64_t now_ms);
+  // config and broker must outlive the connection.
+  Connection(const ConnectionConfig& config, Broker& broker, bool peer_is_loopback,
+             uint64_t now_ms);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
 
   // Space to read at least `bytes` from the socket into; commit_input says how many arrived.
   std::span<uint8_t> prepare_input(size_t bytes) { return reader_.prepare(bytes); }
@@ -74,24 +83,38 @@ class Connection {
 
   // The broker is shutting down: connection.close with 320 CONNECTION_FORCED.
   void shut_down(uint64_t now_ms);
+  // The socket is gone: channels give back what they held, exclusive queues are deleted.
+  // Also done when the connection finishes; idempotent.
+  void release(uint64_t now_ms);
 
-  // Bytes to send, in order. The runtime takes them and then calls output_sent.
+  // Bytes to send, in order. The runtime takes them as it writes.
   std::vector<uint8_t>& output() { return output_; }
+  // Called whenever output grows, also when another connection's publish caused it.
+  void set_output_listener(std::function<void()> listener) {
+    output_listener_ = std::move(listener);
+  }
+
+  // For channels.
+  void send(uint16_t channel, const amqp::Method& method);
+  void send_content(uint16_t channel, const amqp::Method& method,
+                    const amqp::BasicProperties& properties, std::string_view body);
+  Broker& broker() { return broker_; }
+  VirtualHost& virtual_host() { return *vhost_; }
+  ConnectionId id() const { return id_; }
+  bool client_supports_cancel_notify() const { return client_cancel_notify_; }
 
   State state() const { return state_; }
   bool finished() const { return state_ == State::finished; }
   // Why the connection ended, for the log; empty for an orderly close.
   const std::string& end_reason() const { return end_reason_; }
   const std::string& user() const { return user_; }
-  const std::string& virtual_host() const { return virtual_host_; }
+  const std::string& virtual_host_name() const { return virtual_host_; }
   uint16_t heartbeat_s() const { return heartbeat_s_; }
   uint32_t frame_max() const { return frame_max_bytes_; }
   uint16_t channel_max() const { return channel_max_; }
   size_t open_channel_count() const;
 
  private:
-  enum class ChannelState : uint8_t { closed, open, closing };
-
   void process_input(uint64_t now_ms);
   void handle_protocol_header();
   void handle_frame(const amqp::Frame& frame, uint64_t now_ms);
@@ -105,20 +128,32 @@ class Connection {
 
   bool authenticate(std::string_view mechanism, std::string_view response);
 
-  void send(uint16_t channel, const amqp::Method& method);
+  // Reports an error from a channel's method: soft ones close the channel, hard ones the
+  // connection.
+  void fail(uint16_t channel, amqp::ProtocolError error, const amqp::Method* method,
+            uint64_t now_ms);
+  void wrote_output();
   // A hard error: connection.close, then wait for close-ok.
   void close_connection(const amqp::ProtocolError& error, uint64_t now_ms);
   // A soft error: channel.close, then discard the channel's frames until close-ok.
-  void close_channel(uint16_t channel, const amqp::ProtocolError& error);
+  void close_channel(uint16_t channel, const amqp::ProtocolError& error, uint64_t now_ms);
+  void drop_channel(uint16_t channel, uint64_t now_ms);
   // Ends without a close method (handshake errors, missed heartbeats).
   void end(std::string reason);
 
   const ConnectionConfig& config_;
+  Broker& broker_;
+  const ConnectionId id_;
   const bool peer_is_loopback_;
+  VirtualHost* vhost_ = nullptr;
+  std::function<void()> output_listener_;
+  bool released_ = false;
+  bool client_cancel_notify_ = false;
   State state_ = State::awaiting_protocol_header;
   amqp::FrameReader reader_;
   std::vector<uint8_t> output_;
-  std::vector<ChannelState> channels_;  // indexed by channel number, sized at tune-ok
+  std::unordered_map<uint16_t, std::unique_ptr<Channel>> channels_;  // open channels
+  std::unordered_set<uint16_t> closing_channels_;  // sent channel.close, awaiting close-ok
 
   uint16_t channel_max_ = 0;
   uint32_t frame_max_bytes_ = amqp::frame_min_size_bytes;

@@ -17,7 +17,7 @@ struct Received {
 // Drives a Connection as a client would, reading what it answers.
 class Client {
  public:
-  explicit Client(bool loopback = true) : connection(config, loopback, now_ms) {}
+  explicit Client(bool loopback = true) : connection(config, broker, loopback, now_ms) {}
 
   void send_bytes(std::span<const uint8_t> bytes) { connection.receive(bytes, now_ms); }
   void send_bytes(std::string_view bytes) {
@@ -111,6 +111,7 @@ class Client {
   }
 
   ConnectionConfig config;
+  Broker broker{{"/"}, 1};
   uint64_t now_ms = 1'000'000;
   Connection connection;
   amqp::FrameReader reader{1 << 20};

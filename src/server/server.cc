@@ -5,6 +5,7 @@
 #include <asio.hpp>
 #include <chrono>
 #include <optional>
+#include <random>
 #include <unordered_set>
 
 #include "server/data_dir.h"
@@ -37,18 +38,35 @@ using SessionSet = std::unordered_set<Session*>;
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(asio::ip::tcp::socket socket, const broker::ConnectionConfig& config,
-          SessionSet& sessions)
+          broker::Broker& broker, SessionSet& sessions)
       : socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         peer_(remote_description()),
-        connection_(config, is_loopback_peer(), now_ms()),
+        connection_(config, broker, is_loopback_peer(), now_ms()),
         sessions_(sessions) {
     sessions_.insert(this);
   }
-  ~Session() { sessions_.erase(this); }
+  ~Session() {
+    connection_.set_output_listener(nullptr);
+    connection_.release(now_ms());
+    sessions_.erase(this);
+  }
 
   void start() {
     spdlog::debug("accepted connection from {}", peer_);
+    // Output can grow while another connection is being served (a delivery to a consumer
+    // here); flush it from the loop once that work is done.
+    std::weak_ptr<Session> weak = shared_from_this();
+    connection_.set_output_listener([this, weak] {
+      if (flush_posted_ || closed_) return;
+      flush_posted_ = true;
+      asio::post(socket_.get_executor(), [weak] {
+        if (auto self = weak.lock()) {
+          self->flush_posted_ = false;
+          self->flush();
+        }
+      });
+    });
     read();
     arm_timer();
   }
@@ -150,6 +168,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void close_socket() {
     if (closed_) return;
     closed_ = true;
+    connection_.release(now_ms());
     asio::error_code ignored;
     socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
@@ -164,12 +183,18 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<uint8_t> write_buffer_;
   bool writing_ = false;
   bool closed_ = false;
+  bool flush_posted_ = false;
 };
 
 }  // namespace
 
 struct Server::Impl {
-  explicit Impl(ServerConfig c) : config(std::move(c)), acceptor(io), signals(io), grace(io) {}
+  explicit Impl(ServerConfig c)
+      : config(std::move(c)),
+        broker({"/"}, std::random_device{}()),
+        acceptor(io),
+        signals(io),
+        grace(io) {}
 
   void accept() {
     acceptor.async_accept([this](asio::error_code ec, asio::ip::tcp::socket socket) {
@@ -182,7 +207,7 @@ struct Server::Impl {
       }
       asio::error_code ignored;
       socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-      std::make_shared<Session>(std::move(socket), config.connection, sessions)->start();
+      std::make_shared<Session>(std::move(socket), config.connection, broker, sessions)->start();
       accept();
     });
   }
@@ -211,6 +236,7 @@ struct Server::Impl {
   }
 
   ServerConfig config;
+  broker::Broker broker;
   asio::io_context io;
   asio::ip::tcp::acceptor acceptor;
   asio::signal_set signals;

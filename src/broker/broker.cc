@@ -1,0 +1,42 @@
+#include "broker/broker.h"
+
+namespace hamq::broker {
+
+Broker::Broker(const std::vector<std::string>& virtual_hosts, uint64_t seed) : random_(seed) {
+  for (const auto& name : virtual_hosts) {
+    virtual_hosts_.emplace(name, std::make_unique<VirtualHost>(name));
+  }
+}
+
+VirtualHost* Broker::find_virtual_host(const std::string& name) {
+  auto it = virtual_hosts_.find(name);
+  return it == virtual_hosts_.end() ? nullptr : it->second.get();
+}
+
+std::string Broker::random_name(std::string_view prefix) {
+  static constexpr char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string name(prefix);
+  for (int i = 0; i < 22; ++i) name += alphabet[random_() % 64];
+  return name;
+}
+
+void Broker::dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>& deliveries) {
+  for (const auto& delivery : deliveries) {
+    auto it = sinks_.find(delivery.holder.value);
+    if (it != sinks_.end()) it->second->deliver(queue, delivery);
+  }
+}
+
+size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
+  QueuePtr queue = vhost.remove_queue(name);
+  if (!queue) return 0;
+  size_t ready = queue->machine.ready_count();
+  for (HolderId consumer : queue->machine.consumer_ids()) {
+    auto it = sinks_.find(consumer.value);
+    if (it != sinks_.end()) it->second->consumer_cancelled_by_broker(consumer);
+  }
+  return ready;
+}
+
+}  // namespace hamq::broker

@@ -1,0 +1,59 @@
+// Broker: the node's virtual hosts, and the registry that lets a queue hand a delivery to the
+// channel of whichever connection holds the consumer.
+//
+// Thread: owned by one event loop; every connection on that loop shares it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/virtual_host.h"
+
+namespace hamq::broker {
+
+using queue::HolderId;
+
+// What a queue delivers to: a channel's consumer.
+class ConsumerSink {
+ public:
+  virtual ~ConsumerSink() = default;
+  virtual void deliver(const QueuePtr& queue, const queue::Delivery& delivery) = 0;
+  // The queue went away (deleted, auto-deleted, its exclusive owner closed).
+  virtual void consumer_cancelled_by_broker(HolderId consumer) = 0;
+};
+
+class Broker {
+ public:
+  // seed feeds the generator of server-chosen names (queues, consumer tags).
+  Broker(const std::vector<std::string>& virtual_hosts, uint64_t seed);
+
+  VirtualHost* find_virtual_host(const std::string& name);
+
+  HolderId new_holder() { return HolderId{next_holder_++}; }
+  ConnectionId new_connection_id() { return next_connection_id_++; }
+  // "amq.gen-..." and "amq.ctag-...": a prefix and 22 random base64url characters.
+  std::string random_name(std::string_view prefix);
+
+  void register_sink(HolderId consumer, ConsumerSink* sink) { sinks_[consumer.value] = sink; }
+  void unregister_sink(HolderId consumer) { sinks_.erase(consumer.value); }
+
+  // Hands each delivery to its consumer's channel.
+  void dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>& deliveries);
+
+  // Deletes a queue and tells its consumers. Returns the ready messages it had.
+  size_t delete_queue(VirtualHost& vhost, const std::string& name);
+
+ private:
+  std::map<std::string, std::unique_ptr<VirtualHost>> virtual_hosts_;
+  std::unordered_map<uint64_t, ConsumerSink*> sinks_;
+  uint64_t next_holder_ = 1;
+  ConnectionId next_connection_id_ = 1;
+  std::mt19937_64 random_;
+};
+
+}  // namespace hamq::broker

@@ -1,0 +1,621 @@
+#include "broker/channel.h"
+
+#include <algorithm>
+#include <set>
+
+#include "broker/connection.h"
+#include "common/verify.h"
+
+namespace hamq::broker {
+
+using amqp::Method;
+using amqp::ReplyCode;
+
+namespace {
+
+ProtocolError error(ReplyCode code, std::string text) {
+  return ProtocolError{code, std::move(text)};
+}
+
+// The CC and BCC headers (reference §10.7): extra routing keys, each an array of long strings.
+Result<std::vector<std::string>, ProtocolError> sender_selected_keys(
+    const amqp::BasicProperties& properties) {
+  std::vector<std::string> keys;
+  if (!properties.headers) return keys;
+  for (const char* name : {"CC", "BCC"}) {
+    const amqp::FieldValue* value = properties.headers->find(name);
+    if (value == nullptr) continue;
+    const auto* array = std::get_if<amqp::FieldArray>(&value->value);
+    if (array == nullptr) {
+      return unexpected(error(ReplyCode::precondition_failed,
+                              std::string("invalid header '") + name + "': expected an array"));
+    }
+    for (const auto& key : array->values) {
+      const auto* text = std::get_if<std::string>(&key.value);
+      if (text == nullptr) {
+        return unexpected(
+            error(ReplyCode::precondition_failed,
+                  std::string("invalid header '") + name + "': expected an array of strings"));
+      }
+      keys.push_back(*text);
+    }
+  }
+  return keys;
+}
+
+}  // namespace
+
+Channel::Channel(Connection& connection, uint16_t number)
+    : connection_(connection), number_(number), get_holder_(connection.broker().new_holder()) {}
+
+Channel::~Channel() {
+  HAMQ_VERIFY(released_, "a channel destroyed without release()");
+}
+
+VirtualHost& Channel::vhost() {
+  return connection_.virtual_host();
+}
+
+Result<void, ProtocolError> Channel::handle_method(const Method& method, uint64_t now_ms) {
+  return std::visit(
+      [&](const auto& m) -> Result<void, ProtocolError> {
+        using M = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<M, amqp::ExchangeDeclare>)
+          return exchange_declare(m);
+        else if constexpr (std::is_same_v<M, amqp::ExchangeDelete>)
+          return exchange_delete(m);
+        else if constexpr (std::is_same_v<M, amqp::ExchangeBind>)
+          return exchange_bind(m);
+        else if constexpr (std::is_same_v<M, amqp::ExchangeUnbind>)
+          return exchange_unbind(m);
+        else if constexpr (std::is_same_v<M, amqp::QueueDeclare>)
+          return queue_declare(m);
+        else if constexpr (std::is_same_v<M, amqp::QueueBind>)
+          return queue_bind(m);
+        else if constexpr (std::is_same_v<M, amqp::QueueUnbind>)
+          return queue_unbind(m);
+        else if constexpr (std::is_same_v<M, amqp::QueuePurge>)
+          return queue_purge(m);
+        else if constexpr (std::is_same_v<M, amqp::QueueDelete>)
+          return queue_delete(m);
+        else if constexpr (std::is_same_v<M, amqp::BasicQos>)
+          return basic_qos(m);
+        else if constexpr (std::is_same_v<M, amqp::BasicConsume>)
+          return basic_consume(m, now_ms);
+        else if constexpr (std::is_same_v<M, amqp::BasicCancel>)
+          return basic_cancel(m);
+        else if constexpr (std::is_same_v<M, amqp::BasicPublish>)
+          return basic_publish(m);
+        else if constexpr (std::is_same_v<M, amqp::BasicGet>)
+          return basic_get(m, now_ms);
+        else if constexpr (std::is_same_v<M, amqp::BasicAck>) {
+          return settle(m.delivery_tag, m.multiple, Settle::ack, now_ms);
+        } else if constexpr (std::is_same_v<M, amqp::BasicReject>) {
+          return settle(m.delivery_tag, false, m.requeue ? Settle::requeue : Settle::discard,
+                        now_ms);
+        } else if constexpr (std::is_same_v<M, amqp::BasicNack>) {
+          return settle(m.delivery_tag, m.multiple, m.requeue ? Settle::requeue : Settle::discard,
+                        now_ms);
+        } else if constexpr (std::is_same_v<M, amqp::BasicRecover>) {
+          auto result = recover(m.requeue, now_ms);
+          if (result.ok()) connection_.send(number_, amqp::BasicRecoverOk{});
+          return result;
+        } else if constexpr (std::is_same_v<M, amqp::BasicRecoverAsync>) {
+          return recover(m.requeue, now_ms);
+        } else if constexpr (std::is_same_v<M, amqp::ConfirmSelect>)
+          return confirm_select(m);
+        else if constexpr (std::is_same_v<M, amqp::TxSelect>)
+          return tx_select();
+        else if constexpr (std::is_same_v<M, amqp::TxCommit>)
+          return tx_commit(now_ms);
+        else if constexpr (std::is_same_v<M, amqp::TxRollback>)
+          return tx_rollback();
+        else {
+          return unexpected(error(ReplyCode::command_invalid,
+                                  std::string(M::name) + " is not valid on a channel"));
+        }
+      },
+      method);
+}
+
+// Exchanges --------------------------------------------------------------------------------------
+
+Result<void, ProtocolError> Channel::exchange_declare(const amqp::ExchangeDeclare& m) {
+  auto result = vhost().declare_exchange(
+      {m.exchange, m.type, m.passive, m.durable, m.auto_delete, m.internal, m.arguments});
+  if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeDeclareOk{});
+  return result;
+}
+
+Result<void, ProtocolError> Channel::exchange_delete(const amqp::ExchangeDelete& m) {
+  auto result = vhost().delete_exchange(m.exchange, m.if_unused);
+  if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeDeleteOk{});
+  return result;
+}
+
+Result<void, ProtocolError> Channel::exchange_bind(const amqp::ExchangeBind& m) {
+  auto result =
+      vhost().bind(m.source, {m.destination, false, m.routing_key, m.arguments}, connection_.id());
+  if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeBindOk{});
+  return result;
+}
+
+Result<void, ProtocolError> Channel::exchange_unbind(const amqp::ExchangeUnbind& m) {
+  auto result = vhost().unbind(m.source, {m.destination, false, m.routing_key, m.arguments},
+                               connection_.id());
+  if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeUnbindOk{});
+  return result;
+}
+
+// Queues -----------------------------------------------------------------------------------------
+
+Result<std::string, ProtocolError> Channel::resolve_queue_name(const std::string& name) const {
+  if (!name.empty()) return name;
+  if (last_declared_queue_.empty()) {
+    return unexpected(error(ReplyCode::not_found, "no previously declared queue"));
+  }
+  return last_declared_queue_;
+}
+
+Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) {
+  std::string name = m.queue;
+  if (name.empty() && !m.passive) {
+    name = connection_.broker().random_name("amq.gen-");
+  } else if (name.empty()) {
+    auto resolved = resolve_queue_name(name);
+    if (!resolved.ok()) return unexpected(resolved.error());
+    name = resolved.value();
+  } else if (!m.passive && name.starts_with("amq.")) {
+    return unexpected(error(ReplyCode::access_refused,
+                            "queue name '" + name + "' contains reserved prefix 'amq.*'"));
+  }
+  auto queue = vhost().declare_queue(
+      {name, m.passive, m.durable, m.exclusive, m.auto_delete, m.arguments}, connection_.id());
+  if (!queue.ok()) return unexpected(queue.error());
+  last_declared_queue_ = name;
+  if (!m.nowait) {
+    const auto& machine = queue.value()->machine;
+    connection_.send(number_,
+                     amqp::QueueDeclareOk{name, static_cast<uint32_t>(machine.ready_count()),
+                                          static_cast<uint32_t>(machine.consumer_count())});
+  }
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::queue_bind(const amqp::QueueBind& m) {
+  auto name = resolve_queue_name(m.queue);
+  if (!name.ok()) return unexpected(name.error());
+  // An empty queue name and routing key bind with the queue's own name (reference §11.1).
+  std::string key = m.queue.empty() && m.routing_key.empty() ? name.value() : m.routing_key;
+  auto result = vhost().bind(m.exchange, {name.value(), true, key, m.arguments}, connection_.id());
+  if (result.ok() && !m.nowait) connection_.send(number_, amqp::QueueBindOk{});
+  return result;
+}
+
+Result<void, ProtocolError> Channel::queue_unbind(const amqp::QueueUnbind& m) {
+  auto name = resolve_queue_name(m.queue);
+  if (!name.ok()) return unexpected(name.error());
+  std::string key = m.queue.empty() && m.routing_key.empty() ? name.value() : m.routing_key;
+  auto result =
+      vhost().unbind(m.exchange, {name.value(), true, key, m.arguments}, connection_.id());
+  if (result.ok()) connection_.send(number_, amqp::QueueUnbindOk{});
+  return result;
+}
+
+Result<void, ProtocolError> Channel::queue_purge(const amqp::QueuePurge& m) {
+  auto name = resolve_queue_name(m.queue);
+  if (!name.ok()) return unexpected(name.error());
+  auto queue = vhost().use_queue(name.value(), connection_.id());
+  if (!queue.ok()) return unexpected(queue.error());
+  size_t purged = queue.value()->machine.purge();
+  if (!m.nowait) connection_.send(number_, amqp::QueuePurgeOk{static_cast<uint32_t>(purged)});
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::queue_delete(const amqp::QueueDelete& m) {
+  auto name = resolve_queue_name(m.queue);
+  if (!name.ok()) return unexpected(name.error());
+  auto queue = vhost().use_queue(name.value(), connection_.id());
+  if (!queue.ok()) {
+    if (queue.error().code != ReplyCode::not_found) return unexpected(queue.error());
+    // Deleting a queue that does not exist succeeds.
+    if (!m.nowait) connection_.send(number_, amqp::QueueDeleteOk{0});
+    return Ok{};
+  }
+  const auto& machine = queue.value()->machine;
+  std::string where = "queue '" + name.value() + "' in vhost '" + vhost().name() + "'";
+  if (m.if_unused && machine.consumer_count() > 0) {
+    return unexpected(error(ReplyCode::precondition_failed, where + " in use"));
+  }
+  if (m.if_empty && machine.ready_count() > 0) {
+    return unexpected(error(ReplyCode::precondition_failed, where + " not empty"));
+  }
+  size_t count = connection_.broker().delete_queue(vhost(), name.value());
+  if (!m.nowait) connection_.send(number_, amqp::QueueDeleteOk{static_cast<uint32_t>(count)});
+  return Ok{};
+}
+
+// Consuming --------------------------------------------------------------------------------------
+
+Result<void, ProtocolError> Channel::basic_qos(const amqp::BasicQos& m) {
+  if (m.prefetch_size != 0) {
+    return unexpected(error(ReplyCode::not_implemented,
+                            "prefetch_size!=0 (" + std::to_string(m.prefetch_size) + ")"));
+  }
+  // As RabbitMQ 4.3 by default: global=true is taken as a per-consumer limit too.
+  prefetch_count_ = m.prefetch_count;
+  connection_.send(number_, amqp::BasicQosOk{});
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::basic_consume(const amqp::BasicConsume& m, uint64_t now_ms) {
+  auto name = resolve_queue_name(m.queue);
+  if (!name.ok()) return unexpected(name.error());
+  auto queue = vhost().use_queue(name.value(), connection_.id());
+  if (!queue.ok()) return unexpected(queue.error());
+  std::string tag = m.consumer_tag;
+  if (tag.empty()) tag = connection_.broker().random_name("amq.ctag-");
+  if (consumers_.contains(tag)) {
+    return unexpected(error(ReplyCode::not_allowed, "attempt to reuse consumer tag '" + tag + "'"));
+  }
+  queue::ConsumerOptions options;
+  options.prefetch_count = prefetch_count_;
+  options.no_ack = m.no_ack;
+  options.exclusive = m.exclusive;
+  if (const amqp::FieldValue* priority = m.arguments.find("x-priority")) {
+    auto value = priority->as_integer();
+    if (!value) {
+      return unexpected(
+          error(ReplyCode::precondition_failed, "invalid arg 'x-priority': expected an integer"));
+    }
+    options.priority = *value;
+  }
+  HolderId holder = connection_.broker().new_holder();
+  consumers_.emplace(tag, Consumer{tag, queue.value(), holder, m.no_ack});
+  consumer_tags_.emplace(holder.value, tag);
+  connection_.broker().register_sink(holder, this);
+  // consume-ok goes out before the first delivery.
+  if (!m.nowait) connection_.send(number_, amqp::BasicConsumeOk{tag});
+  std::vector<queue::Delivery> deliveries;
+  auto attached = queue.value()->machine.attach(holder, options, now_ms, deliveries);
+  if (attached != queue::AttachResult::attached) {
+    connection_.broker().unregister_sink(holder);
+    consumers_.erase(tag);
+    consumer_tags_.erase(holder.value);
+    return unexpected(error(ReplyCode::access_refused, "queue '" + name.value() + "' in vhost '" +
+                                                           vhost().name() + "' in exclusive use"));
+  }
+  queue.value()->had_consumer = true;
+  connection_.broker().dispatch(queue.value(), deliveries);
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::basic_cancel(const amqp::BasicCancel& m) {
+  // An unknown tag is not an error: the broker may have cancelled it already (reference §7).
+  cancel_consumer(m.consumer_tag, 0);
+  if (!m.nowait) connection_.send(number_, amqp::BasicCancelOk{m.consumer_tag});
+  return Ok{};
+}
+
+void Channel::cancel_consumer(const std::string& tag, uint64_t /*now_ms*/) {
+  auto it = consumers_.find(tag);
+  if (it == consumers_.end()) return;
+  Consumer consumer = std::move(it->second);
+  consumers_.erase(it);
+  consumer_tags_.erase(consumer.holder.value);
+  connection_.broker().unregister_sink(consumer.holder);
+  if (QueuePtr queue = consumer.queue.lock()) {
+    queue->machine.cancel(consumer.holder);
+    delete_if_unused(queue);
+  }
+}
+
+void Channel::delete_if_unused(const QueuePtr& queue) {
+  if (queue->auto_delete && queue->had_consumer && queue->machine.consumer_count() == 0) {
+    connection_.broker().delete_queue(vhost(), queue->name);
+  }
+}
+
+void Channel::deliver(const QueuePtr& queue, const queue::Delivery& delivery) {
+  auto tag_it = consumer_tags_.find(delivery.holder.value);
+  HAMQ_VERIFY(tag_it != consumer_tags_.end(), "delivery to a consumer the channel does not know");
+  const Consumer& consumer = consumers_.at(tag_it->second);
+  uint64_t delivery_tag = next_delivery_tag_++;
+  if (!consumer.no_ack)
+    unacked_.emplace(delivery_tag, Unacked{queue, delivery.holder, delivery.id});
+  const queue::Message& message = *delivery.message;
+  connection_.send_content(number_,
+                           amqp::BasicDeliver{consumer.tag, delivery_tag, delivery.redelivered,
+                                              message.exchange, message.routing_key},
+                           message.properties, message.body);
+}
+
+void Channel::consumer_cancelled_by_broker(HolderId holder) {
+  auto tag_it = consumer_tags_.find(holder.value);
+  if (tag_it == consumer_tags_.end()) return;
+  std::string tag = tag_it->second;
+  consumers_.erase(tag);
+  consumer_tags_.erase(tag_it);
+  connection_.broker().unregister_sink(holder);
+  if (connection_.client_supports_cancel_notify()) {
+    connection_.send(number_, amqp::BasicCancel{tag, true});
+  }
+}
+
+Result<void, ProtocolError> Channel::basic_get(const amqp::BasicGet& m, uint64_t now_ms) {
+  auto name = resolve_queue_name(m.queue);
+  if (!name.ok()) return unexpected(name.error());
+  auto queue = vhost().use_queue(name.value(), connection_.id());
+  if (!queue.ok()) return unexpected(queue.error());
+  auto delivery = queue.value()->machine.get(get_holder_, m.no_ack, now_ms);
+  if (!delivery) {
+    connection_.send(number_, amqp::BasicGetEmpty{});
+    return Ok{};
+  }
+  uint64_t delivery_tag = next_delivery_tag_++;
+  if (!m.no_ack) unacked_.emplace(delivery_tag, Unacked{queue.value(), get_holder_, delivery->id});
+  const queue::Message& message = *delivery->message;
+  connection_.send_content(
+      number_,
+      amqp::BasicGetOk{delivery_tag, delivery->redelivered, message.exchange, message.routing_key,
+                       static_cast<uint32_t>(queue.value()->machine.ready_count())},
+      message.properties, message.body);
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::settle(uint64_t delivery_tag, bool multiple, Settle how,
+                                            uint64_t now_ms) {
+  std::vector<uint64_t> tags;
+  if (multiple) {
+    auto end = delivery_tag == 0 ? unacked_.end() : unacked_.upper_bound(delivery_tag);
+    for (auto it = unacked_.begin(); it != end; ++it) tags.push_back(it->first);
+    if (delivery_tag != 0 && !unacked_.contains(delivery_tag) && tags.empty()) {
+      return unexpected(error(ReplyCode::precondition_failed,
+                              "unknown delivery tag " + std::to_string(delivery_tag)));
+    }
+  } else {
+    if (!unacked_.contains(delivery_tag)) {
+      return unexpected(error(ReplyCode::precondition_failed,
+                              "unknown delivery tag " + std::to_string(delivery_tag)));
+    }
+    tags.push_back(delivery_tag);
+  }
+  if (tx_mode_) {
+    // Settled at commit; the tags stay owed until then.
+    tx_pending_.push_back(
+        [this, tags, how](uint64_t at_ms) { return settle_now(tags, how, at_ms); });
+    return Ok{};
+  }
+  return settle_now(std::move(tags), how, now_ms);
+}
+
+Result<void, ProtocolError> Channel::settle_now(std::vector<uint64_t> tags, Settle how,
+                                                uint64_t now_ms) {
+  // Group by (queue, holder) so each queue gets one command.
+  std::map<std::pair<Queue*, uint64_t>, std::pair<QueuePtr, std::vector<queue::MessageId>>> groups;
+  for (uint64_t tag : tags) {
+    auto it = unacked_.find(tag);
+    if (it == unacked_.end()) continue;  // settled since (a transaction settled it twice)
+    if (QueuePtr queue = it->second.queue.lock()) {
+      auto& group = groups[{queue.get(), it->second.holder.value}];
+      group.first = queue;
+      group.second.push_back(it->second.id);
+    }
+    unacked_.erase(it);
+  }
+  for (auto& [key, group] : groups) {
+    auto& [queue, ids] = group;
+    std::vector<queue::Delivery> deliveries;
+    HolderId holder{key.second};
+    switch (how) {
+      case Settle::ack:
+        queue->machine.settle(holder, ids, now_ms, deliveries);
+        break;
+      case Settle::requeue:
+        queue->machine.requeue(holder, ids, now_ms, deliveries);
+        break;
+      case Settle::discard:
+        queue->machine.discard(holder, ids, now_ms, deliveries);
+        break;
+    }
+    connection_.broker().dispatch(queue, deliveries);
+  }
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::recover(bool requeue, uint64_t now_ms) {
+  if (!requeue) {
+    return unexpected(error(ReplyCode::not_implemented, "requeue=false"));
+  }
+  std::vector<uint64_t> tags;
+  for (const auto& [tag, unacked] : unacked_) tags.push_back(tag);
+  return settle_now(std::move(tags), Settle::requeue, now_ms);
+}
+
+// Publishing -------------------------------------------------------------------------------------
+
+Result<void, ProtocolError> Channel::basic_publish(const amqp::BasicPublish& m) {
+  if (m.immediate) return unexpected(error(ReplyCode::not_implemented, "immediate=true"));
+  publish_ = m;
+  header_.reset();
+  body_.clear();
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::handle_content_header(std::span<const uint8_t> payload,
+                                                           uint64_t now_ms) {
+  auto header = amqp::decode_content_header(payload);
+  if (!header.ok()) return unexpected(header.error());
+  if (header->body_size > amqp::body_size_bytes_max) {
+    return unexpected(
+        error(ReplyCode::frame_error,
+              "body size " + std::to_string(header->body_size) + " is larger than 512 MiB"));
+  }
+  if (header->body_size > message_size_bytes_max) {
+    publish_.reset();
+    return unexpected(
+        error(ReplyCode::precondition_failed, "message size " + std::to_string(header->body_size) +
+                                                  " is larger than configured max size " +
+                                                  std::to_string(message_size_bytes_max)));
+  }
+  header_ = std::move(header.value());
+  body_.reserve(header_->body_size);
+  if (header_->body_size == 0) return handle_content_body({}, now_ms);
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::handle_content_body(std::span<const uint8_t> payload,
+                                                         uint64_t now_ms) {
+  HAMQ_VERIFY(publish_ && header_, "body without a publish and header; the connection checks");
+  if (body_.size() + payload.size() > header_->body_size) {
+    return unexpected(error(ReplyCode::frame_error, "body larger than its header announced"));
+  }
+  body_.append(reinterpret_cast<const char*>(payload.data()), payload.size());
+  if (body_.size() < header_->body_size) return Ok{};
+  auto message = std::make_shared<queue::Message>();
+  message->exchange = publish_->exchange;
+  message->routing_key = publish_->routing_key;
+  message->properties = std::move(header_->properties);
+  message->body = std::move(body_);
+  amqp::BasicPublish method = std::move(*publish_);
+  publish_.reset();
+  header_.reset();
+  body_ = std::string();
+  if (tx_mode_) {
+    tx_pending_.push_back([this, method, message = queue::MessagePtr(message)](uint64_t at_ms) {
+      return publish(method, message, at_ms);
+    });
+    return Ok{};
+  }
+  return publish(method, std::move(message), now_ms);
+}
+
+Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
+                                             queue::MessagePtr message, uint64_t now_ms) {
+  uint64_t seq = confirm_mode_ ? next_publish_seq_++ : 0;
+  const Exchange* exchange = vhost().find_exchange(method.exchange);
+  if (exchange == nullptr) {
+    return unexpected(error(ReplyCode::not_found, "no exchange '" + method.exchange +
+                                                      "' in vhost '" + vhost().name() + "'"));
+  }
+  if (exchange->internal) {
+    return unexpected(error(ReplyCode::access_refused, "cannot publish to internal exchange '" +
+                                                           method.exchange + "' in vhost '" +
+                                                           vhost().name() + "'"));
+  }
+  const auto& properties = message->properties;
+  if (properties.user_id && *properties.user_id != connection_.user()) {
+    return unexpected(error(ReplyCode::precondition_failed,
+                            "user_id property set to '" + *properties.user_id +
+                                "' but authenticated user was '" + connection_.user() + "'"));
+  }
+  auto extra_keys = sender_selected_keys(properties);
+  if (!extra_keys.ok()) return unexpected(extra_keys.error());
+  if (properties.headers && properties.headers->find("BCC") != nullptr) {
+    // BCC routes but is never seen by consumers.
+    auto stripped = std::make_shared<queue::Message>(*message);
+    std::erase_if(stripped->properties.headers->entries,
+                  [](const amqp::FieldTableEntry& e) { return e.name == "BCC"; });
+    message = std::move(stripped);
+  }
+  auto queues = vhost().route(method.exchange, method.routing_key, extra_keys.value(),
+                              properties.headers ? &*properties.headers : nullptr);
+  if (queues.empty() && method.mandatory) {
+    connection_.send_content(number_,
+                             amqp::BasicReturn{static_cast<uint16_t>(ReplyCode::no_route),
+                                               "NO_ROUTE", method.exchange, method.routing_key},
+                             message->properties, message->body);
+  }
+  for (const QueuePtr& queue : queues) {
+    std::vector<queue::Delivery> deliveries;
+    queue->machine.enqueue(message, now_ms, deliveries);
+    connection_.broker().dispatch(queue, deliveries);
+  }
+  // In-memory queues take responsibility as soon as the message is enqueued.
+  if (confirm_mode_) confirmed_through_ = seq;
+  return Ok{};
+}
+
+void Channel::flush_confirms() {
+  if (confirmed_through_ <= confirms_sent_through_) return;
+  bool multiple = confirmed_through_ - confirms_sent_through_ > 1;
+  connection_.send(number_, amqp::BasicAck{confirmed_through_, multiple});
+  confirms_sent_through_ = confirmed_through_;
+}
+
+Result<void, ProtocolError> Channel::confirm_select(const amqp::ConfirmSelect& m) {
+  if (tx_mode_) {
+    return unexpected(
+        error(ReplyCode::precondition_failed, "cannot switch from tx to confirm mode"));
+  }
+  confirm_mode_ = true;
+  if (!m.nowait) connection_.send(number_, amqp::ConfirmSelectOk{});
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::tx_select() {
+  if (confirm_mode_) {
+    return unexpected(
+        error(ReplyCode::precondition_failed, "cannot switch from confirm to tx mode"));
+  }
+  tx_mode_ = true;
+  connection_.send(number_, amqp::TxSelectOk{});
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::tx_commit(uint64_t now_ms) {
+  if (!tx_mode_) {
+    return unexpected(error(ReplyCode::precondition_failed, "channel is not transactional"));
+  }
+  auto pending = std::move(tx_pending_);
+  tx_pending_.clear();
+  for (auto& action : pending) {
+    auto result = action(now_ms);
+    if (!result.ok()) return result;
+  }
+  connection_.send(number_, amqp::TxCommitOk{});
+  return Ok{};
+}
+
+Result<void, ProtocolError> Channel::tx_rollback() {
+  if (!tx_mode_) {
+    return unexpected(error(ReplyCode::precondition_failed, "channel is not transactional"));
+  }
+  tx_pending_.clear();
+  connection_.send(number_, amqp::TxRollbackOk{});
+  return Ok{};
+}
+
+// Closing ----------------------------------------------------------------------------------------
+
+void Channel::release(uint64_t now_ms) {
+  if (released_) return;
+  released_ = true;
+  tx_pending_.clear();
+  // Every (queue, holder) this channel has: its consumers and whatever it holds unacked.
+  std::map<std::pair<Queue*, uint64_t>, QueuePtr> holders;
+  for (auto& [tag, consumer] : consumers_) {
+    connection_.broker().unregister_sink(consumer.holder);
+    if (QueuePtr queue = consumer.queue.lock()) {
+      holders[{queue.get(), consumer.holder.value}] = queue;
+    }
+  }
+  for (auto& [tag, unacked] : unacked_) {
+    if (QueuePtr queue = unacked.queue.lock()) {
+      holders[{queue.get(), unacked.holder.value}] = queue;
+    }
+  }
+  consumers_.clear();
+  consumer_tags_.clear();
+  unacked_.clear();
+  std::set<QueuePtr> touched;
+  for (auto& [key, queue] : holders) {
+    std::vector<queue::Delivery> deliveries;
+    queue->machine.detach(HolderId{key.second}, now_ms, deliveries);
+    connection_.broker().dispatch(queue, deliveries);
+    touched.insert(queue);
+  }
+  for (const QueuePtr& queue : touched) delete_if_unused(queue);
+}
+
+}  // namespace hamq::broker

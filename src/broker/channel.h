@@ -1,0 +1,131 @@
+// Channel: one AMQP channel's state and the methods of the exchange, queue, basic, confirm and
+// tx classes: content assembly of publishes, routing, consumers, delivery tags, acknowledgements,
+// publisher confirms and transactions.
+//
+// A Channel belongs to a Connection, which routes its frames here and turns a returned
+// ProtocolError into channel.close (soft) or connection.close (hard). Before it is destroyed the
+// connection calls release(), which gives back everything the channel held.
+//
+// Thread: owned by the connection's event loop.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "amqp/errors.h"
+#include "amqp/methods.gen.h"
+#include "broker/broker.h"
+
+namespace hamq::broker {
+
+// The largest message body a publisher may send (RabbitMQ 4.x's default max_message_size).
+constexpr uint64_t message_size_bytes_max = 16 * 1024 * 1024;
+
+class Connection;
+
+class Channel : public ConsumerSink {
+ public:
+  Channel(Connection& connection, uint16_t number);
+  ~Channel() override;
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+  uint16_t number() const { return number_; }
+  // True between basic.publish and the last body frame of its content.
+  bool expects_content() const { return publish_.has_value(); }
+
+  Result<void, ProtocolError> handle_method(const amqp::Method& method, uint64_t now_ms);
+  Result<void, ProtocolError> handle_content_header(std::span<const uint8_t> payload,
+                                                    uint64_t now_ms);
+  Result<void, ProtocolError> handle_content_body(std::span<const uint8_t> payload,
+                                                  uint64_t now_ms);
+
+  // Sends the publisher confirms earned since the last call, as few frames as possible.
+  void flush_confirms();
+  // The channel is going away: consumers are removed and unacknowledged messages go back to
+  // their queues. Idempotent.
+  void release(uint64_t now_ms);
+
+  // ConsumerSink
+  void deliver(const QueuePtr& queue, const queue::Delivery& delivery) override;
+  void consumer_cancelled_by_broker(HolderId consumer) override;
+
+ private:
+  struct Consumer {
+    std::string tag;
+    std::weak_ptr<Queue> queue;
+    HolderId holder;
+    bool no_ack = false;
+  };
+  struct Unacked {
+    std::weak_ptr<Queue> queue;
+    HolderId holder;
+    queue::MessageId id;
+  };
+  enum class Settle { ack, requeue, discard };
+
+  Result<void, ProtocolError> exchange_declare(const amqp::ExchangeDeclare& m);
+  Result<void, ProtocolError> exchange_delete(const amqp::ExchangeDelete& m);
+  Result<void, ProtocolError> exchange_bind(const amqp::ExchangeBind& m);
+  Result<void, ProtocolError> exchange_unbind(const amqp::ExchangeUnbind& m);
+  Result<void, ProtocolError> queue_declare(const amqp::QueueDeclare& m);
+  Result<void, ProtocolError> queue_bind(const amqp::QueueBind& m);
+  Result<void, ProtocolError> queue_unbind(const amqp::QueueUnbind& m);
+  Result<void, ProtocolError> queue_purge(const amqp::QueuePurge& m);
+  Result<void, ProtocolError> queue_delete(const amqp::QueueDelete& m);
+  Result<void, ProtocolError> basic_qos(const amqp::BasicQos& m);
+  Result<void, ProtocolError> basic_consume(const amqp::BasicConsume& m, uint64_t now_ms);
+  Result<void, ProtocolError> basic_cancel(const amqp::BasicCancel& m);
+  Result<void, ProtocolError> basic_publish(const amqp::BasicPublish& m);
+  Result<void, ProtocolError> basic_get(const amqp::BasicGet& m, uint64_t now_ms);
+  Result<void, ProtocolError> settle(uint64_t delivery_tag, bool multiple, Settle how,
+                                     uint64_t now_ms);
+  Result<void, ProtocolError> recover(bool requeue, uint64_t now_ms);
+  Result<void, ProtocolError> confirm_select(const amqp::ConfirmSelect& m);
+  Result<void, ProtocolError> tx_select();
+  Result<void, ProtocolError> tx_commit(uint64_t now_ms);
+  Result<void, ProtocolError> tx_rollback();
+
+  // Routes and enqueues a complete message.
+  Result<void, ProtocolError> publish(const amqp::BasicPublish& method, queue::MessagePtr message,
+                                      uint64_t now_ms);
+  Result<void, ProtocolError> settle_now(std::vector<uint64_t> tags, Settle how, uint64_t now_ms);
+  // The queue a method names: "" means the last one declared on this channel.
+  Result<std::string, ProtocolError> resolve_queue_name(const std::string& name) const;
+  void cancel_consumer(const std::string& tag, uint64_t now_ms);
+  void delete_if_unused(const QueuePtr& queue);
+  VirtualHost& vhost();
+
+  Connection& connection_;
+  const uint16_t number_;
+  bool released_ = false;
+
+  // Publishing.
+  std::optional<amqp::BasicPublish> publish_;
+  std::optional<amqp::ContentHeader> header_;
+  std::string body_;
+  bool confirm_mode_ = false;
+  uint64_t next_publish_seq_ = 1;
+  uint64_t confirmed_through_ = 0;  // every seq up to here is confirmed
+  uint64_t confirms_sent_through_ = 0;
+  bool tx_mode_ = false;
+  std::vector<std::function<Result<void, ProtocolError>(uint64_t)>> tx_pending_;
+
+  // Consuming.
+  uint16_t prefetch_count_ = 0;
+  std::unordered_map<std::string, Consumer> consumers_;      // by tag
+  std::unordered_map<uint64_t, std::string> consumer_tags_;  // HolderId -> tag
+  HolderId get_holder_;
+  uint64_t next_delivery_tag_ = 1;
+  std::map<uint64_t, Unacked> unacked_;  // by delivery tag
+  std::string last_declared_queue_;
+};
+
+}  // namespace hamq::broker

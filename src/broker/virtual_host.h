@@ -1,0 +1,132 @@
+// VirtualHost: the exchanges, queues and bindings of one vhost, and routing through them
+// (shared/reference/rabbitmq-extensions.md §10 and §11). Pure: the channel calls it with the
+// parsed method and gets the outcome or the ProtocolError to report.
+//
+// Thread: owned by one event loop.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "amqp/errors.h"
+#include "amqp/field_table.h"
+#include "common/result.h"
+#include "queue/queue_machine.h"
+
+namespace hamq::broker {
+
+using amqp::ProtocolError;
+
+enum class ExchangeType { direct, fanout, topic, headers };
+
+std::optional<ExchangeType> parse_exchange_type(std::string_view name);
+std::string_view exchange_type_name(ExchangeType type);
+
+// A binding from an exchange to a queue or to another exchange.
+struct Binding {
+  std::string destination;
+  bool destination_is_queue = true;
+  std::string key;
+  amqp::FieldTable arguments;
+  bool operator==(const Binding&) const = default;
+};
+
+struct Exchange {
+  std::string name;
+  ExchangeType type = ExchangeType::direct;
+  bool durable = false;
+  bool auto_delete = false;
+  bool internal = false;
+  amqp::FieldTable arguments;
+  std::vector<Binding> bindings;
+
+  std::optional<std::string> alternate_exchange() const;
+};
+
+// Who owns an exclusive queue: the connection's id (0: not exclusive).
+using ConnectionId = uint64_t;
+
+struct Queue {
+  std::string name;
+  bool durable = false;
+  bool auto_delete = false;
+  ConnectionId exclusive_owner = 0;
+  amqp::FieldTable arguments;
+  queue::QueueMachine machine;
+  bool had_consumer = false;  // auto-delete applies only after a first consumer
+};
+
+using QueuePtr = std::shared_ptr<Queue>;
+
+struct ExchangeDeclare {
+  std::string name;
+  std::string type;
+  bool passive = false;
+  bool durable = false;
+  bool auto_delete = false;
+  bool internal = false;
+  amqp::FieldTable arguments;
+};
+
+struct QueueDeclare {
+  std::string name;  // already resolved: never empty
+  bool passive = false;
+  bool durable = false;
+  bool exclusive = false;
+  bool auto_delete = false;
+  amqp::FieldTable arguments;
+};
+
+class VirtualHost {
+ public:
+  explicit VirtualHost(std::string name);
+
+  const std::string& name() const { return name_; }
+
+  Result<void, ProtocolError> declare_exchange(const ExchangeDeclare& declare);
+  Result<void, ProtocolError> delete_exchange(const std::string& name, bool if_unused);
+  const Exchange* find_exchange(const std::string& name) const;
+
+  // Creates the queue or checks that the existing one is equivalent; returns it.
+  Result<QueuePtr, ProtocolError> declare_queue(const QueueDeclare& declare, ConnectionId owner);
+  // The queue, or 404; 405 when it is exclusive to another connection.
+  Result<QueuePtr, ProtocolError> use_queue(const std::string& name, ConnectionId user) const;
+  // Removes the queue from the vhost and every binding to it. Returns it for the caller to
+  // notify its consumers.
+  QueuePtr remove_queue(const std::string& name);
+
+  Result<void, ProtocolError> bind(const std::string& source, const Binding& binding,
+                                   ConnectionId user);
+  Result<void, ProtocolError> unbind(const std::string& source, const Binding& binding,
+                                     ConnectionId user);
+
+  // The queues a message goes to: each at most once, following exchange-to-exchange bindings
+  // and alternate exchanges. The exchange must exist.
+  std::vector<QueuePtr> route(const std::string& exchange, const std::string& routing_key,
+                              const std::vector<std::string>& extra_keys,
+                              const amqp::FieldTable* headers) const;
+
+  // Exclusive queues of a connection that is going away.
+  std::vector<std::string> queues_owned_by(ConnectionId owner) const;
+  size_t queue_count() const { return queues_.size(); }
+
+ private:
+  void declare_predefined(std::string name, ExchangeType type);
+  void route_through(const Exchange& exchange, const std::string& routing_key,
+                     const std::vector<std::string>& extra_keys, const amqp::FieldTable* headers,
+                     std::vector<const Exchange*>& visited, std::vector<QueuePtr>& out) const;
+  void remove_bindings_to(const std::string& destination, bool is_queue);
+  void auto_delete_if_unbound(const std::string& exchange);
+  std::string in_vhost(std::string_view kind, const std::string& name) const;
+
+  std::string name_;
+  std::map<std::string, Exchange> exchanges_;
+  std::unordered_map<std::string, QueuePtr> queues_;
+};
+
+}  // namespace hamq::broker

@@ -1,0 +1,171 @@
+#include "queue/queue_machine.h"
+
+#include <algorithm>
+
+#include "common/verify.h"
+
+namespace hamq::queue {
+
+MessageId QueueMachine::enqueue(MessagePtr message, uint64_t /*now_ms*/,
+                                std::vector<Delivery>& deliveries) {
+  MessageId id{next_id_++};
+  ready_.emplace_back(id, Entry{std::move(message), 0});
+  deliver(deliveries);
+  return id;
+}
+
+bool QueueMachine::has_exclusive_consumer() const {
+  return std::any_of(consumers_.begin(), consumers_.end(),
+                     [](const Consumer& c) { return c.options.exclusive; });
+}
+
+std::vector<HolderId> QueueMachine::consumer_ids() const {
+  std::vector<HolderId> ids;
+  for (const Consumer& c : consumers_) ids.push_back(c.id);
+  return ids;
+}
+
+AttachResult QueueMachine::attach(HolderId consumer, ConsumerOptions options, uint64_t /*now_ms*/,
+                                  std::vector<Delivery>& deliveries) {
+  if (find_consumer(consumer) != nullptr) return AttachResult::already_attached;
+  if (has_exclusive_consumer() || (options.exclusive && !consumers_.empty())) {
+    return AttachResult::exclusive_conflict;
+  }
+  consumers_.push_back(Consumer{consumer, options, 0});
+  deliver(deliveries);
+  return AttachResult::attached;
+}
+
+void QueueMachine::cancel(HolderId consumer) {
+  auto it = std::find_if(consumers_.begin(), consumers_.end(),
+                         [consumer](const Consumer& c) { return c.id == consumer; });
+  if (it == consumers_.end()) return;
+  size_t index = static_cast<size_t>(it - consumers_.begin());
+  consumers_.erase(it);
+  if (round_robin_next_ > index) --round_robin_next_;
+}
+
+size_t QueueMachine::detach(HolderId holder, uint64_t /*now_ms*/,
+                            std::vector<Delivery>& deliveries) {
+  cancel(holder);
+  size_t before = returned_.size();
+  release(holder);
+  size_t returned = returned_.size() - before;
+  deliver(deliveries);
+  return returned;
+}
+
+void QueueMachine::release(HolderId holder) {
+  for (auto it = checked_out_.begin(); it != checked_out_.end();) {
+    if (it->second.holder == holder) {
+      Entry entry = std::move(it->second.entry);
+      ++entry.delivery_count;
+      returned_.emplace(MessageId{it->first}, std::move(entry));
+      it = checked_out_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void QueueMachine::settle(HolderId holder, const std::vector<MessageId>& ids, uint64_t /*now_ms*/,
+                          std::vector<Delivery>& deliveries) {
+  Consumer* consumer = find_consumer(holder);
+  for (MessageId id : ids) {
+    auto it = checked_out_.find(id.value);
+    if (it == checked_out_.end() || it->second.holder != holder) continue;
+    checked_out_.erase(it);
+    if (consumer != nullptr) --consumer->checked_out;
+  }
+  deliver(deliveries);
+}
+
+void QueueMachine::requeue(HolderId holder, const std::vector<MessageId>& ids, uint64_t /*now_ms*/,
+                           std::vector<Delivery>& deliveries) {
+  Consumer* consumer = find_consumer(holder);
+  for (MessageId id : ids) {
+    auto it = checked_out_.find(id.value);
+    if (it == checked_out_.end() || it->second.holder != holder) continue;
+    Entry entry = std::move(it->second.entry);
+    ++entry.delivery_count;
+    returned_.emplace(id, std::move(entry));
+    checked_out_.erase(it);
+    if (consumer != nullptr) --consumer->checked_out;
+  }
+  deliver(deliveries);
+}
+
+void QueueMachine::discard(HolderId holder, const std::vector<MessageId>& ids, uint64_t now_ms,
+                           std::vector<Delivery>& deliveries) {
+  settle(holder, ids, now_ms, deliveries);
+}
+
+std::optional<Delivery> QueueMachine::get(HolderId holder, bool no_ack, uint64_t /*now_ms*/) {
+  if (ready_count() == 0) return std::nullopt;
+  auto [id, entry] = take_next();
+  Delivery delivery{holder, id, entry.message, entry.delivery_count > 0, entry.delivery_count};
+  if (!no_ack) checked_out_.emplace(id.value, CheckedOut{holder, std::move(entry)});
+  return delivery;
+}
+
+size_t QueueMachine::purge() {
+  size_t count = ready_count();
+  ready_.clear();
+  returned_.clear();
+  return count;
+}
+
+QueueMachine::Consumer* QueueMachine::find_consumer(HolderId id) {
+  for (Consumer& c : consumers_) {
+    if (c.id == id) return &c;
+  }
+  return nullptr;
+}
+
+QueueMachine::Consumer* QueueMachine::next_consumer() {
+  auto has_room = [](const Consumer& c) {
+    return c.options.prefetch_count == 0 || c.checked_out < c.options.prefetch_count;
+  };
+  std::optional<int64_t> best;
+  for (const Consumer& c : consumers_) {
+    if (has_room(c) && (!best || c.options.priority > *best)) best = c.options.priority;
+  }
+  if (!best) return nullptr;
+  size_t n = consumers_.size();
+  for (size_t step = 0; step < n; ++step) {
+    size_t index = (round_robin_next_ + step) % n;
+    Consumer& c = consumers_[index];
+    if (c.options.priority == *best && has_room(c)) {
+      round_robin_next_ = (index + 1) % n;
+      return &c;
+    }
+  }
+  HAMQ_VERIFY(false, "a consumer with room was found and then lost");
+}
+
+std::pair<MessageId, QueueMachine::Entry> QueueMachine::take_next() {
+  HAMQ_VERIFY(ready_count() > 0, "take_next on an empty queue");
+  if (!returned_.empty()) {
+    auto node = returned_.extract(returned_.begin());
+    return {node.key(), std::move(node.mapped())};
+  }
+  auto next = std::move(ready_.front());
+  ready_.pop_front();
+  return next;
+}
+
+void QueueMachine::deliver(std::vector<Delivery>& deliveries) {
+  while (ready_count() > 0) {
+    Consumer* consumer = next_consumer();
+    if (consumer == nullptr) return;
+    auto [id, entry] = take_next();
+    deliveries.push_back(
+        Delivery{consumer->id, id, entry.message, entry.delivery_count > 0, entry.delivery_count});
+    if (!consumer->options.no_ack) {
+      ++consumer->checked_out;
+      checked_out_.emplace(id.value, CheckedOut{consumer->id, std::move(entry)});
+    }
+  }
+}
+
+}  // namespace hamq::queue

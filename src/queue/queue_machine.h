@@ -1,0 +1,123 @@
+// QueueMachine: one queue's state as a deterministic state machine (the design of RabbitMQ's
+// rabbit_fifo). Every change is a command with the time it happened passed in; the same commands
+// with the same times give the same state and the same deliveries on every replica, which is what
+// lets a Raft group apply it on each member.
+//
+// Messages are "ready" (waiting), "checked out" (delivered to a holder and not yet settled) or
+// gone. A holder is a consumer, or a channel that took messages with basic.get. Deliveries go to
+// consumers with room under their prefetch limit, highest consumer priority first, round-robin
+// among equals. A returned message goes back to its original place: ahead of every message that
+// was published after it.
+//
+// Thread: owned by one event loop. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "queue/message.h"
+
+namespace hamq::queue {
+
+// The queue's own sequence number of a message, in enqueue order.
+struct MessageId {
+  uint64_t value = 0;
+  auto operator<=>(const MessageId&) const = default;
+};
+
+// Who holds checked-out messages: a consumer or a channel's basic.get. Assigned by the broker,
+// unique on the node.
+struct HolderId {
+  uint64_t value = 0;
+  auto operator<=>(const HolderId&) const = default;
+};
+
+struct ConsumerOptions {
+  uint32_t prefetch_count = 0;  // 0: unlimited
+  int64_t priority = 0;
+  bool no_ack = false;  // deliveries are settled as they are made
+  bool exclusive = false;
+};
+
+struct Delivery {
+  HolderId holder;
+  MessageId id;
+  MessagePtr message;
+  bool redelivered = false;
+  uint32_t delivery_count = 0;  // times handed out before this one
+};
+
+enum class AttachResult { attached, exclusive_conflict, already_attached };
+
+class QueueMachine {
+ public:
+  // Puts a message at the tail and delivers what can be delivered.
+  MessageId enqueue(MessagePtr message, uint64_t now_ms, std::vector<Delivery>& deliveries);
+
+  AttachResult attach(HolderId consumer, ConsumerOptions options, uint64_t now_ms,
+                      std::vector<Delivery>& deliveries);
+  // Stops deliveries to a consumer (basic.cancel); what it holds stays checked out to it and can
+  // still be settled or returned.
+  void cancel(HolderId consumer);
+  // Removes a consumer or get-holder for good (its channel closed); what it held goes back to the
+  // queue, marked redelivered. Returns how many messages went back.
+  size_t detach(HolderId holder, uint64_t now_ms, std::vector<Delivery>& deliveries);
+
+  // Acknowledged: gone for good. Unknown ids are ignored (the broker checks tags before).
+  void settle(HolderId holder, const std::vector<MessageId>& ids, uint64_t now_ms,
+              std::vector<Delivery>& deliveries);
+  // Back to the queue in their original place, marked redelivered.
+  void requeue(HolderId holder, const std::vector<MessageId>& ids, uint64_t now_ms,
+               std::vector<Delivery>& deliveries);
+  // Rejected without requeue: gone (dead-lettering will hook in here).
+  void discard(HolderId holder, const std::vector<MessageId>& ids, uint64_t now_ms,
+               std::vector<Delivery>& deliveries);
+
+  // basic.get: the next ready message, checked out to `holder` unless no_ack.
+  std::optional<Delivery> get(HolderId holder, bool no_ack, uint64_t now_ms);
+
+  // Drops every ready message; returns how many.
+  size_t purge();
+
+  size_t ready_count() const { return returned_.size() + ready_.size(); }
+  size_t checked_out_count() const { return checked_out_.size(); }
+  size_t consumer_count() const { return consumers_.size(); }
+  bool has_exclusive_consumer() const;
+  std::vector<HolderId> consumer_ids() const;
+
+ private:
+  struct Entry {
+    MessagePtr message;
+    uint32_t delivery_count = 0;
+  };
+  struct Consumer {
+    HolderId id;
+    ConsumerOptions options;
+    uint32_t checked_out = 0;
+  };
+  struct CheckedOut {
+    HolderId holder;
+    Entry entry;
+  };
+
+  // Hands ready messages to consumers while any has room.
+  void deliver(std::vector<Delivery>& deliveries);
+  Consumer* next_consumer();
+  // Takes the first ready message (returned ones come first: they are older).
+  std::pair<MessageId, Entry> take_next();
+  Consumer* find_consumer(HolderId id);
+  void release(HolderId holder);
+
+  uint64_t next_id_ = 1;
+  std::deque<std::pair<MessageId, Entry>> ready_;         // never delivered, in id order
+  std::map<MessageId, Entry> returned_;                   // came back; all older than ready_
+  std::unordered_map<uint64_t, CheckedOut> checked_out_;  // by MessageId value
+  std::vector<Consumer> consumers_;                       // in attach order
+  size_t round_robin_next_ = 0;
+};
+
+}  // namespace hamq::queue

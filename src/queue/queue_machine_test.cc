@@ -1,0 +1,188 @@
+#include "queue/queue_machine.h"
+
+#include <gtest/gtest.h>
+
+namespace hamq::queue {
+namespace {
+
+MessagePtr message(std::string body) {
+  auto m = std::make_shared<Message>();
+  m->body = std::move(body);
+  return m;
+}
+
+std::vector<std::string> bodies(const std::vector<Delivery>& deliveries) {
+  std::vector<std::string> out;
+  for (const auto& d : deliveries) out.push_back(d.message->body);
+  return out;
+}
+
+constexpr HolderId alice{1};
+constexpr HolderId bob{2};
+constexpr HolderId getter{3};
+
+TEST(QueueMachine, DeliversInPublishOrderToOneConsumer) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  for (auto b : {"1", "2", "3"}) q.enqueue(message(b), 0, out);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(q.ready_count(), 3u);
+  EXPECT_EQ(q.attach(alice, {}, 0, out), AttachResult::attached);
+  EXPECT_EQ(bodies(out), (std::vector<std::string>{"1", "2", "3"}));
+  EXPECT_EQ(q.ready_count(), 0u);
+  EXPECT_EQ(q.checked_out_count(), 3u);
+  EXPECT_FALSE(out[0].redelivered);
+}
+
+TEST(QueueMachine, PrefetchLimitsCheckedOutMessages) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.attach(alice, {.prefetch_count = 2}, 0, out);
+  for (auto b : {"1", "2", "3", "4"}) q.enqueue(message(b), 0, out);
+  EXPECT_EQ(bodies(out), (std::vector<std::string>{"1", "2"}));
+  std::vector<Delivery> more;
+  q.settle(alice, {out[0].id}, 0, more);
+  EXPECT_EQ(bodies(more), (std::vector<std::string>{"3"}));
+  EXPECT_EQ(q.ready_count(), 1u);
+}
+
+TEST(QueueMachine, RoundRobinAmongEqualConsumers) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.attach(alice, {}, 0, out);
+  q.attach(bob, {}, 0, out);
+  for (auto b : {"1", "2", "3", "4"}) q.enqueue(message(b), 0, out);
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[0].holder, alice);
+  EXPECT_EQ(out[1].holder, bob);
+  EXPECT_EQ(out[2].holder, alice);
+  EXPECT_EQ(out[3].holder, bob);
+}
+
+TEST(QueueMachine, HigherPriorityConsumerFirstUntilItIsFull) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.attach(alice, {.prefetch_count = 2, .priority = 10}, 0, out);
+  q.attach(bob, {.priority = 0}, 0, out);
+  for (auto b : {"1", "2", "3"}) q.enqueue(message(b), 0, out);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].holder, alice);
+  EXPECT_EQ(out[1].holder, alice);
+  EXPECT_EQ(out[2].holder, bob);
+}
+
+TEST(QueueMachine, RequeuedMessageReturnsToItsOriginalPosition) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.attach(alice, {.prefetch_count = 2}, 0, out);
+  for (auto b : {"1", "2", "3", "4"}) q.enqueue(message(b), 0, out);
+  ASSERT_EQ(bodies(out), (std::vector<std::string>{"1", "2"}));
+  q.detach(alice, 0, out);  // 1 and 2 go back ahead of 3 and 4
+  std::vector<Delivery> again;
+  q.attach(bob, {}, 0, again);
+  EXPECT_EQ(bodies(again), (std::vector<std::string>{"1", "2", "3", "4"}));
+  EXPECT_TRUE(again[0].redelivered);
+  EXPECT_TRUE(again[1].redelivered);
+  EXPECT_FALSE(again[2].redelivered);
+  EXPECT_EQ(again[0].delivery_count, 1u);
+}
+
+TEST(QueueMachine, RequeueOfOneMessageKeepsOrder) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  for (auto b : {"1", "2", "3"}) q.enqueue(message(b), 0, out);
+  auto first = q.get(getter, false, 0);
+  auto second = q.get(getter, false, 0);
+  ASSERT_TRUE(first && second);
+  q.requeue(getter, {second->id}, 0, out);
+  q.requeue(getter, {first->id}, 0, out);
+  std::vector<std::string> order;
+  while (auto d = q.get(getter, true, 0)) order.push_back(d->message->body);
+  EXPECT_EQ(order, (std::vector<std::string>{"1", "2", "3"}));
+}
+
+TEST(QueueMachine, NoAckConsumerIsNeverFull) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.attach(alice, {.prefetch_count = 1, .no_ack = true}, 0, out);
+  for (auto b : {"1", "2", "3"}) q.enqueue(message(b), 0, out);
+  EXPECT_EQ(out.size(), 3u);
+  EXPECT_EQ(q.checked_out_count(), 0u);
+}
+
+TEST(QueueMachine, ExclusiveConsumerExcludesOthers) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  EXPECT_EQ(q.attach(alice, {.exclusive = true}, 0, out), AttachResult::attached);
+  EXPECT_EQ(q.attach(bob, {}, 0, out), AttachResult::exclusive_conflict);
+  q.detach(alice, 0, out);
+  EXPECT_EQ(q.attach(bob, {}, 0, out), AttachResult::attached);
+  EXPECT_EQ(q.attach(alice, {.exclusive = true}, 0, out), AttachResult::exclusive_conflict);
+}
+
+TEST(QueueMachine, CancelledConsumerKeepsWhatItHolds) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.attach(alice, {}, 0, out);
+  q.enqueue(message("1"), 0, out);
+  q.cancel(alice);
+  EXPECT_EQ(q.consumer_count(), 0u);
+  q.enqueue(message("2"), 0, out);
+  EXPECT_EQ(out.size(), 1u);
+  EXPECT_EQ(q.checked_out_count(), 1u);
+  q.settle(alice, {out[0].id}, 0, out);
+  EXPECT_EQ(q.checked_out_count(), 0u);
+  EXPECT_EQ(q.ready_count(), 1u);
+}
+
+TEST(QueueMachine, DiscardedAndSettledMessagesAreGone) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.attach(alice, {}, 0, out);
+  for (auto b : {"1", "2"}) q.enqueue(message(b), 0, out);
+  q.settle(alice, {out[0].id}, 0, out);
+  q.discard(alice, {out[1].id}, 0, out);
+  EXPECT_EQ(q.checked_out_count(), 0u);
+  EXPECT_EQ(q.ready_count(), 0u);
+  q.detach(alice, 0, out);
+  EXPECT_EQ(q.ready_count(), 0u);
+}
+
+TEST(QueueMachine, SettleByAnotherHolderIsIgnored) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.attach(alice, {}, 0, out);
+  q.enqueue(message("1"), 0, out);
+  q.settle(bob, {out[0].id}, 0, out);
+  EXPECT_EQ(q.checked_out_count(), 1u);
+}
+
+TEST(QueueMachine, PurgeDropsReadyOnly) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  for (auto b : {"1", "2", "3"}) q.enqueue(message(b), 0, out);
+  auto held = q.get(getter, false, 0);
+  EXPECT_EQ(q.purge(), 2u);
+  EXPECT_EQ(q.checked_out_count(), 1u);
+  q.requeue(getter, {held->id}, 0, out);
+  EXPECT_EQ(q.ready_count(), 1u);
+}
+
+TEST(QueueMachine, SameCommandsGiveSameDeliveries) {
+  auto run = [] {
+    QueueMachine q;
+    std::vector<Delivery> out;
+    q.attach(alice, {.prefetch_count = 3, .priority = 1}, 0, out);
+    q.attach(bob, {.prefetch_count = 5}, 1, out);
+    for (int i = 0; i < 20; ++i) q.enqueue(message(std::to_string(i)), 2 + i, out);
+    q.requeue(alice, {out[0].id, out[1].id}, 30, out);
+    q.detach(bob, 31, out);
+    std::vector<std::pair<uint64_t, std::string>> trace;
+    for (const auto& d : out) trace.emplace_back(d.holder.value, d.message->body);
+    return trace;
+  };
+  EXPECT_EQ(run(), run());
+}
+
+}  // namespace
+}  // namespace hamq::queue
