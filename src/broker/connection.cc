@@ -210,8 +210,9 @@ void Connection::handle_handshake_method(const Method& method, uint64_t now_ms) 
 void Connection::handle_start_ok(const amqp::ConnectionStartOk& start_ok) {
   const amqp::FieldValue* capabilities = start_ok.client_properties.find("capabilities");
   if (capabilities != nullptr && std::holds_alternative<amqp::FieldTable>(capabilities->value)) {
-    client_wants_auth_failure_close_ =
-        table_flag(std::get<amqp::FieldTable>(capabilities->value), "authentication_failure_close");
+    const auto& table = std::get<amqp::FieldTable>(capabilities->value);
+    client_wants_auth_failure_close_ = table_flag(table, "authentication_failure_close");
+    client_cancel_notify_ = table_flag(table, "consumer_cancel_notify");
   }
   if (start_ok.mechanism != "PLAIN" && start_ok.mechanism != "AMQPLAIN") {
     end("COMMAND_INVALID - unknown authentication mechanism '" + start_ok.mechanism + "'");

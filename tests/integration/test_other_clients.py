@@ -1,4 +1,4 @@
-"""The handshake with the RabbitMQ Java client and with rabbitmq-c."""
+"""The handshake with the RabbitMQ Java client and rabbitmq-c, and messaging with rabbitmq-c."""
 
 import pathlib
 import subprocess
@@ -30,3 +30,9 @@ def test_rabbitmq_c_client(server):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "OK"
     assert server.alive()
+
+
+def test_rabbitmq_c_messaging(server):
+    result = run([str(BIN_DIR / "rabbitmq_c_messaging"), str(server.port)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "OK"
