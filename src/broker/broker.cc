@@ -28,6 +28,17 @@ void Broker::dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>&
   }
 }
 
+std::string Broker::register_reply_consumer(ConsumerSink* sink) {
+  std::string name = random_name(reply_to_prefix);
+  reply_consumers_[name] = sink;
+  return name;
+}
+
+ConsumerSink* Broker::find_reply_consumer(const std::string& name) const {
+  auto it = reply_consumers_.find(name);
+  return it == reply_consumers_.end() ? nullptr : it->second;
+}
+
 size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
   QueuePtr queue = vhost.remove_queue(name);
   if (!queue) return 0;

@@ -25,7 +25,14 @@ class ConsumerSink {
   virtual void deliver(const QueuePtr& queue, const queue::Delivery& delivery) = 0;
   // The queue went away (deleted, auto-deleted, its exclusive owner closed).
   virtual void consumer_cancelled_by_broker(HolderId consumer) = 0;
+  // A reply published to this channel's direct reply-to name (reference §15).
+  virtual void deliver_reply(const queue::Message& message) = 0;
 };
+
+// Direct reply-to: the pseudo-queue a requester consumes from, and the prefix of the per-channel
+// names the broker substitutes for it in reply_to.
+constexpr std::string_view reply_to_queue = "amq.rabbitmq.reply-to";
+constexpr std::string_view reply_to_prefix = "amq.rabbitmq.reply-to.";
 
 class Broker {
  public:
@@ -45,12 +52,18 @@ class Broker {
   // Hands each delivery to its consumer's channel.
   void dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>& deliveries);
 
+  // Direct reply-to names ("amq.rabbitmq.reply-to.<suffix>") and the channels behind them.
+  std::string register_reply_consumer(ConsumerSink* sink);
+  void unregister_reply_consumer(const std::string& name) { reply_consumers_.erase(name); }
+  ConsumerSink* find_reply_consumer(const std::string& name) const;
+
   // Deletes a queue and tells its consumers. Returns the ready messages it had.
   size_t delete_queue(VirtualHost& vhost, const std::string& name);
 
  private:
   std::map<std::string, std::unique_ptr<VirtualHost>> virtual_hosts_;
   std::unordered_map<uint64_t, ConsumerSink*> sinks_;
+  std::unordered_map<std::string, ConsumerSink*> reply_consumers_;
   uint64_t next_holder_ = 1;
   ConnectionId next_connection_id_ = 1;
   std::mt19937_64 random_;

@@ -159,6 +159,16 @@ Result<std::string, ProtocolError> Channel::resolve_queue_name(const std::string
 
 Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) {
   std::string name = m.queue;
+  if (name == reply_to_queue || name.starts_with(reply_to_prefix)) {
+    // The pseudo-queue always "exists"; a reply name exists while its requester consumes.
+    uint32_t consumers = name == reply_to_queue ? 0 : 1;
+    if (name != reply_to_queue && connection_.broker().find_reply_consumer(name) == nullptr) {
+      return unexpected(
+          error(ReplyCode::not_found, "no queue '" + name + "' in vhost '" + vhost().name() + "'"));
+    }
+    if (!m.nowait) connection_.send(number_, amqp::QueueDeclareOk{name, 0, consumers});
+    return Ok{};
+  }
   if (name.empty() && !m.passive) {
     name = connection_.broker().random_name("amq.gen-");
   } else if (name.empty()) {
@@ -185,6 +195,9 @@ Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) 
 Result<void, ProtocolError> Channel::queue_bind(const amqp::QueueBind& m) {
   auto name = resolve_queue_name(m.queue);
   if (!name.ok()) return unexpected(name.error());
+  if (name.value().starts_with(reply_to_queue)) {
+    return unexpected(error(ReplyCode::access_refused, "cannot bind the direct reply-to queue"));
+  }
   // An empty queue name and routing key bind with the queue's own name (reference §11.1).
   std::string key = m.queue.empty() && m.routing_key.empty() ? name.value() : m.routing_key;
   auto result = vhost().bind(m.exchange, {name.value(), true, key, m.arguments}, connection_.id());
@@ -249,6 +262,7 @@ Result<void, ProtocolError> Channel::basic_qos(const amqp::BasicQos& m) {
 }
 
 Result<void, ProtocolError> Channel::basic_consume(const amqp::BasicConsume& m, uint64_t now_ms) {
+  if (m.queue == reply_to_queue) return consume_replies(m);
   auto name = resolve_queue_name(m.queue);
   if (!name.ok()) return unexpected(name.error());
   auto queue = vhost().use_queue(name.value(), connection_.id());
@@ -290,7 +304,39 @@ Result<void, ProtocolError> Channel::basic_consume(const amqp::BasicConsume& m, 
   return Ok{};
 }
 
+Result<void, ProtocolError> Channel::consume_replies(const amqp::BasicConsume& m) {
+  if (!m.no_ack) {
+    return unexpected(error(ReplyCode::precondition_failed, "reply consumer cannot acknowledge"));
+  }
+  if (!reply_consumer_tag_.empty()) {
+    return unexpected(error(ReplyCode::precondition_failed, "reply consumer already set"));
+  }
+  std::string tag = m.consumer_tag;
+  if (tag.empty()) tag = connection_.broker().random_name("amq.ctag-");
+  if (consumers_.contains(tag)) {
+    return unexpected(error(ReplyCode::not_allowed, "attempt to reuse consumer tag '" + tag + "'"));
+  }
+  reply_consumer_tag_ = tag;
+  reply_name_ = connection_.broker().register_reply_consumer(this);
+  if (!m.nowait) connection_.send(number_, amqp::BasicConsumeOk{tag});
+  return Ok{};
+}
+
+void Channel::deliver_reply(const queue::Message& message) {
+  connection_.send_content(number_,
+                           amqp::BasicDeliver{reply_consumer_tag_, next_delivery_tag_++, false,
+                                              message.exchange, message.routing_key},
+                           message.properties, message.body);
+}
+
 Result<void, ProtocolError> Channel::basic_cancel(const amqp::BasicCancel& m) {
+  if (!reply_consumer_tag_.empty() && m.consumer_tag == reply_consumer_tag_) {
+    connection_.broker().unregister_reply_consumer(reply_name_);
+    reply_consumer_tag_.clear();
+    reply_name_.clear();
+    if (!m.nowait) connection_.send(number_, amqp::BasicCancelOk{m.consumer_tag});
+    return Ok{};
+  }
   // An unknown tag is not an error: the broker may have cancelled it already (reference §7).
   cancel_consumer(m.consumer_tag, 0);
   if (!m.nowait) connection_.send(number_, amqp::BasicCancelOk{m.consumer_tag});
@@ -503,21 +549,39 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
                                                            method.exchange + "' in vhost '" +
                                                            vhost().name() + "'"));
   }
-  const auto& properties = message->properties;
-  if (properties.user_id && *properties.user_id != connection_.user()) {
+  if (message->properties.user_id && *message->properties.user_id != connection_.user()) {
     return unexpected(error(ReplyCode::precondition_failed,
-                            "user_id property set to '" + *properties.user_id +
+                            "user_id property set to '" + *message->properties.user_id +
                                 "' but authenticated user was '" + connection_.user() + "'"));
   }
-  auto extra_keys = sender_selected_keys(properties);
+  auto extra_keys = sender_selected_keys(message->properties);
   if (!extra_keys.ok()) return unexpected(extra_keys.error());
-  if (properties.headers && properties.headers->find("BCC") != nullptr) {
-    // BCC routes but is never seen by consumers.
-    auto stripped = std::make_shared<queue::Message>(*message);
-    std::erase_if(stripped->properties.headers->entries,
-                  [](const amqp::FieldTableEntry& e) { return e.name == "BCC"; });
-    message = std::move(stripped);
+  const auto& headers = message->properties.headers;
+  // BCC routes but is never seen by consumers.
+  bool strip_bcc = headers && headers->find("BCC") != nullptr;
+  bool rewrite_reply_to = message->properties.reply_to == reply_to_queue;
+  if (rewrite_reply_to && reply_name_.empty()) {
+    return unexpected(error(ReplyCode::precondition_failed, "fast reply consumer does not exist"));
   }
+  if (strip_bcc || rewrite_reply_to) {
+    auto edited = std::make_shared<queue::Message>(*message);
+    if (strip_bcc) {
+      std::erase_if(edited->properties.headers->entries,
+                    [](const amqp::FieldTableEntry& e) { return e.name == "BCC"; });
+    }
+    if (rewrite_reply_to) edited->properties.reply_to = reply_name_;
+    message = std::move(edited);
+  }
+  if (method.exchange.empty() && method.routing_key.starts_with(reply_to_prefix)) {
+    // A reply: straight to the requester's channel, no queue. Counts as routed even when the
+    // requester is gone (reference §15).
+    if (ConsumerSink* requester = connection_.broker().find_reply_consumer(method.routing_key)) {
+      requester->deliver_reply(*message);
+    }
+    if (confirm_mode_) confirmed_through_ = seq;
+    return Ok{};
+  }
+  const auto& properties = message->properties;
   auto queues = vhost().route(method.exchange, method.routing_key, extra_keys.value(),
                               properties.headers ? &*properties.headers : nullptr);
   if (queues.empty() && method.mandatory) {
@@ -592,6 +656,7 @@ void Channel::release(uint64_t now_ms) {
   if (released_) return;
   released_ = true;
   tx_pending_.clear();
+  if (!reply_name_.empty()) connection_.broker().unregister_reply_consumer(reply_name_);
   // Every (queue, holder) this channel has: its consumers and whatever it holds unacked.
   std::map<std::pair<Queue*, uint64_t>, QueuePtr> holders;
   for (auto& [tag, consumer] : consumers_) {

@@ -56,6 +56,7 @@ class Channel : public ConsumerSink {
   // ConsumerSink
   void deliver(const QueuePtr& queue, const queue::Delivery& delivery) override;
   void consumer_cancelled_by_broker(HolderId consumer) override;
+  void deliver_reply(const queue::Message& message) override;
 
  private:
   struct Consumer {
@@ -82,6 +83,7 @@ class Channel : public ConsumerSink {
   Result<void, ProtocolError> queue_delete(const amqp::QueueDelete& m);
   Result<void, ProtocolError> basic_qos(const amqp::BasicQos& m);
   Result<void, ProtocolError> basic_consume(const amqp::BasicConsume& m, uint64_t now_ms);
+  Result<void, ProtocolError> consume_replies(const amqp::BasicConsume& m);
   Result<void, ProtocolError> basic_cancel(const amqp::BasicCancel& m);
   Result<void, ProtocolError> basic_publish(const amqp::BasicPublish& m);
   Result<void, ProtocolError> basic_get(const amqp::BasicGet& m, uint64_t now_ms);
@@ -126,6 +128,9 @@ class Channel : public ConsumerSink {
   uint64_t next_delivery_tag_ = 1;
   std::map<uint64_t, Unacked> unacked_;  // by delivery tag
   std::string last_declared_queue_;
+  // Direct reply-to: the consumer tag on amq.rabbitmq.reply-to and this channel's reply name.
+  std::string reply_consumer_tag_;
+  std::string reply_name_;
 };
 
 }  // namespace hamq::broker

@@ -4,6 +4,8 @@ import threading
 import uuid
 
 import pika
+import pika.exceptions
+import pytest
 
 
 def connect(server):
@@ -185,3 +187,56 @@ def test_rpc_with_reply_to_and_correlation_id(server):
         stop.set()
         thread.join()
         server_connection.close()
+
+
+def test_rpc_with_direct_reply_to(server):
+    responder = connect(server)
+    responder_channel = responder.channel()
+    responder_channel.queue_declare(queue="rpc_direct")
+
+    client = connect(server)
+    channel = client.channel()
+    replies = []
+    channel.basic_consume(queue="amq.rabbitmq.reply-to", auto_ack=True,
+                          on_message_callback=lambda ch, m, p, body: replies.append(
+                              (p.correlation_id, body)))
+    channel.basic_publish(exchange="", routing_key="rpc_direct", body=b"ping",
+                          properties=pika.BasicProperties(reply_to="amq.rabbitmq.reply-to",
+                                                          correlation_id="c-1"))
+    method, props, body = responder_channel.basic_get("rpc_direct", auto_ack=True)
+    assert body == b"ping"
+    # The broker replaced the pseudo-queue with this channel's own reply name.
+    assert props.reply_to.startswith("amq.rabbitmq.reply-to.")
+    # The requester is alive: a passive declare of the name reports one consumer.
+    alive = responder_channel.queue_declare(queue=props.reply_to, passive=True)
+    assert alive.method.consumer_count == 1
+    responder_channel.basic_publish(exchange="", routing_key=props.reply_to, body=b"pong",
+                                    properties=pika.BasicProperties(correlation_id="c-1"))
+    for _ in range(100):
+        if replies:
+            break
+        client.process_data_events(time_limit=0.05)
+    assert replies == [("c-1", b"pong")]
+    client.close()
+    # Once the requester is gone its name no longer exists.
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
+        responder_channel.queue_declare(queue=props.reply_to, passive=True)
+    assert gone.value.reply_code == 404
+    responder.close()
+
+
+def test_direct_reply_to_needs_no_ack_and_a_consumer(server):
+    connection = connect(server)
+    channel = connection.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.basic_consume(queue="amq.rabbitmq.reply-to", on_message_callback=lambda *a: None)
+    assert refused.value.reply_code == 406
+    channel = connection.channel()
+    channel.queue_declare(queue="requests")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.basic_publish(exchange="", routing_key="requests", body=b"x",
+                              properties=pika.BasicProperties(reply_to="amq.rabbitmq.reply-to"))
+        channel.queue_declare(queue="requests", passive=True)
+    assert refused.value.reply_code == 406
+    assert refused.value.reply_text == "PRECONDITION_FAILED - fast reply consumer does not exist"
+    connection.close()
