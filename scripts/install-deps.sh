@@ -13,7 +13,7 @@ TEST_PACKAGES=(
   "${BUILD_PACKAGES[@]}"
   libgtest-dev librabbitmq-dev
   clang-14 libclang-rt-14-dev clang-format-14
-  python3 python3-pika python3-pytest
+  python3 python3-pika python3-pytest python3-kombu
   default-jdk-headless librabbitmq-client-java
 )
 

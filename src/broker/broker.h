@@ -42,6 +42,10 @@ class Broker {
   VirtualHost* find_virtual_host(const std::string& name);
 
   HolderId new_holder() { return HolderId{next_holder_++}; }
+  // Connections past connection.open, for the node's connection limit.
+  uint32_t open_connection_count() const { return open_connections_; }
+  void connection_opened() { ++open_connections_; }
+  void connection_closed() { --open_connections_; }
   ConnectionId new_connection_id() { return next_connection_id_++; }
   // "amq.gen-..." and "amq.ctag-...": a prefix and 22 random base64url characters.
   std::string random_name(std::string_view prefix);
@@ -65,6 +69,7 @@ class Broker {
   std::unordered_map<uint64_t, ConsumerSink*> sinks_;
   std::unordered_map<std::string, ConsumerSink*> reply_consumers_;
   uint64_t next_holder_ = 1;
+  uint32_t open_connections_ = 0;
   ConnectionId next_connection_id_ = 1;
   std::mt19937_64 random_;
 };

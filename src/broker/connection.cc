@@ -87,6 +87,7 @@ size_t Connection::open_channel_count() const {
 void Connection::release(uint64_t now_ms) {
   if (released_) return;
   released_ = true;
+  if (counted_) broker_.connection_closed();
   for (auto& [number, channel] : channels_) channel->release(now_ms);
   channels_.clear();
   if (vhost_ != nullptr) {
@@ -311,6 +312,16 @@ void Connection::handle_open(const amqp::ConnectionOpen& open, uint64_t now_ms) 
         now_ms);
     return;
   }
+  if (config_.connection_max != 0 && broker_.open_connection_count() >= config_.connection_max) {
+    close_connection(error(ReplyCode::not_allowed,
+                           "connection refused: node connection limit (" +
+                               std::to_string(config_.connection_max) + ") is reached",
+                           &method),
+                     now_ms);
+    return;
+  }
+  broker_.connection_opened();
+  counted_ = true;
   virtual_host_ = open.virtual_host;
   send(0, amqp::ConnectionOpenOk{});
   state_ = State::open;

@@ -50,6 +50,8 @@ struct ConnectionConfig {
   std::string product_version = "0.1.0";
   std::string cluster_name = "hamq";
   std::vector<User> users = {{"guest", "guest", true}};
+  // Open connections the node accepts at connection.open; 0: no limit.
+  uint32_t connection_max = 0;
 };
 
 class Connection {
@@ -148,6 +150,7 @@ class Connection {
   VirtualHost* vhost_ = nullptr;
   std::function<void()> output_listener_;
   bool released_ = false;
+  bool counted_ = false;  // counted in the broker's open connections
   bool client_cancel_notify_ = false;
   State state_ = State::awaiting_protocol_header;
   amqp::FrameReader reader_;

@@ -322,6 +322,25 @@ TEST(Handshake, MethodOutOfOrderEnds) {
   EXPECT_TRUE(client.connection.finished());
 }
 
+TEST(Handshake, ConnectionLimitIsNotAllowed) {
+  Client first;
+  first.config.connection_max = 1;
+  // Two clients on one broker: build the second by hand on the first's broker.
+  first.open();
+  Connection second(first.config, first.broker, true, first.now_ms);
+  std::vector<uint8_t> in(amqp::protocol_header_0_9_1.begin(), amqp::protocol_header_0_9_1.end());
+  amqp::write_method_frame(in, 0, first.start_ok(Client::plain("guest", "guest")));
+  amqp::write_method_frame(in, 0, amqp::ConnectionTuneOk{2047, 131072, 0});
+  amqp::write_method_frame(in, 0, amqp::ConnectionOpen{"/", "", false});
+  second.receive(in, first.now_ms);
+  EXPECT_EQ(second.state(), Connection::State::closing);
+  EXPECT_EQ(second.end_reason(),
+            "NOT_ALLOWED - connection refused: node connection limit (1) is reached");
+  // When the first goes, there is room again.
+  first.send(0, amqp::ConnectionClose{200, "", 0, 0});
+  EXPECT_EQ(first.broker.open_connection_count(), 0u);
+}
+
 TEST(Close, ClientCloseGetsCloseOk) {
   Client client;
   client.open();

@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
   app.add_option("--channel-max", config.connection.channel_max, "Channels per connection")
       ->capture_default_str()
       ->check(CLI::Range(1, 65535));
+  app.add_option("--connection-max", config.connection.connection_max,
+                 "Open connections accepted (0: no limit)")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

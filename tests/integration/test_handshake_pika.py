@@ -164,3 +164,17 @@ def test_help_lists_the_flags():
     assert result.returncode == 0
     for flag in ("--port", "--data-dir", "--bind", "--heartbeat"):
         assert flag in result.stdout
+
+
+def test_connection_limit_refuses_the_next_connection():
+    from hamq_server import HamqServer
+    srv = HamqServer("--connection-max", "1").start()
+    try:
+        first = pika.BlockingConnection(params(srv))
+        with pytest.raises(pika.exceptions.ProbableAccessDeniedError) as refused:
+            pika.BlockingConnection(params(srv))
+        assert "node connection limit (1) is reached" in str(refused.value)
+        first.close()
+        pika.BlockingConnection(params(srv)).close()  # room again
+    finally:
+        assert srv.stop() == 0
