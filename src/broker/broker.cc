@@ -4,13 +4,29 @@ namespace hamq::broker {
 
 Broker::Broker(const std::vector<std::string>& virtual_hosts, uint64_t seed) : random_(seed) {
   for (const auto& name : virtual_hosts) {
-    virtual_hosts_.emplace(name, std::make_unique<VirtualHost>(name));
+    virtual_hosts_.emplace(name, std::make_unique<VirtualHost>(name, &memory_used_bytes_));
   }
 }
 
 VirtualHost* Broker::find_virtual_host(const std::string& name) {
   auto it = virtual_hosts_.find(name);
   return it == virtual_hosts_.end() ? nullptr : it->second.get();
+}
+
+void Broker::update_memory_alarm() {
+  if (memory_high_watermark_bytes_ == 0) return;
+  if (!memory_alarm_ && memory_used_bytes_ > memory_high_watermark_bytes_) {
+    memory_alarm_ = true;
+  } else if (memory_alarm_ && memory_used_bytes_ < memory_high_watermark_bytes_ / 10 * 9) {
+    memory_alarm_ = false;
+    auto blocked = std::move(blocked_);
+    blocked_.clear();
+    for (BlockedPublisher* publisher : blocked) publisher->unblock();
+  }
+}
+
+void Broker::remove_blocked(BlockedPublisher* publisher) {
+  std::erase(blocked_, publisher);
 }
 
 std::string Broker::random_name(std::string_view prefix) {

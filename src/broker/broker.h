@@ -18,6 +18,13 @@ namespace hamq::broker {
 
 using queue::HolderId;
 
+// A connection that the memory alarm blocked, to be told when it clears.
+class BlockedPublisher {
+ public:
+  virtual ~BlockedPublisher() = default;
+  virtual void unblock() = 0;
+};
+
 // What a queue delivers to: a channel's consumer.
 class ConsumerSink {
  public:
@@ -38,8 +45,22 @@ class Broker {
  public:
   // seed feeds the generator of server-chosen names (queues, consumer tags).
   Broker(const std::vector<std::string>& virtual_hosts, uint64_t seed);
+  // Queues point at the memory counter inside: a Broker stays where it was made.
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
 
   VirtualHost* find_virtual_host(const std::string& name);
+
+  // The memory watermark (reference §8): while the bytes held by queues are above it, connections
+  // that publish are blocked; they are released when the bytes fall below 90% of it.
+  // 0: no watermark.
+  void set_memory_high_watermark(uint64_t bytes) { memory_high_watermark_bytes_ = bytes; }
+  uint64_t memory_used() const { return memory_used_bytes_; }
+  bool memory_alarm() const { return memory_alarm_; }
+  // Raises or clears the alarm from the current count; clearing it unblocks every publisher.
+  void update_memory_alarm();
+  void add_blocked(BlockedPublisher* publisher) { blocked_.push_back(publisher); }
+  void remove_blocked(BlockedPublisher* publisher);
 
   HolderId new_holder() { return HolderId{next_holder_++}; }
   // Connections past connection.open, for the node's connection limit.
@@ -65,9 +86,14 @@ class Broker {
   size_t delete_queue(VirtualHost& vhost, const std::string& name);
 
  private:
+  // Declared before the virtual hosts: their queues give their bytes back as they are destroyed.
+  uint64_t memory_used_bytes_ = 0;
   std::map<std::string, std::unique_ptr<VirtualHost>> virtual_hosts_;
   std::unordered_map<uint64_t, ConsumerSink*> sinks_;
   std::unordered_map<std::string, ConsumerSink*> reply_consumers_;
+  uint64_t memory_high_watermark_bytes_ = 0;
+  bool memory_alarm_ = false;
+  std::vector<BlockedPublisher*> blocked_;
   uint64_t next_holder_ = 1;
   uint32_t open_connections_ = 0;
   ConnectionId next_connection_id_ = 1;

@@ -518,6 +518,7 @@ Result<void, ProtocolError> Channel::handle_content_body(std::span<const uint8_t
   }
   body_.append(reinterpret_cast<const char*>(payload.data()), payload.size());
   if (body_.size() < header_->body_size) return Ok{};
+  connection_.note_publish();
   auto message = std::make_shared<queue::Message>();
   message->exchange = publish_->exchange;
   message->routing_key = publish_->routing_key;

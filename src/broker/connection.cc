@@ -88,11 +88,13 @@ void Connection::release(uint64_t now_ms) {
   if (released_) return;
   released_ = true;
   if (counted_) broker_.connection_closed();
+  if (blocked_) broker_.remove_blocked(this);
   for (auto& [number, channel] : channels_) channel->release(now_ms);
   channels_.clear();
   if (vhost_ != nullptr) {
     for (const auto& name : vhost_->queues_owned_by(id_)) broker_.delete_queue(*vhost_, name);
   }
+  broker_.update_memory_alarm();
 }
 
 void Connection::commit_input(size_t bytes, uint64_t now_ms) {
@@ -125,7 +127,26 @@ void Connection::process_input(uint64_t now_ms) {
     handle_frame(*next.value(), now_ms);
   }
   for (auto& [number, channel] : channels_) channel->flush_confirms();
+  broker_.update_memory_alarm();
+  if (published_in_batch_ && broker_.memory_alarm() && !blocked_ && state_ == State::open) {
+    // Reference §8: a connection that publishes during the alarm stops being read.
+    blocked_ = true;
+    broker_.add_blocked(this);
+    if (client_blocked_notify_) send(0, amqp::ConnectionBlocked{"low on memory"});
+  }
+  published_in_batch_ = false;
   if (state_ == State::finished) release(now_ms);
+}
+
+void Connection::unblock() {
+  if (!blocked_) return;
+  blocked_ = false;
+  reset_liveness_ = true;
+  if (client_blocked_notify_ && state_ == State::open) {
+    send(0, amqp::ConnectionUnblocked{});
+  } else if (output_listener_) {
+    output_listener_();  // the runtime resumes reading
+  }
 }
 
 void Connection::handle_protocol_header() {
@@ -214,6 +235,7 @@ void Connection::handle_start_ok(const amqp::ConnectionStartOk& start_ok) {
     const auto& table = std::get<amqp::FieldTable>(capabilities->value);
     client_wants_auth_failure_close_ = table_flag(table, "authentication_failure_close");
     client_cancel_notify_ = table_flag(table, "consumer_cancel_notify");
+    client_blocked_notify_ = table_flag(table, "connection.blocked");
   }
   if (start_ok.mechanism != "PLAIN" && start_ok.mechanism != "AMQPLAIN") {
     end("COMMAND_INVALID - unknown authentication mechanism '" + start_ok.mechanism + "'");
@@ -579,8 +601,12 @@ void Connection::on_timer(uint64_t now_ms) {
   }
   if (heartbeat_s_ == 0) return;
   uint64_t interval_ms = uint64_t{heartbeat_s_} * 1000;
+  if (reset_liveness_) {
+    last_input_ms_ = now_ms;
+    reset_liveness_ = false;
+  }
   // RabbitMQ's rule (reference §3): the peer is dead after two intervals without a byte from it.
-  if (now_ms >= last_input_ms_ + 2 * interval_ms) {
+  if (!blocked_ && now_ms >= last_input_ms_ + 2 * interval_ms) {
     end("missed heartbeats from client, timeout: " + std::to_string(heartbeat_s_) + "s");
     return;
   }

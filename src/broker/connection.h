@@ -54,7 +54,7 @@ struct ConnectionConfig {
   uint32_t connection_max = 0;
 };
 
-class Connection {
+class Connection : public BlockedPublisher {
  public:
   enum class State {
     awaiting_protocol_header,
@@ -69,7 +69,7 @@ class Connection {
   // config and broker must outlive the connection.
   Connection(const ConnectionConfig& config, Broker& broker, bool peer_is_loopback,
              uint64_t now_ms);
-  ~Connection();
+  ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -100,10 +100,18 @@ class Connection {
   void send(uint16_t channel, const amqp::Method& method);
   void send_content(uint16_t channel, const amqp::Method& method,
                     const amqp::BasicProperties& properties, std::string_view body);
+  // A message was published on this connection (it is blocked while the memory alarm lasts).
+  void note_publish() { published_in_batch_ = true; }
   Broker& broker() { return broker_; }
   VirtualHost& virtual_host() { return *vhost_; }
   ConnectionId id() const { return id_; }
   bool client_supports_cancel_notify() const { return client_cancel_notify_; }
+
+  // While true the runtime must not read from the socket: the memory alarm blocks this
+  // publisher. The output listener is called when it may read again.
+  bool reading_paused() const { return blocked_; }
+  // BlockedPublisher
+  void unblock() override;
 
   State state() const { return state_; }
   bool finished() const { return state_ == State::finished; }
@@ -152,6 +160,10 @@ class Connection {
   bool released_ = false;
   bool counted_ = false;  // counted in the broker's open connections
   bool client_cancel_notify_ = false;
+  bool client_blocked_notify_ = false;
+  bool blocked_ = false;
+  bool published_in_batch_ = false;
+  bool reset_liveness_ = false;  // after a block, silence so far does not count
   State state_ = State::awaiting_protocol_header;
   amqp::FrameReader reader_;
   std::vector<uint8_t> output_;

@@ -125,7 +125,8 @@ std::optional<std::string> Exchange::alternate_exchange() const {
   return std::nullopt;
 }
 
-VirtualHost::VirtualHost(std::string name) : name_(std::move(name)) {
+VirtualHost::VirtualHost(std::string name, uint64_t* memory_counter)
+    : name_(std::move(name)), memory_counter_(memory_counter) {
   declare_predefined("", ExchangeType::direct);
   declare_predefined("amq.direct", ExchangeType::direct);
   declare_predefined("amq.fanout", ExchangeType::fanout);
@@ -247,6 +248,7 @@ Result<QueuePtr, ProtocolError> VirtualHost::declare_queue(const QueueDeclare& d
       return unexpected(error(ReplyCode::not_found, "no " + in_vhost("queue", declare.name)));
     }
     auto queue = std::make_shared<Queue>();
+    queue->machine.set_memory_counter(memory_counter_);
     queue->name = declare.name;
     queue->durable = declare.durable && !declare.exclusive;
     queue->auto_delete = declare.auto_delete;

@@ -84,7 +84,8 @@ struct QueueDeclare {
 
 class VirtualHost {
  public:
-  explicit VirtualHost(std::string name);
+  // memory_counter: the node's count of bytes held by queues, which every queue adds to.
+  explicit VirtualHost(std::string name, uint64_t* memory_counter = nullptr);
 
   const std::string& name() const { return name_; }
 
@@ -125,6 +126,7 @@ class VirtualHost {
   std::string in_vhost(std::string_view kind, const std::string& name) const;
 
   std::string name_;
+  uint64_t* memory_counter_;
   std::map<std::string, Exchange> exchanges_;
   std::unordered_map<std::string, QueuePtr> queues_;
 };

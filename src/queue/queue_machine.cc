@@ -6,9 +6,15 @@
 
 namespace hamq::queue {
 
+QueueMachine::~QueueMachine() {
+  // A deleted queue's messages leave the node's memory with it.
+  if (memory_counter_ != nullptr) *memory_counter_ -= held_bytes_;
+}
+
 MessageId QueueMachine::enqueue(MessagePtr message, uint64_t /*now_ms*/,
                                 std::vector<Delivery>& deliveries) {
   MessageId id{next_id_++};
+  hold(message->body.size() + message_overhead_bytes);
   ready_.emplace_back(id, Entry{std::move(message), 0});
   deliver(deliveries);
   return id;
@@ -74,6 +80,7 @@ void QueueMachine::settle(HolderId holder, const std::vector<MessageId>& ids, ui
   for (MessageId id : ids) {
     auto it = checked_out_.find(id.value);
     if (it == checked_out_.end() || it->second.holder != holder) continue;
+    drop(size_of(it->second.entry));
     checked_out_.erase(it);
     if (consumer != nullptr) --consumer->checked_out;
   }
@@ -104,12 +111,18 @@ std::optional<Delivery> QueueMachine::get(HolderId holder, bool no_ack, uint64_t
   if (ready_count() == 0) return std::nullopt;
   auto [id, entry] = take_next();
   Delivery delivery{holder, id, entry.message, entry.delivery_count > 0, entry.delivery_count};
-  if (!no_ack) checked_out_.emplace(id.value, CheckedOut{holder, std::move(entry)});
+  if (no_ack) {
+    drop(size_of(entry));
+  } else {
+    checked_out_.emplace(id.value, CheckedOut{holder, std::move(entry)});
+  }
   return delivery;
 }
 
 size_t QueueMachine::purge() {
   size_t count = ready_count();
+  for (const auto& [id, entry] : ready_) drop(size_of(entry));
+  for (const auto& [id, entry] : returned_) drop(size_of(entry));
   ready_.clear();
   returned_.clear();
   return count;
@@ -161,11 +174,24 @@ void QueueMachine::deliver(std::vector<Delivery>& deliveries) {
     auto [id, entry] = take_next();
     deliveries.push_back(
         Delivery{consumer->id, id, entry.message, entry.delivery_count > 0, entry.delivery_count});
-    if (!consumer->options.no_ack) {
+    if (consumer->options.no_ack) {
+      drop(size_of(entry));
+    } else {
       ++consumer->checked_out;
       checked_out_.emplace(id.value, CheckedOut{consumer->id, std::move(entry)});
     }
   }
+}
+
+void QueueMachine::hold(uint64_t bytes) {
+  held_bytes_ += bytes;
+  if (memory_counter_ != nullptr) *memory_counter_ += bytes;
+}
+
+void QueueMachine::drop(uint64_t bytes) {
+  HAMQ_VERIFY(held_bytes_ >= bytes, "a queue dropped more bytes than it held");
+  held_bytes_ -= bytes;
+  if (memory_counter_ != nullptr) *memory_counter_ -= bytes;
 }
 
 }  // namespace hamq::queue

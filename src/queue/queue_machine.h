@@ -53,8 +53,17 @@ struct Delivery {
 
 enum class AttachResult { attached, exclusive_conflict, already_attached };
 
+// What a message is counted as in memory besides its body: the message object, its properties
+// and the queue's entry, roughly.
+constexpr uint64_t message_overhead_bytes = 256;
+
 class QueueMachine {
  public:
+  QueueMachine() = default;
+  ~QueueMachine();
+  QueueMachine(const QueueMachine&) = delete;
+  QueueMachine& operator=(const QueueMachine&) = delete;
+
   // Puts a message at the tail and delivers what can be delivered.
   MessageId enqueue(MessagePtr message, uint64_t now_ms, std::vector<Delivery>& deliveries);
 
@@ -84,6 +93,11 @@ class QueueMachine {
   size_t purge();
 
   size_t ready_count() const { return returned_.size() + ready_.size(); }
+  // Bytes of the messages this queue holds (ready and checked out), overhead included.
+  uint64_t held_bytes() const { return held_bytes_; }
+  // A counter the queue adds its held bytes to and takes them from, shared by the queues of a
+  // node for its memory watermark. Set before the first enqueue.
+  void set_memory_counter(uint64_t* counter) { memory_counter_ = counter; }
   size_t checked_out_count() const { return checked_out_.size(); }
   size_t consumer_count() const { return consumers_.size(); }
   bool has_exclusive_consumer() const;
@@ -112,7 +126,15 @@ class QueueMachine {
   Consumer* find_consumer(HolderId id);
   void release(HolderId holder);
 
+  static uint64_t size_of(const Entry& entry) {
+    return entry.message->body.size() + message_overhead_bytes;
+  }
+  void hold(uint64_t bytes);
+  void drop(uint64_t bytes);
+
   uint64_t next_id_ = 1;
+  uint64_t held_bytes_ = 0;
+  uint64_t* memory_counter_ = nullptr;
   std::deque<std::pair<MessageId, Entry>> ready_;         // never delivered, in id order
   std::map<MessageId, Entry> returned_;                   // came back; all older than ready_
   std::unordered_map<uint64_t, CheckedOut> checked_out_;  // by MessageId value

@@ -168,6 +168,26 @@ TEST(QueueMachine, PurgeDropsReadyOnly) {
   EXPECT_EQ(q.ready_count(), 1u);
 }
 
+TEST(QueueMachine, HeldBytesFollowMessagesInAndOut) {
+  uint64_t node_total = 0;  // outlives the queue, which gives its bytes back when destroyed
+  QueueMachine q;
+  q.set_memory_counter(&node_total);
+  std::vector<Delivery> out;
+  for (auto b : {"aaaa", "bb", "c"}) q.enqueue(message(b), 0, out);
+  uint64_t all = 7 + 3 * message_overhead_bytes;
+  EXPECT_EQ(q.held_bytes(), all);
+  EXPECT_EQ(node_total, all);
+  auto first = q.get(getter, false, 0);  // checked out: still held
+  EXPECT_EQ(q.held_bytes(), all);
+  q.settle(getter, {first->id}, 0, out);
+  EXPECT_EQ(q.held_bytes(), 3 + 2 * message_overhead_bytes);
+  q.get(getter, true, 0);  // no-ack: gone at once
+  EXPECT_EQ(q.held_bytes(), 1 + message_overhead_bytes);
+  q.purge();
+  EXPECT_EQ(q.held_bytes(), 0u);
+  EXPECT_EQ(node_total, 0u);
+}
+
 TEST(QueueMachine, SameCommandsGiveSameDeliveries) {
   auto run = [] {
     QueueMachine q;

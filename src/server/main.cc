@@ -30,6 +30,10 @@ int main(int argc, char** argv) {
   app.add_option("--connection-max", config.connection.connection_max,
                  "Open connections accepted (0: no limit)")
       ->capture_default_str();
+  app.add_option("--memory-high-watermark-bytes", config.memory_high_watermark_bytes,
+                 "Message bytes held in queues above which publishers are blocked (0: 40% of "
+                 "memory)")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

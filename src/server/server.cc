@@ -8,6 +8,8 @@
 #include <random>
 #include <unordered_set>
 
+#include <unistd.h>
+
 #include "server/data_dir.h"
 
 namespace hamq::server {
@@ -64,6 +66,7 @@ class Session : public std::enable_shared_from_this<Session> {
         if (auto self = weak.lock()) {
           self->flush_posted_ = false;
           self->flush();
+          self->resume_reading();
         }
       });
     });
@@ -112,9 +115,23 @@ class Session : public std::enable_shared_from_this<Session> {
     connection_.commit_input(bytes, now_ms());
     flush();
     if (!connection_.finished()) {
-      read();
+      if (connection_.reading_paused()) {
+        // Blocked by the memory alarm; the output listener resumes. No handler is pending
+        // now, so the session keeps itself alive meanwhile.
+        read_paused_ = true;
+        keep_alive_ = shared_from_this();
+      } else {
+        read();
+      }
       arm_timer();
     }
+  }
+
+  void resume_reading() {
+    if (!read_paused_ || closed_ || connection_.reading_paused()) return;
+    read_paused_ = false;
+    auto self = std::move(keep_alive_);
+    read();
   }
 
   void flush() {
@@ -169,6 +186,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     closed_ = true;
     connection_.release(now_ms());
+    keep_alive_.reset();
     asio::error_code ignored;
     socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
@@ -184,9 +202,17 @@ class Session : public std::enable_shared_from_this<Session> {
   bool writing_ = false;
   bool closed_ = false;
   bool flush_posted_ = false;
+  bool read_paused_ = false;
+  std::shared_ptr<Session> keep_alive_;  // set while reading is paused
 };
 
 }  // namespace
+
+uint64_t physical_memory_bytes() {
+  long pages = ::sysconf(_SC_PHYS_PAGES);
+  long page_size = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page_size > 0 ? static_cast<uint64_t>(pages) * page_size : 0;
+}
 
 struct Server::Impl {
   explicit Impl(ServerConfig c)
@@ -194,7 +220,11 @@ struct Server::Impl {
         broker({"/"}, std::random_device{}()),
         acceptor(io),
         signals(io),
-        grace(io) {}
+        grace(io) {
+    uint64_t watermark = config.memory_high_watermark_bytes;
+    if (watermark == 0) watermark = physical_memory_bytes() / 10 * 4;
+    broker.set_memory_high_watermark(watermark);
+  }
 
   void accept() {
     acceptor.async_accept([this](asio::error_code ec, asio::ip::tcp::socket socket) {

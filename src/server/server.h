@@ -20,6 +20,9 @@ struct ServerConfig {
   uint16_t port = 5672;  // 0: any free port
   std::filesystem::path data_dir = "hamq-data";
   broker::ConnectionConfig connection;
+  // Bytes of messages held in queues above which publishers are blocked; 0: 40% of the
+  // machine's memory, as RabbitMQ's default vm_memory_high_watermark.
+  uint64_t memory_high_watermark_bytes = 0;
   // After a shutdown signal, how long open connections get to answer connection.close.
   uint64_t shutdown_grace_ms = 5'000;
 };

@@ -333,3 +333,41 @@ def test_method_in_the_middle_of_content_is_unexpected_frame(server):
     client.send_method(1, pika.spec.Basic.Qos(prefetch_count=1))
     _, close = client.read_method()
     assert close.reply_code == 505
+
+
+def test_memory_alarm_blocks_publishers_while_consumers_drain():
+    from hamq_server import HamqServer
+    srv = HamqServer("--memory-high-watermark-bytes", "1000000").start()
+    try:
+        publisher = connect(srv)
+        events = []
+        publisher.add_on_connection_blocked_callback(lambda *a: events.append("blocked"))
+        publisher.add_on_connection_unblocked_callback(lambda *a: events.append("unblocked"))
+        channel = publisher.channel()
+        channel.queue_declare("big")
+        body = b"x" * 100_000
+        for _ in range(20):
+            channel.basic_publish("", "big", body)
+        publisher.process_data_events(time_limit=1)
+        assert events == ["blocked"]
+        consumer = connect(srv)
+        consumer_channel = consumer.channel()
+        held = consumer_channel.queue_declare("big", passive=True).method.message_count
+        assert 10 <= held < 20, held  # the server stopped reading at about 1 MB
+        got = 0
+        for _ in range(1000):
+            if got == 20:
+                break
+            method, _, received = consumer_channel.basic_get("big", auto_ack=True)
+            if method is None:
+                publisher.process_data_events(time_limit=0.02)
+            else:
+                assert received == body
+                got += 1
+        assert got == 20  # nothing lost: the rest was read once the queue drained
+        publisher.process_data_events(time_limit=0.5)
+        assert events[-1] == "unblocked"
+        consumer.close()
+        publisher.close()
+    finally:
+        assert srv.stop() == 0
