@@ -42,6 +42,30 @@ void Broker::dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>&
     auto it = sinks_.find(delivery.holder.value);
     if (it != sinks_.end()) it->second->deliver(queue, delivery);
   }
+  if (!flow_waiters_.empty()) check_flow(*queue);
+}
+
+void Broker::wait_for_flow(BlockedPublisher* publisher, const Queue* queue) {
+  flow_waiters_[queue].push_back(publisher);
+}
+
+void Broker::check_flow(const Queue& queue) {
+  auto it = flow_waiters_.find(&queue);
+  if (it == flow_waiters_.end()) return;
+  if (queue.machine.ready_count() >= queue_flow_ready_low && queue.machine.consumer_count() > 0) {
+    return;
+  }
+  auto waiters = std::move(it->second);
+  flow_waiters_.erase(it);
+  for (BlockedPublisher* publisher : waiters) publisher->flow_released(&queue);
+}
+
+void Broker::forget_publisher(BlockedPublisher* publisher) {
+  std::erase(blocked_, publisher);
+  for (auto it = flow_waiters_.begin(); it != flow_waiters_.end();) {
+    std::erase(it->second, publisher);
+    it = it->second.empty() ? flow_waiters_.erase(it) : std::next(it);
+  }
 }
 
 std::string Broker::register_reply_consumer(ConsumerSink* sink) {
@@ -58,6 +82,11 @@ ConsumerSink* Broker::find_reply_consumer(const std::string& name) const {
 size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
   QueuePtr queue = vhost.remove_queue(name);
   if (!queue) return 0;
+  if (auto waiters = flow_waiters_.find(queue.get()); waiters != flow_waiters_.end()) {
+    auto released = std::move(waiters->second);
+    flow_waiters_.erase(waiters);
+    for (BlockedPublisher* publisher : released) publisher->flow_released(queue.get());
+  }
   size_t ready = queue->machine.ready_count();
   for (HolderId consumer : queue->machine.consumer_ids()) {
     auto it = sinks_.find(consumer.value);

@@ -18,11 +18,19 @@ namespace hamq::broker {
 
 using queue::HolderId;
 
-// A connection that the memory alarm blocked, to be told when it clears.
+// Flow control: a publisher that grows the backlog of a queue that has consumers (they are not
+// keeping up) stops being read until the backlog has halved, as RabbitMQ's credit flow does.
+// A queue without consumers may grow up to the memory watermark.
+constexpr size_t queue_flow_ready_high = 4096;
+constexpr size_t queue_flow_ready_low = 2048;
+
+// A connection that the memory alarm or flow control stopped reading, to be told when it may
+// read again.
 class BlockedPublisher {
  public:
   virtual ~BlockedPublisher() = default;
   virtual void unblock() = 0;
+  virtual void flow_released(const Queue* queue) = 0;
 };
 
 // What a queue delivers to: a channel's consumer.
@@ -62,6 +70,12 @@ class Broker {
   void add_blocked(BlockedPublisher* publisher) { blocked_.push_back(publisher); }
   void remove_blocked(BlockedPublisher* publisher);
 
+  // Flow control: `publisher` waits until `queue` drains (see queue_flow_ready_high).
+  void wait_for_flow(BlockedPublisher* publisher, const Queue* queue);
+  // Releases the publishers waiting on `queue` if it has drained or lost its consumers.
+  void check_flow(const Queue& queue);
+  void forget_publisher(BlockedPublisher* publisher);
+
   HolderId new_holder() { return HolderId{next_holder_++}; }
   // Connections past connection.open, for the node's connection limit.
   uint32_t open_connection_count() const { return open_connections_; }
@@ -94,6 +108,7 @@ class Broker {
   uint64_t memory_high_watermark_bytes_ = 0;
   bool memory_alarm_ = false;
   std::vector<BlockedPublisher*> blocked_;
+  std::unordered_map<const Queue*, std::vector<BlockedPublisher*>> flow_waiters_;
   uint64_t next_holder_ = 1;
   uint32_t open_connections_ = 0;
   ConnectionId next_connection_id_ = 1;

@@ -352,6 +352,7 @@ void Channel::cancel_consumer(const std::string& tag, uint64_t /*now_ms*/) {
   connection_.broker().unregister_sink(consumer.holder);
   if (QueuePtr queue = consumer.queue.lock()) {
     queue->machine.cancel(consumer.holder);
+    connection_.broker().check_flow(*queue);
     delete_if_unused(queue);
   }
 }
@@ -595,10 +596,21 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
     std::vector<queue::Delivery> deliveries;
     queue->machine.enqueue(message, now_ms, deliveries);
     connection_.broker().dispatch(queue, deliveries);
+    if (queue->machine.ready_count() > queue_flow_ready_high &&
+        queue->machine.consumer_count() > 0) {
+      connection_.throttle(queue);
+    }
   }
   // In-memory queues take responsibility as soon as the message is enqueued.
   if (confirm_mode_) confirmed_through_ = seq;
   return Ok{};
+}
+
+bool Channel::consumes_from(const Queue& queue) const {
+  for (const auto& [tag, consumer] : consumers_) {
+    if (consumer.queue.lock().get() == &queue) return true;
+  }
+  return false;
 }
 
 void Channel::flush_confirms() {

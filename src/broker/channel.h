@@ -49,6 +49,7 @@ class Channel : public ConsumerSink {
 
   // Sends the publisher confirms earned since the last call, as few frames as possible.
   void flush_confirms();
+  bool consumes_from(const Queue& queue) const;
   // The channel is going away: consumers are removed and unacknowledged messages go back to
   // their queues. Idempotent.
   void release(uint64_t now_ms);

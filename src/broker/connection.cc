@@ -88,7 +88,8 @@ void Connection::release(uint64_t now_ms) {
   if (released_) return;
   released_ = true;
   if (counted_) broker_.connection_closed();
-  if (blocked_) broker_.remove_blocked(this);
+  broker_.forget_publisher(this);
+  flow_waits_.clear();
   for (auto& [number, channel] : channels_) channel->release(now_ms);
   channels_.clear();
   if (vhost_ != nullptr) {
@@ -138,15 +139,31 @@ void Connection::process_input(uint64_t now_ms) {
   if (state_ == State::finished) release(now_ms);
 }
 
+void Connection::throttle(const QueuePtr& queue) {
+  if (std::find(flow_waits_.begin(), flow_waits_.end(), queue.get()) != flow_waits_.end()) return;
+  // A connection that also consumes from the queue must stay readable to ack.
+  for (auto& [number, channel] : channels_) {
+    if (channel->consumes_from(*queue)) return;
+  }
+  flow_waits_.push_back(queue.get());
+  broker_.wait_for_flow(this, queue.get());
+}
+
+void Connection::flow_released(const Queue* queue) {
+  std::erase(flow_waits_, queue);
+  if (!reading_paused()) {
+    reset_liveness_ = true;
+    if (output_listener_) output_listener_();  // the runtime resumes reading
+  }
+}
+
 void Connection::unblock() {
   if (!blocked_) return;
   blocked_ = false;
   reset_liveness_ = true;
-  if (client_blocked_notify_ && state_ == State::open) {
-    send(0, amqp::ConnectionUnblocked{});
-  } else if (output_listener_) {
-    output_listener_();  // the runtime resumes reading
-  }
+  if (client_blocked_notify_ && state_ == State::open) send(0, amqp::ConnectionUnblocked{});
+  // The runtime resumes reading unless flow control still holds the connection.
+  if (output_listener_) output_listener_();
 }
 
 void Connection::handle_protocol_header() {
@@ -606,7 +623,7 @@ void Connection::on_timer(uint64_t now_ms) {
     reset_liveness_ = false;
   }
   // RabbitMQ's rule (reference §3): the peer is dead after two intervals without a byte from it.
-  if (!blocked_ && now_ms >= last_input_ms_ + 2 * interval_ms) {
+  if (!reading_paused() && now_ms >= last_input_ms_ + 2 * interval_ms) {
     end("missed heartbeats from client, timeout: " + std::to_string(heartbeat_s_) + "s");
     return;
   }

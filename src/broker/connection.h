@@ -109,9 +109,12 @@ class Connection : public BlockedPublisher {
 
   // While true the runtime must not read from the socket: the memory alarm blocks this
   // publisher. The output listener is called when it may read again.
-  bool reading_paused() const { return blocked_; }
+  bool reading_paused() const { return blocked_ || !flow_waits_.empty(); }
   // BlockedPublisher
   void unblock() override;
+  void flow_released(const Queue* queue) override;
+  // A channel published to a queue whose consumers are not keeping up.
+  void throttle(const QueuePtr& queue);
 
   State state() const { return state_; }
   bool finished() const { return state_ == State::finished; }
@@ -163,7 +166,8 @@ class Connection : public BlockedPublisher {
   bool client_blocked_notify_ = false;
   bool blocked_ = false;
   bool published_in_batch_ = false;
-  bool reset_liveness_ = false;  // after a block, silence so far does not count
+  bool reset_liveness_ = false;           // after a block, silence so far does not count
+  std::vector<const Queue*> flow_waits_;  // queues whose backlog pauses reading
   State state_ = State::awaiting_protocol_header;
   amqp::FrameReader reader_;
   std::vector<uint8_t> output_;

@@ -371,3 +371,31 @@ def test_memory_alarm_blocks_publishers_while_consumers_drain():
         publisher.close()
     finally:
         assert srv.stop() == 0
+
+
+def test_flow_control_holds_a_publisher_back_from_a_queue_whose_consumers_lag(server):
+    consumer = connect(server)
+    consumer_channel = consumer.channel()
+    consumer_channel.queue_declare("lagging")
+    consumer_channel.basic_qos(prefetch_count=10)
+    tag = consumer_channel.basic_consume("lagging", lambda *args: None)  # never acks
+    publisher = connect(server)
+    channel = publisher.channel()
+    for i in range(20000):
+        channel.basic_publish("", "lagging", b"m%d" % i)
+    publisher.process_data_events(time_limit=0.5)
+    probe = connect(server).channel()
+    ready = probe.queue_declare("lagging", passive=True).method.message_count
+    # Reading stopped once the backlog passed 4096 (plus what one read had already brought).
+    assert 4096 < ready < 8000, ready
+    # Without consumers the backlog is no longer a lag: the publisher is read again. (pika
+    # requeues the ten deliveries it held when it cancels.)
+    consumer_channel.basic_cancel(tag)
+    for _ in range(100):
+        publisher.process_data_events(time_limit=0.05)
+        ready = probe.queue_declare("lagging", passive=True).method.message_count
+        if ready == 20000:
+            break
+    assert ready == 20000
+    consumer.close()
+    publisher.close()
