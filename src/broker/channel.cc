@@ -606,6 +606,22 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
   return Ok{};
 }
 
+void Channel::suspend_consumers() {
+  for (auto& [tag, consumer] : consumers_) {
+    if (QueuePtr queue = consumer.queue.lock()) queue->machine.suspend(consumer.holder);
+  }
+}
+
+void Channel::resume_consumers(uint64_t now_ms) {
+  for (auto& [tag, consumer] : consumers_) {
+    if (QueuePtr queue = consumer.queue.lock()) {
+      std::vector<queue::Delivery> deliveries;
+      queue->machine.resume(consumer.holder, now_ms, deliveries);
+      connection_.broker().dispatch(queue, deliveries);
+    }
+  }
+}
+
 bool Channel::consumes_from(const Queue& queue) const {
   for (const auto& [tag, consumer] : consumers_) {
     if (consumer.queue.lock().get() == &queue) return true;

@@ -50,6 +50,10 @@ class Channel : public ConsumerSink {
   // Sends the publisher confirms earned since the last call, as few frames as possible.
   void flush_confirms();
   bool consumes_from(const Queue& queue) const;
+  // The connection's output is backed up: no deliveries to this channel's consumers until
+  // resume_consumers.
+  void suspend_consumers();
+  void resume_consumers(uint64_t now_ms);
   // The channel is going away: consumers are removed and unacknowledged messages go back to
   // their queues. Idempotent.
   void release(uint64_t now_ms);

@@ -550,7 +550,19 @@ void Connection::send_content(uint16_t channel, const Method& method,
   wrote_output();
 }
 
+void Connection::set_bytes_in_flight(size_t bytes) {
+  bytes_in_flight_ = bytes;
+  if (consumers_suspended_ && output_backlog() < output_backlog_low_bytes) {
+    consumers_suspended_ = false;
+    for (auto& [number, channel] : channels_) channel->resume_consumers(now_ms_);
+  }
+}
+
 void Connection::wrote_output() {
+  if (!consumers_suspended_ && output_backlog() > output_backlog_high_bytes) {
+    consumers_suspended_ = true;
+    for (auto& [number, channel] : channels_) channel->suspend_consumers();
+  }
   last_output_ms_ = now_ms_;
   if (output_listener_) output_listener_();
 }

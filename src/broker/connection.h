@@ -54,6 +54,12 @@ struct ConnectionConfig {
   uint32_t connection_max = 0;
 };
 
+// A connection whose unsent output passes the high mark stops receiving deliveries until it is
+// below the low mark: a consumer that does not keep up (with no-ack, nothing else limits it) is
+// held back instead of growing the broker's memory.
+constexpr size_t output_backlog_high_bytes = 4 << 20;
+constexpr size_t output_backlog_low_bytes = 1 << 20;
+
 class Connection : public BlockedPublisher {
  public:
   enum class State {
@@ -91,6 +97,10 @@ class Connection : public BlockedPublisher {
 
   // Bytes to send, in order. The runtime takes them as it writes.
   std::vector<uint8_t>& output() { return output_; }
+  // The runtime says how many taken bytes are still being written. While output and those are
+  // above output_backlog_high_bytes, the connection's consumers get no deliveries.
+  void set_bytes_in_flight(size_t bytes);
+  size_t output_backlog() const { return output_.size() + bytes_in_flight_; }
   // Called whenever output grows, also when another connection's publish caused it.
   void set_output_listener(std::function<void()> listener) {
     output_listener_ = std::move(listener);
@@ -168,6 +178,8 @@ class Connection : public BlockedPublisher {
   bool published_in_batch_ = false;
   bool reset_liveness_ = false;           // after a block, silence so far does not count
   std::vector<const Queue*> flow_waits_;  // queues whose backlog pauses reading
+  size_t bytes_in_flight_ = 0;
+  bool consumers_suspended_ = false;
   State state_ = State::awaiting_protocol_header;
   amqp::FrameReader reader_;
   std::vector<uint8_t> output_;

@@ -42,6 +42,18 @@ AttachResult QueueMachine::attach(HolderId consumer, ConsumerOptions options, ui
   return AttachResult::attached;
 }
 
+void QueueMachine::suspend(HolderId consumer) {
+  if (Consumer* c = find_consumer(consumer)) c->suspended = true;
+}
+
+void QueueMachine::resume(HolderId consumer, uint64_t /*now_ms*/,
+                          std::vector<Delivery>& deliveries) {
+  if (Consumer* c = find_consumer(consumer)) {
+    c->suspended = false;
+    deliver(deliveries);
+  }
+}
+
 void QueueMachine::cancel(HolderId consumer) {
   auto it = std::find_if(consumers_.begin(), consumers_.end(),
                          [consumer](const Consumer& c) { return c.id == consumer; });
@@ -137,7 +149,8 @@ QueueMachine::Consumer* QueueMachine::find_consumer(HolderId id) {
 
 QueueMachine::Consumer* QueueMachine::next_consumer() {
   auto has_room = [](const Consumer& c) {
-    return c.options.prefetch_count == 0 || c.checked_out < c.options.prefetch_count;
+    return !c.suspended &&
+           (c.options.prefetch_count == 0 || c.checked_out < c.options.prefetch_count);
   };
   std::optional<int64_t> best;
   for (const Consumer& c : consumers_) {

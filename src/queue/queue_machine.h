@@ -69,6 +69,11 @@ class QueueMachine {
 
   AttachResult attach(HolderId consumer, ConsumerOptions options, uint64_t now_ms,
                       std::vector<Delivery>& deliveries);
+  // Pauses deliveries to a consumer whose connection cannot take more now (its output is
+  // backed up), and resumes them.
+  void suspend(HolderId consumer);
+  void resume(HolderId consumer, uint64_t now_ms, std::vector<Delivery>& deliveries);
+
   // Stops deliveries to a consumer (basic.cancel); what it holds stays checked out to it and can
   // still be settled or returned.
   void cancel(HolderId consumer);
@@ -112,6 +117,7 @@ class QueueMachine {
     HolderId id;
     ConsumerOptions options;
     uint32_t checked_out = 0;
+    bool suspended = false;
   };
   struct CheckedOut {
     HolderId holder;

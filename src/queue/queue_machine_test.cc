@@ -188,6 +188,18 @@ TEST(QueueMachine, HeldBytesFollowMessagesInAndOut) {
   EXPECT_EQ(node_total, 0u);
 }
 
+TEST(QueueMachine, SuspendedConsumerGetsNothingUntilResumed) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.attach(alice, {.no_ack = true}, 0, out);
+  q.suspend(alice);
+  for (auto b : {"1", "2"}) q.enqueue(message(b), 0, out);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(q.ready_count(), 2u);
+  q.resume(alice, 0, out);
+  EXPECT_EQ(bodies(out), (std::vector<std::string>{"1", "2"}));
+}
+
 TEST(QueueMachine, SameCommandsGiveSameDeliveries) {
   auto run = [] {
     QueueMachine q;

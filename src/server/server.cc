@@ -143,10 +143,12 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     write_buffer_.clear();
     write_buffer_.swap(output);
+    connection_.set_bytes_in_flight(write_buffer_.size());
     writing_ = true;
     asio::async_write(socket_, asio::buffer(write_buffer_),
                       [self = shared_from_this()](asio::error_code ec, size_t) {
                         self->writing_ = false;
+                        self->connection_.set_bytes_in_flight(0);
                         if (ec) {
                           self->close_socket();
                           return;

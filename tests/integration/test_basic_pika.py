@@ -399,3 +399,29 @@ def test_flow_control_holds_a_publisher_back_from_a_queue_whose_consumers_lag(se
     assert ready == 20000
     consumer.close()
     publisher.close()
+
+
+def test_a_consumer_that_stops_reading_is_held_back_and_loses_nothing(server):
+    stuck = RawClient(server.port, timeout_s=10)
+    stuck.handshake()
+    stuck.send_method(1, pika.spec.Channel.Open())
+    stuck.read_method()
+    stuck.send_method(1, pika.spec.Queue.Declare(queue="firehose"))
+    stuck.read_method()
+    stuck.send_method(1, pika.spec.Basic.Consume(queue="firehose", no_ack=True))
+    stuck.read_method()
+    publisher = connect(server)
+    channel = publisher.channel()
+    body = b"y" * 100_000
+    for _ in range(500):  # 50 MB to a consumer that reads nothing
+        channel.basic_publish("", "firehose", body)
+    # Past a few MB of unsent output the broker keeps the rest in the queue.
+    ready = channel.queue_declare("firehose", passive=True).method.message_count
+    assert ready > 300, ready
+    delivered = 0
+    while delivered < 500:
+        frame_type, _, payload = stuck.read_frame()
+        if frame_type == 1 and isinstance(payload, pika.spec.Basic.Deliver):
+            delivered += 1
+    assert channel.queue_declare("firehose", passive=True).method.message_count == 0
+    publisher.close()
