@@ -210,8 +210,8 @@ def main():
     for name in names:
         h, r = results[(name, "hamq")], results[(name, "RabbitMQ")]
         for broker, x in (("hamq", h), ("RabbitMQ", r)):
-            lines.append(f"| {name} | {broker} | {x['rate']:,.0f} | {x['p50_us'] / 1000:.1f} | "
-                         f"{x['p99_us'] / 1000:.1f} | {x['cpu_s_per_million']:.2f} | "
+            lines.append(f"| {name} | {broker} | {x['rate']:,.0f} | {x['p50_us'] / 1000:.2f} | "
+                         f"{x['p99_us'] / 1000:.2f} | {x['cpu_s_per_million']:.2f} | "
                          f"{x['peak_rss_mb']:.0f} |")
         lines.append(f"| {name} | hamq/RabbitMQ | {h['rate'] / r['rate']:.2f}x | "
                      f"{h['p50_us'] / max(r['p50_us'], 1):.2f}x | "

@@ -255,10 +255,31 @@ Result<void, ProtocolError> Channel::basic_qos(const amqp::BasicQos& m) {
     return unexpected(error(ReplyCode::not_implemented,
                             "prefetch_size!=0 (" + std::to_string(m.prefetch_size) + ")"));
   }
-  // As RabbitMQ 4.3 by default: global=true is taken as a per-consumer limit too.
-  prefetch_count_ = m.prefetch_count;
+  if (m.global) {
+    global_prefetch_ = m.prefetch_count;
+    reset_global_credit();
+  } else {
+    prefetch_count_ = m.prefetch_count;
+  }
   connection_.send(number_, amqp::BasicQosOk{});
+  if (m.global) deliver_with_new_credit(0);
   return Ok{};
+}
+
+void Channel::reset_global_credit() {
+  uint32_t limit = global_prefetch_ == 0 ? unlimited_credit : global_prefetch_;
+  global_credit_ = limit > global_in_use_ ? limit - global_in_use_ : 0;
+}
+
+void Channel::deliver_with_new_credit(uint64_t now_ms) {
+  for (auto& [tag, consumer] : consumers_) {
+    if (global_credit_ == 0) return;
+    if (QueuePtr queue = consumer.queue.lock()) {
+      std::vector<queue::Delivery> deliveries;
+      queue->machine.deliver_ready(now_ms, deliveries);
+      connection_.broker().dispatch(queue, deliveries);
+    }
+  }
 }
 
 Result<void, ProtocolError> Channel::basic_consume(const amqp::BasicConsume& m, uint64_t now_ms) {
@@ -274,6 +295,7 @@ Result<void, ProtocolError> Channel::basic_consume(const amqp::BasicConsume& m, 
   }
   queue::ConsumerOptions options;
   options.prefetch_count = prefetch_count_;
+  options.shared_credit = &global_credit_;
   options.no_ack = m.no_ack;
   options.exclusive = m.exclusive;
   if (const amqp::FieldValue* priority = m.arguments.find("x-priority")) {
@@ -368,8 +390,10 @@ void Channel::deliver(const QueuePtr& queue, const queue::Delivery& delivery) {
   HAMQ_VERIFY(tag_it != consumer_tags_.end(), "delivery to a consumer the channel does not know");
   const Consumer& consumer = consumers_.at(tag_it->second);
   uint64_t delivery_tag = next_delivery_tag_++;
-  if (!consumer.no_ack)
-    unacked_.emplace(delivery_tag, Unacked{queue, delivery.holder, delivery.id});
+  if (!consumer.no_ack) {
+    unacked_.emplace(delivery_tag, Unacked{queue, delivery.holder, delivery.id, true});
+    ++global_in_use_;  // the queue took a credit for it
+  }
   const queue::Message& message = *delivery.message;
   connection_.send_content(number_,
                            amqp::BasicDeliver{consumer.tag, delivery_tag, delivery.redelivered,
@@ -443,6 +467,11 @@ Result<void, ProtocolError> Channel::settle_now(std::vector<uint64_t> tags, Sett
   for (uint64_t tag : tags) {
     auto it = unacked_.find(tag);
     if (it == unacked_.end()) continue;  // settled since (a transaction settled it twice)
+    if (it->second.counts_for_prefetch) {
+      // The credit comes back before the queues act, so they can use it at once.
+      --global_in_use_;
+      ++global_credit_;
+    }
     if (QueuePtr queue = it->second.queue.lock()) {
       auto& group = groups[{queue.get(), it->second.holder.value}];
       group.first = queue;
@@ -467,6 +496,7 @@ Result<void, ProtocolError> Channel::settle_now(std::vector<uint64_t> tags, Sett
     }
     connection_.broker().dispatch(queue, deliveries);
   }
+  if (global_prefetch_ != 0) deliver_with_new_credit(now_ms);
   return Ok{};
 }
 

@@ -74,6 +74,7 @@ class Channel : public ConsumerSink {
     std::weak_ptr<Queue> queue;
     HolderId holder;
     queue::MessageId id;
+    bool counts_for_prefetch = false;  // a consumer's delivery, not a basic.get
   };
   enum class Settle { ack, requeue, discard };
 
@@ -108,6 +109,8 @@ class Channel : public ConsumerSink {
   Result<std::string, ProtocolError> resolve_queue_name(const std::string& name) const;
   void cancel_consumer(const std::string& tag, uint64_t now_ms);
   void delete_if_unused(const QueuePtr& queue);
+  void reset_global_credit();
+  void deliver_with_new_credit(uint64_t now_ms);
   VirtualHost& vhost();
 
   Connection& connection_;
@@ -126,7 +129,13 @@ class Channel : public ConsumerSink {
   std::vector<std::function<Result<void, ProtocolError>(uint64_t)>> tx_pending_;
 
   // Consuming.
-  uint16_t prefetch_count_ = 0;
+  uint16_t prefetch_count_ = 0;  // per consumer, for consumers created after basic.qos
+  // basic.qos(global=true): a limit shared by the channel's consumers (RabbitMQ 3.13 to 4.2's
+  // reading of global). The queues take credit from global_credit_; settling gives it back.
+  static constexpr uint32_t unlimited_credit = UINT32_MAX / 2;
+  uint16_t global_prefetch_ = 0;
+  uint32_t global_credit_ = unlimited_credit;
+  uint32_t global_in_use_ = 0;
   std::unordered_map<std::string, Consumer> consumers_;      // by tag
   std::unordered_map<uint64_t, std::string> consumer_tags_;  // HolderId -> tag
   HolderId get_holder_;

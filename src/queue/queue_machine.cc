@@ -42,6 +42,10 @@ AttachResult QueueMachine::attach(HolderId consumer, ConsumerOptions options, ui
   return AttachResult::attached;
 }
 
+void QueueMachine::deliver_ready(uint64_t /*now_ms*/, std::vector<Delivery>& deliveries) {
+  deliver(deliveries);
+}
+
 void QueueMachine::suspend(HolderId consumer) {
   if (Consumer* c = find_consumer(consumer)) c->suspended = true;
 }
@@ -149,8 +153,10 @@ QueueMachine::Consumer* QueueMachine::find_consumer(HolderId id) {
 
 QueueMachine::Consumer* QueueMachine::next_consumer() {
   auto has_room = [](const Consumer& c) {
-    return !c.suspended &&
-           (c.options.prefetch_count == 0 || c.checked_out < c.options.prefetch_count);
+    if (c.suspended) return false;
+    if (c.options.no_ack) return true;
+    return (c.options.prefetch_count == 0 || c.checked_out < c.options.prefetch_count) &&
+           (c.options.shared_credit == nullptr || *c.options.shared_credit > 0);
   };
   std::optional<int64_t> best;
   for (const Consumer& c : consumers_) {
@@ -191,6 +197,7 @@ void QueueMachine::deliver(std::vector<Delivery>& deliveries) {
       drop(size_of(entry));
     } else {
       ++consumer->checked_out;
+      if (consumer->options.shared_credit != nullptr) --*consumer->options.shared_credit;
       checked_out_.emplace(id.value, CheckedOut{consumer->id, std::move(entry)});
     }
   }

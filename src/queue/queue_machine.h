@@ -41,6 +41,9 @@ struct ConsumerOptions {
   int64_t priority = 0;
   bool no_ack = false;  // deliveries are settled as they are made
   bool exclusive = false;
+  // A limit shared with other consumers (a channel's global prefetch): each delivery takes one,
+  // and the owner of the counter gives them back. Not owned; must outlive the consumer.
+  uint32_t* shared_credit = nullptr;
 };
 
 struct Delivery {
@@ -69,6 +72,9 @@ class QueueMachine {
 
   AttachResult attach(HolderId consumer, ConsumerOptions options, uint64_t now_ms,
                       std::vector<Delivery>& deliveries);
+  // Delivers what can be delivered now: after a consumer's shared credit was given back.
+  void deliver_ready(uint64_t now_ms, std::vector<Delivery>& deliveries);
+
   // Pauses deliveries to a consumer whose connection cannot take more now (its output is
   // backed up), and resumes them.
   void suspend(HolderId consumer);

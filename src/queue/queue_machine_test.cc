@@ -200,6 +200,22 @@ TEST(QueueMachine, SuspendedConsumerGetsNothingUntilResumed) {
   EXPECT_EQ(bodies(out), (std::vector<std::string>{"1", "2"}));
 }
 
+TEST(QueueMachine, SharedCreditLimitsConsumersTogether) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  uint32_t credit = 3;
+  q.attach(alice, {.shared_credit = &credit}, 0, out);
+  q.attach(bob, {.shared_credit = &credit}, 0, out);
+  for (auto b : {"1", "2", "3", "4", "5"}) q.enqueue(message(b), 0, out);
+  EXPECT_EQ(out.size(), 3u);
+  EXPECT_EQ(credit, 0u);
+  q.settle(out[0].holder, {out[0].id}, 0, out);
+  ++credit;  // the owner gives the credit back, then asks for deliveries
+  std::vector<Delivery> more;
+  q.deliver_ready(0, more);
+  EXPECT_EQ(bodies(more), (std::vector<std::string>{"4"}));
+}
+
 TEST(QueueMachine, SameCommandsGiveSameDeliveries) {
   auto run = [] {
     QueueMachine q;

@@ -425,3 +425,41 @@ def test_a_consumer_that_stops_reading_is_held_back_and_loses_nothing(server):
             delivered += 1
     assert channel.queue_declare("firehose", passive=True).method.message_count == 0
     publisher.close()
+
+
+def test_global_qos_is_shared_by_the_channels_consumers(server):
+    connection = connect(server)
+    channel = connection.channel()
+    for name in ("shared-a", "shared-b"):
+        channel.queue_declare(name)
+        for i in range(10):
+            channel.basic_publish("", name, b"%d" % i)
+    channel.basic_qos(prefetch_count=3, global_qos=True)  # RabbitMQ: per channel
+    received = []
+    channel.basic_consume("shared-a", lambda ch, m, p, b: received.append(m))
+    channel.basic_consume("shared-b", lambda ch, m, p, b: received.append(m))
+    connection.process_data_events(time_limit=0.5)
+    assert len(received) == 3
+    channel.basic_ack(received[0].delivery_tag)
+    connection.process_data_events(time_limit=0.5)
+    assert len(received) == 4
+    channel.basic_ack(0, multiple=True)
+    connection.process_data_events(time_limit=0.5)
+    assert len(received) == 7
+    connection.close()
+
+
+def test_per_consumer_qos_limits_each_consumer(server):
+    connection = connect(server)
+    channel = connection.channel()
+    for name in ("own-a", "own-b"):
+        channel.queue_declare(name)
+        for i in range(10):
+            channel.basic_publish("", name, b"%d" % i)
+    channel.basic_qos(prefetch_count=2)
+    received = []
+    channel.basic_consume("own-a", lambda ch, m, p, b: received.append(m))
+    channel.basic_consume("own-b", lambda ch, m, p, b: received.append(m))
+    connection.process_data_events(time_limit=0.5)
+    assert len(received) == 4
+    connection.close()
