@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "broker/matching.h"
+#include "broker/queue_arguments.h"
 
 namespace hamq::broker {
 
@@ -247,6 +248,10 @@ Result<QueuePtr, ProtocolError> VirtualHost::declare_queue(const QueueDeclare& d
     if (declare.passive) {
       return unexpected(error(ReplyCode::not_found, "no " + in_vhost("queue", declare.name)));
     }
+    auto valid = validate_queue_arguments(
+        declare.arguments,
+        {declare.name, name_, declare.durable, declare.exclusive, declare.auto_delete});
+    if (!valid.ok()) return unexpected(valid.error());
     auto queue = std::make_shared<Queue>();
     queue->machine.set_memory_counter(memory_counter_);
     queue->name = declare.name;

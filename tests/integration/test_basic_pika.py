@@ -244,6 +244,8 @@ def test_properties_and_large_bodies_arrive_intact(server):
     (lambda ch: ch.queue_bind("nowhere", "amq.direct"), 404),
     (lambda ch: ch.basic_publish("", "q", b"x", properties=pika.BasicProperties(user_id="eve")),
      406),
+    (lambda ch: ch.queue_declare("ttl", arguments={"x-message-ttl": "soon"}), 406),
+    (lambda ch: ch.queue_declare("qq", arguments={"x-queue-type": "quorum"}), 406),
 ])
 def test_channel_errors_close_only_the_channel(server, action, code):
     connection = connect(server)
