@@ -14,34 +14,6 @@ using amqp::ReplyCode;
 // Ten years in milliseconds: RabbitMQ's ceiling for TTLs and expiries.
 constexpr int64_t duration_ms_max = 315'360'000'000;
 
-// RabbitMQ's name of a field type in its reason texts.
-std::string_view type_name(const FieldValue& value) {
-  switch (value.tag()) {
-    case 'S':
-      return "longstr";
-    case 't':
-      return "bool";
-    case 'f':
-      return "float";
-    case 'd':
-      return "double";
-    case 'D':
-      return "decimal";
-    case 'T':
-      return "timestamp";
-    case 'F':
-      return "table";
-    case 'A':
-      return "array";
-    case 'x':
-      return "binary";
-    case 'V':
-      return "void";
-    default:
-      return "long";
-  }
-}
-
 class Checker {
  public:
   Checker(const amqp::FieldTable& arguments, const QueueProperties& queue)
@@ -51,7 +23,8 @@ class Checker {
     const FieldValue* value = arguments_.find(name);
     if (value == nullptr) return std::nullopt;
     auto number = value->as_integer();
-    if (!number) return invalid(name, "{unacceptable_type," + std::string(type_name(*value)) + "}");
+    if (!number)
+      return invalid(name, "{unacceptable_type," + std::string(rabbitmq_type_name(*value)) + "}");
     if (*number < 0 && min >= 0)
       return invalid(name, "{value_negative," + std::to_string(*number) + "}");
     if (*number == 0 && min > 0) return invalid(name, "{value_zero,0}");
@@ -68,7 +41,7 @@ class Checker {
     if (value == nullptr) return std::nullopt;
     const auto* text = std::get_if<std::string>(&value->value);
     if (text == nullptr) {
-      return invalid(name, "{unacceptable_type," + std::string(type_name(*value)) + "}");
+      return invalid(name, "{unacceptable_type," + std::string(rabbitmq_type_name(*value)) + "}");
     }
     if (allowed.size() == 0) return std::nullopt;
     for (std::string_view option : allowed) {
@@ -80,7 +53,7 @@ class Checker {
   std::optional<ProtocolError> boolean(std::string_view name) const {
     const FieldValue* value = arguments_.find(name);
     if (value == nullptr || std::holds_alternative<bool>(value->value)) return std::nullopt;
-    return invalid(name, "{unacceptable_type," + std::string(type_name(*value)) + "}");
+    return invalid(name, "{unacceptable_type," + std::string(rabbitmq_type_name(*value)) + "}");
   }
 
   ProtocolError invalid(std::string_view name, const std::string& reason) const {
@@ -100,6 +73,45 @@ class Checker {
 };
 
 }  // namespace
+
+std::string_view rabbitmq_type_name(const FieldValue& value) {
+  switch (value.tag()) {
+    case 't':
+      return "bool";
+    case 'b':
+      return "byte";
+    case 'B':
+      return "unsignedbyte";
+    case 's':
+      return "short";
+    case 'u':
+      return "unsignedshort";
+    case 'I':
+      return "signedint";
+    case 'i':
+      return "unsignedint";
+    case 'l':
+      return "long";
+    case 'f':
+      return "float";
+    case 'd':
+      return "double";
+    case 'D':
+      return "decimal";
+    case 'S':
+      return "longstr";
+    case 'x':
+      return "binary";
+    case 'A':
+      return "array";
+    case 'T':
+      return "timestamp";
+    case 'F':
+      return "table";
+    default:
+      return "void";
+  }
+}
 
 Result<void, ProtocolError> validate_queue_arguments(const amqp::FieldTable& arguments,
                                                      const QueueProperties& queue) {

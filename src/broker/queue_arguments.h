@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "amqp/errors.h"
 #include "amqp/field_table.h"
@@ -18,6 +19,9 @@ struct QueueProperties {
   bool exclusive = false;
   bool auto_delete = false;
 };
+
+// RabbitMQ's name of a field value's type, as its error texts print it ("longstr", "long").
+std::string_view rabbitmq_type_name(const amqp::FieldValue& value);
 
 Result<void, amqp::ProtocolError> validate_queue_arguments(const amqp::FieldTable& arguments,
                                                            const QueueProperties& queue);

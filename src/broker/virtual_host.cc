@@ -19,46 +19,6 @@ std::string quoted_bool(bool value) {
   return value ? "'true'" : "'false'";
 }
 
-// RabbitMQ's names of field types, as its inequivalence messages print them.
-std::string_view type_name(const amqp::FieldValue& value) {
-  switch (value.tag()) {
-    case 't':
-      return "bool";
-    case 'b':
-      return "byte";
-    case 'B':
-      return "unsignedbyte";
-    case 's':
-      return "short";
-    case 'u':
-      return "unsignedshort";
-    case 'I':
-      return "signedint";
-    case 'i':
-      return "unsignedint";
-    case 'l':
-      return "long";
-    case 'f':
-      return "float";
-    case 'd':
-      return "double";
-    case 'D':
-      return "decimal";
-    case 'S':
-      return "longstr";
-    case 'x':
-      return "binary";
-    case 'A':
-      return "array";
-    case 'T':
-      return "timestamp";
-    case 'F':
-      return "table";
-    default:
-      return "void";
-  }
-}
-
 std::string describe(const amqp::FieldValue* value) {
   if (value == nullptr) return "none";
   std::string text;
@@ -71,7 +31,7 @@ std::string describe(const amqp::FieldValue* value) {
   } else {
     text = "...";
   }
-  return "the value '" + text + "' of type '" + std::string(type_name(*value)) + "'";
+  return "the value '" + text + "' of type '" + std::string(rabbitmq_type_name(*value)) + "'";
 }
 
 // Arguments whose value decides how a queue behaves: a redeclare must repeat them exactly.
@@ -352,8 +312,8 @@ void VirtualHost::auto_delete_if_unbound(const std::string& name) {
   remove_bindings_to(name, /*is_queue=*/false);
 }
 
-Result<void, ProtocolError> VirtualHost::bind(const std::string& source, const Binding& binding,
-                                              ConnectionId user) {
+Result<std::map<std::string, Exchange>::iterator, ProtocolError> VirtualHost::binding_source(
+    const std::string& source, const Binding& binding, ConnectionId user) {
   if (source.empty() || (!binding.destination_is_queue && binding.destination.empty())) {
     return unexpected(
         error(ReplyCode::access_refused, "operation not permitted on the default exchange"));
@@ -369,6 +329,14 @@ Result<void, ProtocolError> VirtualHost::bind(const std::string& source, const B
     return unexpected(
         error(ReplyCode::not_found, "no " + in_vhost("exchange", binding.destination)));
   }
+  return it;
+}
+
+Result<void, ProtocolError> VirtualHost::bind(const std::string& source, const Binding& binding,
+                                              ConnectionId user) {
+  auto ends = binding_source(source, binding, user);
+  if (!ends.ok()) return unexpected(ends.error());
+  auto it = ends.value();
   if (it->second.type == ExchangeType::headers && !headers_match_mode(binding.arguments)) {
     return unexpected(
         error(ReplyCode::precondition_failed,
@@ -383,21 +351,9 @@ Result<void, ProtocolError> VirtualHost::bind(const std::string& source, const B
 
 Result<void, ProtocolError> VirtualHost::unbind(const std::string& source, const Binding& binding,
                                                 ConnectionId user) {
-  if (source.empty() || (!binding.destination_is_queue && binding.destination.empty())) {
-    return unexpected(
-        error(ReplyCode::access_refused, "operation not permitted on the default exchange"));
-  }
-  auto it = exchanges_.find(source);
-  if (it == exchanges_.end()) {
-    return unexpected(error(ReplyCode::not_found, "no " + in_vhost("exchange", source)));
-  }
-  if (binding.destination_is_queue) {
-    auto queue = use_queue(binding.destination, user);
-    if (!queue.ok()) return unexpected(queue.error());
-  } else if (exchanges_.find(binding.destination) == exchanges_.end()) {
-    return unexpected(
-        error(ReplyCode::not_found, "no " + in_vhost("exchange", binding.destination)));
-  }
+  auto ends = binding_source(source, binding, user);
+  if (!ends.ok()) return unexpected(ends.error());
+  auto it = ends.value();
   auto& bindings = it->second.bindings;
   auto found = std::find(bindings.begin(), bindings.end(), binding);
   if (found != bindings.end()) {

@@ -122,6 +122,10 @@ class VirtualHost {
                      const std::vector<std::string>& extra_keys, const amqp::FieldTable* headers,
                      std::vector<const Exchange*>& visited, std::vector<QueuePtr>& out) const;
   void remove_bindings_to(const std::string& destination, bool is_queue);
+  // Checks both ends of a binding (the default exchange cannot be one, both must exist, an
+  // exclusive queue must be the user's) and returns the source exchange.
+  Result<std::map<std::string, Exchange>::iterator, ProtocolError> binding_source(
+      const std::string& source, const Binding& binding, ConnectionId user);
   void auto_delete_if_unbound(const std::string& exchange);
   std::string in_vhost(std::string_view kind, const std::string& name) const;
 
