@@ -55,6 +55,18 @@ bool argument_equivalent(const amqp::FieldValue* a, const amqp::FieldValue* b) {
   return field_values_equivalent(*a, *b);
 }
 
+queue::QueueOptions queue_options(const amqp::FieldTable& arguments) {
+  queue::QueueOptions options;
+  // validate_queue_arguments has checked the types and ranges.
+  if (const auto* priority = arguments.find("x-max-priority")) {
+    options.max_priority = static_cast<uint8_t>(priority->as_integer().value_or(0));
+  }
+  if (const auto* single = arguments.find("x-single-active-consumer")) {
+    options.single_active_consumer = *single == amqp::FieldValue(true);
+  }
+  return options;
+}
+
 }  // namespace
 
 std::optional<ExchangeType> parse_exchange_type(std::string_view name) {
@@ -212,7 +224,7 @@ Result<QueuePtr, ProtocolError> VirtualHost::declare_queue(const QueueDeclare& d
         declare.arguments,
         {declare.name, name_, declare.durable, declare.exclusive, declare.auto_delete});
     if (!valid.ok()) return unexpected(valid.error());
-    auto queue = std::make_shared<Queue>();
+    auto queue = std::make_shared<Queue>(queue_options(declare.arguments));
     queue->machine.set_memory_counter(memory_counter_);
     queue->name = declare.name;
     queue->durable = declare.durable && !declare.exclusive;

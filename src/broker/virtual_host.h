@@ -52,6 +52,7 @@ struct Exchange {
 using ConnectionId = uint64_t;
 
 struct Queue {
+  explicit Queue(queue::QueueOptions options) : machine(options) {}
   std::string name;
   bool durable = false;
   bool auto_delete = false;

@@ -6,6 +6,20 @@
 
 namespace hamq::queue {
 
+QueueMachine::QueueMachine(QueueOptions options)
+    : options_(options), levels_(size_t{options.max_priority} + 1) {}
+
+QueueMachine::Level& QueueMachine::level_of(const Entry& entry) {
+  uint8_t priority = entry.message->properties.priority.value_or(0);
+  return levels_[std::min(priority, options_.max_priority)];
+}
+
+void QueueMachine::put_back(MessageId id, Entry entry) {
+  Level& level = level_of(entry);
+  level.returned.emplace(id, std::move(entry));
+  ++ready_count_;
+}
+
 QueueMachine::~QueueMachine() {
   // A deleted queue's messages leave the node's memory with it.
   if (memory_counter_ != nullptr) *memory_counter_ -= held_bytes_;
@@ -15,7 +29,9 @@ MessageId QueueMachine::enqueue(MessagePtr message, uint64_t /*now_ms*/,
                                 std::vector<Delivery>& deliveries) {
   MessageId id{next_id_++};
   hold(message->body.size() + message_overhead_bytes);
-  ready_.emplace_back(id, Entry{std::move(message), 0});
+  Entry entry{std::move(message), 0};
+  level_of(entry).fresh.emplace_back(id, std::move(entry));
+  ++ready_count_;
   deliver(deliveries);
   return id;
 }
@@ -70,9 +86,9 @@ void QueueMachine::cancel(HolderId consumer) {
 size_t QueueMachine::detach(HolderId holder, uint64_t /*now_ms*/,
                             std::vector<Delivery>& deliveries) {
   cancel(holder);
-  size_t before = returned_.size();
+  size_t before = ready_count_;
   release(holder);
-  size_t returned = returned_.size() - before;
+  size_t returned = ready_count_ - before;
   deliver(deliveries);
   return returned;
 }
@@ -82,7 +98,7 @@ void QueueMachine::release(HolderId holder) {
     if (it->second.holder == holder) {
       Entry entry = std::move(it->second.entry);
       ++entry.delivery_count;
-      returned_.emplace(MessageId{it->first}, std::move(entry));
+      put_back(MessageId{it->first}, std::move(entry));
       it = checked_out_.erase(it);
     } else {
       ++it;
@@ -111,7 +127,7 @@ void QueueMachine::requeue(HolderId holder, const std::vector<MessageId>& ids, u
     if (it == checked_out_.end() || it->second.holder != holder) continue;
     Entry entry = std::move(it->second.entry);
     ++entry.delivery_count;
-    returned_.emplace(id, std::move(entry));
+    put_back(id, std::move(entry));
     checked_out_.erase(it);
     if (consumer != nullptr) --consumer->checked_out;
   }
@@ -137,10 +153,13 @@ std::optional<Delivery> QueueMachine::get(HolderId holder, bool no_ack, uint64_t
 
 size_t QueueMachine::purge() {
   size_t count = ready_count();
-  for (const auto& [id, entry] : ready_) drop(size_of(entry));
-  for (const auto& [id, entry] : returned_) drop(size_of(entry));
-  ready_.clear();
-  returned_.clear();
+  for (Level& level : levels_) {
+    for (const auto& [id, entry] : level.fresh) drop(size_of(entry));
+    for (const auto& [id, entry] : level.returned) drop(size_of(entry));
+    level.fresh.clear();
+    level.returned.clear();
+  }
+  ready_count_ = 0;
   return count;
 }
 
@@ -158,6 +177,11 @@ QueueMachine::Consumer* QueueMachine::next_consumer() {
     return (c.options.prefetch_count == 0 || c.checked_out < c.options.prefetch_count) &&
            (c.options.shared_credit == nullptr || *c.options.shared_credit > 0);
   };
+  if (options_.single_active_consumer) {
+    // The earliest attached consumer is the active one; the others wait their turn.
+    if (consumers_.empty() || !has_room(consumers_.front())) return nullptr;
+    return &consumers_.front();
+  }
   std::optional<int64_t> best;
   for (const Consumer& c : consumers_) {
     if (has_room(c) && (!best || c.options.priority > *best)) best = c.options.priority;
@@ -177,13 +201,18 @@ QueueMachine::Consumer* QueueMachine::next_consumer() {
 
 std::pair<MessageId, QueueMachine::Entry> QueueMachine::take_next() {
   HAMQ_VERIFY(ready_count() > 0, "take_next on an empty queue");
-  if (!returned_.empty()) {
-    auto node = returned_.extract(returned_.begin());
-    return {node.key(), std::move(node.mapped())};
+  for (auto level = levels_.rbegin(); level != levels_.rend(); ++level) {
+    if (level->empty()) continue;
+    --ready_count_;
+    if (!level->returned.empty()) {
+      auto node = level->returned.extract(level->returned.begin());
+      return {node.key(), std::move(node.mapped())};
+    }
+    auto next = std::move(level->fresh.front());
+    level->fresh.pop_front();
+    return next;
   }
-  auto next = std::move(ready_.front());
-  ready_.pop_front();
-  return next;
+  HAMQ_VERIFY(false, "ready_count_ says there are ready messages but no level has one");
 }
 
 void QueueMachine::deliver(std::vector<Delivery>& deliveries) {

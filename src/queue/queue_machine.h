@@ -56,13 +56,23 @@ struct Delivery {
 
 enum class AttachResult { attached, exclusive_conflict, already_attached };
 
+// Fixed at declaration, from the queue's arguments.
+struct QueueOptions {
+  // x-max-priority: messages are delivered highest priority first (FIFO within one), with
+  // priorities above the maximum taken as the maximum. 0: no priorities.
+  uint8_t max_priority = 0;
+  // x-single-active-consumer: only the earliest attached consumer receives; when it goes, the
+  // next in attach order takes over.
+  bool single_active_consumer = false;
+};
+
 // What a message is counted as in memory besides its body: the message object, its properties
 // and the queue's entry, roughly.
 constexpr uint64_t message_overhead_bytes = 256;
 
 class QueueMachine {
  public:
-  QueueMachine() = default;
+  explicit QueueMachine(QueueOptions options = {});
   ~QueueMachine();
   QueueMachine(const QueueMachine&) = delete;
   QueueMachine& operator=(const QueueMachine&) = delete;
@@ -103,7 +113,7 @@ class QueueMachine {
   // Drops every ready message; returns how many.
   size_t purge();
 
-  size_t ready_count() const { return returned_.size() + ready_.size(); }
+  size_t ready_count() const { return ready_count_; }
   // Bytes of the messages this queue holds (ready and checked out), overhead included.
   uint64_t held_bytes() const { return held_bytes_; }
   // A counter the queue adds its held bytes to and takes them from, shared by the queues of a
@@ -147,8 +157,19 @@ class QueueMachine {
   uint64_t next_id_ = 1;
   uint64_t held_bytes_ = 0;
   uint64_t* memory_counter_ = nullptr;
-  std::deque<std::pair<MessageId, Entry>> ready_;         // never delivered, in id order
-  std::map<MessageId, Entry> returned_;                   // came back; all older than ready_
+  // Ready messages of one priority: fresh ones in id order, and returned ones, which are all
+  // older than the fresh ones and so are taken first.
+  struct Level {
+    std::deque<std::pair<MessageId, Entry>> fresh;
+    std::map<MessageId, Entry> returned;
+    bool empty() const { return fresh.empty() && returned.empty(); }
+  };
+  Level& level_of(const Entry& entry);
+  void put_back(MessageId id, Entry entry);
+
+  QueueOptions options_;
+  std::vector<Level> levels_;  // index = priority; one level without priorities
+  size_t ready_count_ = 0;
   std::unordered_map<uint64_t, CheckedOut> checked_out_;  // by MessageId value
   std::vector<Consumer> consumers_;                       // in attach order
   size_t round_robin_next_ = 0;

@@ -216,6 +216,65 @@ TEST(QueueMachine, SharedCreditLimitsConsumersTogether) {
   EXPECT_EQ(bodies(more), (std::vector<std::string>{"4"}));
 }
 
+MessagePtr with_priority(std::string body, uint8_t priority) {
+  auto m = std::make_shared<Message>();
+  m->body = std::move(body);
+  m->properties.priority = priority;
+  return m;
+}
+
+TEST(QueueMachine, HigherPriorityFirstAndFifoWithinAPriority) {
+  QueueMachine q({.max_priority = 5});
+  std::vector<Delivery> out;
+  q.enqueue(message("none"), 0, out);  // no priority: 0
+  q.enqueue(with_priority("p3-a", 3), 0, out);
+  q.enqueue(with_priority("p9", 9), 0, out);  // above the maximum: taken as 5
+  q.enqueue(with_priority("p3-b", 3), 0, out);
+  q.enqueue(with_priority("p5", 5), 0, out);
+  std::vector<std::string> order;
+  while (auto d = q.get(getter, true, 0)) order.push_back(d->message->body);
+  EXPECT_EQ(order, (std::vector<std::string>{"p9", "p5", "p3-a", "p3-b", "none"}));
+}
+
+TEST(QueueMachine, RequeuedMessageKeepsItsPlaceWithinItsPriority) {
+  QueueMachine q({.max_priority = 2});
+  std::vector<Delivery> out;
+  q.enqueue(with_priority("low", 0), 0, out);
+  q.enqueue(with_priority("high-1", 2), 0, out);
+  q.enqueue(with_priority("high-2", 2), 0, out);
+  auto first = q.get(getter, false, 0);
+  ASSERT_EQ(first->message->body, "high-1");
+  q.requeue(getter, {first->id}, 0, out);
+  std::vector<std::string> order;
+  while (auto d = q.get(getter, true, 0)) order.push_back(d->message->body);
+  EXPECT_EQ(order, (std::vector<std::string>{"high-1", "high-2", "low"}));
+}
+
+TEST(QueueMachine, WithoutPrioritiesThePropertyIsIgnored) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.enqueue(with_priority("a", 0), 0, out);
+  q.enqueue(with_priority("b", 9), 0, out);
+  EXPECT_EQ(q.get(getter, true, 0)->message->body, "a");
+}
+
+TEST(QueueMachine, SingleActiveConsumerFailsOverInAttachOrder) {
+  QueueMachine q({.single_active_consumer = true});
+  std::vector<Delivery> out;
+  q.attach(alice, {}, 0, out);
+  q.attach(bob, {.priority = 10}, 0, out);  // waits despite its priority
+  for (auto b : {"1", "2"}) q.enqueue(message(b), 0, out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].holder, alice);
+  EXPECT_EQ(out[1].holder, alice);
+  std::vector<Delivery> after;
+  q.detach(alice, 0, after);  // alice's two go back and bob takes over
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_EQ(after[0].holder, bob);
+  EXPECT_EQ(bodies(after), (std::vector<std::string>{"1", "2"}));
+  EXPECT_TRUE(after[0].redelivered);
+}
+
 TEST(QueueMachine, SameCommandsGiveSameDeliveries) {
   auto run = [] {
     QueueMachine q;
