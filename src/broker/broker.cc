@@ -1,5 +1,7 @@
 #include "broker/broker.h"
 
+#include "broker/dead_letter.h"
+
 namespace hamq::broker {
 
 Broker::Broker(const std::vector<std::string>& virtual_hosts, uint64_t seed) : random_(seed) {
@@ -43,6 +45,33 @@ void Broker::dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>&
     if (it != sinks_.end()) it->second->deliver(queue, delivery);
   }
   if (!flow_waiters_.empty()) check_flow(*queue);
+  if (queue->machine.has_dead_letters()) dead_letter(queue);
+}
+
+void Broker::dead_letter(const QueuePtr& queue) {
+  auto dead_letters = queue->machine.take_dead_letters();
+  const auto* exchange = queue->arguments.find("x-dead-letter-exchange");
+  const auto* exchange_name = exchange ? std::get_if<std::string>(&exchange->value) : nullptr;
+  if (exchange_name == nullptr || queue->vhost == nullptr) return;
+  std::optional<std::string> routing_key;
+  if (const auto* key = queue->arguments.find("x-dead-letter-routing-key")) {
+    if (const auto* text = std::get_if<std::string>(&key->value)) routing_key = *text;
+  }
+  // A missing dead-letter exchange drops the message, as in RabbitMQ (reference §13.2).
+  if (queue->vhost->find_exchange(*exchange_name) == nullptr) return;
+  for (const auto& dead : dead_letters) {
+    DeadLetterRoute route = make_dead_letter(*dead.message, queue->name, dead.reason,
+                                             *exchange_name, routing_key, wall_clock_ms_ / 1000);
+    const auto& headers = route.message->properties.headers;
+    auto targets = queue->vhost->route(*exchange_name, route.routing_key, route.extra_keys,
+                                       headers ? &*headers : nullptr);
+    for (const QueuePtr& target : targets) {
+      if (dead_letter_cycle(*route.message, target->name)) continue;
+      std::vector<queue::Delivery> deliveries;
+      target->machine.enqueue(route.message, wall_clock_ms_, deliveries);
+      dispatch(target, deliveries);
+    }
+  }
 }
 
 void Broker::wait_for_flow(BlockedPublisher* publisher, const Queue* queue) {

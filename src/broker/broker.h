@@ -88,7 +88,10 @@ class Broker {
   void register_sink(HolderId consumer, ConsumerSink* sink) { sinks_[consumer.value] = sink; }
   void unregister_sink(HolderId consumer) { sinks_.erase(consumer.value); }
 
-  // Hands each delivery to its consumer's channel.
+  // The wall-clock time, for the timestamps messages carry (x-death); the runtime sets it.
+  void set_wall_clock_ms(uint64_t unix_ms) { wall_clock_ms_ = unix_ms; }
+
+  // Hands each delivery to its consumer's channel, then sends the queue's dead letters on.
   void dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>& deliveries);
 
   // Direct reply-to names ("amq.rabbitmq.reply-to.<suffix>") and the channels behind them.
@@ -105,6 +108,10 @@ class Broker {
   std::map<std::string, std::unique_ptr<VirtualHost>> virtual_hosts_;
   std::unordered_map<uint64_t, ConsumerSink*> sinks_;
   std::unordered_map<std::string, ConsumerSink*> reply_consumers_;
+  // Routes a queue's dead letters through its dead-letter exchange into their new queues.
+  void dead_letter(const QueuePtr& queue);
+
+  uint64_t wall_clock_ms_ = 0;
   uint64_t memory_high_watermark_bytes_ = 0;
   bool memory_alarm_ = false;
   std::vector<BlockedPublisher*> blocked_;

@@ -610,7 +610,7 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
     if (ConsumerSink* requester = connection_.broker().find_reply_consumer(method.routing_key)) {
       requester->deliver_reply(*message);
     }
-    if (confirm_mode_) confirmed_through_ = seq;
+    if (confirm_mode_) confirm(seq, true);
     return Ok{};
   }
   const auto& properties = message->properties;
@@ -622,18 +622,33 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
                                                "NO_ROUTE", method.exchange, method.routing_key},
                              message->properties, message->body);
   }
+  size_t rejected = 0;
   for (const QueuePtr& queue : queues) {
     std::vector<queue::Delivery> deliveries;
-    queue->machine.enqueue(message, now_ms, deliveries);
+    if (queue->machine.enqueue(message, now_ms, deliveries) == queue::EnqueueResult::rejected) {
+      ++rejected;
+    }
     connection_.broker().dispatch(queue, deliveries);
     if (queue->machine.ready_count() > queue_flow_ready_high &&
         queue->machine.consumer_count() > 0) {
       connection_.throttle(queue);
     }
   }
-  // In-memory queues take responsibility as soon as the message is enqueued.
-  if (confirm_mode_) confirmed_through_ = seq;
+  if (rejected > 0 && rejected == queues.size() && method.mandatory) {
+    // Refused by every queue it was routed to (x-overflow reject-publish): returned as well.
+    connection_.send_content(number_,
+                             amqp::BasicReturn{static_cast<uint16_t>(ReplyCode::no_route),
+                                               "NO_ROUTE", method.exchange, method.routing_key},
+                             message->properties, message->body);
+  }
+  // In-memory queues take responsibility as soon as the message is enqueued; a queue that
+  // refused it makes the confirm a nack, whatever the others did (reference §5).
+  if (confirm_mode_) confirm(seq, rejected == 0);
   return Ok{};
+}
+
+void Channel::confirm(uint64_t seq, bool ack) {
+  pending_confirms_.emplace_back(seq, ack);
 }
 
 void Channel::suspend_consumers() {
@@ -660,10 +675,22 @@ bool Channel::consumes_from(const Queue& queue) const {
 }
 
 void Channel::flush_confirms() {
-  if (confirmed_through_ <= confirms_sent_through_) return;
-  bool multiple = confirmed_through_ - confirms_sent_through_ > 1;
-  connection_.send(number_, amqp::BasicAck{confirmed_through_, multiple});
-  confirms_sent_through_ = confirmed_through_;
+  // As RabbitMQ: one multiple ack for the prefix of acks, then a frame each for the rest.
+  // Confirms are earned in publish order here, so the prefix is everything before a nack.
+  size_t prefix = 0;
+  while (prefix < pending_confirms_.size() && pending_confirms_[prefix].second) ++prefix;
+  if (prefix > 0) {
+    connection_.send(number_, amqp::BasicAck{pending_confirms_[prefix - 1].first, prefix > 1});
+  }
+  for (size_t i = prefix; i < pending_confirms_.size(); ++i) {
+    auto [seq, ack] = pending_confirms_[i];
+    if (ack) {
+      connection_.send(number_, amqp::BasicAck{seq, false});
+    } else {
+      connection_.send(number_, amqp::BasicNack{seq, false, false});
+    }
+  }
+  pending_confirms_.clear();
 }
 
 Result<void, ProtocolError> Channel::confirm_select(const amqp::ConfirmSelect& m) {

@@ -104,6 +104,7 @@ class Channel : public ConsumerSink {
   // Routes and enqueues a complete message.
   Result<void, ProtocolError> publish(const amqp::BasicPublish& method, queue::MessagePtr message,
                                       uint64_t now_ms);
+  void confirm(uint64_t seq, bool ack);
   Result<void, ProtocolError> settle_now(std::vector<uint64_t> tags, Settle how, uint64_t now_ms);
   // The queue a method names: "" means the last one declared on this channel.
   Result<std::string, ProtocolError> resolve_queue_name(const std::string& name) const;
@@ -123,8 +124,7 @@ class Channel : public ConsumerSink {
   std::string body_;
   bool confirm_mode_ = false;
   uint64_t next_publish_seq_ = 1;
-  uint64_t confirmed_through_ = 0;  // every seq up to here is confirmed
-  uint64_t confirms_sent_through_ = 0;
+  std::vector<std::pair<uint64_t, bool>> pending_confirms_;  // (seq, ack?) not yet sent
   bool tx_mode_ = false;
   std::vector<std::function<Result<void, ProtocolError>(uint64_t)>> tx_pending_;
 

@@ -64,6 +64,20 @@ queue::QueueOptions queue_options(const amqp::FieldTable& arguments) {
   if (const auto* single = arguments.find("x-single-active-consumer")) {
     options.single_active_consumer = *single == amqp::FieldValue(true);
   }
+  if (const auto* length = arguments.find("x-max-length")) {
+    options.max_length = static_cast<uint64_t>(length->as_integer().value_or(0));
+  }
+  if (const auto* bytes = arguments.find("x-max-length-bytes")) {
+    options.max_length_bytes = static_cast<uint64_t>(bytes->as_integer().value_or(0));
+  }
+  if (const auto* overflow = arguments.find("x-overflow")) {
+    if (*overflow == amqp::FieldValue("reject-publish")) {
+      options.overflow = queue::Overflow::reject_publish;
+    } else if (*overflow == amqp::FieldValue("reject-publish-dlx")) {
+      options.overflow = queue::Overflow::reject_publish_dlx;
+    }
+  }
+  options.dead_letters = arguments.find("x-dead-letter-exchange") != nullptr;
   return options;
 }
 
@@ -227,6 +241,7 @@ Result<QueuePtr, ProtocolError> VirtualHost::declare_queue(const QueueDeclare& d
     auto queue = std::make_shared<Queue>(queue_options(declare.arguments));
     queue->machine.set_memory_counter(memory_counter_);
     queue->name = declare.name;
+    queue->vhost = this;
     queue->durable = declare.durable && !declare.exclusive;
     queue->auto_delete = declare.auto_delete;
     queue->exclusive_owner = declare.exclusive ? owner : 0;

@@ -36,6 +36,8 @@ struct Binding {
   bool operator==(const Binding&) const = default;
 };
 
+class VirtualHost;
+
 struct Exchange {
   std::string name;
   ExchangeType type = ExchangeType::direct;
@@ -54,6 +56,7 @@ using ConnectionId = uint64_t;
 struct Queue {
   explicit Queue(queue::QueueOptions options) : machine(options) {}
   std::string name;
+  VirtualHost* vhost = nullptr;  // where it lives, for dead-lettering
   bool durable = false;
   bool auto_delete = false;
   ConnectionId exclusive_owner = 0;

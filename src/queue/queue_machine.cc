@@ -15,6 +15,7 @@ QueueMachine::Level& QueueMachine::level_of(const Entry& entry) {
 }
 
 void QueueMachine::put_back(MessageId id, Entry entry) {
+  ready_body_bytes_ += entry.message->body.size();
   Level& level = level_of(entry);
   level.returned.emplace(id, std::move(entry));
   ++ready_count_;
@@ -25,15 +26,54 @@ QueueMachine::~QueueMachine() {
   if (memory_counter_ != nullptr) *memory_counter_ -= held_bytes_;
 }
 
-MessageId QueueMachine::enqueue(MessagePtr message, uint64_t /*now_ms*/,
-                                std::vector<Delivery>& deliveries) {
+std::string_view dead_letter_reason_name(DeadLetterReason reason) {
+  switch (reason) {
+    case DeadLetterReason::rejected:
+      return "rejected";
+    case DeadLetterReason::expired:
+      return "expired";
+    case DeadLetterReason::maxlen:
+      return "maxlen";
+    case DeadLetterReason::delivery_limit:
+      return "delivery_limit";
+  }
+  return "rejected";
+}
+
+bool QueueMachine::over_limit(uint64_t extra_count, uint64_t extra_bytes) const {
+  return (options_.max_length && ready_count_ + extra_count > *options_.max_length) ||
+         (options_.max_length_bytes &&
+          ready_body_bytes_ + extra_bytes > *options_.max_length_bytes);
+}
+
+void QueueMachine::remove(Entry entry, std::optional<DeadLetterReason> reason) {
+  drop(size_of(entry));
+  if (reason && options_.dead_letters) {
+    dead_letters_.push_back(DeadLetter{std::move(entry.message), *reason});
+  }
+}
+
+EnqueueResult QueueMachine::enqueue(MessagePtr message, uint64_t /*now_ms*/,
+                                    std::vector<Delivery>& deliveries) {
+  uint64_t body_bytes = message->body.size();
+  if (options_.overflow != Overflow::drop_head && over_limit(1, body_bytes)) {
+    if (options_.overflow == Overflow::reject_publish_dlx && options_.dead_letters) {
+      dead_letters_.push_back(DeadLetter{std::move(message), DeadLetterReason::maxlen});
+    }
+    return EnqueueResult::rejected;
+  }
   MessageId id{next_id_++};
-  hold(message->body.size() + message_overhead_bytes);
+  hold(body_bytes + message_overhead_bytes);
   Entry entry{std::move(message), 0};
   level_of(entry).fresh.emplace_back(id, std::move(entry));
   ++ready_count_;
+  ready_body_bytes_ += body_bytes;
   deliver(deliveries);
-  return id;
+  // drop-head: the oldest ready messages make room (reference §11.4).
+  while (ready_count_ > 0 && over_limit(0, 0)) {
+    remove(take_next().second, DeadLetterReason::maxlen);
+  }
+  return EnqueueResult::accepted;
 }
 
 bool QueueMachine::has_exclusive_consumer() const {
@@ -134,9 +174,18 @@ void QueueMachine::requeue(HolderId holder, const std::vector<MessageId>& ids, u
   deliver(deliveries);
 }
 
-void QueueMachine::discard(HolderId holder, const std::vector<MessageId>& ids, uint64_t now_ms,
+void QueueMachine::discard(HolderId holder, const std::vector<MessageId>& ids, uint64_t /*now_ms*/,
                            std::vector<Delivery>& deliveries) {
-  settle(holder, ids, now_ms, deliveries);
+  Consumer* consumer = find_consumer(holder);
+  for (MessageId id : ids) {
+    auto it = checked_out_.find(id.value);
+    if (it == checked_out_.end() || it->second.holder != holder) continue;
+    Entry entry = std::move(it->second.entry);
+    checked_out_.erase(it);
+    if (consumer != nullptr) --consumer->checked_out;
+    remove(std::move(entry), DeadLetterReason::rejected);
+  }
+  deliver(deliveries);
 }
 
 std::optional<Delivery> QueueMachine::get(HolderId holder, bool no_ack, uint64_t /*now_ms*/) {
@@ -160,6 +209,7 @@ size_t QueueMachine::purge() {
     level.returned.clear();
   }
   ready_count_ = 0;
+  ready_body_bytes_ = 0;
   return count;
 }
 
@@ -204,6 +254,9 @@ std::pair<MessageId, QueueMachine::Entry> QueueMachine::take_next() {
   for (auto level = levels_.rbegin(); level != levels_.rend(); ++level) {
     if (level->empty()) continue;
     --ready_count_;
+    ready_body_bytes_ -= level->returned.empty()
+                             ? level->fresh.front().second.message->body.size()
+                             : level->returned.begin()->second.message->body.size();
     if (!level->returned.empty()) {
       auto node = level->returned.extract(level->returned.begin());
       return {node.key(), std::move(node.mapped())};

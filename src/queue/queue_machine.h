@@ -16,7 +16,9 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "queue/message.h"
@@ -56,6 +58,17 @@ struct Delivery {
 
 enum class AttachResult { attached, exclusive_conflict, already_attached };
 
+enum class Overflow { drop_head, reject_publish, reject_publish_dlx };
+
+// Why a message left its queue for the dead-letter exchange (the x-death "reason").
+enum class DeadLetterReason { rejected, expired, maxlen, delivery_limit };
+std::string_view dead_letter_reason_name(DeadLetterReason reason);
+
+struct DeadLetter {
+  MessagePtr message;
+  DeadLetterReason reason;
+};
+
 // Fixed at declaration, from the queue's arguments.
 struct QueueOptions {
   // x-max-priority: messages are delivered highest priority first (FIFO within one), with
@@ -64,7 +77,16 @@ struct QueueOptions {
   // x-single-active-consumer: only the earliest attached consumer receives; when it goes, the
   // next in attach order takes over.
   bool single_active_consumer = false;
+  // x-max-length and x-max-length-bytes: limits on ready messages (count, body bytes).
+  std::optional<uint64_t> max_length = std::nullopt;
+  std::optional<uint64_t> max_length_bytes = std::nullopt;
+  Overflow overflow = Overflow::drop_head;
+  // The queue has a dead-letter exchange: messages it drops for a reason become dead letters
+  // (take_dead_letters) instead of vanishing.
+  bool dead_letters = false;
 };
+
+enum class EnqueueResult { accepted, rejected };
 
 // What a message is counted as in memory besides its body: the message object, its properties
 // and the queue's entry, roughly.
@@ -78,7 +100,9 @@ class QueueMachine {
   QueueMachine& operator=(const QueueMachine&) = delete;
 
   // Puts a message at the tail and delivers what can be delivered.
-  MessageId enqueue(MessagePtr message, uint64_t now_ms, std::vector<Delivery>& deliveries);
+  // Refused (rejected) only by a full queue with overflow reject-publish(-dlx); a full
+  // drop-head queue drops its oldest ready messages instead.
+  EnqueueResult enqueue(MessagePtr message, uint64_t now_ms, std::vector<Delivery>& deliveries);
 
   AttachResult attach(HolderId consumer, ConsumerOptions options, uint64_t now_ms,
                       std::vector<Delivery>& deliveries);
@@ -103,7 +127,7 @@ class QueueMachine {
   // Back to the queue in their original place, marked redelivered.
   void requeue(HolderId holder, const std::vector<MessageId>& ids, uint64_t now_ms,
                std::vector<Delivery>& deliveries);
-  // Rejected without requeue: gone (dead-lettering will hook in here).
+  // Rejected without requeue: gone, or a dead letter (reason rejected).
   void discard(HolderId holder, const std::vector<MessageId>& ids, uint64_t now_ms,
                std::vector<Delivery>& deliveries);
 
@@ -114,6 +138,10 @@ class QueueMachine {
   size_t purge();
 
   size_t ready_count() const { return ready_count_; }
+  uint64_t ready_body_bytes() const { return ready_body_bytes_; }
+  // Messages that left for the dead-letter exchange since the last call, oldest first.
+  std::vector<DeadLetter> take_dead_letters() { return std::exchange(dead_letters_, {}); }
+  bool has_dead_letters() const { return !dead_letters_.empty(); }
   // Bytes of the messages this queue holds (ready and checked out), overhead included.
   uint64_t held_bytes() const { return held_bytes_; }
   // A counter the queue adds its held bytes to and takes them from, shared by the queues of a
@@ -170,6 +198,10 @@ class QueueMachine {
   QueueOptions options_;
   std::vector<Level> levels_;  // index = priority; one level without priorities
   size_t ready_count_ = 0;
+  uint64_t ready_body_bytes_ = 0;
+  std::vector<DeadLetter> dead_letters_;
+  bool over_limit(uint64_t extra_count, uint64_t extra_bytes) const;
+  void remove(Entry entry, std::optional<DeadLetterReason> reason);
   std::unordered_map<uint64_t, CheckedOut> checked_out_;  // by MessageId value
   std::vector<Consumer> consumers_;                       // in attach order
   size_t round_robin_next_ = 0;

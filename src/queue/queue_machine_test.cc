@@ -275,6 +275,73 @@ TEST(QueueMachine, SingleActiveConsumerFailsOverInAttachOrder) {
   EXPECT_TRUE(after[0].redelivered);
 }
 
+std::vector<std::string> dead_bodies(QueueMachine& q, DeadLetterReason reason) {
+  std::vector<std::string> out;
+  for (const auto& dead : q.take_dead_letters()) {
+    EXPECT_EQ(dead.reason, reason);
+    out.push_back(dead.message->body);
+  }
+  return out;
+}
+
+TEST(QueueMachine, DropHeadKeepsTheNewestAndDeadLettersTheOldest) {
+  QueueMachine q({.max_length = 2, .dead_letters = true});
+  std::vector<Delivery> out;
+  for (auto b : {"1", "2", "3", "4"}) {
+    EXPECT_EQ(q.enqueue(message(b), 0, out), EnqueueResult::accepted);
+  }
+  EXPECT_EQ(q.ready_count(), 2u);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::maxlen), (std::vector<std::string>{"1", "2"}));
+  std::vector<std::string> order;
+  while (auto d = q.get(getter, true, 0)) order.push_back(d->message->body);
+  EXPECT_EQ(order, (std::vector<std::string>{"3", "4"}));
+}
+
+TEST(QueueMachine, MaxLengthCountsReadyMessagesOnly) {
+  QueueMachine q({.max_length = 1});
+  std::vector<Delivery> out;
+  q.attach(alice, {.prefetch_count = 2}, 0, out);
+  for (auto b : {"1", "2", "3"}) q.enqueue(message(b), 0, out);
+  EXPECT_EQ(out.size(), 2u);  // delivered ones do not count
+  EXPECT_EQ(q.ready_count(), 1u);
+  EXPECT_FALSE(q.has_dead_letters());  // no dead-letter exchange: dropped
+}
+
+TEST(QueueMachine, MaxLengthBytesLimitsReadyBodies) {
+  QueueMachine q({.max_length_bytes = 10});
+  std::vector<Delivery> out;
+  for (auto b : {"aaaa", "bbbb", "cccc"}) q.enqueue(message(b), 0, out);
+  EXPECT_EQ(q.ready_count(), 2u);
+  EXPECT_EQ(q.ready_body_bytes(), 8u);
+}
+
+TEST(QueueMachine, RejectPublishRefusesWhenFull) {
+  QueueMachine q({.max_length = 1, .overflow = Overflow::reject_publish, .dead_letters = true});
+  std::vector<Delivery> out;
+  EXPECT_EQ(q.enqueue(message("1"), 0, out), EnqueueResult::accepted);
+  EXPECT_EQ(q.enqueue(message("2"), 0, out), EnqueueResult::rejected);
+  EXPECT_FALSE(q.has_dead_letters());  // reject-publish never dead-letters
+  EXPECT_EQ(q.ready_count(), 1u);
+}
+
+TEST(QueueMachine, RejectPublishDlxDeadLettersTheRefusedMessage) {
+  QueueMachine q({.max_length = 1, .overflow = Overflow::reject_publish_dlx, .dead_letters = true});
+  std::vector<Delivery> out;
+  q.enqueue(message("1"), 0, out);
+  EXPECT_EQ(q.enqueue(message("2"), 0, out), EnqueueResult::rejected);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::maxlen), (std::vector<std::string>{"2"}));
+}
+
+TEST(QueueMachine, DiscardedMessagesBecomeDeadLettersWithADlx) {
+  QueueMachine q({.dead_letters = true});
+  std::vector<Delivery> out;
+  q.attach(alice, {}, 0, out);
+  for (auto b : {"1", "2"}) q.enqueue(message(b), 0, out);
+  q.discard(alice, {out[1].id}, 0, out);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::rejected), (std::vector<std::string>{"2"}));
+  EXPECT_EQ(q.checked_out_count(), 1u);
+}
+
 TEST(QueueMachine, SameCommandsGiveSameDeliveries) {
   auto run = [] {
     QueueMachine q;

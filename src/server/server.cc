@@ -23,6 +23,12 @@ uint64_t now_ms() {
                                    .count());
 }
 
+uint64_t unix_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
 bool is_loopback(const asio::ip::address& address) {
   if (address.is_v6() && address.to_v6().is_v4_mapped()) {
     return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback();
@@ -45,6 +51,7 @@ class Session : public std::enable_shared_from_this<Session> {
         timer_(socket_.get_executor()),
         peer_(remote_description()),
         connection_(config, broker, is_loopback_peer(), now_ms()),
+        broker_(broker),
         sessions_(sessions) {
     sessions_.insert(this);
   }
@@ -112,6 +119,7 @@ class Session : public std::enable_shared_from_this<Session> {
       close_socket();
       return;
     }
+    broker_.set_wall_clock_ms(unix_ms());
     connection_.commit_input(bytes, now_ms());
     flush();
     if (!connection_.finished()) {
@@ -168,6 +176,7 @@ class Session : public std::enable_shared_from_this<Session> {
     timer_.expires_after(std::chrono::milliseconds(at_ms > now ? at_ms - now : 0));
     timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
       if (ec || self->closed_) return;
+      self->broker_.set_wall_clock_ms(unix_ms());
       self->connection_.on_timer(now_ms());
       self->flush();
       self->arm_timer();
@@ -199,6 +208,7 @@ class Session : public std::enable_shared_from_this<Session> {
   asio::steady_timer timer_;
   std::string peer_;
   broker::Connection connection_;
+  broker::Broker& broker_;
   SessionSet& sessions_;
   std::vector<uint8_t> write_buffer_;
   bool writing_ = false;

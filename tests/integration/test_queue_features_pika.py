@@ -61,3 +61,97 @@ def test_bad_priority_argument_is_refused(server):
         connection.channel().queue_declare("bad", arguments={"x-max-priority": 300})
     assert refused.value.reply_code == 406
     assert "invalid arg 'x-max-priority'" in refused.value.reply_text
+
+
+def x_death(properties):
+    return properties.headers["x-death"]
+
+
+def test_rejected_message_is_dead_lettered_with_its_history(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.exchange_declare("dlx", "fanout")
+    channel.queue_declare("dead")
+    channel.queue_bind("dead", "dlx")
+    channel.queue_declare("work", arguments={"x-dead-letter-exchange": "dlx"})
+    channel.basic_publish("", "work", b"job", properties=pika.BasicProperties(
+        expiration="60000", headers={"CC": ["elsewhere"]}))
+    method, _, _ = channel.basic_get("work")
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    method, properties, body = channel.basic_get("dead", auto_ack=True)
+    assert body == b"job"
+    assert method.exchange == "dlx"
+    assert method.routing_key == "work"
+    assert properties.expiration is None
+    (death,) = x_death(properties)
+    assert death["count"] == 1
+    assert death["reason"] == "rejected"
+    assert death["queue"] == "work"
+    assert death["exchange"] == ""
+    assert death["routing-keys"] == ["work", "elsewhere"]
+    assert death["original-expiration"] == "60000"
+    assert death["time"].year >= 2026  # pika decodes the timestamp to a datetime
+    assert properties.headers["x-first-death-queue"] == "work"
+    assert properties.headers["x-first-death-reason"] == "rejected"
+    assert properties.headers["x-last-death-queue"] == "work"
+    connection.close()
+
+
+def test_retry_loop_through_rejections_counts_deaths(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.exchange_declare("retry-dlx", "direct")
+    channel.queue_declare("retry-work", arguments={"x-dead-letter-exchange": "retry-dlx",
+                                                   "x-dead-letter-routing-key": "parked"})
+    channel.queue_declare("retry-parked", arguments={"x-dead-letter-exchange": "",
+                                                     "x-dead-letter-routing-key": "retry-work"})
+    channel.queue_bind("retry-parked", "retry-dlx", "parked")
+    channel.basic_publish("", "retry-work", b"flaky")
+    for _ in range(2):  # fail in work, fail again in parked: back to work
+        method, _, _ = channel.basic_get("retry-work")
+        channel.basic_reject(method.delivery_tag, requeue=False)
+        method, _, _ = channel.basic_get("retry-parked")
+        channel.basic_reject(method.delivery_tag, requeue=False)
+    method, properties, body = channel.basic_get("retry-work", auto_ack=True)
+    assert body == b"flaky"
+    deaths = x_death(properties)
+    assert [(d["queue"], d["reason"], d["count"]) for d in deaths] == [
+        ("retry-parked", "rejected", 2), ("retry-work", "rejected", 2)]
+    assert properties.headers["x-first-death-queue"] == "retry-work"
+    assert properties.headers["x-last-death-queue"] == "retry-parked"
+    connection.close()
+
+
+def test_max_length_drop_head_dead_letters_with_reason_maxlen(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("overflowed")
+    channel.queue_declare("bounded", arguments={"x-max-length": 2,
+                                                "x-dead-letter-exchange": "",
+                                                "x-dead-letter-routing-key": "overflowed"})
+    for i in range(5):
+        channel.basic_publish("", "bounded", b"%d" % i)
+    assert channel.queue_declare("bounded", passive=True).method.message_count == 2
+    bodies = []
+    while True:
+        method, properties, body = channel.basic_get("overflowed", auto_ack=True)
+        if method is None:
+            break
+        assert x_death(properties)[0]["reason"] == "maxlen"
+        bodies.append(body)
+    assert bodies == [b"0", b"1", b"2"]
+    connection.close()
+
+
+def test_reject_publish_nacks_the_publisher(server):
+    import pika.exceptions
+    import pytest
+    connection = connect(server)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.queue_declare("full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    channel.basic_publish("", "full", b"fits")
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", "full", b"refused")
+    assert channel.queue_declare("full", passive=True).method.message_count == 1
+    connection.close()
