@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pika
 import pika.exceptions
@@ -16,6 +17,14 @@ from amqp_raw import RawClient
 def connect(server):
     return pika.BlockingConnection(
         pika.ConnectionParameters("127.0.0.1", server.port, connection_attempts=1))
+
+
+def wait_for(connection, condition, timeout_s=10):
+    """Processes the connection's events until condition() holds (fails after timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        connection.process_data_events(time_limit=0.01)
 
 
 def get_all(channel, queue):
@@ -58,7 +67,7 @@ def test_consumer_is_cancelled_when_its_queue_is_deleted(server):
     consumer_channel.basic_consume("doomed", lambda *args: None)
     other = connect(server)
     other.channel().queue_delete("doomed")
-    connection.process_data_events(time_limit=1)
+    wait_for(connection, lambda: cancelled)
     assert len(cancelled) == 1
     assert isinstance(cancelled[0].method, pika.spec.Basic.Cancel)
     other.close()
@@ -350,7 +359,7 @@ def test_memory_alarm_blocks_publishers_while_consumers_drain():
         body = b"x" * 100_000
         for _ in range(20):
             channel.basic_publish("", "big", body)
-        publisher.process_data_events(time_limit=1)
+        wait_for(publisher, lambda: events)
         assert events == ["blocked"]
         consumer = connect(srv)
         consumer_channel = consumer.channel()
@@ -367,8 +376,7 @@ def test_memory_alarm_blocks_publishers_while_consumers_drain():
                 assert received == body
                 got += 1
         assert got == 20  # nothing lost: the rest was read once the queue drained
-        publisher.process_data_events(time_limit=0.5)
-        assert events[-1] == "unblocked"
+        wait_for(publisher, lambda: events[-1] == "unblocked")
         consumer.close()
         publisher.close()
     finally:
@@ -385,9 +393,14 @@ def test_flow_control_holds_a_publisher_back_from_a_queue_whose_consumers_lag(se
     channel = publisher.channel()
     for i in range(20000):
         channel.basic_publish("", "lagging", b"m%d" % i)
-    publisher.process_data_events(time_limit=0.5)
     probe = connect(server).channel()
-    ready = probe.queue_declare("lagging", passive=True).method.message_count
+
+    def backlog():
+        return probe.queue_declare("lagging", passive=True).method.message_count
+
+    wait_for(publisher, lambda: backlog() > 4096)
+    publisher.process_data_events(time_limit=0.3)  # reading has stopped: the backlog stays
+    ready = backlog()
     # Reading stopped once the backlog passed 4096 (plus what one read had already brought).
     assert 4096 < ready < 8000, ready
     # Without consumers the backlog is no longer a lag: the publisher is read again. (pika
@@ -440,13 +453,16 @@ def test_global_qos_is_shared_by_the_channels_consumers(server):
     received = []
     channel.basic_consume("shared-a", lambda ch, m, p, b: received.append(m))
     channel.basic_consume("shared-b", lambda ch, m, p, b: received.append(m))
-    connection.process_data_events(time_limit=0.5)
+    wait_for(connection, lambda: len(received) >= 3)
+    connection.process_data_events(time_limit=0.2)  # no more than the limit arrives
     assert len(received) == 3
     channel.basic_ack(received[0].delivery_tag)
-    connection.process_data_events(time_limit=0.5)
+    wait_for(connection, lambda: len(received) >= 4)
+    connection.process_data_events(time_limit=0.2)
     assert len(received) == 4
     channel.basic_ack(0, multiple=True)
-    connection.process_data_events(time_limit=0.5)
+    wait_for(connection, lambda: len(received) >= 7)
+    connection.process_data_events(time_limit=0.2)
     assert len(received) == 7
     connection.close()
 
@@ -462,6 +478,7 @@ def test_per_consumer_qos_limits_each_consumer(server):
     received = []
     channel.basic_consume("own-a", lambda ch, m, p, b: received.append(m))
     channel.basic_consume("own-b", lambda ch, m, p, b: received.append(m))
-    connection.process_data_events(time_limit=0.5)
+    wait_for(connection, lambda: len(received) >= 4)
+    connection.process_data_events(time_limit=0.2)
     assert len(received) == 4
     connection.close()

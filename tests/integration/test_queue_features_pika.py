@@ -4,6 +4,16 @@ active consumer."""
 import pika
 
 
+def pump(connections, until, timeout_s=10):
+    """Processes events on the connections until `until()` holds (fails after timeout_s)."""
+    import time
+    deadline = time.monotonic() + timeout_s
+    while not until():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        for connection in connections:
+            connection.process_data_events(time_limit=0.01)
+
+
 def connect(server):
     return pika.BlockingConnection(
         pika.ConnectionParameters("127.0.0.1", server.port, connection_attempts=1))
@@ -41,13 +51,13 @@ def test_single_active_consumer_hands_over_when_the_active_one_leaves(server):
     publisher = setup.channel()
     for i in range(5):
         publisher.basic_publish("", "sac", b"a%d" % i)
-    first.process_data_events(time_limit=0.3)
-    second.process_data_events(time_limit=0.3)
+    pump([first, second], lambda: len(got["first"]) == 5)
+    second.process_data_events(time_limit=0.2)  # the waiting consumer gets nothing
     assert got == {"first": [b"a0", b"a1", b"a2", b"a3", b"a4"], "second": []}
     first.close()
     for i in range(3):
         publisher.basic_publish("", "sac", b"b%d" % i)
-    second.process_data_events(time_limit=0.3)
+    pump([second], lambda: len(got["second"]) == 3)
     assert got["second"] == [b"b0", b"b1", b"b2"]
     second.close()
     setup.close()
