@@ -146,15 +146,21 @@ void QueueMachine::release(HolderId holder) {
   }
 }
 
+std::optional<QueueMachine::Entry> QueueMachine::take_checked_out(HolderId holder, MessageId id,
+                                                                  Consumer* consumer) {
+  auto it = checked_out_.find(id.value);
+  if (it == checked_out_.end() || it->second.holder != holder) return std::nullopt;
+  Entry entry = std::move(it->second.entry);
+  checked_out_.erase(it);
+  if (consumer != nullptr) --consumer->checked_out;
+  return entry;
+}
+
 void QueueMachine::settle(HolderId holder, const std::vector<MessageId>& ids, uint64_t /*now_ms*/,
                           std::vector<Delivery>& deliveries) {
   Consumer* consumer = find_consumer(holder);
   for (MessageId id : ids) {
-    auto it = checked_out_.find(id.value);
-    if (it == checked_out_.end() || it->second.holder != holder) continue;
-    drop(size_of(it->second.entry));
-    checked_out_.erase(it);
-    if (consumer != nullptr) --consumer->checked_out;
+    if (auto entry = take_checked_out(holder, id, consumer)) drop(size_of(*entry));
   }
   deliver(deliveries);
 }
@@ -163,13 +169,10 @@ void QueueMachine::requeue(HolderId holder, const std::vector<MessageId>& ids, u
                            std::vector<Delivery>& deliveries) {
   Consumer* consumer = find_consumer(holder);
   for (MessageId id : ids) {
-    auto it = checked_out_.find(id.value);
-    if (it == checked_out_.end() || it->second.holder != holder) continue;
-    Entry entry = std::move(it->second.entry);
-    ++entry.delivery_count;
-    put_back(id, std::move(entry));
-    checked_out_.erase(it);
-    if (consumer != nullptr) --consumer->checked_out;
+    if (auto entry = take_checked_out(holder, id, consumer)) {
+      ++entry->delivery_count;
+      put_back(id, std::move(*entry));
+    }
   }
   deliver(deliveries);
 }
@@ -178,12 +181,9 @@ void QueueMachine::discard(HolderId holder, const std::vector<MessageId>& ids, u
                            std::vector<Delivery>& deliveries) {
   Consumer* consumer = find_consumer(holder);
   for (MessageId id : ids) {
-    auto it = checked_out_.find(id.value);
-    if (it == checked_out_.end() || it->second.holder != holder) continue;
-    Entry entry = std::move(it->second.entry);
-    checked_out_.erase(it);
-    if (consumer != nullptr) --consumer->checked_out;
-    remove(std::move(entry), DeadLetterReason::rejected);
+    if (auto entry = take_checked_out(holder, id, consumer)) {
+      remove(std::move(*entry), DeadLetterReason::rejected);
+    }
   }
   deliver(deliveries);
 }

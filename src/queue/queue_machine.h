@@ -174,6 +174,8 @@ class QueueMachine {
   // Takes the first ready message (returned ones come first: they are older).
   std::pair<MessageId, Entry> take_next();
   Consumer* find_consumer(HolderId id);
+  // Takes a message checked out to `holder` (nullopt if it is not), counting it off `consumer`.
+  std::optional<Entry> take_checked_out(HolderId holder, MessageId id, Consumer* consumer);
   void release(HolderId holder);
 
   static uint64_t size_of(const Entry& entry) {
