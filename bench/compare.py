@@ -172,6 +172,7 @@ def run_scenario(broker, args, seconds):
     return {"rate": data["receive_rate"], "sent_rate": data["send_rate"],
             "p50_us": data["consumer_latency_us"]["median"],
             "p99_us": data["consumer_latency_us"]["p99"],
+            "confirm_p99_us": data["confirm_latency_us"]["p99"],
             "cpu_s_per_million": cpu / received * 1e6, "peak_rss_mb": peak[0] / 1024}
 
 
@@ -211,18 +212,20 @@ def main():
         for broker in brokers:
             broker.stop()
     header = ("| scenario | broker | rate msg/s | p50 latency ms | p99 latency ms | "
-              "CPU s per 1M msg | peak RSS MB |")
+              "p99 confirm ms | CPU s per 1M msg | peak RSS MB |")
     lines = [f"Machine: {machine()}. {options.seconds} s per run.", "", header,
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name in names:
         h, r = results[(name, "hamq")], results[(name, "RabbitMQ")]
         for broker, x in (("hamq", h), ("RabbitMQ", r)):
+            confirm = f"{x['confirm_p99_us'] / 1000:.2f}" if x["confirm_p99_us"] else "-"
             lines.append(f"| {name} | {broker} | {x['rate']:,.0f} | {x['p50_us'] / 1000:.2f} | "
-                         f"{x['p99_us'] / 1000:.2f} | {x['cpu_s_per_million']:.2f} | "
-                         f"{x['peak_rss_mb']:.0f} |")
+                         f"{x['p99_us'] / 1000:.2f} | {confirm} | "
+                         f"{x['cpu_s_per_million']:.2f} | {x['peak_rss_mb']:.0f} |")
         lines.append(f"| {name} | hamq/RabbitMQ | {h['rate'] / r['rate']:.2f}x | "
                      f"{h['p50_us'] / max(r['p50_us'], 1):.2f}x | "
                      f"{h['p99_us'] / max(r['p99_us'], 1):.2f}x | "
+                     f"{h['confirm_p99_us'] / max(r['confirm_p99_us'], 1):.2f}x | "
                      f"{h['cpu_s_per_million'] / max(r['cpu_s_per_million'], 1e-9):.2f}x | "
                      f"{h['peak_rss_mb'] / max(r['peak_rss_mb'], 1e-9):.2f}x |")
     table = "\n".join(lines)
