@@ -6,9 +6,11 @@ namespace hamq::raft {
 
 MemoryStorage::MemoryStorage(uint64_t incarnation) : incarnation_(incarnation) {}
 
-MemoryStorage MemoryStorage::bootstrap(const ConfState& conf, uint64_t incarnation) {
+MemoryStorage MemoryStorage::bootstrap(const ConfState& conf, uint64_t incarnation,
+                                       std::string data) {
   MemoryStorage storage(incarnation);
   storage.snapshot_.meta = SnapshotMeta{.index = LogIndex{1}, .term = Term{1}, .conf = conf};
+  storage.snapshot_.data = std::move(data);
   storage.hard_state_ = HardState{.term = Term{1}, .vote = no_node, .commit = LogIndex{1}};
   return storage;
 }

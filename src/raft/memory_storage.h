@@ -17,7 +17,9 @@ class MemoryStorage final : public LogStorage {
   explicit MemoryStorage(uint64_t incarnation);
   // A founding member of a new group: the first configuration as a snapshot at index 1, term 1,
   // identical on every founding member.
-  static MemoryStorage bootstrap(const ConfState& conf, uint64_t incarnation);
+  // `data` is the state machine's initial state.
+  static MemoryStorage bootstrap(const ConfState& conf, uint64_t incarnation,
+                                 std::string data = {});
 
   // --- writes (the runtime's) ---
   // Appends, first replacing every entry from entries.front().index on.

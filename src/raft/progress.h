@@ -26,6 +26,10 @@ class Inflights {
   void add(LogIndex last);
   // Forgets every append up to and including `index`.
   void free_to(LogIndex index);
+  // Forgets the oldest: it may have been lost (a heartbeat answer shows the follower alive).
+  void free_first() {
+    if (!indexes_.empty()) indexes_.pop_front();
+  }
   void reset() { indexes_.clear(); }
 
  private:

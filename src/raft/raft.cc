@@ -53,6 +53,13 @@ Raft::Raft(Config config, const LogStorage& storage)
   // A commit index past the stored log can only come from a damaged disk; the log is what counts.
   log_.commit_to(std::min(initial.hard_state.commit, log_.last_index()));
   previous_hard_state_ = initial.hard_state;
+  // A member with nothing on disk (new, or back after losing its disk) may have voted and
+  // acknowledged entries in an earlier life: until it holds what a leader had committed when it
+  // first heard from it, it neither votes nor campaigns, so a leader cannot be elected with its
+  // help without entries it once counted for.
+  // (An empty disk has no snapshot: founding members are bootstrapped with one at index 1.)
+  catching_up_ = initial.snapshot.index.value == 0 || initial.hard_state.catch_up.value > 0;
+  if (initial.hard_state.catch_up.value > 0) catch_up_index_ = initial.hard_state.catch_up;
   become_follower(term_, no_node);
   vote_ = initial.hard_state.vote;
 }
@@ -127,7 +134,15 @@ void Raft::reset_progress() {
 }
 
 bool Raft::promotable() const {
-  return !failed_ && is_voter(conf_, config_.id) && !log_.unstable_snapshot();
+  return !failed_ && !catching_up_ && is_voter(conf_, config_.id) && !log_.unstable_snapshot();
+}
+
+void Raft::note_leader_commit(LogIndex leader_commit) {
+  if (!catching_up_) return;
+  if (!catch_up_index_) catch_up_index_ = leader_commit;
+  if (log_.last_index() >= *catch_up_index_ && !log_.unstable_snapshot()) {
+    catching_up_ = false;  // it now has everything that was committed when it came back
+  }
 }
 
 uint32_t Raft::random_election_timeout() {
@@ -292,7 +307,7 @@ void Raft::handle_vote_request(const Message& message) {
                   (pre && message.term > term_);
   MessageType answer = pre ? MessageType::pre_vote_response : MessageType::vote_response;
   // §5.4.1: only for a candidate whose log is at least as up to date as ours.
-  if (can_vote && log_.is_up_to_date(message.index, message.log_term)) {
+  if (can_vote && !catching_up_ && log_.is_up_to_date(message.index, message.log_term)) {
     send(Message{.type = answer, .to = message.from, .term = message.term});
     if (!pre) {
       election_elapsed_ = 0;
@@ -380,6 +395,11 @@ void Raft::step_leader(const Message& message) {
       if (!accept_incarnation(message, progress)) return;
       progress.recent_active = true;
       progress.probe_sent = false;
+      // Appends may have been lost with the window full: the follower answers heartbeats, so
+      // make room for one more, which it will take or reject (and so restart the probe).
+      if (progress.state == ProgressState::replicate && progress.inflights.full()) {
+        progress.inflights.free_first();
+      }
       if (progress.match < log_.last_index()) send_append(message.from, progress, true);
       return;
     case MessageType::snapshot_response:
@@ -464,6 +484,11 @@ void Raft::handle_snapshot_response(const Message& message, Progress& progress) 
 }
 
 void Raft::handle_append(const Message& message) {
+  handle_append_entries(message);
+  note_leader_commit(message.commit);
+}
+
+void Raft::handle_append_entries(const Message& message) {
   if (message.index < log_.committed()) {
     send(Message{.type = MessageType::append_response,
                  .to = message.from,
@@ -552,6 +577,7 @@ void Raft::handle_snapshot_chunk(const Message& message) {
   log_.restore(meta);
   conf_ = meta.conf;
   incoming_snapshot_.reset();
+  note_leader_commit(meta.index);
   send(Message{.type = MessageType::append_response,
                .to = message.from,
                .term = term_,
@@ -753,7 +779,7 @@ bool Raft::has_ready() const {
       !snapshot_chunks_.empty() || !log_.unstable_entries().empty() || log_.unstable_snapshot()) {
     return true;
   }
-  if (HardState{term_, vote_, log_.committed()} != previous_hard_state_) return true;
+  if (hard_state() != previous_hard_state_) return true;
   return std::min(log_.committed(), log_.last_stable_index()) > log_.applied();
 }
 
@@ -766,12 +792,12 @@ Ready Raft::ready() {
     if (role_ == Role::leader) broadcast_append();
   }
   ready.entries.assign(log_.unstable_entries().begin(), log_.unstable_entries().end());
-  HardState hard_state{term_, vote_, log_.committed()};
+  HardState current = hard_state();
   bool vote_changed = false;
-  if (hard_state != previous_hard_state_) {
-    vote_changed = hard_state.term != previous_hard_state_.term ||
-                   hard_state.vote != previous_hard_state_.vote;
-    ready.hard_state = hard_state;
+  if (current != previous_hard_state_) {
+    vote_changed =
+        current.term != previous_hard_state_.term || current.vote != previous_hard_state_.vote;
+    ready.hard_state = current;
   }
   ready.snapshot_chunks = std::move(snapshot_chunks_);
   snapshot_chunks_.clear();
@@ -823,6 +849,7 @@ void Raft::advance(const Ready& ready) {
     uncommitted_bytes_ -= std::min(uncommitted_bytes_, applied_bytes);
     log_.applied_to(ready.committed_entries.back().index);
   }
+  if (catching_up_ && catch_up_index_) note_leader_commit(*catch_up_index_);
   if (role_ == Role::leader) {
     // The leader counts itself only for what it has made durable.
     auto self = progress_.find(config_.id);
@@ -840,6 +867,13 @@ void Raft::stop_on_storage_failure() {
   messages_.clear();
   messages_after_persist_.clear();
   snapshot_chunks_.clear();
+}
+
+HardState Raft::hard_state() const {
+  return HardState{.term = term_,
+                   .vote = vote_,
+                   .commit = log_.committed(),
+                   .catch_up = catching_up_ && catch_up_index_ ? *catch_up_index_ : LogIndex{0}};
 }
 
 const Progress* Raft::progress(NodeId node) const {

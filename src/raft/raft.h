@@ -135,6 +135,8 @@ class Raft {
   LogIndex applied() const { return log_.applied(); }
   uint64_t incarnation() const { return incarnation_; }
   bool failed() const { return failed_; }
+  // Started with an empty disk and not yet caught up: does not vote or campaign.
+  bool catching_up() const { return catching_up_; }
   // The leader's view of a member (for tests, metrics and leadership balance).
   const Progress* progress(NodeId node) const;
   NodeId transfer_target() const { return transfer_target_; }
@@ -157,6 +159,7 @@ class Raft {
   void step_follower(const Message& message);
   void handle_vote_request(const Message& message);
   void handle_append(const Message& message);
+  void handle_append_entries(const Message& message);
   void handle_heartbeat(const Message& message);
   void handle_snapshot_chunk(const Message& message);
   void handle_append_response(const Message& message, Progress& progress);
@@ -176,6 +179,8 @@ class Raft {
   // Progress of a member that speaks: false when the message is from an older incarnation.
   bool accept_incarnation(const Message& message, Progress& progress);
   void apply_conf(const ConfChange& change);
+  void note_leader_commit(LogIndex leader_commit);
+  HardState hard_state() const;
   void stop_on_storage_failure();
 
   Config config_{};
@@ -199,6 +204,10 @@ class Raft {
   LogIndex pending_conf_index_{};
   uint64_t uncommitted_bytes_ = 0;
 
+  // A member that started with an empty disk, until it holds what a leader had committed when
+  // it first heard from one (see the constructor).
+  bool catching_up_ = false;
+  std::optional<LogIndex> catch_up_index_;
   // A snapshot being received: which one, and how many bytes have been taken.
   std::optional<SnapshotMeta> incoming_snapshot_{};
   uint64_t incoming_snapshot_bytes_ = 0;

@@ -410,6 +410,48 @@ TEST(RaftSafety, MemberRestartedWithEmptyDiskIsNotCountedForWhatItLost) {
   EXPECT_EQ(cluster[n(1)].committed(), b_index);
 }
 
+TEST(RaftSafety, MemberBackWithEmptyDiskDoesNotVoteUntilCaughtUp) {
+  TestCluster cluster(3);
+  cluster.elect(n(1));
+  cluster.isolate(n(2));
+  ASSERT_TRUE(cluster[n(1)].propose("e").ok());  // committed on 1 and 3 only
+  cluster.settle();
+  ASSERT_EQ(cluster.applied[n(3)], std::vector<std::string>{"e"});
+  // 3 loses its disk, 1 goes down: 2 (without "e") must not be elected with 3's vote.
+  cluster.start(n(3), no_lease, false);
+  EXPECT_TRUE(cluster[n(3)].catching_up());
+  cluster.down.insert(n(1));
+  cluster.heal();
+  cluster.tick_all(60);
+  EXPECT_TRUE(cluster.leaders().empty());
+  // 1 comes back; 3 catches up from it and votes again.
+  cluster.down.erase(n(1));
+  cluster.restart(n(1));
+  cluster.tick_all(60);
+  ASSERT_EQ(cluster.leaders().size(), 1u);
+  EXPECT_FALSE(cluster[n(3)].catching_up());
+  EXPECT_EQ(cluster.applied[n(2)], std::vector<std::string>{"e"});
+}
+
+TEST(RaftSafety, CatchingUpSurvivesARestart) {
+  TestCluster cluster(3);
+  cluster.elect(n(1));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster[n(1)].propose("x").ok());
+  cluster.settle();
+  cluster.start(n(3), no_lease, false);
+  // 3 hears of the leader's commit index (an append it cannot take), then restarts before it
+  // has caught up: it is still catching up after the restart.
+  cluster.drop = [](const Message& m) { return m.type == MessageType::snapshot; };
+  cluster.tick_all(3);
+  ASSERT_TRUE(cluster[n(3)].catching_up());
+  cluster.restart(n(3));
+  EXPECT_TRUE(cluster[n(3)].catching_up());
+  cluster.drop = nullptr;
+  cluster.tick_all(15);  // the leader sends the snapshot again after an election timeout
+  EXPECT_FALSE(cluster[n(3)].catching_up());
+  EXPECT_EQ(cluster[n(3)].log().last_index(), cluster[n(1)].log().last_index());
+}
+
 // --- pre-vote and check-quorum (thesis §9.6, §6.2) ---
 
 TEST(RaftPreVote, PartitionedMemberDoesNotRaiseItsTermNorDisruptOnReturn) {

@@ -66,6 +66,9 @@ struct HardState {
   Term term{};
   NodeId vote = no_node;
   LogIndex commit{};
+  // Set while a member that came back with an empty disk catches up: the leader's commit index
+  // it must reach before it may vote (see Raft::catching_up). 0 otherwise.
+  LogIndex catch_up{};
   bool operator==(const HardState&) const = default;
 };
 
