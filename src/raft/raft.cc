@@ -59,7 +59,10 @@ Raft::Raft(Config config, const LogStorage& storage)
   // help without entries it once counted for.
   // (An empty disk has no snapshot: founding members are bootstrapped with one at index 1.)
   catching_up_ = initial.snapshot.index.value == 0 || initial.hard_state.catch_up.value > 0;
-  if (initial.hard_state.catch_up.value > 0) catch_up_index_ = initial.hard_state.catch_up;
+  if (initial.hard_state.catch_up.value > 0) {
+    catch_up_index_ = initial.hard_state.catch_up;
+    catch_up_term_ = initial.hard_state.catch_up_term;
+  }
   become_follower(term_, no_node);
   vote_ = initial.hard_state.vote;
 }
@@ -137,9 +140,12 @@ bool Raft::promotable() const {
   return !failed_ && !catching_up_ && is_voter(conf_, config_.id) && !log_.unstable_snapshot();
 }
 
-void Raft::note_leader_commit(LogIndex leader_commit) {
+void Raft::note_leader_commit(Term leader_term, LogIndex leader_commit) {
   if (!catching_up_) return;
-  if (!catch_up_index_) catch_up_index_ = leader_commit;
+  if (!catch_up_index_) {
+    catch_up_index_ = leader_commit;
+    catch_up_term_ = leader_term;
+  }
   if (log_.last_index() >= *catch_up_index_ && !log_.unstable_snapshot()) {
     catching_up_ = false;  // it now has everything that was committed when it came back
   }
@@ -306,8 +312,15 @@ void Raft::handle_vote_request(const Message& message) {
   bool can_vote = vote_ == message.from || (vote_ == no_node && leader_ == no_node) ||
                   (pre && message.term > term_);
   MessageType answer = pre ? MessageType::pre_vote_response : MessageType::vote_response;
+  // A member catching up after losing its disk votes only for a candidate that holds everything
+  // the leader it heard from had committed: one whose last entry is of a later term (by leader
+  // completeness, it has all that leader committed) or of that leader's term and at least as far.
+  bool covers_catch_up =
+      !catching_up_ || (catch_up_index_ &&
+                        (message.log_term > catch_up_term_ || (message.log_term == catch_up_term_ &&
+                                                               message.index >= *catch_up_index_)));
   // §5.4.1: only for a candidate whose log is at least as up to date as ours.
-  if (can_vote && !catching_up_ && log_.is_up_to_date(message.index, message.log_term)) {
+  if (can_vote && covers_catch_up && log_.is_up_to_date(message.index, message.log_term)) {
     send(Message{.type = answer, .to = message.from, .term = message.term});
     if (!pre) {
       election_elapsed_ = 0;
@@ -485,7 +498,7 @@ void Raft::handle_snapshot_response(const Message& message, Progress& progress) 
 
 void Raft::handle_append(const Message& message) {
   handle_append_entries(message);
-  note_leader_commit(message.commit);
+  note_leader_commit(message.term, message.commit);
 }
 
 void Raft::handle_append_entries(const Message& message) {
@@ -577,7 +590,7 @@ void Raft::handle_snapshot_chunk(const Message& message) {
   log_.restore(meta);
   conf_ = meta.conf;
   incoming_snapshot_.reset();
-  note_leader_commit(meta.index);
+  note_leader_commit(message.term, meta.index);
   send(Message{.type = MessageType::append_response,
                .to = message.from,
                .term = term_,
@@ -597,6 +610,7 @@ void Raft::send(Message message) {
     case MessageType::timeout_now:
     case MessageType::pre_vote:
     case MessageType::pre_vote_response:
+    case MessageType::heartbeat_response:  // "alive in your term": nothing written to promise
       messages_.push_back(std::move(message));
       return;
     default:
@@ -849,7 +863,7 @@ void Raft::advance(const Ready& ready) {
     uncommitted_bytes_ -= std::min(uncommitted_bytes_, applied_bytes);
     log_.applied_to(ready.committed_entries.back().index);
   }
-  if (catching_up_ && catch_up_index_) note_leader_commit(*catch_up_index_);
+  if (catching_up_ && catch_up_index_) note_leader_commit(catch_up_term_, *catch_up_index_);
   if (role_ == Role::leader) {
     // The leader counts itself only for what it has made durable.
     auto self = progress_.find(config_.id);
@@ -873,7 +887,8 @@ HardState Raft::hard_state() const {
   return HardState{.term = term_,
                    .vote = vote_,
                    .commit = log_.committed(),
-                   .catch_up = catching_up_ && catch_up_index_ ? *catch_up_index_ : LogIndex{0}};
+                   .catch_up = catching_up_ && catch_up_index_ ? *catch_up_index_ : LogIndex{0},
+                   .catch_up_term = catching_up_ && catch_up_index_ ? catch_up_term_ : Term{0}};
 }
 
 const Progress* Raft::progress(NodeId node) const {

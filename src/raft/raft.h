@@ -135,7 +135,8 @@ class Raft {
   LogIndex applied() const { return log_.applied(); }
   uint64_t incarnation() const { return incarnation_; }
   bool failed() const { return failed_; }
-  // Started with an empty disk and not yet caught up: does not vote or campaign.
+  // Started with an empty disk and not yet caught up: does not campaign, and votes only for a
+  // candidate holding what the first leader it heard from had committed.
   bool catching_up() const { return catching_up_; }
   // The leader's view of a member (for tests, metrics and leadership balance).
   const Progress* progress(NodeId node) const;
@@ -179,7 +180,7 @@ class Raft {
   // Progress of a member that speaks: false when the message is from an older incarnation.
   bool accept_incarnation(const Message& message, Progress& progress);
   void apply_conf(const ConfChange& change);
-  void note_leader_commit(LogIndex leader_commit);
+  void note_leader_commit(Term leader_term, LogIndex leader_commit);
   HardState hard_state() const;
   void stop_on_storage_failure();
 
@@ -208,6 +209,7 @@ class Raft {
   // it first heard from one (see the constructor).
   bool catching_up_ = false;
   std::optional<LogIndex> catch_up_index_;
+  Term catch_up_term_;
   // A snapshot being received: which one, and how many bytes have been taken.
   std::optional<SnapshotMeta> incoming_snapshot_{};
   uint64_t incoming_snapshot_bytes_ = 0;

@@ -69,6 +69,7 @@ struct HardState {
   // Set while a member that came back with an empty disk catches up: the leader's commit index
   // it must reach before it may vote (see Raft::catching_up). 0 otherwise.
   LogIndex catch_up{};
+  Term catch_up_term{};  // the term of the leader that said catch_up was committed
   bool operator==(const HardState&) const = default;
 };
 

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   app.add_option("--fault-seconds", options.fault_phase_us, "simulated microseconds of faults")
       ->capture_default_str();
   app.add_flag("--trace", options.trace, "print every event of the run");
+  app.add_flag("--trace-messages", options.trace_messages, "and every message delivered");
   CLI11_PARSE(app, argc, argv);
 
   auto started = std::chrono::steady_clock::now();
@@ -43,11 +44,13 @@ int main(int argc, char** argv) {
       std::printf("seed %" PRIu64 ": %s; %" PRIu64 " events, %" PRIu64 " messages, %" PRIu64
                   " proposals, %" PRIu64 " acknowledged, %" PRIu64 " leaders, %" PRIu64
                   " crashes, %" PRIu64 " disks lost, %" PRIu64 " snapshots installed, %" PRIu64
-                  " membership changes, %" PRIu64 " transfers, recovered in %.3f s\n",
+                  " heartbeats in %" PRIu64 " batches, %" PRIu64 " membership changes, %" PRIu64
+                  " transfers, recovered in %.3f s\n",
                   seed, report.ok ? "ok" : report.failure.c_str(), report.events, report.messages,
                   report.proposals, report.acknowledged, report.leaders_elected, report.crashes,
-                  report.disks_lost, report.snapshots_installed, report.membership_changes,
-                  report.transfers, static_cast<double>(report.liveness_us) / 1e6);
+                  report.disks_lost, report.snapshots_installed, report.heartbeats, report.batches,
+                  report.membership_changes, report.transfers,
+                  static_cast<double>(report.liveness_us) / 1e6);
     }
     if (!report.ok) {
       std::printf("replay: hamq-sim --seed %" PRIu64 " --nodes %u --groups %u --trace\n", seed,

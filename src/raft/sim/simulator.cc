@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "raft/coalescer.h"
 #include "raft/raft.h"
 #include "raft/sim/sim_disk.h"
 
@@ -105,7 +106,11 @@ struct Node {
   bool up = true;
   uint64_t generation = 0;  // raised at each crash: events of an earlier life are void
   uint64_t tick_interval_us = tick_us;
-  bool catching_up = false;       // lost its disk and not yet caught up in every group
+  bool catching_up = false;  // lost its disk and not yet caught up in every group
+  // Group commit: the groups the running fsync covers, and those waiting for the next one.
+  bool fsync_running = false;
+  std::vector<uint32_t> syncing;
+  std::vector<uint32_t> sync_waiting;
   std::vector<Replica> replicas;  // one per group
 };
 
@@ -118,7 +123,7 @@ struct Event {
   uint32_t node = 0;
   uint32_t group = 0;
   uint64_t generation = 0;
-  std::shared_ptr<const Message> message{};
+  std::shared_ptr<const NodeBatch> batch{};
   bool operator>(const Event& other) const {
     return time_us != other.time_us ? time_us > other.time_us : sequence > other.sequence;
   }
@@ -163,9 +168,12 @@ class Simulation {
   void start_node(uint32_t node, bool first_start);
   void crash_node(uint32_t node);
   void process(uint32_t node, uint32_t group);
-  void fsync_done(uint32_t node, uint32_t group);
+  void start_fsync(uint32_t node);
+  void fsync_done(uint32_t node);
+  void complete(uint32_t node, uint32_t group);
   void apply(uint32_t node, uint32_t group, const Ready& ready);
   void send(uint32_t from, const Message& message);
+  void flush(uint32_t from);
   void deliver(const Event& event);
   void client_step();
   void fault_step();
@@ -183,6 +191,7 @@ class Simulation {
   uint64_t sequence_ = 0;
   std::priority_queue<Event, std::vector<Event>, std::greater<>> events_;
   std::vector<Node> nodes_;
+  std::vector<Outbox> outboxes_;  // per node: what it said during the current event
   uint64_t incarnations_ = 0;
 
   // Network: blocked[from][to], and the current loss and duplication rates.
@@ -268,6 +277,7 @@ void Simulation::crash_node(uint32_t node) {
   Node& state = nodes_[node];
   if (!state.up) return;
   trace("crash node %u", node + 1);
+  (void)outboxes_[node].take();  // what was not yet handed to the network dies with the process
   state.up = false;
   ++state.generation;
   ++report_.crashes;
@@ -284,6 +294,9 @@ void Simulation::crash_node(uint32_t node) {
     ++report_.disks_lost;
     trace("node %u loses its disk", node + 1);
   }
+  state.fsync_running = false;
+  state.syncing.clear();
+  state.sync_waiting.clear();
   for (Replica& replica : state.replicas) {
     replica.raft.reset();
     replica.in_flight.reset();
@@ -302,30 +315,49 @@ void Simulation::crash_node(uint32_t node) {
 }
 
 void Simulation::send(uint32_t from, const Message& message) {
-  uint32_t to = static_cast<uint32_t>(message.to.value - 1);
-  if (to >= nodes_.size()) return;
+  if (message.to.value == 0 || message.to.value > nodes_.size()) return;
   ++report_.messages;
-  if (blocked_[from][to] || random_.chance(loss_)) return;
-  auto shared = std::make_shared<const Message>(message);
-  int copies = random_.chance(duplication_) ? 2 : 1;
-  for (int i = 0; i < copies; ++i) {
-    // Mostly fast, sometimes slow: slow messages overtake nothing but get overtaken (reordering).
-    uint64_t delay =
-        random_.chance(0.05) ? random_.between(5'000, 60'000) : random_.between(100, 3'000);
-    schedule(Event{.time_us = now_us_ + delay,
-                   .kind = EventKind::deliver,
-                   .node = to,
-                   .group = static_cast<uint32_t>(message.group.value - 1),
-                   .message = shared});
+  outboxes_[from].add(message);
+}
+
+void Simulation::flush(uint32_t from) {
+  for (NodeBatch& batch : outboxes_[from].take()) {
+    uint32_t to = static_cast<uint32_t>(batch.to.value - 1);
+    ++report_.batches;
+    report_.heartbeats += batch.heartbeats.size();
+    if (blocked_[from][to] || random_.chance(loss_)) continue;
+    auto shared = std::make_shared<const NodeBatch>(std::move(batch));
+    int copies = random_.chance(duplication_) ? 2 : 1;
+    for (int i = 0; i < copies; ++i) {
+      // Mostly fast, sometimes slow: slow batches are overtaken by later ones (reordering).
+      uint64_t delay =
+          random_.chance(0.05) ? random_.between(5'000, 60'000) : random_.between(100, 3'000);
+      schedule(Event{
+          .time_us = now_us_ + delay, .kind = EventKind::deliver, .node = to, .batch = shared});
+    }
   }
 }
 
 void Simulation::deliver(const Event& event) {
   Node& state = nodes_[event.node];
   if (!state.up) return;
-  Replica& replica = state.replicas[event.group];
-  replica.raft->step(*event.message);
-  process(event.node, event.group);
+  std::vector<bool> touched(options_.groups, false);
+  for (const Message& message : expand(*event.batch)) {
+    uint32_t group = static_cast<uint32_t>(message.group.value - 1);
+    if (options_.trace_messages) {
+      trace("group %u %" PRIu64 "->%" PRIu64 " %s term %" PRIu64 " index %" PRIu64
+            " log_term %" PRIu64 " entries %zu commit %" PRIu64 "%s",
+            group + 1, message.from.value, message.to.value,
+            std::string(message_type_name(message.type)).c_str(), message.term.value,
+            message.index.value, message.log_term.value, message.entries.size(),
+            message.commit.value, message.reject ? " reject" : "");
+    }
+    state.replicas[group].raft->step(message);
+    touched[group] = true;
+  }
+  for (uint32_t group = 0; group < options_.groups && state.up; ++group) {
+    if (touched[group]) process(event.node, group);
+  }
 }
 
 void Simulation::check_leader(uint32_t node, uint32_t group, const Ready& ready) {
@@ -377,28 +409,45 @@ void Simulation::process(uint32_t node, uint32_t group) {
     for (const Message& message : ready.messages_after_persist) send(node, message);
     ready.messages_after_persist.clear();
   }
+  bool writes = !ready.snapshot_chunks.empty() || !ready.entries.empty() || ready.hard_state;
+  if (!writes) {
+    // Nothing to make durable: carry on at once.
+    replica.in_flight = std::move(ready);
+    complete(node, group);
+    return;
+  }
   // A write can fail (no space, I/O error): the member stops, as the node would.
   if (faults_on_ && random_.chance(0.0005)) {
     trace("node %u: write failed", node + 1);
     crash_node(node);
     return;
   }
-  for (const SnapshotChunk& chunk : ready.snapshot_chunks)
+  for (const SnapshotChunk& chunk : ready.snapshot_chunks) {
     replica.disk->write_snapshot_chunk(chunk);
+  }
   replica.disk->append(ready.entries);
   if (ready.hard_state) replica.disk->set_hard_state(*ready.hard_state);
   replica.in_flight = std::move(ready);
+  // Group commit: one fsync covers every group that wrote before it started; what is written
+  // while it runs waits for the next one.
+  state.sync_waiting.push_back(group);
+  if (!state.fsync_running) start_fsync(node);
+}
+
+void Simulation::start_fsync(uint32_t node) {
+  Node& state = nodes_[node];
+  state.syncing = std::move(state.sync_waiting);
+  state.sync_waiting.clear();
+  state.fsync_running = true;
+  ++report_.fsyncs;
   schedule(Event{.time_us = now_us_ + random_.between(200, 4'000),
                  .kind = EventKind::fsync_done,
                  .node = node,
-                 .group = group,
                  .generation = state.generation});
 }
 
-void Simulation::fsync_done(uint32_t node, uint32_t group) {
+void Simulation::fsync_done(uint32_t node) {
   Node& state = nodes_[node];
-  Replica& replica = state.replicas[group];
-  if (!replica.in_flight) return;
   // A failed fsync: what was written is in an unknown state; the node stops for good and
   // comes back from whatever the disk kept.
   if (faults_on_ && random_.chance(0.0005)) {
@@ -406,7 +455,21 @@ void Simulation::fsync_done(uint32_t node, uint32_t group) {
     crash_node(node);
     return;
   }
-  replica.disk->sync();
+  std::vector<uint32_t> synced = std::move(state.syncing);
+  state.syncing.clear();
+  for (uint32_t group : synced) state.replicas[group].disk->sync();
+  // What the completed groups write next waits for the next fsync (still "running" until all
+  // of them are done, so none starts in between).
+  for (uint32_t group : synced) {
+    if (!state.up || !report_.ok) return;
+    complete(node, group);
+  }
+  state.fsync_running = false;
+  if (!state.sync_waiting.empty()) start_fsync(node);
+}
+
+void Simulation::complete(uint32_t node, uint32_t group) {
+  Replica& replica = nodes_[node].replicas[group];
   Ready ready = std::move(*replica.in_flight);
   replica.in_flight.reset();
   for (const Message& message : ready.messages_after_persist) send(node, message);
@@ -620,6 +683,16 @@ void Simulation::fault_step() {
       break;
     }
     case 6:
+      // Half the time, a node in the middle of an fsync: the crash that loses or tears writes.
+      if (random_.chance(0.5)) {
+        for (uint32_t node = 0; node < count; ++node) {
+          uint32_t candidate = (victim + node) % count;
+          if (nodes_[candidate].up && nodes_[candidate].fsync_running) {
+            victim = candidate;
+            break;
+          }
+        }
+      }
       crash_node(victim);
       break;
     case 7:
@@ -693,6 +766,7 @@ void Simulation::check_final() {
 SimReport Simulation::run() {
   uint32_t count = options_.nodes;
   nodes_.resize(count);
+  for (uint32_t node = 0; node < count; ++node) outboxes_.emplace_back(node_id(node));
   blocked_.assign(count, std::vector<bool>(count, false));
   committed_.resize(options_.groups);
   membership_.resize(options_.groups);
@@ -712,6 +786,9 @@ SimReport Simulation::run() {
   const uint64_t fault_end_us = options_.fault_phase_us;
   const uint64_t deadline_us = fault_end_us + options_.liveness_bound_us;
   bool healed = false;
+  std::optional<uint64_t> idle_since_us;
+  uint64_t idle_batches = 0;
+  uint64_t idle_heartbeats = 0;
   std::vector<bool> settled(options_.groups, false);
   std::vector<std::string> final_commands(options_.groups);
   size_t settled_count = 0;
@@ -753,6 +830,9 @@ SimReport Simulation::run() {
                 raft.leader().value, raft.conf().voters.size(), raft.conf().learners.size(),
                 raft.log().last_index().value, raft.committed().value, raft.applied().value,
                 nodes_[n].replicas[group].machine.applied.value);
+          trace("  in flight %d has_ready %d fsync_running %d syncing %zu waiting %zu",
+                nodes_[n].replicas[group].in_flight.has_value(), raft.has_ready(),
+                nodes_[n].fsync_running, nodes_[n].syncing.size(), nodes_[n].sync_waiting.size());
         }
       }
       break;
@@ -783,7 +863,7 @@ SimReport Simulation::run() {
                        .generation = node->generation});
         break;
       case EventKind::fsync_done:
-        if (node->up && event.generation == node->generation) fsync_done(event.node, event.group);
+        if (node->up && event.generation == node->generation) fsync_done(event.node);
         break;
       case EventKind::restart:
         if (!node->up && event.generation == node->generation && faults_on_) {
@@ -792,6 +872,7 @@ SimReport Simulation::run() {
         }
         break;
       case EventKind::client:
+        if (idle_since_us) break;
         client_step();
         schedule(Event{.time_us = now_us_ + client_interval_us, .kind = EventKind::client});
         break;
@@ -802,6 +883,9 @@ SimReport Simulation::run() {
                          .kind = EventKind::fault});
         }
         break;
+    }
+    for (uint32_t from = 0; from < count; ++from) {
+      if (!outboxes_[from].empty()) flush(from);
     }
     if (report_.events % log_check_interval_events == 0) {
       for (uint32_t group = 0; group < options_.groups; ++group) check_logs(group);
@@ -837,8 +921,17 @@ SimReport Simulation::run() {
           }
         }
       }
-      if (settled_count == options_.groups) {
+      if (settled_count == options_.groups && !idle_since_us) {
         report_.liveness_us = now_us_ - fault_end_us;
+        if (options_.idle_after_us == 0) break;
+        // Stay on with no client, to count what idle groups cost.
+        idle_since_us = now_us_;
+        idle_batches = report_.batches;
+        idle_heartbeats = report_.heartbeats;
+      }
+      if (idle_since_us && now_us_ >= *idle_since_us + options_.idle_after_us) {
+        report_.idle_batches = report_.batches - idle_batches;
+        report_.idle_heartbeats = report_.heartbeats - idle_heartbeats;
         break;
       }
     }

@@ -25,7 +25,11 @@ struct SimOptions {
   uint32_t groups = 3;
   uint64_t fault_phase_us = 10'000'000;
   uint64_t liveness_bound_us = 15'000'000;
-  bool trace = false;  // every event to stderr
+  // After the run has recovered, stay on this long with no client and count what idle groups
+  // send (SimReport::idle_*).
+  uint64_t idle_after_us = 0;
+  bool trace = false;           // every event to stderr
+  bool trace_messages = false;  // and every message delivered
   // A deliberately broken runtime, to show the checkers catch it: sends the messages that
   // promise durability before the fsync instead of after.
   bool break_ready_contract = false;
@@ -35,7 +39,10 @@ struct SimReport {
   bool ok = true;
   std::string failure;  // the first checker failure, with the simulated time
   uint64_t events = 0;
-  uint64_t messages = 0;
+  uint64_t messages = 0;    // Raft messages sent
+  uint64_t batches = 0;     // node-to-node batches they travelled in
+  uint64_t heartbeats = 0;  // heartbeats among the messages, coalesced into the batches
+  uint64_t fsyncs = 0;      // one per node per group-commit batch
   uint64_t proposals = 0;
   uint64_t acknowledged = 0;
   uint64_t leaders_elected = 0;
@@ -44,7 +51,10 @@ struct SimReport {
   uint64_t snapshots_installed = 0;
   uint64_t membership_changes = 0;
   uint64_t transfers = 0;
-  uint64_t liveness_us = 0;  // from the end of the faults to the last group's final commit
+  uint64_t liveness_us = 0;
+  uint64_t idle_batches = 0;     // batches sent during the idle time (idle_after_us)
+  uint64_t idle_heartbeats = 0;  // heartbeats carried in them  // from the end of the faults to the
+                                 // last group's final commit
 };
 
 SimReport run_simulation(const SimOptions& options);
