@@ -46,6 +46,33 @@ void Broker::dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>&
   }
   if (!flow_waiters_.empty()) check_flow(*queue);
   if (queue->machine.has_dead_letters()) dead_letter(queue);
+  schedule(queue);
+}
+
+void Broker::schedule(const QueuePtr& queue) {
+  std::optional<uint64_t> at_ms = queue->machine.next_expiry_ms();
+  if (!at_ms || *at_ms >= queue->wake_at_ms) return;
+  bool earliest = wakeups_.empty() || *at_ms < wakeups_.begin()->first;
+  queue->wake_at_ms = *at_ms;
+  wakeups_.emplace(*at_ms, queue);
+  if (earliest && timer_listener_) timer_listener_();
+}
+
+uint64_t Broker::next_timer_ms() const {
+  return wakeups_.empty() ? UINT64_MAX : wakeups_.begin()->first;
+}
+
+void Broker::on_timer() {
+  while (!wakeups_.empty() && wakeups_.begin()->first <= wall_clock_ms_) {
+    auto [at_ms, weak] = *wakeups_.begin();
+    wakeups_.erase(wakeups_.begin());
+    QueuePtr queue = weak.lock();
+    if (!queue || queue->wake_at_ms != at_ms) continue;  // deleted, or rescheduled
+    queue->wake_at_ms = UINT64_MAX;
+    std::vector<queue::Delivery> deliveries;
+    queue->machine.expire(wall_clock_ms_, deliveries);
+    dispatch(queue, deliveries);  // delivers, dead-letters and schedules the next wake-up
+  }
 }
 
 void Broker::dead_letter(const QueuePtr& queue) {

@@ -4,7 +4,9 @@
 // Thread: owned by one event loop; every connection on that loop shares it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -88,8 +90,20 @@ class Broker {
   void register_sink(HolderId consumer, ConsumerSink* sink) { sinks_[consumer.value] = sink; }
   void unregister_sink(HolderId consumer) { sinks_.erase(consumer.value); }
 
-  // The wall-clock time, for the timestamps messages carry (x-death); the runtime sets it.
-  void set_wall_clock_ms(uint64_t unix_ms) { wall_clock_ms_ = unix_ms; }
+  // The wall-clock time, for the timestamps messages carry (x-death) and the time every queue
+  // command carries (TTLs, delays, queue expiry). The runtime sets it before each event; it never
+  // goes back, even if the system clock does.
+  void set_wall_clock_ms(uint64_t unix_ms) { wall_clock_ms_ = std::max(wall_clock_ms_, unix_ms); }
+  uint64_t now_ms() const { return wall_clock_ms_; }
+
+  // Queue timers. After a command, a queue may need attention at a later time (a message
+  // expires); schedule() notes when. next_timer_ms() is the earliest such time (UINT64_MAX:
+  // none), and on_timer() serves every queue that is due at now_ms(). The listener is told
+  // whenever next_timer_ms() becomes earlier, so the runtime can re-arm its one timer.
+  void schedule(const QueuePtr& queue);
+  uint64_t next_timer_ms() const;
+  void on_timer();
+  void set_timer_listener(std::function<void()> listener) { timer_listener_ = std::move(listener); }
 
   // Hands each delivery to its consumer's channel, then sends the queue's dead letters on.
   void dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>& deliveries);
@@ -112,6 +126,9 @@ class Broker {
   void dead_letter(const QueuePtr& queue);
 
   uint64_t wall_clock_ms_ = 0;
+  // Queue wake-ups by time; stale ones (the queue's wake_at_ms moved) are skipped.
+  std::multimap<uint64_t, std::weak_ptr<Queue>> wakeups_;
+  std::function<void()> timer_listener_;
   uint64_t memory_high_watermark_bytes_ = 0;
   bool memory_alarm_ = false;
   std::vector<BlockedPublisher*> blocked_;

@@ -13,6 +13,21 @@ using amqp::ReplyCode;
 
 namespace {
 
+// What is wrong with a message's `expiration` (a decimal count of milliseconds), or null.
+const char* expiration_problem(const amqp::BasicProperties& properties) {
+  if (!properties.expiration) return nullptr;
+  std::string_view text = *properties.expiration;
+  size_t digits_from = (!text.empty() && (text[0] == '-' || text[0] == '+')) ? 1 : 0;
+  size_t end = digits_from;
+  while (end < text.size() && text[end] >= '0' && text[end] <= '9') ++end;
+  if (end == digits_from) return "no_integer";
+  if (end != text.size()) return "leftover_string";
+  bool zero = text.find_first_not_of('0', digits_from) == std::string_view::npos;
+  if (text[0] == '-' && !zero) return "value_negative";
+  if (end - digits_from > 18) return "leftover_string";  // beyond any TTL worth keeping
+  return nullptr;
+}
+
 ProtocolError error(ReplyCode code, std::string text) {
   return ProtocolError{code, std::move(text)};
 }
@@ -56,7 +71,7 @@ VirtualHost& Channel::vhost() {
   return connection_.virtual_host();
 }
 
-Result<void, ProtocolError> Channel::handle_method(const Method& method, uint64_t now_ms) {
+Result<void, ProtocolError> Channel::handle_method(const Method& method) {
   return std::visit(
       [&](const auto& m) -> Result<void, ProtocolError> {
         using M = std::decay_t<decltype(m)>;
@@ -81,33 +96,31 @@ Result<void, ProtocolError> Channel::handle_method(const Method& method, uint64_
         else if constexpr (std::is_same_v<M, amqp::BasicQos>)
           return basic_qos(m);
         else if constexpr (std::is_same_v<M, amqp::BasicConsume>)
-          return basic_consume(m, now_ms);
+          return basic_consume(m);
         else if constexpr (std::is_same_v<M, amqp::BasicCancel>)
           return basic_cancel(m);
         else if constexpr (std::is_same_v<M, amqp::BasicPublish>)
           return basic_publish(m);
         else if constexpr (std::is_same_v<M, amqp::BasicGet>)
-          return basic_get(m, now_ms);
+          return basic_get(m);
         else if constexpr (std::is_same_v<M, amqp::BasicAck>) {
-          return settle(m.delivery_tag, m.multiple, Settle::ack, now_ms);
+          return settle(m.delivery_tag, m.multiple, Settle::ack);
         } else if constexpr (std::is_same_v<M, amqp::BasicReject>) {
-          return settle(m.delivery_tag, false, m.requeue ? Settle::requeue : Settle::discard,
-                        now_ms);
+          return settle(m.delivery_tag, false, m.requeue ? Settle::requeue : Settle::discard);
         } else if constexpr (std::is_same_v<M, amqp::BasicNack>) {
-          return settle(m.delivery_tag, m.multiple, m.requeue ? Settle::requeue : Settle::discard,
-                        now_ms);
+          return settle(m.delivery_tag, m.multiple, m.requeue ? Settle::requeue : Settle::discard);
         } else if constexpr (std::is_same_v<M, amqp::BasicRecover>) {
-          auto result = recover(m.requeue, now_ms);
+          auto result = recover(m.requeue);
           if (result.ok()) connection_.send(number_, amqp::BasicRecoverOk{});
           return result;
         } else if constexpr (std::is_same_v<M, amqp::BasicRecoverAsync>) {
-          return recover(m.requeue, now_ms);
+          return recover(m.requeue);
         } else if constexpr (std::is_same_v<M, amqp::ConfirmSelect>)
           return confirm_select(m);
         else if constexpr (std::is_same_v<M, amqp::TxSelect>)
           return tx_select();
         else if constexpr (std::is_same_v<M, amqp::TxCommit>)
-          return tx_commit(now_ms);
+          return tx_commit();
         else if constexpr (std::is_same_v<M, amqp::TxRollback>)
           return tx_rollback();
         else {
@@ -262,7 +275,7 @@ Result<void, ProtocolError> Channel::basic_qos(const amqp::BasicQos& m) {
     prefetch_count_ = m.prefetch_count;
   }
   connection_.send(number_, amqp::BasicQosOk{});
-  if (m.global) deliver_with_new_credit(0);
+  if (m.global) deliver_with_new_credit();
   return Ok{};
 }
 
@@ -271,18 +284,18 @@ void Channel::reset_global_credit() {
   global_credit_ = limit > global_in_use_ ? limit - global_in_use_ : 0;
 }
 
-void Channel::deliver_with_new_credit(uint64_t now_ms) {
+void Channel::deliver_with_new_credit() {
   for (auto& [tag, consumer] : consumers_) {
     if (global_credit_ == 0) return;
     if (QueuePtr queue = consumer.queue.lock()) {
       std::vector<queue::Delivery> deliveries;
-      queue->machine.deliver_ready(now_ms, deliveries);
+      queue->machine.deliver_ready(queue_now(), deliveries);
       connection_.broker().dispatch(queue, deliveries);
     }
   }
 }
 
-Result<void, ProtocolError> Channel::basic_consume(const amqp::BasicConsume& m, uint64_t now_ms) {
+Result<void, ProtocolError> Channel::basic_consume(const amqp::BasicConsume& m) {
   if (m.queue == reply_to_queue) return consume_replies(m);
   auto name = resolve_queue_name(m.queue);
   if (!name.ok()) return unexpected(name.error());
@@ -313,7 +326,7 @@ Result<void, ProtocolError> Channel::basic_consume(const amqp::BasicConsume& m, 
   // consume-ok goes out before the first delivery.
   if (!m.nowait) connection_.send(number_, amqp::BasicConsumeOk{tag});
   std::vector<queue::Delivery> deliveries;
-  auto attached = queue.value()->machine.attach(holder, options, now_ms, deliveries);
+  auto attached = queue.value()->machine.attach(holder, options, queue_now(), deliveries);
   if (attached != queue::AttachResult::attached) {
     connection_.broker().unregister_sink(holder);
     consumers_.erase(tag);
@@ -360,12 +373,12 @@ Result<void, ProtocolError> Channel::basic_cancel(const amqp::BasicCancel& m) {
     return Ok{};
   }
   // An unknown tag is not an error: the broker may have cancelled it already (reference §7).
-  cancel_consumer(m.consumer_tag, 0);
+  cancel_consumer(m.consumer_tag);
   if (!m.nowait) connection_.send(number_, amqp::BasicCancelOk{m.consumer_tag});
   return Ok{};
 }
 
-void Channel::cancel_consumer(const std::string& tag, uint64_t /*now_ms*/) {
+void Channel::cancel_consumer(const std::string& tag) {
   auto it = consumers_.find(tag);
   if (it == consumers_.end()) return;
   Consumer consumer = std::move(it->second);
@@ -413,12 +426,12 @@ void Channel::consumer_cancelled_by_broker(HolderId holder) {
   }
 }
 
-Result<void, ProtocolError> Channel::basic_get(const amqp::BasicGet& m, uint64_t now_ms) {
+Result<void, ProtocolError> Channel::basic_get(const amqp::BasicGet& m) {
   auto name = resolve_queue_name(m.queue);
   if (!name.ok()) return unexpected(name.error());
   auto queue = vhost().use_queue(name.value(), connection_.id());
   if (!queue.ok()) return unexpected(queue.error());
-  auto delivery = queue.value()->machine.get(get_holder_, m.no_ack, now_ms);
+  auto delivery = queue.value()->machine.get(get_holder_, m.no_ack, queue_now());
   if (!delivery) {
     connection_.send(number_, amqp::BasicGetEmpty{});
     return Ok{};
@@ -434,8 +447,7 @@ Result<void, ProtocolError> Channel::basic_get(const amqp::BasicGet& m, uint64_t
   return Ok{};
 }
 
-Result<void, ProtocolError> Channel::settle(uint64_t delivery_tag, bool multiple, Settle how,
-                                            uint64_t now_ms) {
+Result<void, ProtocolError> Channel::settle(uint64_t delivery_tag, bool multiple, Settle how) {
   std::vector<uint64_t> tags;
   if (multiple) {
     auto end = delivery_tag == 0 ? unacked_.end() : unacked_.upper_bound(delivery_tag);
@@ -453,15 +465,13 @@ Result<void, ProtocolError> Channel::settle(uint64_t delivery_tag, bool multiple
   }
   if (tx_mode_) {
     // Settled at commit; the tags stay owed until then.
-    tx_pending_.push_back(
-        [this, tags, how](uint64_t at_ms) { return settle_now(tags, how, at_ms); });
+    tx_pending_.push_back([this, tags, how]() { return settle_now(tags, how); });
     return Ok{};
   }
-  return settle_now(std::move(tags), how, now_ms);
+  return settle_now(std::move(tags), how);
 }
 
-Result<void, ProtocolError> Channel::settle_now(std::vector<uint64_t> tags, Settle how,
-                                                uint64_t now_ms) {
+Result<void, ProtocolError> Channel::settle_now(std::vector<uint64_t> tags, Settle how) {
   // Group by (queue, holder) so each queue gets one command.
   std::map<std::pair<Queue*, uint64_t>, std::pair<QueuePtr, std::vector<queue::MessageId>>> groups;
   for (uint64_t tag : tags) {
@@ -485,28 +495,28 @@ Result<void, ProtocolError> Channel::settle_now(std::vector<uint64_t> tags, Sett
     HolderId holder{key.second};
     switch (how) {
       case Settle::ack:
-        queue->machine.settle(holder, ids, now_ms, deliveries);
+        queue->machine.settle(holder, ids, queue_now(), deliveries);
         break;
       case Settle::requeue:
-        queue->machine.requeue(holder, ids, now_ms, deliveries);
+        queue->machine.requeue(holder, ids, queue_now(), deliveries);
         break;
       case Settle::discard:
-        queue->machine.discard(holder, ids, now_ms, deliveries);
+        queue->machine.discard(holder, ids, queue_now(), deliveries);
         break;
     }
     connection_.broker().dispatch(queue, deliveries);
   }
-  if (global_prefetch_ != 0) deliver_with_new_credit(now_ms);
+  if (global_prefetch_ != 0) deliver_with_new_credit();
   return Ok{};
 }
 
-Result<void, ProtocolError> Channel::recover(bool requeue, uint64_t now_ms) {
+Result<void, ProtocolError> Channel::recover(bool requeue) {
   if (!requeue) {
     return unexpected(error(ReplyCode::not_implemented, "requeue=false"));
   }
   std::vector<uint64_t> tags;
   for (const auto& [tag, unacked] : unacked_) tags.push_back(tag);
-  return settle_now(std::move(tags), Settle::requeue, now_ms);
+  return settle_now(std::move(tags), Settle::requeue);
 }
 
 // Publishing -------------------------------------------------------------------------------------
@@ -519,8 +529,7 @@ Result<void, ProtocolError> Channel::basic_publish(const amqp::BasicPublish& m) 
   return Ok{};
 }
 
-Result<void, ProtocolError> Channel::handle_content_header(std::span<const uint8_t> payload,
-                                                           uint64_t now_ms) {
+Result<void, ProtocolError> Channel::handle_content_header(std::span<const uint8_t> payload) {
   auto header = amqp::decode_content_header(payload);
   if (!header.ok()) return unexpected(header.error());
   if (header->body_size > amqp::body_size_bytes_max) {
@@ -537,12 +546,11 @@ Result<void, ProtocolError> Channel::handle_content_header(std::span<const uint8
   }
   header_ = std::move(header.value());
   body_.reserve(header_->body_size);
-  if (header_->body_size == 0) return handle_content_body({}, now_ms);
+  if (header_->body_size == 0) return handle_content_body({});
   return Ok{};
 }
 
-Result<void, ProtocolError> Channel::handle_content_body(std::span<const uint8_t> payload,
-                                                         uint64_t now_ms) {
+Result<void, ProtocolError> Channel::handle_content_body(std::span<const uint8_t> payload) {
   HAMQ_VERIFY(publish_ && header_, "body without a publish and header; the connection checks");
   if (body_.size() + payload.size() > header_->body_size) {
     return unexpected(error(ReplyCode::frame_error, "body larger than its header announced"));
@@ -560,16 +568,16 @@ Result<void, ProtocolError> Channel::handle_content_body(std::span<const uint8_t
   header_.reset();
   body_ = std::string();
   if (tx_mode_) {
-    tx_pending_.push_back([this, method, message = queue::MessagePtr(message)](uint64_t at_ms) {
-      return publish(method, message, at_ms);
+    tx_pending_.push_back([this, method, message = queue::MessagePtr(message)]() {
+      return publish(method, message);
     });
     return Ok{};
   }
-  return publish(method, std::move(message), now_ms);
+  return publish(method, std::move(message));
 }
 
 Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
-                                             queue::MessagePtr message, uint64_t now_ms) {
+                                             queue::MessagePtr message) {
   uint64_t seq = confirm_mode_ ? next_publish_seq_++ : 0;
   const Exchange* exchange = vhost().find_exchange(method.exchange);
   if (exchange == nullptr) {
@@ -585,6 +593,12 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
     return unexpected(error(ReplyCode::precondition_failed,
                             "user_id property set to '" + *message->properties.user_id +
                                 "' but authenticated user was '" + connection_.user() + "'"));
+  }
+  if (const char* problem = expiration_problem(message->properties)) {
+    // As RabbitMQ words it (reference §12), from Erlang's string:to_integer.
+    return unexpected(error(
+        ReplyCode::precondition_failed,
+        "invalid expiration '" + *message->properties.expiration + "': {error," + problem + "}"));
   }
   auto extra_keys = sender_selected_keys(message->properties);
   if (!extra_keys.ok()) return unexpected(extra_keys.error());
@@ -625,7 +639,8 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
   size_t rejected = 0;
   for (const QueuePtr& queue : queues) {
     std::vector<queue::Delivery> deliveries;
-    if (queue->machine.enqueue(message, now_ms, deliveries) == queue::EnqueueResult::rejected) {
+    if (queue->machine.enqueue(message, queue_now(), deliveries) ==
+        queue::EnqueueResult::rejected) {
       ++rejected;
     }
     connection_.broker().dispatch(queue, deliveries);
@@ -647,6 +662,10 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
   return Ok{};
 }
 
+uint64_t Channel::queue_now() {
+  return connection_.broker().now_ms();
+}
+
 void Channel::confirm(uint64_t seq, bool ack) {
   pending_confirms_.emplace_back(seq, ack);
 }
@@ -657,11 +676,11 @@ void Channel::suspend_consumers() {
   }
 }
 
-void Channel::resume_consumers(uint64_t now_ms) {
+void Channel::resume_consumers() {
   for (auto& [tag, consumer] : consumers_) {
     if (QueuePtr queue = consumer.queue.lock()) {
       std::vector<queue::Delivery> deliveries;
-      queue->machine.resume(consumer.holder, now_ms, deliveries);
+      queue->machine.resume(consumer.holder, queue_now(), deliveries);
       connection_.broker().dispatch(queue, deliveries);
     }
   }
@@ -713,14 +732,14 @@ Result<void, ProtocolError> Channel::tx_select() {
   return Ok{};
 }
 
-Result<void, ProtocolError> Channel::tx_commit(uint64_t now_ms) {
+Result<void, ProtocolError> Channel::tx_commit() {
   if (!tx_mode_) {
     return unexpected(error(ReplyCode::precondition_failed, "channel is not transactional"));
   }
   auto pending = std::move(tx_pending_);
   tx_pending_.clear();
   for (auto& action : pending) {
-    auto result = action(now_ms);
+    auto result = action();
     if (!result.ok()) return result;
   }
   connection_.send(number_, amqp::TxCommitOk{});
@@ -738,7 +757,7 @@ Result<void, ProtocolError> Channel::tx_rollback() {
 
 // Closing ----------------------------------------------------------------------------------------
 
-void Channel::release(uint64_t now_ms) {
+void Channel::release() {
   if (released_) return;
   released_ = true;
   tx_pending_.clear();
@@ -762,7 +781,7 @@ void Channel::release(uint64_t now_ms) {
   std::set<QueuePtr> touched;
   for (auto& [key, queue] : holders) {
     std::vector<queue::Delivery> deliveries;
-    queue->machine.detach(HolderId{key.second}, now_ms, deliveries);
+    queue->machine.detach(HolderId{key.second}, queue_now(), deliveries);
     connection_.broker().dispatch(queue, deliveries);
     touched.insert(queue);
   }

@@ -41,11 +41,9 @@ class Channel : public ConsumerSink {
   // True between basic.publish and the last body frame of its content.
   bool expects_content() const { return publish_.has_value(); }
 
-  Result<void, ProtocolError> handle_method(const amqp::Method& method, uint64_t now_ms);
-  Result<void, ProtocolError> handle_content_header(std::span<const uint8_t> payload,
-                                                    uint64_t now_ms);
-  Result<void, ProtocolError> handle_content_body(std::span<const uint8_t> payload,
-                                                  uint64_t now_ms);
+  Result<void, ProtocolError> handle_method(const amqp::Method& method);
+  Result<void, ProtocolError> handle_content_header(std::span<const uint8_t> payload);
+  Result<void, ProtocolError> handle_content_body(std::span<const uint8_t> payload);
 
   // Sends the publisher confirms earned since the last call, as few frames as possible.
   void flush_confirms();
@@ -53,10 +51,10 @@ class Channel : public ConsumerSink {
   // The connection's output is backed up: no deliveries to this channel's consumers until
   // resume_consumers.
   void suspend_consumers();
-  void resume_consumers(uint64_t now_ms);
+  void resume_consumers();
   // The channel is going away: consumers are removed and unacknowledged messages go back to
   // their queues. Idempotent.
-  void release(uint64_t now_ms);
+  void release();
 
   // ConsumerSink
   void deliver(const QueuePtr& queue, const queue::Delivery& delivery) override;
@@ -64,6 +62,8 @@ class Channel : public ConsumerSink {
   void deliver_reply(const queue::Message& message) override;
 
  private:
+  // The time queue commands carry: the broker's wall clock, which TTLs and delays count in.
+  uint64_t queue_now();
   struct Consumer {
     std::string tag;
     std::weak_ptr<Queue> queue;
@@ -88,30 +88,28 @@ class Channel : public ConsumerSink {
   Result<void, ProtocolError> queue_purge(const amqp::QueuePurge& m);
   Result<void, ProtocolError> queue_delete(const amqp::QueueDelete& m);
   Result<void, ProtocolError> basic_qos(const amqp::BasicQos& m);
-  Result<void, ProtocolError> basic_consume(const amqp::BasicConsume& m, uint64_t now_ms);
+  Result<void, ProtocolError> basic_consume(const amqp::BasicConsume& m);
   Result<void, ProtocolError> consume_replies(const amqp::BasicConsume& m);
   Result<void, ProtocolError> basic_cancel(const amqp::BasicCancel& m);
   Result<void, ProtocolError> basic_publish(const amqp::BasicPublish& m);
-  Result<void, ProtocolError> basic_get(const amqp::BasicGet& m, uint64_t now_ms);
-  Result<void, ProtocolError> settle(uint64_t delivery_tag, bool multiple, Settle how,
-                                     uint64_t now_ms);
-  Result<void, ProtocolError> recover(bool requeue, uint64_t now_ms);
+  Result<void, ProtocolError> basic_get(const amqp::BasicGet& m);
+  Result<void, ProtocolError> settle(uint64_t delivery_tag, bool multiple, Settle how);
+  Result<void, ProtocolError> recover(bool requeue);
   Result<void, ProtocolError> confirm_select(const amqp::ConfirmSelect& m);
   Result<void, ProtocolError> tx_select();
-  Result<void, ProtocolError> tx_commit(uint64_t now_ms);
+  Result<void, ProtocolError> tx_commit();
   Result<void, ProtocolError> tx_rollback();
 
   // Routes and enqueues a complete message.
-  Result<void, ProtocolError> publish(const amqp::BasicPublish& method, queue::MessagePtr message,
-                                      uint64_t now_ms);
+  Result<void, ProtocolError> publish(const amqp::BasicPublish& method, queue::MessagePtr message);
   void confirm(uint64_t seq, bool ack);
-  Result<void, ProtocolError> settle_now(std::vector<uint64_t> tags, Settle how, uint64_t now_ms);
+  Result<void, ProtocolError> settle_now(std::vector<uint64_t> tags, Settle how);
   // The queue a method names: "" means the last one declared on this channel.
   Result<std::string, ProtocolError> resolve_queue_name(const std::string& name) const;
-  void cancel_consumer(const std::string& tag, uint64_t now_ms);
+  void cancel_consumer(const std::string& tag);
   void delete_if_unused(const QueuePtr& queue);
   void reset_global_credit();
-  void deliver_with_new_credit(uint64_t now_ms);
+  void deliver_with_new_credit();
   VirtualHost& vhost();
 
   Connection& connection_;
@@ -126,7 +124,7 @@ class Channel : public ConsumerSink {
   uint64_t next_publish_seq_ = 1;
   std::vector<std::pair<uint64_t, bool>> pending_confirms_;  // (seq, ack?) not yet sent
   bool tx_mode_ = false;
-  std::vector<std::function<Result<void, ProtocolError>(uint64_t)>> tx_pending_;
+  std::vector<std::function<Result<void, ProtocolError>()>> tx_pending_;
 
   // Consuming.
   uint16_t prefetch_count_ = 0;  // per consumer, for consumers created after basic.qos

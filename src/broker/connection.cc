@@ -77,20 +77,20 @@ Connection::Connection(const ConnectionConfig& config, Broker& broker, bool peer
       last_output_ms_(now_ms) {}
 
 Connection::~Connection() {
-  release(now_ms_);
+  release();
 }
 
 size_t Connection::open_channel_count() const {
   return channels_.size();
 }
 
-void Connection::release(uint64_t now_ms) {
+void Connection::release() {
   if (released_) return;
   released_ = true;
   if (counted_) broker_.connection_closed();
   broker_.forget_publisher(this);
   flow_waits_.clear();
-  for (auto& [number, channel] : channels_) channel->release(now_ms);
+  for (auto& [number, channel] : channels_) channel->release();
   channels_.clear();
   if (vhost_ != nullptr) {
     for (const auto& name : vhost_->queues_owned_by(id_)) broker_.delete_queue(*vhost_, name);
@@ -136,7 +136,7 @@ void Connection::process_input(uint64_t now_ms) {
     if (client_blocked_notify_) send(0, amqp::ConnectionBlocked{"low on memory"});
   }
   published_in_batch_ = false;
-  if (state_ == State::finished) release(now_ms);
+  if (state_ == State::finished) release();
 }
 
 void Connection::throttle(const QueuePtr& queue) {
@@ -439,9 +439,8 @@ void Connection::handle_channel_frame(const Frame& frame, uint64_t now_ms) {
                        now_ms);
       return;
     }
-    auto result = frame.type == FrameType::header
-                      ? channel->handle_content_header(frame.payload, now_ms)
-                      : channel->handle_content_body(frame.payload, now_ms);
+    auto result = frame.type == FrameType::header ? channel->handle_content_header(frame.payload)
+                                                  : channel->handle_content_body(frame.payload);
     if (!result.ok()) {
       fail(frame.channel, result.error(), nullptr, now_ms);
     }
@@ -486,7 +485,7 @@ void Connection::handle_channel_method(uint16_t number, const Method& method, ui
     return;
   }
   if (std::holds_alternative<amqp::ChannelClose>(method)) {
-    drop_channel(number, now_ms);
+    drop_channel(number);
     send(number, amqp::ChannelCloseOk{});
     return;
   }
@@ -512,7 +511,7 @@ void Connection::handle_channel_method(uint16_t number, const Method& method, ui
         now_ms);
     return;
   }
-  auto result = it->second->handle_method(method, now_ms);
+  auto result = it->second->handle_method(method);
   if (!result.ok()) fail(number, result.error(), &method, now_ms);
 }
 
@@ -524,16 +523,16 @@ void Connection::fail(uint16_t channel, ProtocolError e, const Method* method, u
   if (e.closes_connection()) {
     close_connection(e, now_ms);
   } else {
-    close_channel(channel, e, now_ms);
+    close_channel(channel, e);
   }
 }
 
-void Connection::drop_channel(uint16_t number, uint64_t now_ms) {
+void Connection::drop_channel(uint16_t number) {
   auto it = channels_.find(number);
   if (it == channels_.end()) return;
   std::unique_ptr<Channel> channel = std::move(it->second);
   channels_.erase(it);
-  channel->release(now_ms);
+  channel->release();
 }
 
 void Connection::send(uint16_t channel, const Method& method) {
@@ -554,7 +553,7 @@ void Connection::set_bytes_in_flight(size_t bytes) {
   bytes_in_flight_ = bytes;
   if (consumers_suspended_ && output_backlog() < output_backlog_low_bytes) {
     consumers_suspended_ = false;
-    for (auto& [number, channel] : channels_) channel->resume_consumers(now_ms_);
+    for (auto& [number, channel] : channels_) channel->resume_consumers();
   }
 }
 
@@ -576,9 +575,9 @@ void Connection::close_connection(const ProtocolError& e, uint64_t now_ms) {
   close_deadline_ms_ = now_ms + config_.close_timeout_ms;
 }
 
-void Connection::close_channel(uint16_t channel, const ProtocolError& e, uint64_t now_ms) {
+void Connection::close_channel(uint16_t channel, const ProtocolError& e) {
   HAMQ_VERIFY(channels_.contains(channel), "close_channel of a channel that is not open");
-  drop_channel(channel, now_ms);
+  drop_channel(channel);
   send(channel,
        amqp::ChannelClose{static_cast<uint16_t>(e.code), e.reply_text(), e.class_id, e.method_id});
   closing_channels_.insert(channel);
@@ -598,7 +597,7 @@ void Connection::shut_down(uint64_t now_ms) {
 void Connection::end(std::string reason) {
   if (end_reason_.empty()) end_reason_ = std::move(reason);
   state_ = State::finished;
-  release(now_ms_);
+  release();
 }
 
 uint64_t Connection::next_timer_ms() const {

@@ -93,7 +93,7 @@ class Connection : public BlockedPublisher {
   void shut_down(uint64_t now_ms);
   // The socket is gone: channels give back what they held, exclusive queues are deleted.
   // Also done when the connection finishes; idempotent.
-  void release(uint64_t now_ms);
+  void release();
 
   // Bytes to send, in order. The runtime takes them as it writes.
   std::vector<uint8_t>& output() { return output_; }
@@ -159,8 +159,8 @@ class Connection : public BlockedPublisher {
   // A hard error: connection.close, then wait for close-ok.
   void close_connection(const amqp::ProtocolError& error, uint64_t now_ms);
   // A soft error: channel.close, then discard the channel's frames until close-ok.
-  void close_channel(uint16_t channel, const amqp::ProtocolError& error, uint64_t now_ms);
-  void drop_channel(uint16_t channel, uint64_t now_ms);
+  void close_channel(uint16_t channel, const amqp::ProtocolError& error);
+  void drop_channel(uint16_t channel);
   // Ends without a close method (handshake errors, missed heartbeats).
   void end(std::string reason);
 

@@ -78,6 +78,9 @@ queue::QueueOptions queue_options(const amqp::FieldTable& arguments) {
     }
   }
   options.dead_letters = arguments.find("x-dead-letter-exchange") != nullptr;
+  if (const auto* ttl = arguments.find("x-message-ttl")) {
+    options.message_ttl_ms = static_cast<uint64_t>(ttl->as_integer().value_or(0));
+  }
   return options;
 }
 

@@ -62,7 +62,8 @@ struct Queue {
   ConnectionId exclusive_owner = 0;
   amqp::FieldTable arguments;
   queue::QueueMachine machine;
-  bool had_consumer = false;  // auto-delete applies only after a first consumer
+  bool had_consumer = false;         // auto-delete applies only after a first consumer
+  uint64_t wake_at_ms = UINT64_MAX;  // when the broker's timer will next serve it
 };
 
 using QueuePtr = std::shared_ptr<Queue>;

@@ -9,16 +9,103 @@ namespace hamq::queue {
 QueueMachine::QueueMachine(QueueOptions options)
     : options_(options), levels_(size_t{options.max_priority} + 1) {}
 
-QueueMachine::Level& QueueMachine::level_of(const Entry& entry) {
+std::optional<uint64_t> message_expiration_ms(const Message& message) {
+  const auto& text = message.properties.expiration;
+  // At most 18 digits: no overflow, and far beyond any TTL the channel accepts.
+  if (!text || text->empty()) return std::nullopt;
+  std::string_view digits = *text;
+  if (digits[0] == '+' || digits[0] == '-') digits.remove_prefix(1);  // "-0" is 0, as in Erlang
+  if (digits.empty() || digits.size() > 18) return std::nullopt;
+  if ((*text)[0] == '-' && digits.find_first_not_of('0') != std::string_view::npos) {
+    return std::nullopt;
+  }
+  uint64_t value = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return value;
+}
+
+uint8_t QueueMachine::level_index(const Entry& entry) const {
   uint8_t priority = entry.message->properties.priority.value_or(0);
-  return levels_[std::min(priority, options_.max_priority)];
+  return std::min(priority, options_.max_priority);
+}
+
+QueueMachine::Level& QueueMachine::level_of(const Entry& entry) {
+  return levels_[level_index(entry)];
 }
 
 void QueueMachine::put_back(MessageId id, Entry entry) {
   ready_body_bytes_ += entry.message->body.size();
+  if (entry.expires_at_ms != never) watch_expiry(id, entry);
   Level& level = level_of(entry);
   level.returned.emplace(id, std::move(entry));
   ++ready_count_;
+}
+
+void QueueMachine::advance_time(uint64_t now_ms) {
+  now_ms_ = std::max(now_ms_, now_ms);
+  expire_due();
+}
+
+void QueueMachine::watch_expiry(MessageId id, const Entry& entry) {
+  expiries_.push_back(Expiry{entry.expires_at_ms, id, level_index(entry)});
+  std::push_heap(expiries_.begin(), expiries_.end(), std::greater<>{});
+}
+
+void QueueMachine::expire_due() {
+  while (!expiries_.empty() && expiries_.front().at_ms <= now_ms_) {
+    std::pop_heap(expiries_.begin(), expiries_.end(), std::greater<>{});
+    Expiry expiry = expiries_.back();
+    expiries_.pop_back();
+    expire_one(expiry);
+  }
+}
+
+void QueueMachine::expire_one(const Expiry& expiry) {
+  Level& level = levels_[expiry.level];
+  auto returned = level.returned.find(expiry.id);
+  if (returned != level.returned.end()) {
+    if (returned->second.expires_at_ms != expiry.at_ms) return;
+    Entry entry = std::move(returned->second);
+    level.returned.erase(returned);
+    --ready_count_;
+    ready_body_bytes_ -= entry.message->body.size();
+    remove(std::move(entry), DeadLetterReason::expired);
+    return;
+  }
+  auto fresh = std::lower_bound(
+      level.fresh.begin(), level.fresh.end(), expiry.id,
+      [](const std::pair<MessageId, Entry>& item, MessageId id) { return item.first < id; });
+  if (fresh == level.fresh.end() || fresh->first != expiry.id || !fresh->second.message ||
+      fresh->second.expires_at_ms != expiry.at_ms) {
+    return;  // delivered, settled or expired already
+  }
+  Entry entry = std::move(fresh->second);
+  fresh->second.message = nullptr;  // the tombstone
+  ++level.tombstones;
+  --ready_count_;
+  ready_body_bytes_ -= entry.message->body.size();
+  remove(std::move(entry), DeadLetterReason::expired);
+  while (!level.fresh.empty() && !level.fresh.front().second.message) {
+    level.fresh.pop_front();
+    --level.tombstones;
+  }
+  if (level.tombstones > 64 && level.tombstones * 2 > level.fresh.size()) {
+    std::erase_if(level.fresh, [](const auto& item) { return !item.second.message; });
+    level.tombstones = 0;
+  }
+}
+
+void QueueMachine::expire(uint64_t now_ms, std::vector<Delivery>& deliveries) {
+  advance_time(now_ms);
+  deliver(deliveries);
+}
+
+std::optional<uint64_t> QueueMachine::next_expiry_ms() const {
+  if (expiries_.empty()) return std::nullopt;
+  return expiries_.front().at_ms;
 }
 
 QueueMachine::~QueueMachine() {
@@ -53,8 +140,9 @@ void QueueMachine::remove(Entry entry, std::optional<DeadLetterReason> reason) {
   }
 }
 
-EnqueueResult QueueMachine::enqueue(MessagePtr message, uint64_t /*now_ms*/,
+EnqueueResult QueueMachine::enqueue(MessagePtr message, uint64_t now_ms,
                                     std::vector<Delivery>& deliveries) {
+  advance_time(now_ms);
   uint64_t body_bytes = message->body.size();
   if (options_.overflow != Overflow::drop_head && over_limit(1, body_bytes)) {
     if (options_.overflow == Overflow::reject_publish_dlx && options_.dead_letters) {
@@ -64,15 +152,27 @@ EnqueueResult QueueMachine::enqueue(MessagePtr message, uint64_t /*now_ms*/,
   }
   MessageId id{next_id_++};
   hold(body_bytes + message_overhead_bytes);
+  // The lower of the queue's and the message's TTL, from now (reference §12).
+  std::optional<uint64_t> ttl_ms = options_.message_ttl_ms;
+  if (auto own = message_expiration_ms(*message)) ttl_ms = std::min(ttl_ms.value_or(*own), *own);
   Entry entry{std::move(message), 0};
+  if (ttl_ms) entry.expires_at_ms = *ttl_ms >= never - now_ms_ ? never - 1 : now_ms_ + *ttl_ms;
+  Expiry expiry{entry.expires_at_ms, id, level_index(entry)};
   level_of(entry).fresh.emplace_back(id, std::move(entry));
   ++ready_count_;
   ready_body_bytes_ += body_bytes;
   deliver(deliveries);
+  // Watched only now, so that even a TTL of 0 lets a waiting consumer take it first.
+  if (expiry.at_ms != never) {
+    expiries_.push_back(expiry);
+    std::push_heap(expiries_.begin(), expiries_.end(), std::greater<>{});
+  }
   // drop-head: the oldest ready messages make room (reference §11.4).
   while (ready_count_ > 0 && over_limit(0, 0)) {
     remove(take_next().second, DeadLetterReason::maxlen);
   }
+  // A TTL of 0: gone unless a consumer took it at once.
+  expire_due();
   return EnqueueResult::accepted;
 }
 
@@ -87,8 +187,9 @@ std::vector<HolderId> QueueMachine::consumer_ids() const {
   return ids;
 }
 
-AttachResult QueueMachine::attach(HolderId consumer, ConsumerOptions options, uint64_t /*now_ms*/,
+AttachResult QueueMachine::attach(HolderId consumer, ConsumerOptions options, uint64_t now_ms,
                                   std::vector<Delivery>& deliveries) {
+  advance_time(now_ms);
   if (find_consumer(consumer) != nullptr) return AttachResult::already_attached;
   if (has_exclusive_consumer() || (options.exclusive && !consumers_.empty())) {
     return AttachResult::exclusive_conflict;
@@ -98,7 +199,8 @@ AttachResult QueueMachine::attach(HolderId consumer, ConsumerOptions options, ui
   return AttachResult::attached;
 }
 
-void QueueMachine::deliver_ready(uint64_t /*now_ms*/, std::vector<Delivery>& deliveries) {
+void QueueMachine::deliver_ready(uint64_t now_ms, std::vector<Delivery>& deliveries) {
+  advance_time(now_ms);
   deliver(deliveries);
 }
 
@@ -106,8 +208,8 @@ void QueueMachine::suspend(HolderId consumer) {
   if (Consumer* c = find_consumer(consumer)) c->suspended = true;
 }
 
-void QueueMachine::resume(HolderId consumer, uint64_t /*now_ms*/,
-                          std::vector<Delivery>& deliveries) {
+void QueueMachine::resume(HolderId consumer, uint64_t now_ms, std::vector<Delivery>& deliveries) {
+  advance_time(now_ms);
   if (Consumer* c = find_consumer(consumer)) {
     c->suspended = false;
     deliver(deliveries);
@@ -123,8 +225,8 @@ void QueueMachine::cancel(HolderId consumer) {
   if (round_robin_next_ > index) --round_robin_next_;
 }
 
-size_t QueueMachine::detach(HolderId holder, uint64_t /*now_ms*/,
-                            std::vector<Delivery>& deliveries) {
+size_t QueueMachine::detach(HolderId holder, uint64_t now_ms, std::vector<Delivery>& deliveries) {
+  advance_time(now_ms);
   cancel(holder);
   size_t before = ready_count_;
   release(holder);
@@ -156,8 +258,9 @@ std::optional<QueueMachine::Entry> QueueMachine::take_checked_out(HolderId holde
   return entry;
 }
 
-void QueueMachine::settle(HolderId holder, const std::vector<MessageId>& ids, uint64_t /*now_ms*/,
+void QueueMachine::settle(HolderId holder, const std::vector<MessageId>& ids, uint64_t now_ms,
                           std::vector<Delivery>& deliveries) {
+  advance_time(now_ms);
   Consumer* consumer = find_consumer(holder);
   for (MessageId id : ids) {
     if (auto entry = take_checked_out(holder, id, consumer)) drop(size_of(*entry));
@@ -165,8 +268,9 @@ void QueueMachine::settle(HolderId holder, const std::vector<MessageId>& ids, ui
   deliver(deliveries);
 }
 
-void QueueMachine::requeue(HolderId holder, const std::vector<MessageId>& ids, uint64_t /*now_ms*/,
+void QueueMachine::requeue(HolderId holder, const std::vector<MessageId>& ids, uint64_t now_ms,
                            std::vector<Delivery>& deliveries) {
+  advance_time(now_ms);
   Consumer* consumer = find_consumer(holder);
   for (MessageId id : ids) {
     if (auto entry = take_checked_out(holder, id, consumer)) {
@@ -177,8 +281,9 @@ void QueueMachine::requeue(HolderId holder, const std::vector<MessageId>& ids, u
   deliver(deliveries);
 }
 
-void QueueMachine::discard(HolderId holder, const std::vector<MessageId>& ids, uint64_t /*now_ms*/,
+void QueueMachine::discard(HolderId holder, const std::vector<MessageId>& ids, uint64_t now_ms,
                            std::vector<Delivery>& deliveries) {
+  advance_time(now_ms);
   Consumer* consumer = find_consumer(holder);
   for (MessageId id : ids) {
     if (auto entry = take_checked_out(holder, id, consumer)) {
@@ -188,7 +293,8 @@ void QueueMachine::discard(HolderId holder, const std::vector<MessageId>& ids, u
   deliver(deliveries);
 }
 
-std::optional<Delivery> QueueMachine::get(HolderId holder, bool no_ack, uint64_t /*now_ms*/) {
+std::optional<Delivery> QueueMachine::get(HolderId holder, bool no_ack, uint64_t now_ms) {
+  advance_time(now_ms);
   if (ready_count() == 0) return std::nullopt;
   auto [id, entry] = take_next();
   Delivery delivery{holder, id, entry.message, entry.delivery_count > 0, entry.delivery_count};
@@ -203,11 +309,16 @@ std::optional<Delivery> QueueMachine::get(HolderId holder, bool no_ack, uint64_t
 size_t QueueMachine::purge() {
   size_t count = ready_count();
   for (Level& level : levels_) {
-    for (const auto& [id, entry] : level.fresh) drop(size_of(entry));
+    for (const auto& [id, entry] : level.fresh) {
+      if (entry.message) drop(size_of(entry));
+    }
     for (const auto& [id, entry] : level.returned) drop(size_of(entry));
     level.fresh.clear();
+    level.tombstones = 0;
     level.returned.clear();
   }
+  // Records of messages still checked out go too: a returned message is watched again.
+  expiries_.clear();
   ready_count_ = 0;
   ready_body_bytes_ = 0;
   return count;
@@ -254,21 +365,25 @@ std::pair<MessageId, QueueMachine::Entry> QueueMachine::take_next() {
   for (auto level = levels_.rbegin(); level != levels_.rend(); ++level) {
     if (level->empty()) continue;
     --ready_count_;
-    ready_body_bytes_ -= level->returned.empty()
-                             ? level->fresh.front().second.message->body.size()
-                             : level->returned.begin()->second.message->body.size();
     if (!level->returned.empty()) {
       auto node = level->returned.extract(level->returned.begin());
+      ready_body_bytes_ -= node.mapped().message->body.size();
       return {node.key(), std::move(node.mapped())};
+    }
+    while (!level->fresh.front().second.message) {
+      level->fresh.pop_front();
+      --level->tombstones;
     }
     auto next = std::move(level->fresh.front());
     level->fresh.pop_front();
+    ready_body_bytes_ -= next.second.message->body.size();
     return next;
   }
   HAMQ_VERIFY(false, "ready_count_ says there are ready messages but no level has one");
 }
 
 void QueueMachine::deliver(std::vector<Delivery>& deliveries) {
+  expire_due();  // a returned message may be past its time
   while (ready_count() > 0) {
     Consumer* consumer = next_consumer();
     if (consumer == nullptr) return;

@@ -84,7 +84,14 @@ struct QueueOptions {
   // The queue has a dead-letter exchange: messages it drops for a reason become dead letters
   // (take_dead_letters) instead of vanishing.
   bool dead_letters = false;
+  // x-message-ttl: a ready message older than this expires (with a per-message `expiration`,
+  // the lower of the two counts). Expiry is on time wherever the message is in the queue.
+  std::optional<uint64_t> message_ttl_ms = std::nullopt;
 };
+
+// A message's own TTL from its `expiration` property (a decimal count of milliseconds), or
+// nothing when it has none or it is not such a number (the channel refuses those).
+std::optional<uint64_t> message_expiration_ms(const Message& message);
 
 enum class EnqueueResult { accepted, rejected };
 
@@ -137,6 +144,13 @@ class QueueMachine {
   // Drops every ready message; returns how many.
   size_t purge();
 
+  // Expires the ready messages whose time has come (dead letters with reason `expired`). Every
+  // other command expires what is due first too, so an expired message is never delivered.
+  void expire(uint64_t now_ms, std::vector<Delivery>& deliveries);
+  // When expire() next has something to do (possibly earlier than needed), or nothing when no
+  // message has a TTL.
+  std::optional<uint64_t> next_expiry_ms() const;
+
   size_t ready_count() const { return ready_count_; }
   uint64_t ready_body_bytes() const { return ready_body_bytes_; }
   // Messages that left for the dead-letter exchange since the last call, oldest first.
@@ -153,9 +167,19 @@ class QueueMachine {
   std::vector<HolderId> consumer_ids() const;
 
  private:
+  static constexpr uint64_t never = UINT64_MAX;
   struct Entry {
-    MessagePtr message;
+    MessagePtr message;  // null: a tombstone (expired in place, see Level)
     uint32_t delivery_count = 0;
+    uint64_t expires_at_ms = never;
+  };
+  // A message that expires at `at_ms`, if it is still ready then (checked out, settled or
+  // expired before: the record is stale and skipped).
+  struct Expiry {
+    uint64_t at_ms = 0;
+    MessageId id;
+    uint8_t level = 0;
+    bool operator>(const Expiry& other) const { return at_ms > other.at_ms; }
   };
   struct Consumer {
     HolderId id;
@@ -188,14 +212,25 @@ class QueueMachine {
   uint64_t held_bytes_ = 0;
   uint64_t* memory_counter_ = nullptr;
   // Ready messages of one priority: fresh ones in id order, and returned ones, which are all
-  // older than the fresh ones and so are taken first.
+  // older than the fresh ones and so are taken first. A fresh message that expires in the middle
+  // leaves a tombstone (its body is freed at once); tombstones are skipped at the head and swept
+  // out when they are half the deque, so they never outnumber the live messages.
   struct Level {
     std::deque<std::pair<MessageId, Entry>> fresh;
+    size_t tombstones = 0;
     std::map<MessageId, Entry> returned;
-    bool empty() const { return fresh.empty() && returned.empty(); }
+    bool empty() const { return fresh.size() == tombstones && returned.empty(); }
   };
   Level& level_of(const Entry& entry);
+  uint8_t level_index(const Entry& entry) const;
   void put_back(MessageId id, Entry entry);
+  // Moves time forward (never back) and expires what is due.
+  void advance_time(uint64_t now_ms);
+  void expire_due();
+  void expire_one(const Expiry& expiry);
+  void watch_expiry(MessageId id, const Entry& entry);
+  std::vector<Expiry> expiries_;  // a min-heap on at_ms
+  uint64_t now_ms_ = 0;
 
   QueueOptions options_;
   std::vector<Level> levels_;  // index = priority; one level without priorities

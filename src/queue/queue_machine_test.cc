@@ -358,5 +358,165 @@ TEST(QueueMachine, SameCommandsGiveSameDeliveries) {
   EXPECT_EQ(run(), run());
 }
 
+MessagePtr expiring(std::string body, std::string expiration_ms) {
+  auto m = std::make_shared<Message>();
+  m->body = std::move(body);
+  m->properties.expiration = std::move(expiration_ms);
+  return m;
+}
+
+TEST(QueueMachineTtl, MessageExpiresOnTimeBehindOneThatDoesNot) {
+  // Unlike RabbitMQ, expiry does not wait for the message to reach the head (reference §12).
+  QueueMachine q({.dead_letters = true});
+  std::vector<Delivery> out;
+  q.enqueue(message("forever"), 1000, out);
+  q.enqueue(expiring("soon", "100"), 1000, out);
+  q.enqueue(expiring("later", "500"), 1000, out);
+  EXPECT_EQ(q.next_expiry_ms(), std::optional<uint64_t>(1100));
+  q.expire(1099, out);
+  EXPECT_EQ(q.ready_count(), 3u);
+  q.expire(1100, out);
+  EXPECT_EQ(q.ready_count(), 2u);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::expired), std::vector<std::string>{"soon"});
+  q.attach(alice, {}, 1200, out);
+  EXPECT_EQ(bodies(out), (std::vector<std::string>{"forever", "later"}));
+}
+
+TEST(QueueMachineTtl, QueueTtlAndMessageTtlTakeTheLower) {
+  QueueMachine q({.dead_letters = true, .message_ttl_ms = 300});
+  std::vector<Delivery> out;
+  q.enqueue(expiring("own 100", "100"), 0, out);
+  q.enqueue(expiring("own 900", "900"), 0, out);
+  q.enqueue(message("queue's"), 0, out);
+  q.expire(100, out);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::expired), std::vector<std::string>{"own 100"});
+  q.expire(300, out);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::expired),
+            (std::vector<std::string>{"own 900", "queue's"}));
+  EXPECT_EQ(q.ready_count(), 0u);
+  EXPECT_EQ(q.held_bytes(), 0u);
+}
+
+TEST(QueueMachineTtl, ZeroTtlIsDeliveredOnlyIfAConsumerTakesItAtOnce) {
+  QueueMachine q({.dead_letters = true});
+  std::vector<Delivery> out;
+  q.enqueue(expiring("nobody there", "0"), 10, out);
+  EXPECT_EQ(q.ready_count(), 0u);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::expired), std::vector<std::string>{"nobody there"});
+  q.attach(alice, {}, 10, out);
+  q.enqueue(expiring("taken", "0"), 10, out);
+  EXPECT_EQ(bodies(out), std::vector<std::string>{"taken"});
+}
+
+TEST(QueueMachineTtl, CheckedOutMessageDoesNotExpireUntilItIsReturned) {
+  QueueMachine q({.dead_letters = true, .message_ttl_ms = 100});
+  std::vector<Delivery> out;
+  q.attach(alice, {}, 0, out);
+  q.enqueue(message("held"), 0, out);
+  ASSERT_EQ(out.size(), 1u);
+  q.expire(500, out);
+  EXPECT_FALSE(q.has_dead_letters());
+  EXPECT_EQ(q.checked_out_count(), 1u);
+  // Back in the queue past its time: expired, not delivered again.
+  std::vector<Delivery> again;
+  q.requeue(alice, {out[0].id}, 600, again);
+  EXPECT_TRUE(again.empty());
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::expired), std::vector<std::string>{"held"});
+}
+
+TEST(QueueMachineTtl, ReturnedMessageStillExpiresOnItsOriginalTime) {
+  QueueMachine q({.dead_letters = true, .message_ttl_ms = 100});
+  std::vector<Delivery> out;
+  q.attach(alice, {.prefetch_count = 1}, 0, out);
+  q.enqueue(message("a"), 0, out);
+  q.enqueue(message("b"), 0, out);
+  q.cancel(alice);
+  std::vector<Delivery> none;
+  q.requeue(alice, {out[0].id}, 50, none);
+  EXPECT_EQ(q.ready_count(), 2u);
+  q.expire(100, none);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::expired), (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(QueueMachineTtl, ExpiredMessagesFreeTheirMemoryAtOnce) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.enqueue(message("pinned at the head, no TTL"), 0, out);
+  uint64_t one = q.held_bytes();
+  for (int i = 0; i < 100'000; ++i) q.enqueue(expiring(std::string(100, 'x'), "1000"), 0, out);
+  EXPECT_GT(q.held_bytes(), 100'000u * 100);
+  q.expire(1000, out);
+  EXPECT_EQ(q.ready_count(), 1u);
+  EXPECT_EQ(q.held_bytes(), one);
+  EXPECT_EQ(q.next_expiry_ms(), std::nullopt);
+  auto head = q.get(getter, true, 1000);
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->message->body, "pinned at the head, no TTL");
+  EXPECT_FALSE(q.get(getter, true, 1000));
+}
+
+TEST(QueueMachineTtl, AnExpiredMessageIsNeverDeliveredEvenBeforeTheTimerRuns) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.enqueue(expiring("stale", "10"), 0, out);
+  q.enqueue(message("fresh"), 0, out);
+  // No expire() call: the consumer arriving at 20 must not get the stale message.
+  q.attach(alice, {}, 20, out);
+  EXPECT_EQ(bodies(out), std::vector<std::string>{"fresh"});
+  EXPECT_FALSE(q.get(getter, true, 20));
+}
+
+TEST(QueueMachineTtl, PrioritiesAndTtlTogether) {
+  QueueMachine q({.max_priority = 5, .dead_letters = true});
+  std::vector<Delivery> out;
+  auto prioritized = [](std::string body, uint8_t priority, std::string ttl) {
+    auto m = std::make_shared<Message>();
+    m->body = std::move(body);
+    m->properties.priority = priority;
+    m->properties.expiration = std::move(ttl);
+    return m;
+  };
+  q.enqueue(prioritized("low long", 1, "1000"), 0, out);
+  q.enqueue(prioritized("high short", 5, "10"), 0, out);
+  q.enqueue(prioritized("high long", 5, "1000"), 0, out);
+  q.expire(10, out);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::expired), std::vector<std::string>{"high short"});
+  q.attach(alice, {}, 11, out);
+  EXPECT_EQ(bodies(out), (std::vector<std::string>{"high long", "low long"}));
+}
+
+TEST(QueueMachineTtl, SameCommandsAndTimesGiveSameExpiries) {
+  auto run = [] {
+    QueueMachine q({.dead_letters = true, .message_ttl_ms = 50});
+    std::vector<Delivery> out;
+    std::vector<std::string> trace;
+    q.attach(alice, {.prefetch_count = 2}, 0, out);
+    for (int i = 0; i < 40; ++i) {
+      q.enqueue(expiring(std::to_string(i), std::to_string(i % 7 * 10)), i * 3, out);
+      if (i % 5 == 0 && !out.empty()) q.settle(alice, {out.back().id}, i * 3, out);
+      q.expire(i * 3 + 1, out);
+      for (const auto& dead : q.take_dead_letters()) trace.push_back("dead " + dead.message->body);
+    }
+    for (const auto& d : out) trace.push_back("delivered " + d.message->body);
+    return trace;
+  };
+  EXPECT_EQ(run(), run());
+  EXPECT_FALSE(run().empty());
+}
+
+TEST(QueueMachineTtl, ExpirationPropertyIsParsedAsMilliseconds) {
+  Message m;
+  m.properties.expiration = "60000";
+  EXPECT_EQ(message_expiration_ms(m), std::optional<uint64_t>(60000));
+  m.properties.expiration = "+5";
+  EXPECT_EQ(message_expiration_ms(m), std::optional<uint64_t>(5));
+  for (const char* bad : {"", "60s", "-1", "1.5", " 1", "+"}) {
+    m.properties.expiration = bad;
+    EXPECT_EQ(message_expiration_ms(m), std::nullopt) << bad;
+  }
+  m.properties.expiration.reset();
+  EXPECT_EQ(message_expiration_ms(m), std::nullopt);
+}
+
 }  // namespace
 }  // namespace hamq::queue

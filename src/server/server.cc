@@ -57,7 +57,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   ~Session() {
     connection_.set_output_listener(nullptr);
-    connection_.release(now_ms());
+    connection_.release();
     sessions_.erase(this);
   }
 
@@ -196,7 +196,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void close_socket() {
     if (closed_) return;
     closed_ = true;
-    connection_.release(now_ms());
+    connection_.release();
     keep_alive_.reset();
     asio::error_code ignored;
     socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
@@ -232,10 +232,33 @@ struct Server::Impl {
         broker({"/"}, std::random_device{}()),
         acceptor(io),
         signals(io),
-        grace(io) {
+        grace(io),
+        broker_timer(io) {
     uint64_t watermark = config.memory_high_watermark_bytes;
     if (watermark == 0) watermark = physical_memory_bytes() / 10 * 4;
     broker.set_memory_high_watermark(watermark);
+    broker.set_timer_listener([this] { arm_broker_timer(); });
+  }
+
+  // One timer serves every queue's timed work (expiring messages): it is armed for the earliest
+  // time the broker asks for, and re-armed whenever that time comes earlier.
+  void arm_broker_timer() {
+    uint64_t at_ms = broker.next_timer_ms();
+    if (at_ms == broker_timer_at_ms) return;
+    broker_timer_at_ms = at_ms;
+    if (at_ms == UINT64_MAX) {
+      broker_timer.cancel();
+      return;
+    }
+    uint64_t now = unix_ms();
+    broker_timer.expires_after(std::chrono::milliseconds(at_ms > now ? at_ms - now : 0));
+    broker_timer.async_wait([this](asio::error_code ec) {
+      if (ec) return;  // re-armed or cancelled
+      broker_timer_at_ms = UINT64_MAX;
+      broker.set_wall_clock_ms(unix_ms());
+      broker.on_timer();
+      arm_broker_timer();
+    });
   }
 
   void accept() {
@@ -283,6 +306,8 @@ struct Server::Impl {
   asio::ip::tcp::acceptor acceptor;
   asio::signal_set signals;
   asio::steady_timer grace;
+  asio::steady_timer broker_timer;
+  uint64_t broker_timer_at_ms = UINT64_MAX;
   SessionSet sessions;
   std::optional<DataDirLock> lock;
 };

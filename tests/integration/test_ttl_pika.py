@@ -1,0 +1,123 @@
+"""Message TTL as pika users meet it: x-message-ttl, the expiration property, dead-lettering
+with reason expired, and what hamq does better than RabbitMQ: a message expires on time even
+behind one that does not."""
+
+import time
+
+import pika
+import pika.exceptions
+import pytest
+
+
+def connect(server):
+    return pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", server.port, connection_attempts=1))
+
+
+def ready_count(channel, queue):
+    return channel.queue_declare(queue, passive=True).method.message_count
+
+
+def wait_until(connection, condition, timeout_s=10):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        connection.process_data_events(time_limit=0.02)
+
+
+def declare_with_dead_letters(channel, queue, arguments):
+    channel.exchange_declare("dlx", "fanout")
+    channel.queue_declare("dead")
+    channel.queue_bind("dead", "dlx")
+    channel.queue_declare(queue, arguments={"x-dead-letter-exchange": "dlx", **arguments})
+
+
+def test_queue_ttl_expires_messages_into_the_dead_letter_queue(server):
+    connection = connect(server)
+    channel = connection.channel()
+    declare_with_dead_letters(channel, "short-lived", {"x-message-ttl": 200})
+    dead = []
+    channel.basic_consume("dead", lambda ch, m, p, b: dead.append((p, b)), auto_ack=True)
+    started = time.monotonic()
+    for i in range(3):
+        channel.basic_publish("", "short-lived", b"m%d" % i)
+    wait_until(connection, lambda: len(dead) == 3)
+    assert time.monotonic() - started >= 0.15
+    assert [body for _, body in dead] == [b"m0", b"m1", b"m2"]
+    properties = dead[0][0]
+    death = properties.headers["x-death"][0]
+    assert death["reason"] == "expired"
+    assert death["queue"] == "short-lived"
+    assert death["count"] == 1
+    assert properties.headers["x-first-death-reason"] == "expired"
+    assert ready_count(channel, "short-lived") == 0
+    connection.close()
+
+
+def test_message_expires_on_time_behind_one_that_does_not(server):
+    connection = connect(server)
+    channel = connection.channel()
+    declare_with_dead_letters(channel, "mixed", {})
+    channel.basic_publish("", "mixed", b"forever")
+    channel.basic_publish("", "mixed", b"soon", pika.BasicProperties(expiration="100"))
+    dead = []
+    channel.basic_consume("dead", lambda ch, m, p, b: dead.append((p, b)), auto_ack=True)
+    # RabbitMQ keeps "soon" until "forever" has left the head; hamq expires it on time.
+    wait_until(connection, lambda: len(dead) == 1)
+    properties, body = dead[0]
+    assert body == b"soon"
+    assert properties.expiration is None  # removed, kept in x-death
+    assert properties.headers["x-death"][0]["original-expiration"] == "100"
+    assert ready_count(channel, "mixed") == 1
+    method, _, body = channel.basic_get("mixed", auto_ack=True)
+    assert body == b"forever"
+    connection.close()
+
+
+def test_expiration_zero_is_delivered_only_to_a_waiting_consumer(server):
+    connection = connect(server)
+    channel = connection.channel()
+    declare_with_dead_letters(channel, "now-or-never", {})
+    dead = []
+    channel.basic_consume("dead", lambda ch, m, p, b: dead.append(b), auto_ack=True)
+    channel.basic_publish("", "now-or-never", b"nobody", pika.BasicProperties(expiration="0"))
+    wait_until(connection, lambda: dead == [b"nobody"])
+    got = []
+    channel.basic_consume("now-or-never", lambda ch, m, p, b: got.append(b), auto_ack=True)
+    channel.basic_publish("", "now-or-never", b"someone", pika.BasicProperties(expiration="0"))
+    wait_until(connection, lambda: got == [b"someone"])
+    assert dead == [b"nobody"]
+    connection.close()
+
+
+def test_unacked_message_does_not_expire_until_it_is_returned(server):
+    connection = connect(server)
+    channel = connection.channel()
+    declare_with_dead_letters(channel, "held", {"x-message-ttl": 100})
+    channel.basic_publish("", "held", b"in hand")
+    method, _, _ = channel.basic_get("held", auto_ack=False)
+    dead = []
+    channel.basic_consume("dead", lambda ch, m, p, b: dead.append(b), auto_ack=True)
+    connection.process_data_events(time_limit=0.3)
+    assert dead == []
+    channel.basic_nack(method.delivery_tag, requeue=True)  # back past its time: expires
+    wait_until(connection, lambda: dead == [b"in hand"])
+    assert ready_count(channel, "held") == 0
+    connection.close()
+
+
+@pytest.mark.parametrize("expiration,error", [("60s", "leftover_string"),
+                                              ("-1", "value_negative"),
+                                              ("soon", "no_integer")])
+def test_invalid_expiration_closes_the_channel(server, expiration, error):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("q")
+    channel.basic_publish("", "q", b"x", pika.BasicProperties(expiration=expiration))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        channel.queue_declare("q", passive=True)
+    assert closed.value.reply_code == 406
+    assert closed.value.reply_text == (
+        "PRECONDITION_FAILED - invalid expiration '%s': {error,%s}" % (expiration, error))
+    assert ready_count(connection.channel(), "q") == 0
+    connection.close()
