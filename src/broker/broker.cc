@@ -49,8 +49,24 @@ void Broker::dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>&
   schedule(queue);
 }
 
+namespace {
+
+// When an unused queue with x-expires is to be deleted, if it is unused now.
+std::optional<uint64_t> queue_expiry_ms(const Queue& queue) {
+  if (!queue.expires_ms || queue.machine.consumer_count() > 0) return std::nullopt;
+  return queue.last_used_ms + *queue.expires_ms;
+}
+
+}  // namespace
+
+void Broker::queue_used(const QueuePtr& queue) {
+  queue->last_used_ms = wall_clock_ms_;
+  schedule(queue);
+}
+
 void Broker::schedule(const QueuePtr& queue) {
   std::optional<uint64_t> at_ms = queue->machine.next_expiry_ms();
+  if (auto expiry = queue_expiry_ms(*queue)) at_ms = std::min(at_ms.value_or(*expiry), *expiry);
   if (!at_ms || *at_ms >= queue->wake_at_ms) return;
   bool earliest = wakeups_.empty() || *at_ms < wakeups_.begin()->first;
   queue->wake_at_ms = *at_ms;
@@ -69,6 +85,13 @@ void Broker::on_timer() {
     QueuePtr queue = weak.lock();
     if (!queue || queue->wake_at_ms != at_ms) continue;  // deleted, or rescheduled
     queue->wake_at_ms = UINT64_MAX;
+    auto expiry = queue_expiry_ms(*queue);
+    if (expiry && *expiry <= wall_clock_ms_ && queue->vhost != nullptr &&
+        queue->vhost->find_queue(queue->name) == queue) {
+      // Unused for its x-expires: deleted, its messages with it (not dead-lettered).
+      delete_queue(*queue->vhost, queue->name);
+      continue;
+    }
     std::vector<queue::Delivery> deliveries;
     queue->machine.expire(wall_clock_ms_, deliveries);
     dispatch(queue, deliveries);  // delivers, dead-letters and schedules the next wake-up

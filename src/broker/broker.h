@@ -97,10 +97,14 @@ class Broker {
   uint64_t now_ms() const { return wall_clock_ms_; }
 
   // Queue timers. After a command, a queue may need attention at a later time (a message
-  // expires); schedule() notes when. next_timer_ms() is the earliest such time (UINT64_MAX:
-  // none), and on_timer() serves every queue that is due at now_ms(). The listener is told
-  // whenever next_timer_ms() becomes earlier, so the runtime can re-arm its one timer.
+  // expires, the queue itself expires); schedule() notes when. next_timer_ms() is the earliest such
+  // time (UINT64_MAX: none), and on_timer() serves every queue that is due at now_ms(). The
+  // listener is told whenever next_timer_ms() becomes earlier, so the runtime can re-arm its one
+  // timer.
   void schedule(const QueuePtr& queue);
+  // The queue was used (declared, consumed from, read with basic.get): its x-expires lease
+  // starts again from now.
+  void queue_used(const QueuePtr& queue);
   uint64_t next_timer_ms() const;
   void on_timer();
   void set_timer_listener(std::function<void()> listener) { timer_listener_ = std::move(listener); }

@@ -196,6 +196,8 @@ Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) 
       {name, m.passive, m.durable, m.exclusive, m.auto_delete, m.arguments}, connection_.id());
   if (!queue.ok()) return unexpected(queue.error());
   last_declared_queue_ = name;
+  // A redeclare renews an x-expires lease; a passive one (a look) does not.
+  if (!m.passive) connection_.broker().queue_used(queue.value());
   if (!m.nowait) {
     const auto& machine = queue.value()->machine;
     connection_.send(number_,
@@ -388,6 +390,7 @@ void Channel::cancel_consumer(const std::string& tag) {
   if (QueuePtr queue = consumer.queue.lock()) {
     queue->machine.cancel(consumer.holder);
     connection_.broker().check_flow(*queue);
+    connection_.broker().queue_used(queue);
     delete_if_unused(queue);
   }
 }
@@ -432,6 +435,7 @@ Result<void, ProtocolError> Channel::basic_get(const amqp::BasicGet& m) {
   auto queue = vhost().use_queue(name.value(), connection_.id());
   if (!queue.ok()) return unexpected(queue.error());
   auto delivery = queue.value()->machine.get(get_holder_, m.no_ack, queue_now());
+  connection_.broker().queue_used(queue.value());
   if (!delivery) {
     connection_.send(number_, amqp::BasicGetEmpty{});
     return Ok{};
@@ -782,6 +786,7 @@ void Channel::release() {
   for (auto& [key, queue] : holders) {
     std::vector<queue::Delivery> deliveries;
     queue->machine.detach(HolderId{key.second}, queue_now(), deliveries);
+    connection_.broker().queue_used(queue);
     connection_.broker().dispatch(queue, deliveries);
     touched.insert(queue);
   }

@@ -245,6 +245,9 @@ Result<QueuePtr, ProtocolError> VirtualHost::declare_queue(const QueueDeclare& d
     queue->machine.set_memory_counter(memory_counter_);
     queue->name = declare.name;
     queue->vhost = this;
+    if (const auto* expires = declare.arguments.find("x-expires")) {
+      queue->expires_ms = static_cast<uint64_t>(expires->as_integer().value_or(0));
+    }
     queue->durable = declare.durable && !declare.exclusive;
     queue->auto_delete = declare.auto_delete;
     queue->exclusive_owner = declare.exclusive ? owner : 0;
@@ -311,6 +314,11 @@ Result<QueuePtr, ProtocolError> VirtualHost::use_queue(const std::string& name,
                                 "declaration."));
   }
   return it->second;
+}
+
+QueuePtr VirtualHost::find_queue(const std::string& name) const {
+  auto it = queues_.find(name);
+  return it == queues_.end() ? nullptr : it->second;
 }
 
 QueuePtr VirtualHost::remove_queue(const std::string& name) {

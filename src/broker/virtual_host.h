@@ -64,6 +64,10 @@ struct Queue {
   queue::QueueMachine machine;
   bool had_consumer = false;         // auto-delete applies only after a first consumer
   uint64_t wake_at_ms = UINT64_MAX;  // when the broker's timer will next serve it
+  // x-expires: the queue is deleted once it has gone this long without consumers, basic.get or
+  // a redeclare (reference §11.2); last_used_ms is the last of those.
+  std::optional<uint64_t> expires_ms;
+  uint64_t last_used_ms = 0;
 };
 
 using QueuePtr = std::shared_ptr<Queue>;
@@ -105,6 +109,8 @@ class VirtualHost {
   // Removes the queue from the vhost and every binding to it. Returns it for the caller to
   // notify its consumers.
   QueuePtr remove_queue(const std::string& name);
+  // The queue of that name, whoever owns it; null if none.
+  QueuePtr find_queue(const std::string& name) const;
 
   Result<void, ProtocolError> bind(const std::string& source, const Binding& binding,
                                    ConnectionId user);
