@@ -100,28 +100,57 @@ void Broker::on_timer() {
 
 void Broker::dead_letter(const QueuePtr& queue) {
   auto dead_letters = queue->machine.take_dead_letters();
+  if (queue->vhost == nullptr) return;
+  VirtualHost& vhost = *queue->vhost;
   const auto* exchange = queue->arguments.find("x-dead-letter-exchange");
   const auto* exchange_name = exchange ? std::get_if<std::string>(&exchange->value) : nullptr;
-  if (exchange_name == nullptr || queue->vhost == nullptr) return;
   std::optional<std::string> routing_key;
   if (const auto* key = queue->arguments.find("x-dead-letter-routing-key")) {
     if (const auto* text = std::get_if<std::string>(&key->value)) routing_key = *text;
   }
-  // A missing dead-letter exchange drops the message, as in RabbitMQ (reference §13.2).
-  if (queue->vhost->find_exchange(*exchange_name) == nullptr) return;
+  // A missing dead-letter exchange drops the message, as in RabbitMQ (reference §13.2), except
+  // past the delivery limit, where it is parked instead.
+  if (exchange_name != nullptr && vhost.find_exchange(*exchange_name) == nullptr) {
+    exchange_name = nullptr;
+  }
   for (const auto& dead : dead_letters) {
-    DeadLetterRoute route = make_dead_letter(*dead.message, queue->name, dead.reason,
-                                             *exchange_name, routing_key, wall_clock_ms_ / 1000);
-    const auto& headers = route.message->properties.headers;
-    auto targets = queue->vhost->route(*exchange_name, route.routing_key, route.extra_keys,
-                                       headers ? &*headers : nullptr);
-    for (const QueuePtr& target : targets) {
-      if (dead_letter_cycle(*route.message, target->name)) continue;
-      std::vector<queue::Delivery> deliveries;
-      target->machine.enqueue(route.message, wall_clock_ms_, deliveries);
-      dispatch(target, deliveries);
+    bool delivered = false;
+    if (exchange_name != nullptr) {
+      DeadLetterRoute route = make_dead_letter(*dead.message, queue->name, dead.reason,
+                                               *exchange_name, routing_key, wall_clock_ms_ / 1000);
+      const auto& headers = route.message->properties.headers;
+      auto targets = vhost.route(*exchange_name, route.routing_key, route.extra_keys,
+                                 headers ? &*headers : nullptr);
+      for (const QueuePtr& target : targets) {
+        if (dead_letter_cycle(*route.message, target->name)) continue;
+        std::vector<queue::Delivery> deliveries;
+        target->machine.enqueue(route.message, wall_clock_ms_, deliveries);
+        dispatch(target, deliveries);
+        delivered = true;
+      }
+    }
+    if (!delivered && dead.reason == queue::DeadLetterReason::delivery_limit) {
+      park(queue, *dead.message);
     }
   }
+}
+
+void Broker::park(const QueuePtr& from, const queue::Message& message) {
+  VirtualHost& vhost = *from->vhost;
+  QueuePtr parking = vhost.find_queue(std::string(parking_queue_name));
+  if (!parking) {
+    auto declared = vhost.declare_queue(
+        QueueDeclare{.name = std::string(parking_queue_name), .durable = true, .arguments = {}}, 0);
+    if (!declared.ok()) return;  // cannot happen: a plain durable queue with no arguments
+    parking = declared.value();
+  }
+  DeadLetterRoute route =
+      make_dead_letter(message, from->name, queue::DeadLetterReason::delivery_limit, "",
+                       std::string(parking_queue_name), wall_clock_ms_ / 1000);
+  std::vector<queue::Delivery> deliveries;
+  parking->machine.enqueue(route.message, wall_clock_ms_, deliveries);
+  ++vhost.messages_parked;
+  dispatch(parking, deliveries);
 }
 
 void Broker::wait_for_flow(BlockedPublisher* publisher, const Queue* queue) {

@@ -128,6 +128,8 @@ class Broker {
   std::unordered_map<std::string, ConsumerSink*> reply_consumers_;
   // Routes a queue's dead letters through its dead-letter exchange into their new queues.
   void dead_letter(const QueuePtr& queue);
+  // A message past its delivery limit with nowhere to go: into the vhost's parking queue.
+  void park(const QueuePtr& from, const queue::Message& message);
 
   uint64_t wall_clock_ms_ = 0;
   // Queue wake-ups by time; stale ones (the queue's wake_at_ms moved) are skipped.

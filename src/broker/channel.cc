@@ -414,7 +414,21 @@ void Channel::deliver(const QueuePtr& queue, const queue::Delivery& delivery) {
   connection_.send_content(number_,
                            amqp::BasicDeliver{consumer.tag, delivery_tag, delivery.redelivered,
                                               message.exchange, message.routing_key},
-                           message.properties, message.body);
+                           delivery_properties(*queue, delivery), message.body);
+}
+
+const amqp::BasicProperties& Channel::delivery_properties(const Queue& queue,
+                                                          const queue::Delivery& delivery) {
+  const amqp::BasicProperties& properties = delivery.message->properties;
+  if (!queue.delivery_count_header || delivery.delivery_count == 0) return properties;
+  // Reference §14: times the message came back before, as a long, on redeliveries only.
+  redelivery_properties_ = properties;
+  if (!redelivery_properties_.headers) redelivery_properties_.headers.emplace();
+  auto& entries = redelivery_properties_.headers->entries;
+  std::erase_if(entries,
+                [](const amqp::FieldTableEntry& e) { return e.name == "x-delivery-count"; });
+  entries.emplace_back("x-delivery-count", static_cast<int64_t>(delivery.delivery_count));
+  return redelivery_properties_;
 }
 
 void Channel::consumer_cancelled_by_broker(HolderId holder) {
@@ -447,7 +461,7 @@ Result<void, ProtocolError> Channel::basic_get(const amqp::BasicGet& m) {
       number_,
       amqp::BasicGetOk{delivery_tag, delivery->redelivered, message.exchange, message.routing_key,
                        static_cast<uint32_t>(queue.value()->machine.ready_count())},
-      message.properties, message.body);
+      delivery_properties(*queue.value(), *delivery), message.body);
   return Ok{};
 }
 

@@ -62,6 +62,11 @@ class Channel : public ConsumerSink {
   void deliver_reply(const queue::Message& message) override;
 
  private:
+  // The properties a delivery goes out with: the message's, plus x-delivery-count on a
+  // redelivery from a queue that counts them (valid until the next call).
+  const amqp::BasicProperties& delivery_properties(const Queue& queue,
+                                                   const queue::Delivery& delivery);
+  amqp::BasicProperties redelivery_properties_;
   // The time queue commands carry: the broker's wall clock, which TTLs and delays count in.
   uint64_t queue_now();
   struct Consumer {

@@ -81,6 +81,16 @@ queue::QueueOptions queue_options(const amqp::FieldTable& arguments) {
   if (const auto* ttl = arguments.find("x-message-ttl")) {
     options.message_ttl_ms = static_cast<uint64_t>(ttl->as_integer().value_or(0));
   }
+  // x-delivery-limit is not type-checked, as in RabbitMQ: a non-integer means the default, which
+  // is 20 for quorum queues (4.0 and later) and none otherwise; a negative one, no limit.
+  const auto* type = arguments.find("x-queue-type");
+  bool quorum = type != nullptr && *type == amqp::FieldValue("quorum");
+  std::optional<int64_t> limit;
+  if (const auto* given = arguments.find("x-delivery-limit")) limit = given->as_integer();
+  if (!limit && quorum) limit = quorum_delivery_limit_default;
+  if (limit && *limit >= 0) {
+    options.delivery_limit = static_cast<uint32_t>(std::min<int64_t>(*limit, UINT32_MAX));
+  }
   return options;
 }
 
@@ -248,6 +258,9 @@ Result<QueuePtr, ProtocolError> VirtualHost::declare_queue(const QueueDeclare& d
     if (const auto* expires = declare.arguments.find("x-expires")) {
       queue->expires_ms = static_cast<uint64_t>(expires->as_integer().value_or(0));
     }
+    const auto* type = declare.arguments.find("x-queue-type");
+    queue->delivery_count_header = queue->machine.options().delivery_limit.has_value() ||
+                                   (type != nullptr && *type == amqp::FieldValue("quorum"));
     queue->durable = declare.durable && !declare.exclusive;
     queue->auto_delete = declare.auto_delete;
     queue->exclusive_owner = declare.exclusive ? owner : 0;

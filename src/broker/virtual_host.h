@@ -68,7 +68,16 @@ struct Queue {
   // a redeclare (reference §11.2); last_used_ms is the last of those.
   std::optional<uint64_t> expires_ms;
   uint64_t last_used_ms = 0;
+  // Redeliveries carry x-delivery-count (quorum queues, and any queue with a delivery limit).
+  bool delivery_count_header = false;
 };
+
+// The delivery limit of a quorum queue that does not set one (RabbitMQ 4.0 and later).
+constexpr int64_t quorum_delivery_limit_default = 20;
+// Where a message past its delivery limit goes when its queue has no dead-letter exchange (or
+// it routes nowhere): one per virtual host, created when first needed, so that nothing is
+// dropped silently. An operator reads it like any queue and republishes what is worth it.
+constexpr std::string_view parking_queue_name = "hamq.parked";
 
 using QueuePtr = std::shared_ptr<Queue>;
 
@@ -97,6 +106,8 @@ class VirtualHost {
   explicit VirtualHost(std::string name, uint64_t* memory_counter = nullptr);
 
   const std::string& name() const { return name_; }
+  // Messages put in the parking queue since the start (a metric: each one is a poison message).
+  uint64_t messages_parked = 0;
 
   Result<void, ProtocolError> declare_exchange(const ExchangeDeclare& declare);
   Result<void, ProtocolError> delete_exchange(const std::string& name, bool if_unused);

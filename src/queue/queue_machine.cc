@@ -44,6 +44,15 @@ void QueueMachine::put_back(MessageId id, Entry entry) {
   ++ready_count_;
 }
 
+void QueueMachine::return_entry(MessageId id, Entry entry) {
+  ++entry.delivery_count;
+  if (options_.delivery_limit && entry.delivery_count > *options_.delivery_limit) {
+    remove(std::move(entry), DeadLetterReason::delivery_limit);
+    return;
+  }
+  put_back(id, std::move(entry));
+}
+
 void QueueMachine::advance_time(uint64_t now_ms) {
   now_ms_ = std::max(now_ms_, now_ms);
   expire_due();
@@ -135,7 +144,8 @@ bool QueueMachine::over_limit(uint64_t extra_count, uint64_t extra_bytes) const 
 
 void QueueMachine::remove(Entry entry, std::optional<DeadLetterReason> reason) {
   drop(size_of(entry));
-  if (reason && options_.dead_letters) {
+  // Past the delivery limit is never a silent drop (the broker parks what has no exchange).
+  if (reason && (options_.dead_letters || *reason == DeadLetterReason::delivery_limit)) {
     dead_letters_.push_back(DeadLetter{std::move(entry.message), *reason});
   }
 }
@@ -238,9 +248,7 @@ size_t QueueMachine::detach(HolderId holder, uint64_t now_ms, std::vector<Delive
 void QueueMachine::release(HolderId holder) {
   for (auto it = checked_out_.begin(); it != checked_out_.end();) {
     if (it->second.holder == holder) {
-      Entry entry = std::move(it->second.entry);
-      ++entry.delivery_count;
-      put_back(MessageId{it->first}, std::move(entry));
+      return_entry(MessageId{it->first}, std::move(it->second.entry));
       it = checked_out_.erase(it);
     } else {
       ++it;
@@ -273,10 +281,7 @@ void QueueMachine::requeue(HolderId holder, const std::vector<MessageId>& ids, u
   advance_time(now_ms);
   Consumer* consumer = find_consumer(holder);
   for (MessageId id : ids) {
-    if (auto entry = take_checked_out(holder, id, consumer)) {
-      ++entry->delivery_count;
-      put_back(id, std::move(*entry));
-    }
+    if (auto entry = take_checked_out(holder, id, consumer)) return_entry(id, std::move(*entry));
   }
   deliver(deliveries);
 }

@@ -87,6 +87,10 @@ struct QueueOptions {
   // x-message-ttl: a ready message older than this expires (with a per-message `expiration`,
   // the lower of the two counts). Expiry is on time wherever the message is in the queue.
   std::optional<uint64_t> message_ttl_ms = std::nullopt;
+  // x-delivery-limit: a message returned to the queue more than this many times is not put back
+  // but becomes a dead letter with reason delivery_limit, whether or not the queue has a
+  // dead-letter exchange (the broker parks it when there is none: it is never dropped).
+  std::optional<uint32_t> delivery_limit = std::nullopt;
 };
 
 // A message's own TTL from its `expiration` property (a decimal count of milliseconds), or
@@ -162,6 +166,7 @@ class QueueMachine {
   // node for its memory watermark. Set before the first enqueue.
   void set_memory_counter(uint64_t* counter) { memory_counter_ = counter; }
   size_t checked_out_count() const { return checked_out_.size(); }
+  const QueueOptions& options() const { return options_; }
   size_t consumer_count() const { return consumers_.size(); }
   bool has_exclusive_consumer() const;
   std::vector<HolderId> consumer_ids() const;
@@ -224,6 +229,9 @@ class QueueMachine {
   Level& level_of(const Entry& entry);
   uint8_t level_index(const Entry& entry) const;
   void put_back(MessageId id, Entry entry);
+  // A checked-out message comes back: counted, then put back or, past the delivery limit,
+  // dead-lettered.
+  void return_entry(MessageId id, Entry entry);
   // Moves time forward (never back) and expires what is due.
   void advance_time(uint64_t now_ms);
   void expire_due();

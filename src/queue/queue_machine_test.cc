@@ -518,5 +518,51 @@ TEST(QueueMachineTtl, ExpirationPropertyIsParsedAsMilliseconds) {
   EXPECT_EQ(message_expiration_ms(m), std::nullopt);
 }
 
+TEST(QueueMachineDeliveryLimit, MessageReturnedTooOftenIsDeadLetteredNotPutBack) {
+  QueueMachine q({.dead_letters = true, .delivery_limit = 2});
+  std::vector<Delivery> out;
+  q.enqueue(message("poison"), 0, out);
+  q.attach(alice, {.prefetch_count = 1}, 0, out);
+  for (uint32_t returned = 0; returned < 2; ++returned) {
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].delivery_count, returned);
+    Delivery d = out[0];
+    out.clear();
+    q.requeue(alice, {d.id}, 0, out);  // back, and delivered again
+  }
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].delivery_count, 2u);
+  Delivery last = out[0];
+  out.clear();
+  q.requeue(alice, {last.id}, 0, out);  // the third return is one too many
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(q.ready_count(), 0u);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::delivery_limit), std::vector<std::string>{"poison"});
+}
+
+TEST(QueueMachineDeliveryLimit, ConsumerLossCountsAsAReturn) {
+  QueueMachine q({.delivery_limit = 0});
+  std::vector<Delivery> out;
+  q.attach(alice, {}, 0, out);
+  q.enqueue(message("a"), 0, out);
+  q.detach(alice, 0, out);
+  // No dead-letter exchange: still a dead letter, for the broker to park; never dropped.
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::delivery_limit), std::vector<std::string>{"a"});
+  EXPECT_EQ(q.held_bytes(), 0u);
+}
+
+TEST(QueueMachineDeliveryLimit, WithoutALimitMessagesComeBackForever) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  q.attach(alice, {.prefetch_count = 1}, 0, out);
+  q.enqueue(message("a"), 0, out);
+  for (int i = 0; i < 100; ++i) {
+    Delivery d = out.back();
+    q.requeue(alice, {d.id}, 0, out);
+  }
+  EXPECT_EQ(out.back().delivery_count, 100u);
+  EXPECT_FALSE(q.has_dead_letters());
+}
+
 }  // namespace
 }  // namespace hamq::queue
