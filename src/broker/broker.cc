@@ -98,10 +98,59 @@ void Broker::on_timer() {
   }
 }
 
+void Broker::delay(const Exchange& exchange, queue::MessagePtr message, uint64_t delay_ms) {
+  std::vector<queue::Delivery> deliveries;
+  exchange.delay_queue->machine.enqueue_for(std::move(message), delay_ms, wall_clock_ms_,
+                                            deliveries);
+  dispatch(exchange.delay_queue, deliveries);  // schedules its release
+}
+
+void Broker::release_delayed(VirtualHost& vhost, const std::string& exchange,
+                             const queue::Message& message) {
+  if (vhost.find_exchange(exchange) == nullptr) return;  // deleted meanwhile: dropped
+  auto released = std::make_shared<queue::Message>(message);
+  std::vector<std::string> extra_keys;
+  if (auto& headers = released->properties.headers) {
+    for (auto& entry : headers->entries) {
+      if (entry.name == "x-delay") {
+        // As the plugin does: a signed 32-bit integer (what clients decode as signed).
+        if (auto delay = entry.value.as_integer(); delay && *delay <= INT32_MAX) {
+          entry.value = amqp::FieldValue(static_cast<int32_t>(-*delay));
+        } else if (delay) {
+          entry.value = amqp::FieldValue(-*delay);
+        }
+      } else if (entry.name == "CC" || entry.name == "BCC") {
+        if (const auto* keys = std::get_if<amqp::FieldArray>(&entry.value.value)) {
+          for (const auto& key : keys->values) {
+            if (const auto* text = std::get_if<std::string>(&key.value))
+              extra_keys.push_back(*text);
+          }
+        }
+      }
+    }
+    std::erase_if(headers->entries, [](const amqp::FieldTableEntry& e) { return e.name == "BCC"; });
+  }
+  const auto& headers = released->properties.headers;
+  auto targets =
+      vhost.route(exchange, released->routing_key, extra_keys, headers ? &*headers : nullptr);
+  for (const QueuePtr& target : targets) {
+    std::vector<queue::Delivery> deliveries;
+    target->machine.enqueue(released, wall_clock_ms_, deliveries);
+    dispatch(target, deliveries);
+  }
+}
+
 void Broker::dead_letter(const QueuePtr& queue) {
   auto dead_letters = queue->machine.take_dead_letters();
   if (queue->vhost == nullptr) return;
   VirtualHost& vhost = *queue->vhost;
+  if (!queue->delayed_exchange.empty()) {
+    // A delayed exchange's messages "expire" into the exchange when their delay is up.
+    for (const auto& due : dead_letters) {
+      release_delayed(vhost, queue->delayed_exchange, *due.message);
+    }
+    return;
+  }
   const auto* exchange = queue->arguments.find("x-dead-letter-exchange");
   const auto* exchange_name = exchange ? std::get_if<std::string>(&exchange->value) : nullptr;
   std::optional<std::string> routing_key;

@@ -117,6 +117,9 @@ class Broker {
   void unregister_reply_consumer(const std::string& name) { reply_consumers_.erase(name); }
   ConsumerSink* find_reply_consumer(const std::string& name) const;
 
+  // Holds a message published to a delayed exchange for `delay_ms`.
+  void delay(const Exchange& exchange, queue::MessagePtr message, uint64_t delay_ms);
+
   // Deletes a queue and tells its consumers. Returns the ready messages it had.
   size_t delete_queue(VirtualHost& vhost, const std::string& name);
 
@@ -130,6 +133,10 @@ class Broker {
   void dead_letter(const QueuePtr& queue);
   // A message past its delivery limit with nowhere to go: into the vhost's parking queue.
   void park(const QueuePtr& from, const queue::Message& message);
+  // A delayed message whose time has come: routed by its exchange as it is bound now, its x-delay
+  // negated (so that publishing it again does not delay it again), BCC applied and removed.
+  void release_delayed(VirtualHost& vhost, const std::string& exchange,
+                       const queue::Message& message);
 
   uint64_t wall_clock_ms_ = 0;
   // Queue wake-ups by time; stale ones (the queue's wake_at_ms moved) are skipped.

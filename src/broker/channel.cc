@@ -621,8 +621,12 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
   auto extra_keys = sender_selected_keys(message->properties);
   if (!extra_keys.ok()) return unexpected(extra_keys.error());
   const auto& headers = message->properties.headers;
+  // A delayed exchange holds the message until its time (reference §16); it is routed then,
+  // BCC and all.
+  std::optional<uint64_t> delay_ms;
+  if (exchange->delayed) delay_ms = message_delay_ms(message->properties);
   // BCC routes but is never seen by consumers.
-  bool strip_bcc = headers && headers->find("BCC") != nullptr;
+  bool strip_bcc = headers && headers->find("BCC") != nullptr && !delay_ms;
   bool rewrite_reply_to = message->properties.reply_to == reply_to_queue;
   if (rewrite_reply_to && reply_name_.empty()) {
     return unexpected(error(ReplyCode::precondition_failed, "fast reply consumer does not exist"));
@@ -642,6 +646,12 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
     if (ConsumerSink* requester = connection_.broker().find_reply_consumer(method.routing_key)) {
       requester->deliver_reply(*message);
     }
+    if (confirm_mode_) confirm(seq, true);
+    return Ok{};
+  }
+  if (delay_ms) {
+    // Accepted for later: no return now, and (in memory, for now) confirmed at once.
+    connection_.broker().delay(*exchange, std::move(message), *delay_ms);
     if (confirm_mode_) confirm(seq, true);
     return Ok{};
   }

@@ -38,9 +38,19 @@ struct Binding {
 
 class VirtualHost;
 
+struct Queue;
+
+// The exchange type of RabbitMQ's delayed-message plugin (reference §16): it routes as the type
+// its x-delayed-type argument names, after holding each message for its x-delay header.
+constexpr std::string_view delayed_exchange_type = "x-delayed-message";
+
 struct Exchange {
   std::string name;
-  ExchangeType type = ExchangeType::direct;
+  ExchangeType type = ExchangeType::direct;  // how it routes (for a delayed one: x-delayed-type)
+  // x-delayed-message: messages with a valid x-delay wait in `delay_queue` (internal, not in the
+  // vhost's queues) and are routed when they expire from it.
+  bool delayed = false;
+  std::shared_ptr<Queue> delay_queue;
   bool durable = false;
   bool auto_delete = false;
   bool internal = false;
@@ -70,7 +80,14 @@ struct Queue {
   uint64_t last_used_ms = 0;
   // Redeliveries carry x-delivery-count (quorum queues, and any queue with a delivery limit).
   bool delivery_count_header = false;
+  // The delayed exchange this internal queue holds messages for; empty for ordinary queues.
+  std::string delayed_exchange;
 };
+
+// A message's x-delay header as the delayed-message plugin reads it (integers except signed
+// 8-bit, decimal strings, truncated floats): the delay in milliseconds when it is within
+// (0, 2^32-1], else nothing (the message is routed at once).
+std::optional<uint64_t> message_delay_ms(const amqp::BasicProperties& properties);
 
 // The delivery limit of a quorum queue that does not set one (RabbitMQ 4.0 and later).
 constexpr int64_t quorum_delivery_limit_default = 20;

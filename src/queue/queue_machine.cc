@@ -152,6 +152,19 @@ void QueueMachine::remove(Entry entry, std::optional<DeadLetterReason> reason) {
 
 EnqueueResult QueueMachine::enqueue(MessagePtr message, uint64_t now_ms,
                                     std::vector<Delivery>& deliveries) {
+  // The lower of the queue's and the message's TTL, from now (reference §12).
+  std::optional<uint64_t> ttl_ms = options_.message_ttl_ms;
+  if (auto own = message_expiration_ms(*message)) ttl_ms = std::min(ttl_ms.value_or(*own), *own);
+  return add(std::move(message), ttl_ms, now_ms, deliveries);
+}
+
+EnqueueResult QueueMachine::enqueue_for(MessagePtr message, uint64_t ttl_ms, uint64_t now_ms,
+                                        std::vector<Delivery>& deliveries) {
+  return add(std::move(message), ttl_ms, now_ms, deliveries);
+}
+
+EnqueueResult QueueMachine::add(MessagePtr message, std::optional<uint64_t> ttl_ms, uint64_t now_ms,
+                                std::vector<Delivery>& deliveries) {
   advance_time(now_ms);
   uint64_t body_bytes = message->body.size();
   if (options_.overflow != Overflow::drop_head && over_limit(1, body_bytes)) {
@@ -162,9 +175,6 @@ EnqueueResult QueueMachine::enqueue(MessagePtr message, uint64_t now_ms,
   }
   MessageId id{next_id_++};
   hold(body_bytes + message_overhead_bytes);
-  // The lower of the queue's and the message's TTL, from now (reference §12).
-  std::optional<uint64_t> ttl_ms = options_.message_ttl_ms;
-  if (auto own = message_expiration_ms(*message)) ttl_ms = std::min(ttl_ms.value_or(*own), *own);
   Entry entry{std::move(message), 0};
   if (ttl_ms) entry.expires_at_ms = *ttl_ms >= never - now_ms_ ? never - 1 : now_ms_ + *ttl_ms;
   Expiry expiry{entry.expires_at_ms, id, level_index(entry)};

@@ -114,6 +114,10 @@ class QueueMachine {
   // Refused (rejected) only by a full queue with overflow reject-publish(-dlx); a full
   // drop-head queue drops its oldest ready messages instead.
   EnqueueResult enqueue(MessagePtr message, uint64_t now_ms, std::vector<Delivery>& deliveries);
+  // Puts a message that expires after exactly `ttl_ms`, whatever its own expiration and the
+  // queue's TTL say: how a delayed exchange holds a message until its time.
+  EnqueueResult enqueue_for(MessagePtr message, uint64_t ttl_ms, uint64_t now_ms,
+                            std::vector<Delivery>& deliveries);
 
   AttachResult attach(HolderId consumer, ConsumerOptions options, uint64_t now_ms,
                       std::vector<Delivery>& deliveries);
@@ -232,6 +236,8 @@ class QueueMachine {
   // A checked-out message comes back: counted, then put back or, past the delivery limit,
   // dead-lettered.
   void return_entry(MessageId id, Entry entry);
+  EnqueueResult add(MessagePtr message, std::optional<uint64_t> ttl_ms, uint64_t now_ms,
+                    std::vector<Delivery>& deliveries);
   // Moves time forward (never back) and expires what is due.
   void advance_time(uint64_t now_ms);
   void expire_due();
