@@ -67,6 +67,10 @@ void Broker::queue_used(const QueuePtr& queue) {
 void Broker::schedule(const QueuePtr& queue) {
   std::optional<uint64_t> at_ms = queue->machine.next_expiry_ms();
   if (auto expiry = queue_expiry_ms(*queue)) at_ms = std::min(at_ms.value_or(*expiry), *expiry);
+  if (queue->dead_letter_retry_at_ms != UINT64_MAX) {
+    at_ms =
+        std::min(at_ms.value_or(queue->dead_letter_retry_at_ms), queue->dead_letter_retry_at_ms);
+  }
   if (!at_ms || *at_ms >= queue->wake_at_ms) return;
   bool earliest = wakeups_.empty() || *at_ms < wakeups_.begin()->first;
   queue->wake_at_ms = *at_ms;
@@ -92,6 +96,7 @@ void Broker::on_timer() {
       delete_queue(*queue->vhost, queue->name);
       continue;
     }
+    if (queue->dead_letter_retry_at_ms <= wall_clock_ms_) retry_dead_letters(queue);
     std::vector<queue::Delivery> deliveries;
     queue->machine.expire(wall_clock_ms_, deliveries);
     dispatch(queue, deliveries);  // delivers, dead-letters and schedules the next wake-up
@@ -157,30 +162,82 @@ void Broker::dead_letter(const QueuePtr& queue) {
   if (const auto* key = queue->arguments.find("x-dead-letter-routing-key")) {
     if (const auto* text = std::get_if<std::string>(&key->value)) routing_key = *text;
   }
-  // A missing dead-letter exchange drops the message, as in RabbitMQ (reference §13.2), except
-  // past the delivery limit, where it is parked instead.
-  if (exchange_name != nullptr && vhost.find_exchange(*exchange_name) == nullptr) {
-    exchange_name = nullptr;
-  }
+  // RabbitMQ drops a dead letter that its target refuses or that routes nowhere (at-most-once,
+  // reference §13.2); hamq keeps it and tries again, unless the queue asks for at-most-once.
+  const auto* strategy = queue->arguments.find("x-dead-letter-strategy");
+  bool at_least_once = strategy == nullptr || *strategy != amqp::FieldValue("at-most-once");
   for (const auto& dead : dead_letters) {
-    bool delivered = false;
-    if (exchange_name != nullptr) {
-      DeadLetterRoute route = make_dead_letter(*dead.message, queue->name, dead.reason,
-                                               *exchange_name, routing_key, wall_clock_ms_ / 1000);
-      const auto& headers = route.message->properties.headers;
-      auto targets = vhost.route(*exchange_name, route.routing_key, route.extra_keys,
-                                 headers ? &*headers : nullptr);
-      for (const QueuePtr& target : targets) {
-        if (dead_letter_cycle(*route.message, target->name)) continue;
-        std::vector<queue::Delivery> deliveries;
-        target->machine.enqueue(route.message, wall_clock_ms_, deliveries);
-        dispatch(target, deliveries);
-        delivered = true;
+    if (exchange_name == nullptr) {
+      // Only a message past its delivery limit becomes a dead letter without an exchange.
+      park(queue, *dead.message);
+      continue;
+    }
+    DeadLetterRoute route = make_dead_letter(*dead.message, queue->name, dead.reason,
+                                             *exchange_name, routing_key, wall_clock_ms_ / 1000);
+    Queue::RetainedDeadLetter letter{
+        std::move(route.message), std::move(route.routing_key), std::move(route.extra_keys), {}};
+    DeadLetterOutcome outcome = offer_dead_letter(vhost, *exchange_name, letter);
+    if (outcome == DeadLetterOutcome::delivered) continue;
+    if (outcome == DeadLetterOutcome::unrouted &&
+        dead.reason == queue::DeadLetterReason::delivery_limit) {
+      park(queue, *dead.message);
+    } else if (at_least_once) {
+      queue->retained_dead_letter_bytes +=
+          letter.message->body.size() + queue::message_overhead_bytes;
+      memory_used_bytes_ += letter.message->body.size() + queue::message_overhead_bytes;
+      queue->retained_dead_letters.push_back(std::move(letter));
+      if (queue->dead_letter_retry_at_ms == UINT64_MAX) {
+        queue->dead_letter_retry_at_ms = wall_clock_ms_ + dead_letter_retry_interval_ms;
       }
     }
-    if (!delivered && dead.reason == queue::DeadLetterReason::delivery_limit) {
-      park(queue, *dead.message);
+  }
+}
+
+Broker::DeadLetterOutcome Broker::offer_dead_letter(VirtualHost& vhost, const std::string& exchange,
+                                                    Queue::RetainedDeadLetter& letter) {
+  if (vhost.find_exchange(exchange) == nullptr) return DeadLetterOutcome::unrouted;
+  const auto& headers = letter.message->properties.headers;
+  auto targets =
+      vhost.route(exchange, letter.routing_key, letter.extra_keys, headers ? &*headers : nullptr);
+  if (targets.empty()) return DeadLetterOutcome::unrouted;
+  bool refused = false;
+  for (const QueuePtr& target : targets) {
+    // A cycle with no rejection in it ends here, as in RabbitMQ.
+    if (dead_letter_cycle(*letter.message, target->name)) continue;
+    if (std::find(letter.accepted_by.begin(), letter.accepted_by.end(), target->name) !=
+        letter.accepted_by.end()) {
+      continue;
     }
+    std::vector<queue::Delivery> deliveries;
+    if (target->machine.enqueue(letter.message, wall_clock_ms_, deliveries) ==
+        queue::EnqueueResult::rejected) {
+      refused = true;
+    } else {
+      letter.accepted_by.push_back(target->name);
+    }
+    dispatch(target, deliveries);
+  }
+  return refused ? DeadLetterOutcome::refused : DeadLetterOutcome::delivered;
+}
+
+void Broker::retry_dead_letters(const QueuePtr& queue) {
+  queue->dead_letter_retry_at_ms = UINT64_MAX;
+  const auto* exchange = queue->arguments.find("x-dead-letter-exchange");
+  const auto* exchange_name = exchange ? std::get_if<std::string>(&exchange->value) : nullptr;
+  if (exchange_name == nullptr || queue->vhost == nullptr) return;
+  auto& retained = queue->retained_dead_letters;
+  for (auto it = retained.begin(); it != retained.end();) {
+    if (offer_dead_letter(*queue->vhost, *exchange_name, *it) == DeadLetterOutcome::delivered) {
+      uint64_t bytes = it->message->body.size() + queue::message_overhead_bytes;
+      queue->retained_dead_letter_bytes -= bytes;
+      memory_used_bytes_ -= bytes;
+      it = retained.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!retained.empty()) {
+    queue->dead_letter_retry_at_ms = wall_clock_ms_ + dead_letter_retry_interval_ms;
   }
 }
 
@@ -239,6 +296,7 @@ ConsumerSink* Broker::find_reply_consumer(const std::string& name) const {
 size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
   QueuePtr queue = vhost.remove_queue(name);
   if (!queue) return 0;
+  memory_used_bytes_ -= queue->retained_dead_letter_bytes;  // they go with their queue
   if (auto waiters = flow_waiters_.find(queue.get()); waiters != flow_waiters_.end()) {
     auto released = std::move(waiters->second);
     flow_waiters_.erase(waiters);

@@ -131,6 +131,12 @@ class Broker {
   std::unordered_map<std::string, ConsumerSink*> reply_consumers_;
   // Routes a queue's dead letters through its dead-letter exchange into their new queues.
   void dead_letter(const QueuePtr& queue);
+  enum class DeadLetterOutcome { delivered, refused, unrouted };
+  // Offers a dead letter to the targets its exchange routes it to now (skipping those that
+  // have it already).
+  DeadLetterOutcome offer_dead_letter(VirtualHost& vhost, const std::string& exchange,
+                                      Queue::RetainedDeadLetter& letter);
+  void retry_dead_letters(const QueuePtr& queue);
   // A message past its delivery limit with nowhere to go: into the vhost's parking queue.
   void park(const QueuePtr& from, const queue::Message& message);
   // A delayed message whose time has come: routed by its exchange as it is bound now, its x-delay

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -82,7 +83,22 @@ struct Queue {
   bool delivery_count_header = false;
   // The delayed exchange this internal queue holds messages for; empty for ordinary queues.
   std::string delayed_exchange;
+
+  // At-least-once dead-lettering: dead letters that a target refused (it was full) or that
+  // routed nowhere stay with their queue and are offered again until every target has them.
+  struct RetainedDeadLetter {
+    queue::MessagePtr message;  // as dead-lettered: x-death added
+    std::string routing_key;
+    std::vector<std::string> extra_keys;
+    std::vector<std::string> accepted_by;  // targets that have it already
+  };
+  std::deque<RetainedDeadLetter> retained_dead_letters;
+  uint64_t retained_dead_letter_bytes = 0;
+  uint64_t dead_letter_retry_at_ms = UINT64_MAX;
 };
+
+// How often a queue offers its retained dead letters again.
+constexpr uint64_t dead_letter_retry_interval_ms = 1000;
 
 // A message's x-delay header as the delayed-message plugin reads it (integers except signed
 // 8-bit, decimal strings, truncated floats): the delay in milliseconds when it is within

@@ -165,3 +165,63 @@ def test_reject_publish_nacks_the_publisher(server):
         channel.basic_publish("", "full", b"refused")
     assert channel.queue_declare("full", passive=True).method.message_count == 1
     connection.close()
+
+
+def test_dead_letters_refused_by_a_full_target_wait_in_their_queue_until_it_has_room(server):
+    # RabbitMQ drops them (at-most-once); hamq keeps them and offers them again.
+    connection = connect(server)
+    channel = connection.channel()
+    channel.exchange_declare("full-dlx", "fanout")
+    channel.queue_declare("small-dlq", arguments={"x-max-length": 1,
+                                                  "x-overflow": "reject-publish"})
+    channel.queue_bind("small-dlq", "full-dlx")
+    channel.queue_declare("source", arguments={"x-dead-letter-exchange": "full-dlx"})
+    for i in range(3):
+        channel.basic_publish("", "source", b"d%d" % i)
+    for _ in range(3):
+        method, _, _ = channel.basic_get("source")
+        channel.basic_reject(method.delivery_tag, requeue=False)
+    got = []
+    import time
+    deadline = time.monotonic() + 10
+    while len(got) < 3:
+        assert time.monotonic() < deadline, "dead letters lost: got %r" % got
+        method, _, body = channel.basic_get("small-dlq", auto_ack=True)
+        if method is None:
+            connection.process_data_events(time_limit=0.05)
+        else:
+            got.append(body)
+    assert got == [b"d0", b"d1", b"d2"]
+    connection.close()
+
+
+def test_dead_letters_with_no_route_are_kept_until_one_exists(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("orphans", arguments={"x-dead-letter-exchange": "not-yet"})
+    channel.basic_publish("", "orphans", b"wait for me")
+    method, _, _ = channel.basic_get("orphans")
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    connection.process_data_events(time_limit=0.3)
+    channel.exchange_declare("not-yet", "fanout")
+    channel.queue_declare("finally")
+    channel.queue_bind("finally", "not-yet")
+    pump([connection], lambda: channel.queue_declare("finally", passive=True)
+         .method.message_count == 1)
+    connection.close()
+
+
+def test_at_most_once_dead_lettering_drops_what_has_no_route_as_rabbitmq_does(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("careless", arguments={"x-dead-letter-exchange": "missing",
+                                                 "x-dead-letter-strategy": "at-most-once"})
+    channel.basic_publish("", "careless", b"gone")
+    method, _, _ = channel.basic_get("careless")
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    channel.exchange_declare("missing", "fanout")
+    channel.queue_declare("too-late")
+    channel.queue_bind("too-late", "missing")
+    connection.process_data_events(time_limit=1.5)
+    assert channel.queue_declare("too-late", passive=True).method.message_count == 0
+    connection.close()
