@@ -16,16 +16,26 @@ CLASSPATH = ":".join(["/usr/share/java/amqp-client.jar", "/usr/share/java/slf4j-
 @pytest.fixture(scope="module")
 def classes(tmp_path_factory):
     out = tmp_path_factory.mktemp("java")
-    sources = [str(CLIENTS / name) for name in ("DurableHello.java", "Messaging.java")]
+    sources = [str(CLIENTS / name)
+               for name in ("DurableHello.java", "Messaging.java", "QueueFeatures.java")]
     compiled = subprocess.run(["javac", "-cp", CLASSPATH, "-d", str(out), *sources],
                               capture_output=True, text=True, timeout=120)
     assert compiled.returncode == 0, compiled.stderr
     return out
 
 
-def java(classes, program, port):
-    return subprocess.run(["java", "-cp", f"{classes}:{CLASSPATH}", program, str(port)],
+def java(classes, program, port, *args):
+    return subprocess.run(["java", "-cp", f"{classes}:{CLASSPATH}", program, str(port), *args],
                           capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("scenario", ["ttl", "expires", "max-length", "dead-letter",
+                                      "delivery-limit", "priority", "single-active-consumer",
+                                      "delayed", "bad-arguments"])
+def test_queue_features_with_the_java_client(server, classes, scenario):
+    result = java(classes, "QueueFeatures", server.port, scenario)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "OK"
 
 
 def test_confirms_consume_and_cancel_notification(server, classes):
