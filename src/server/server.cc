@@ -8,6 +8,7 @@
 #include <random>
 #include <unordered_set>
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include "server/data_dir.h"
@@ -220,6 +221,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
 }  // namespace
 
+// How far the bytes held must fall before freed memory is given back to the system.
+constexpr uint64_t memory_trim_step_bytes = 32 << 20;
+
 uint64_t physical_memory_bytes() {
   long pages = ::sysconf(_SC_PHYS_PAGES);
   long page_size = ::sysconf(_SC_PAGE_SIZE);
@@ -233,11 +237,29 @@ struct Server::Impl {
         acceptor(io),
         signals(io),
         grace(io),
-        broker_timer(io) {
+        broker_timer(io),
+        trim_timer(io) {
     uint64_t watermark = config.memory_high_watermark_bytes;
     if (watermark == 0) watermark = physical_memory_bytes() / 10 * 4;
     broker.set_memory_high_watermark(watermark);
     broker.set_timer_listener([this] { arm_broker_timer(); });
+  }
+
+  // Queues free their messages as they go (consumed, expired), but the allocator keeps the freed
+  // pages; when the bytes held have fallen well below their last high point, give them back to
+  // the system, so the process's memory follows what it holds.
+  void trim_memory_now_and_then() {
+    trim_timer.expires_after(std::chrono::seconds(2));
+    trim_timer.async_wait([this](asio::error_code ec) {
+      if (ec) return;
+      uint64_t used = broker.memory_used();
+      memory_high_since_trim_bytes = std::max(memory_high_since_trim_bytes, used);
+      if (memory_high_since_trim_bytes > used + memory_trim_step_bytes) {
+        ::malloc_trim(0);
+        memory_high_since_trim_bytes = used;
+      }
+      trim_memory_now_and_then();
+    });
   }
 
   // One timer serves every queue's timed work (expiring messages): it is armed for the earliest
@@ -308,6 +330,8 @@ struct Server::Impl {
   asio::steady_timer grace;
   asio::steady_timer broker_timer;
   uint64_t broker_timer_at_ms = UINT64_MAX;
+  asio::steady_timer trim_timer;
+  uint64_t memory_high_since_trim_bytes = 0;
   SessionSet sessions;
   std::optional<DataDirLock> lock;
 };
@@ -353,6 +377,7 @@ void Server::run() {
     if (!ec) impl_->shut_down(signal_number);
   });
   impl_->accept();
+  impl_->trim_memory_now_and_then();
   impl_->io.run();
 }
 
