@@ -5,20 +5,10 @@ up, and the negated x-delay on delivery."""
 import time
 
 import pika
+
+from pika_helpers import connect, wait_until
 import pika.exceptions
 import pytest
-
-
-def connect(server):
-    return pika.BlockingConnection(
-        pika.ConnectionParameters("127.0.0.1", server.port, connection_attempts=1))
-
-
-def wait_until(connection, condition, timeout_s=10):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        connection.process_data_events(time_limit=0.02)
 
 
 def declare_delayed(channel, name="delayed", routing="direct"):
