@@ -2,7 +2,6 @@
 redeliveries, dead-lettering with reason delivery_limit, and what hamq does instead of dropping
 when there is no dead-letter exchange: the message waits in the vhost's parking queue."""
 
-import time
 
 import pika
 
