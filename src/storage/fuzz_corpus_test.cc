@@ -85,11 +85,12 @@ std::map<std::string, std::string> make_seeds() {
   return seeds;
 }
 
-TEST(WalFuzzCorpus, SeedsAreWrittenWhenAsked) {
+TEST(WalFuzzCorpus, SeedsAreMadeByTheRealLogAndWrittenWhenAsked) {
   std::map<std::string, std::string> seeds = make_seeds();
   EXPECT_EQ(seeds.size(), 6u);
+  for (const auto& [name, bytes] : seeds) EXPECT_FALSE(bytes.empty()) << name;
   const char* dir = std::getenv("HAMQ_WRITE_WAL_CORPUS");
-  if (dir == nullptr) GTEST_SKIP() << "set HAMQ_WRITE_WAL_CORPUS to write the seeds";
+  if (dir == nullptr) return;  // the suite only checks that they can be made
   std::filesystem::create_directories(dir);
   for (const auto& [name, bytes] : seeds) {
     std::ofstream(std::string(dir) + "/" + name, std::ios::binary) << bytes;
