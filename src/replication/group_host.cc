@@ -1,0 +1,203 @@
+#include "replication/group_host.h"
+
+#include "common/verify.h"
+
+namespace hamq::replication {
+
+GroupHost::GroupHost(storage::Wal& wal, raft::NodeId self, uint64_t incarnation,
+                     raft::Config defaults, GroupHostCallbacks callbacks)
+    : wal_(wal),
+      self_(self),
+      incarnation_(incarnation),
+      defaults_(defaults),
+      callbacks_(std::move(callbacks)) {}
+
+GroupHost::Group& GroupHost::start(raft::GroupId id) {
+  Group& group = groups_[id];
+  group.storage = std::make_unique<WalLogStorage>(wal_, id, incarnation_);
+  raft::Config config = defaults_;
+  config.id = self_;
+  config.group = id;
+  config.random_seed = defaults_.random_seed ^ (id.value * 0x9e3779b97f4a7c15ULL);
+  group.raft = std::make_unique<raft::Raft>(config, *group.storage);
+  raft::SnapshotMeta snapshot = group.storage->snapshot_meta();
+  if (snapshot.index.value > 0 && callbacks_.restore) {
+    auto payload = wal_.snapshot_data(group.storage->storage_group());
+    raft::ConfState conf;
+    std::string data;
+    if (payload.ok() && decode_snapshot_payload(*payload, conf, data)) {
+      callbacks_.restore(id, snapshot, data);
+    }
+  }
+  // Alone in its group: no one to wait for.
+  const auto& voters = group.raft->conf().voters;
+  if (voters.size() == 1 && voters[0] == self_) group.raft->campaign_now();
+  return group;
+}
+
+Result<void, std::string> GroupHost::create_group(raft::GroupId id, const raft::ConfState& conf,
+                                                  std::string data) {
+  if (groups_.contains(id)) return unexpected(std::string("the group exists"));
+  storage::GroupId stored{id.value};
+  // As MemoryStorage::bootstrap: the first configuration as a snapshot at index 1, term 1.
+  auto saved =
+      wal_.save_snapshot(stored, storage::SnapshotMeta{{1}, {1}},
+                         storage::SnapshotMode::replace_log, encode_snapshot_payload(conf, data));
+  if (saved.ok()) {
+    saved = wal_.save_hard_state(stored, storage::HardState{{1}, 0, {1}});
+  }
+  if (!saved.ok()) return unexpected(saved.error().detail);
+  // The group starts once its first state is durable.
+  for (;;) {
+    auto flushed = flush_now();
+    if (!flushed.ok()) return unexpected(flushed.error().detail);
+    if (wal_.snapshot_meta(stored).ok() && wal_.snapshot_meta(stored)->index.value == 1) break;
+  }
+  start(id);
+  process();
+  return Ok{};
+}
+
+void GroupHost::open_existing_groups() {
+  for (storage::GroupId stored : wal_.groups()) {
+    raft::GroupId id{stored.value};
+    if (!groups_.contains(id) && !wal_.group_failure(stored)) start(id);
+  }
+  process();
+}
+
+raft::Raft* GroupHost::find(raft::GroupId id) {
+  auto it = groups_.find(id);
+  return it == groups_.end() ? nullptr : it->second.raft.get();
+}
+
+Result<raft::LogIndex, raft::ProposeError> GroupHost::propose(raft::GroupId id, std::string data) {
+  raft::Raft* raft = find(id);
+  if (raft == nullptr) return unexpected(raft::ProposeError::not_leader);
+  return raft->propose(std::move(data));
+}
+
+void GroupHost::step(const raft::Message& message) {
+  if (raft::Raft* raft = find(message.group)) raft->step(message);
+}
+
+void GroupHost::tick() {
+  for (auto& [id, group] : groups_) group.raft->tick();
+}
+
+void GroupHost::process() {
+  for (auto& [id, group] : groups_) process(id, group);
+}
+
+void GroupHost::process(raft::GroupId id, Group& group) {
+  if (failed_) return;
+  if (group.in_flight) {
+    if (!group.submitted) submit(id, group);
+    return;
+  }
+  if (!group.raft->has_ready()) return;
+  group.in_flight = group.raft->ready();
+  for (const raft::Message& message : group.in_flight->messages) callbacks_.send(message);
+  group.in_flight->messages.clear();
+  submit(id, group);
+}
+
+bool GroupHost::submit(raft::GroupId id, Group& group) {
+  raft::Ready& ready = *group.in_flight;
+  storage::GroupId stored{id.value};
+  // All or nothing per part: a part refused as busy is submitted again after the next flush.
+  for (const raft::SnapshotChunk& chunk : ready.snapshot_chunks) {
+    if (chunk.offset == 0) group.incoming_snapshot.clear();
+    group.incoming_snapshot.append(chunk.data);
+    if (!chunk.install) continue;
+    auto saved = wal_.save_snapshot(
+        stored, storage::SnapshotMeta{{chunk.meta.index.value}, {chunk.meta.term.value}},
+        storage::SnapshotMode::replace_log,
+        encode_snapshot_payload(chunk.meta.conf, group.incoming_snapshot));
+    if (!saved.ok()) {
+      if (saved.error().code == storage::Errc::busy) return false;
+      failed_ = true;
+      return false;
+    }
+    group.snapshot_needed = true;
+    group.incoming_snapshot.clear();
+  }
+  ready.snapshot_chunks.clear();
+  if (!ready.entries.empty() && !group.entries_needed) {
+    std::vector<storage::EntryInput> inputs;
+    inputs.reserve(ready.entries.size());
+    for (const raft::Entry& entry : ready.entries) {
+      inputs.push_back(storage::EntryInput{.term = {entry.term.value},
+                                           .index = {entry.index.value},
+                                           .kind = static_cast<uint8_t>(entry.type),
+                                           .payload = entry.data});
+    }
+    auto appended = wal_.append(stored, inputs);
+    if (!appended.ok()) {
+      if (appended.error().code != storage::Errc::busy) failed_ = true;
+      return false;
+    }
+    group.entries_needed = ready.entries.back().index;
+  }
+  if (ready.hard_state && !group.hard_state_needed) {
+    auto saved = wal_.save_hard_state(stored, to_storage(*ready.hard_state));
+    if (!saved.ok()) {
+      if (saved.error().code != storage::Errc::busy) failed_ = true;
+      return false;
+    }
+    group.hard_state_needed = true;
+  }
+  group.submitted = true;
+  if (!group.entries_needed && !group.hard_state_needed && !group.snapshot_needed) {
+    complete(id, group);  // nothing to wait for
+  }
+  return true;
+}
+
+void GroupHost::on_flushed(const storage::FlushResult& result) {
+  for (const storage::GroupProgress& progress : result.progress) {
+    auto it = groups_.find(raft::GroupId{progress.group.value});
+    if (it == groups_.end() || !it->second.in_flight) continue;
+    Group& group = it->second;
+    if (group.entries_needed && progress.entries_durable_to &&
+        progress.entries_durable_to->value >= group.entries_needed->value) {
+      group.entries_needed.reset();
+    }
+    if (progress.hard_state_durable) group.hard_state_needed = false;
+    if (progress.snapshot_durable) group.snapshot_needed = false;
+    if (group.submitted && !group.entries_needed && !group.hard_state_needed &&
+        !group.snapshot_needed) {
+      complete(it->first, group);
+    }
+  }
+  process();  // Readies held back by a busy Wal, and the next ones
+}
+
+void GroupHost::complete(raft::GroupId id, Group& group) {
+  raft::Ready ready = std::move(*group.in_flight);
+  group.in_flight.reset();
+  group.submitted = false;
+  for (const raft::Message& message : ready.messages_after_persist) callbacks_.send(message);
+  if (ready.snapshot_installed && callbacks_.restore) {
+    auto payload = wal_.snapshot_data(storage::GroupId{id.value});
+    raft::ConfState conf;
+    std::string data;
+    if (payload.ok() && decode_snapshot_payload(*payload, conf, data)) {
+      callbacks_.restore(id, *ready.snapshot_installed, data);
+    }
+  }
+  for (const raft::Entry& entry : ready.committed_entries) callbacks_.apply(id, entry);
+  group.raft->advance(ready);
+}
+
+Result<void, storage::Error> GroupHost::flush_now() {
+  auto flushed = wal_.flush();
+  if (!flushed.ok()) {
+    if (flushed.error().code != storage::Errc::no_space) failed_ = true;
+    return unexpected(flushed.error());
+  }
+  on_flushed(*flushed);
+  return Ok{};
+}
+
+}  // namespace hamq::replication

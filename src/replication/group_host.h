@@ -1,0 +1,90 @@
+// GroupHost: the Raft groups hosted on one node, kept in the node's one write-ahead log.
+//
+// It turns each group's Ready into Wal submissions and completes the Ready once a flush reports
+// its writes durable: only then are the messages that promise them sent and the committed
+// entries applied (the contract of raft.h). Many groups' writes share each flush, so a thousand
+// groups cost the fsyncs of one.
+//
+// Thread: one event loop drives it (tick, step, propose, process, on_flushed). The flush itself
+// may run on another thread (storage::GroupCommitWriter), whose results the loop hands to
+// on_flushed; flush_now() flushes on the calling thread (tests, simple runtimes).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/result.h"
+#include "raft/raft.h"
+#include "replication/wal_log_storage.h"
+#include "storage/wal.h"
+
+namespace hamq::replication {
+
+struct GroupHostCallbacks {
+  // A message for a member on another node.
+  std::function<void(const raft::Message&)> send;
+  // The state machine starts again from a snapshot (after a restart, or one from the leader).
+  std::function<void(raft::GroupId, const raft::SnapshotMeta&, const std::string& data)> restore;
+  // A committed entry, in log order, exactly once per life of the process (a restart replays the
+  // entries after the snapshot).
+  std::function<void(raft::GroupId, const raft::Entry&)> apply;
+};
+
+class GroupHost {
+ public:
+  // `defaults` gives the timing and limits of every group (id and group are filled in).
+  GroupHost(storage::Wal& wal, raft::NodeId self, uint64_t incarnation, raft::Config defaults,
+            GroupHostCallbacks callbacks);
+
+  // Founds a group with these members and the state machine's initial data; a group whose only
+  // voter is this node elects itself at once.
+  Result<void, std::string> create_group(raft::GroupId group, const raft::ConfState& conf,
+                                         std::string data);
+  // Starts every group the Wal holds (after a restart): each restores its snapshot and replays
+  // its committed entries as they come out of Raft.
+  void open_existing_groups();
+  raft::Raft* find(raft::GroupId group);
+  size_t group_count() const { return groups_.size(); }
+
+  Result<raft::LogIndex, raft::ProposeError> propose(raft::GroupId group, std::string data);
+  void step(const raft::Message& message);
+  void tick();
+  // Takes the Ready of every group that has one and submits its writes.
+  void process();
+  void on_flushed(const storage::FlushResult& result);
+  Result<void, storage::Error> flush_now();
+  // The Wal refused writes for good (a failed fsync): nothing more is made durable.
+  bool failed() const { return failed_; }
+
+ private:
+  struct Group {
+    std::unique_ptr<WalLogStorage> storage;
+    std::unique_ptr<raft::Raft> raft;
+    std::optional<raft::Ready> in_flight;
+    bool submitted = false;  // its writes are in the Wal (false: refused as busy, retried)
+    std::optional<raft::LogIndex> entries_needed;
+    bool hard_state_needed = false;
+    bool snapshot_needed = false;
+    std::string incoming_snapshot;  // chunks received from the leader so far
+  };
+
+  Group& start(raft::GroupId group);
+  void process(raft::GroupId id, Group& group);
+  // Submits the in-flight Ready's writes; false if the Wal is busy (try after the next flush).
+  bool submit(raft::GroupId id, Group& group);
+  void complete(raft::GroupId id, Group& group);
+
+  storage::Wal& wal_;
+  raft::NodeId self_;
+  uint64_t incarnation_;
+  raft::Config defaults_;
+  GroupHostCallbacks callbacks_;
+  std::map<raft::GroupId, Group> groups_;
+  bool failed_ = false;
+};
+
+}  // namespace hamq::replication

@@ -1,0 +1,142 @@
+#include "replication/wal_log_storage.h"
+
+#include <cstring>
+
+namespace hamq::replication {
+
+namespace {
+
+void put_u64(std::string& out, uint64_t value) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(value >> (8 * i)));
+}
+
+bool get_u64(std::string_view& in, uint64_t& value) {
+  if (in.size() < 8) return false;
+  value = 0;
+  for (int i = 0; i < 8; ++i) value |= uint64_t{static_cast<uint8_t>(in[i])} << (8 * i);
+  in.remove_prefix(8);
+  return true;
+}
+
+raft::StorageError to_raft(const storage::Error& error) {
+  switch (error.code) {
+    case storage::Errc::compacted:
+      return raft::StorageError::compacted;
+    case storage::Errc::unavailable:
+      return raft::StorageError::unavailable;
+    default:
+      return raft::StorageError::io;
+  }
+}
+
+}  // namespace
+
+std::string encode_snapshot_payload(const raft::ConfState& conf, std::string_view data) {
+  std::string out;
+  put_u64(out, conf.voters.size());
+  for (raft::NodeId voter : conf.voters) put_u64(out, voter.value);
+  put_u64(out, conf.learners.size());
+  for (raft::NodeId learner : conf.learners) put_u64(out, learner.value);
+  out.append(data);
+  return out;
+}
+
+bool decode_snapshot_payload(std::string_view payload, raft::ConfState& conf, std::string& data) {
+  conf = {};
+  for (auto* members : {&conf.voters, &conf.learners}) {
+    uint64_t count = 0;
+    if (!get_u64(payload, count) || count > payload.size() / 8) return false;
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t id = 0;
+      get_u64(payload, id);
+      members->push_back(raft::NodeId{id});
+    }
+  }
+  data.assign(payload);
+  return true;
+}
+
+storage::HardState to_storage(const raft::HardState& state) {
+  return storage::HardState{.term = storage::Term{state.term.value},
+                            .vote = state.vote.value,
+                            .commit = storage::LogIndex{state.commit.value}};
+}
+
+raft::HardState from_storage(const storage::HardState& state) {
+  return raft::HardState{.term = raft::Term{state.term.value},
+                         .vote = raft::NodeId{state.vote},
+                         .commit = raft::LogIndex{state.commit.value}};
+}
+
+std::optional<WalLogStorage::StoredSnapshot> WalLogStorage::stored_snapshot() const {
+  auto meta = wal_.snapshot_meta(storage_group());
+  if (!meta.ok() || meta->index.value == 0) return std::nullopt;
+  auto payload = wal_.snapshot_data(storage_group());
+  if (!payload.ok()) return std::nullopt;
+  StoredSnapshot snapshot;
+  snapshot.meta.index = raft::LogIndex{meta->index.value};
+  snapshot.meta.term = raft::Term{meta->term.value};
+  if (!decode_snapshot_payload(*payload, snapshot.meta.conf, snapshot.data)) return std::nullopt;
+  return snapshot;
+}
+
+raft::InitialState WalLogStorage::initial_state() const {
+  raft::InitialState initial;
+  if (auto state = wal_.hard_state(storage_group()); state.ok()) {
+    initial.hard_state = from_storage(*state);
+  }
+  initial.snapshot = snapshot_meta();
+  initial.incarnation = incarnation_;
+  return initial;
+}
+
+raft::LogIndex WalLogStorage::first_index() const {
+  return raft::LogIndex{wal_.first_index(storage_group()).value};
+}
+
+raft::LogIndex WalLogStorage::last_index() const {
+  return raft::LogIndex{wal_.last_index(storage_group()).value};
+}
+
+Result<raft::Term, raft::StorageError> WalLogStorage::term(raft::LogIndex index) const {
+  auto found = wal_.term(storage_group(), storage::LogIndex{index.value});
+  if (!found.ok()) return unexpected(to_raft(found.error()));
+  return raft::Term{found->value};
+}
+
+Result<void, raft::StorageError> WalLogStorage::entries(raft::LogIndex lo, raft::LogIndex hi,
+                                                        uint64_t max_bytes,
+                                                        std::vector<raft::Entry>& out) const {
+  std::vector<storage::Entry> stored;
+  auto read = wal_.entries(storage_group(), storage::LogIndex{lo.value},
+                           storage::LogIndex{hi.value}, max_bytes, stored);
+  if (!read.ok()) return unexpected(to_raft(read.error()));
+  for (storage::Entry& entry : stored) {
+    out.push_back(raft::Entry{.term = raft::Term{entry.term.value},
+                              .index = raft::LogIndex{entry.index.value},
+                              .type = static_cast<raft::EntryType>(entry.kind),
+                              .data = std::move(entry.payload)});
+  }
+  return Ok{};
+}
+
+raft::SnapshotMeta WalLogStorage::snapshot_meta() const {
+  auto snapshot = stored_snapshot();
+  return snapshot ? snapshot->meta : raft::SnapshotMeta{};
+}
+
+uint64_t WalLogStorage::snapshot_size_bytes() const {
+  auto snapshot = stored_snapshot();
+  return snapshot ? snapshot->data.size() : 0;
+}
+
+Result<std::string, raft::StorageError> WalLogStorage::snapshot_chunk(
+    const raft::SnapshotMeta& snapshot, uint64_t offset, uint64_t max_bytes) const {
+  // The Wal reads a snapshot whole; snapshots of queues are small (their few live messages).
+  auto stored = stored_snapshot();
+  if (!stored || !(stored->meta == snapshot)) return unexpected(raft::StorageError::compacted);
+  if (offset > stored->data.size()) return unexpected(raft::StorageError::unavailable);
+  return stored->data.substr(offset, max_bytes);
+}
+
+}  // namespace hamq::replication

@@ -1,0 +1,56 @@
+// WalLogStorage: one Raft group's durable log, as raft::LogStorage reads it, kept in the node's
+// write-ahead log (storage::Wal). The adapter between the two modules' types.
+//
+// A snapshot is stored as one record whose payload is the group's configuration followed by the
+// state machine's data (the storage engine knows nothing of configurations); Raft sees the data
+// alone. The Wal outlives the adapter; reads see what the Wal made durable.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "raft/storage.h"
+#include "storage/wal.h"
+
+namespace hamq::replication {
+
+class WalLogStorage final : public raft::LogStorage {
+ public:
+  WalLogStorage(storage::Wal& wal, raft::GroupId group, uint64_t incarnation)
+      : wal_(wal), group_(group), incarnation_(incarnation) {}
+
+  raft::InitialState initial_state() const override;
+  raft::LogIndex first_index() const override;
+  raft::LogIndex last_index() const override;
+  Result<raft::Term, raft::StorageError> term(raft::LogIndex index) const override;
+  Result<void, raft::StorageError> entries(raft::LogIndex lo, raft::LogIndex hi, uint64_t max_bytes,
+                                           std::vector<raft::Entry>& out) const override;
+  raft::SnapshotMeta snapshot_meta() const override;
+  uint64_t snapshot_size_bytes() const override;
+  Result<std::string, raft::StorageError> snapshot_chunk(const raft::SnapshotMeta& snapshot,
+                                                         uint64_t offset,
+                                                         uint64_t max_bytes) const override;
+
+  storage::GroupId storage_group() const { return storage::GroupId{group_.value}; }
+
+ private:
+  // The stored snapshot payload split into its configuration and the state machine's data.
+  struct StoredSnapshot {
+    raft::SnapshotMeta meta;
+    std::string data;
+  };
+  std::optional<StoredSnapshot> stored_snapshot() const;
+
+  storage::Wal& wal_;
+  raft::GroupId group_;
+  uint64_t incarnation_;
+};
+
+// The snapshot payload the Wal keeps: configuration, then state-machine data.
+std::string encode_snapshot_payload(const raft::ConfState& conf, std::string_view data);
+bool decode_snapshot_payload(std::string_view payload, raft::ConfState& conf, std::string& data);
+
+storage::HardState to_storage(const raft::HardState& state);
+raft::HardState from_storage(const storage::HardState& state);
+
+}  // namespace hamq::replication
