@@ -1,0 +1,251 @@
+#include "queue/command.h"
+
+#include "amqp/wire.h"
+
+namespace hamq::queue {
+
+namespace {
+
+// Bump on any change to the encoding; decode refuses versions it does not know.
+constexpr uint8_t command_format_version = 1;
+// A message in a command is bounded like a published one (the broker refuses larger).
+constexpr uint64_t message_body_bytes_max = 128ull << 20;
+constexpr uint32_t settle_ids_max = 1u << 20;
+
+enum class Kind : uint8_t {
+  enqueue = 1,
+  attach = 2,
+  cancel = 3,
+  detach = 4,
+  settle = 5,
+  get = 6,
+  purge = 7,
+  expire = 8,
+  suspend = 9,
+};
+
+void encode_message(amqp::WireWriter& out, const Message& message) {
+  out.short_string(message.exchange);
+  out.short_string(message.routing_key);
+  std::vector<uint8_t> header;
+  amqp::WireWriter header_writer(header);
+  amqp::encode_content_header(header_writer, amqp::ContentHeader{.class_id = amqp::class_basic,
+                                                                 .body_size = message.body.size(),
+                                                                 .properties = message.properties});
+  out.u32(static_cast<uint32_t>(header.size()));
+  out.bytes(header);
+  out.u64(message.body.size());
+  out.bytes(message.body);
+}
+
+Result<MessagePtr, std::string> decode_message(amqp::WireReader& in) {
+  auto message = std::make_shared<Message>();
+  in.short_string(message->exchange);
+  in.short_string(message->routing_key);
+  uint32_t header_size = in.u32();
+  if (in.failed() || header_size > in.remaining()) return unexpected(std::string("truncated"));
+  auto decoded = amqp::decode_content_header(in.bytes(header_size));
+  if (!decoded.ok()) return unexpected("bad content header: " + decoded.error().text);
+  message->properties = std::move(decoded->properties);
+  uint64_t body_size = in.u64();
+  if (in.failed() || body_size > in.remaining() || body_size > message_body_bytes_max ||
+      body_size != decoded->body_size) {
+    return unexpected(std::string("bad body size"));
+  }
+  auto body = in.bytes(body_size);
+  message->body.assign(reinterpret_cast<const char*>(body.data()), body.size());
+  return MessagePtr(std::move(message));
+}
+
+}  // namespace
+
+std::string encode_command(const QueueCommand& command) {
+  std::vector<uint8_t> bytes;
+  amqp::WireWriter out(bytes);
+  out.u8(command_format_version);
+  out.u64(command.time_ms);
+  std::visit(
+      [&](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, EnqueueCommand>) {
+          out.u8(static_cast<uint8_t>(Kind::enqueue));
+          out.u8(body.ttl_ms ? 1 : 0);
+          out.u64(body.ttl_ms.value_or(0));
+          encode_message(out, *body.message);
+        } else if constexpr (std::is_same_v<T, AttachCommand>) {
+          out.u8(static_cast<uint8_t>(Kind::attach));
+          out.u64(body.consumer.value);
+          out.u32(body.prefetch_count);
+          out.u64(static_cast<uint64_t>(body.priority));
+          out.u8(static_cast<uint8_t>((body.no_ack ? 1 : 0) | (body.exclusive ? 2 : 0)));
+        } else if constexpr (std::is_same_v<T, CancelCommand>) {
+          out.u8(static_cast<uint8_t>(Kind::cancel));
+          out.u64(body.consumer.value);
+        } else if constexpr (std::is_same_v<T, DetachCommand>) {
+          out.u8(static_cast<uint8_t>(Kind::detach));
+          out.u64(body.holder.value);
+        } else if constexpr (std::is_same_v<T, SettleCommand>) {
+          out.u8(static_cast<uint8_t>(Kind::settle));
+          out.u8(static_cast<uint8_t>(body.kind));
+          out.u64(body.holder.value);
+          out.u32(static_cast<uint32_t>(body.ids.size()));
+          for (MessageId id : body.ids) out.u64(id.value);
+        } else if constexpr (std::is_same_v<T, GetCommand>) {
+          out.u8(static_cast<uint8_t>(Kind::get));
+          out.u64(body.holder.value);
+          out.u8(body.no_ack ? 1 : 0);
+        } else if constexpr (std::is_same_v<T, PurgeCommand>) {
+          out.u8(static_cast<uint8_t>(Kind::purge));
+        } else if constexpr (std::is_same_v<T, ExpireCommand>) {
+          out.u8(static_cast<uint8_t>(Kind::expire));
+        } else if constexpr (std::is_same_v<T, SuspendCommand>) {
+          out.u8(static_cast<uint8_t>(Kind::suspend));
+          out.u64(body.consumer.value);
+          out.u8(body.suspend ? 1 : 0);
+        }
+      },
+      command.body);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+Result<QueueCommand, std::string> decode_command(std::string_view bytes) {
+  amqp::WireReader in({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  QueueCommand command;
+  uint8_t version = in.u8();
+  if (!in.failed() && version != command_format_version) {
+    return unexpected("unknown command format version " + std::to_string(version));
+  }
+  command.time_ms = in.u64();
+  auto kind = static_cast<Kind>(in.u8());
+  if (in.failed()) return unexpected(std::string("truncated"));
+  auto flag = [&](uint8_t byte, uint8_t allowed) { return (byte & ~allowed) == 0; };
+  switch (kind) {
+    case Kind::enqueue: {
+      EnqueueCommand body;
+      uint8_t has_ttl = in.u8();
+      uint64_t ttl = in.u64();
+      if (!flag(has_ttl, 1)) return unexpected(std::string("bad flags"));
+      if (has_ttl) body.ttl_ms = ttl;
+      auto message = decode_message(in);
+      if (!message.ok()) return unexpected(message.error());
+      body.message = std::move(*message);
+      command.body = std::move(body);
+      break;
+    }
+    case Kind::attach: {
+      AttachCommand body;
+      body.consumer.value = in.u64();
+      body.prefetch_count = in.u32();
+      body.priority = static_cast<int64_t>(in.u64());
+      uint8_t flags = in.u8();
+      if (!flag(flags, 3)) return unexpected(std::string("bad flags"));
+      body.no_ack = flags & 1;
+      body.exclusive = flags & 2;
+      command.body = body;
+      break;
+    }
+    case Kind::cancel:
+      command.body = CancelCommand{HolderId{in.u64()}};
+      break;
+    case Kind::detach:
+      command.body = DetachCommand{HolderId{in.u64()}};
+      break;
+    case Kind::settle: {
+      SettleCommand body;
+      uint8_t how = in.u8();
+      if (how > 2) return unexpected(std::string("bad settle kind"));
+      body.kind = static_cast<SettleKind>(how);
+      body.holder.value = in.u64();
+      uint32_t count = in.u32();
+      if (count > settle_ids_max || uint64_t{count} * 8 > in.remaining()) {
+        return unexpected(std::string("bad id count"));
+      }
+      body.ids.reserve(count);
+      for (uint32_t i = 0; i < count; ++i) body.ids.push_back(MessageId{in.u64()});
+      command.body = std::move(body);
+      break;
+    }
+    case Kind::get: {
+      GetCommand body;
+      body.holder.value = in.u64();
+      uint8_t no_ack = in.u8();
+      if (!flag(no_ack, 1)) return unexpected(std::string("bad flags"));
+      body.no_ack = no_ack;
+      command.body = body;
+      break;
+    }
+    case Kind::purge:
+      command.body = PurgeCommand{};
+      break;
+    case Kind::expire:
+      command.body = ExpireCommand{};
+      break;
+    case Kind::suspend: {
+      SuspendCommand body;
+      body.consumer.value = in.u64();
+      uint8_t suspend = in.u8();
+      if (!flag(suspend, 1)) return unexpected(std::string("bad flags"));
+      body.suspend = suspend;
+      command.body = body;
+      break;
+    }
+    default:
+      return unexpected("unknown command kind " + std::to_string(static_cast<int>(kind)));
+  }
+  if (in.failed()) return unexpected(std::string("truncated"));
+  if (in.remaining() != 0) return unexpected(std::string("trailing bytes"));
+  return command;
+}
+
+CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command) {
+  CommandEffects effects;
+  const uint64_t now = command.time_ms;
+  std::visit(
+      [&](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, EnqueueCommand>) {
+          effects.enqueued =
+              body.ttl_ms ? machine.enqueue_for(body.message, *body.ttl_ms, now, effects.deliveries)
+                          : machine.enqueue(body.message, now, effects.deliveries);
+        } else if constexpr (std::is_same_v<T, AttachCommand>) {
+          effects.attached = machine.attach(body.consumer,
+                                            ConsumerOptions{.prefetch_count = body.prefetch_count,
+                                                            .priority = body.priority,
+                                                            .no_ack = body.no_ack,
+                                                            .exclusive = body.exclusive},
+                                            now, effects.deliveries);
+        } else if constexpr (std::is_same_v<T, CancelCommand>) {
+          machine.cancel(body.consumer);
+        } else if constexpr (std::is_same_v<T, DetachCommand>) {
+          effects.count = machine.detach(body.holder, now, effects.deliveries);
+        } else if constexpr (std::is_same_v<T, SettleCommand>) {
+          switch (body.kind) {
+            case SettleKind::settle:
+              machine.settle(body.holder, body.ids, now, effects.deliveries);
+              break;
+            case SettleKind::requeue:
+              machine.requeue(body.holder, body.ids, now, effects.deliveries);
+              break;
+            case SettleKind::discard:
+              machine.discard(body.holder, body.ids, now, effects.deliveries);
+              break;
+          }
+        } else if constexpr (std::is_same_v<T, GetCommand>) {
+          effects.got = machine.get(body.holder, body.no_ack, now);
+        } else if constexpr (std::is_same_v<T, PurgeCommand>) {
+          effects.count = machine.purge();
+        } else if constexpr (std::is_same_v<T, ExpireCommand>) {
+          machine.expire(now, effects.deliveries);
+        } else if constexpr (std::is_same_v<T, SuspendCommand>) {
+          if (body.suspend) {
+            machine.suspend(body.consumer);
+          } else {
+            machine.resume(body.consumer, now, effects.deliveries);
+          }
+        }
+      },
+      command.body);
+  return effects;
+}
+
+}  // namespace hamq::queue

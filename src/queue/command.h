@@ -1,0 +1,82 @@
+// QueueCommand: one change to a queue, as it travels through the queue's replicated log. Every
+// replica applies the same commands, with the time the leader stamped on each, to its own
+// QueueMachine, and so reaches the same state and makes the same decisions (deliveries, expiries,
+// dead letters). The encoding is the log entry's payload: a format version, the time, the kind
+// and its fields; a message travels as its exchange, routing key, AMQP content header and body.
+//
+// decode() never trusts its input (a damaged or foreign entry is an error value, never a crash),
+// and apply() accepts any command that decodes: unknown holders and ids are ignored, as the
+// machine does.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "common/result.h"
+#include "queue/queue_machine.h"
+
+namespace hamq::queue {
+
+struct EnqueueCommand {
+  MessagePtr message;
+  // Set for a delayed exchange's internal queue: expire after exactly this long.
+  std::optional<uint64_t> ttl_ms = std::nullopt;
+};
+struct AttachCommand {
+  HolderId consumer;
+  // Replicated options only: a channel's shared (global) prefetch is node-local state and does
+  // not apply to replicated queues (as RabbitMQ's quorum queues ignore global QoS).
+  uint32_t prefetch_count = 0;
+  int64_t priority = 0;
+  bool no_ack = false;
+  bool exclusive = false;
+};
+struct CancelCommand {
+  HolderId consumer;
+};
+struct DetachCommand {
+  HolderId holder;
+};
+enum class SettleKind : uint8_t { settle = 0, requeue = 1, discard = 2 };
+struct SettleCommand {
+  SettleKind kind = SettleKind::settle;
+  HolderId holder;
+  std::vector<MessageId> ids;
+};
+struct GetCommand {
+  HolderId holder;
+  bool no_ack = false;
+};
+struct PurgeCommand {};
+// Time passes: expire what is due (the leader proposes it when a queue's timer fires).
+struct ExpireCommand {};
+struct SuspendCommand {
+  HolderId consumer;
+  bool suspend = true;  // false: resume
+};
+
+struct QueueCommand {
+  uint64_t time_ms = 0;  // stamped by the leader
+  std::variant<EnqueueCommand, AttachCommand, CancelCommand, DetachCommand, SettleCommand,
+               GetCommand, PurgeCommand, ExpireCommand, SuspendCommand>
+      body;
+};
+
+std::string encode_command(const QueueCommand& command);
+Result<QueueCommand, std::string> decode_command(std::string_view bytes);
+
+// What applying a command did, for the replica that serves the clients.
+struct CommandEffects {
+  std::vector<Delivery> deliveries;
+  std::optional<EnqueueResult> enqueued;  // EnqueueCommand
+  std::optional<AttachResult> attached;   // AttachCommand
+  std::optional<Delivery> got;            // GetCommand (none: the queue was empty)
+  size_t count = 0;                       // PurgeCommand: purged; DetachCommand: returned
+};
+CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command);
+
+}  // namespace hamq::queue
