@@ -145,7 +145,7 @@ TEST(QueueCommand, ReplicasApplyingTheSameLogDecideAlike) {
 }
 
 // The fuzzer's seeds are one command of each kind; HAMQ_WRITE_QUEUE_COMMAND_CORPUS names the
-// directory to write them to (tools/make_queue_command_corpus.sh).
+// directory to write them to (tools/make_log_entry_corpora.sh).
 TEST(QueueCommand, FuzzSeedsAreOneOfEachKind) {
   std::vector<QueueCommand> commands = one_of_each();
   EXPECT_EQ(commands.size(), std::variant_size_v<decltype(QueueCommand::body)> + 1);

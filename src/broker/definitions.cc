@@ -1,0 +1,229 @@
+#include "broker/definitions.h"
+
+#include <algorithm>
+
+#include "amqp/wire.h"
+
+namespace hamq::broker {
+
+namespace {
+
+constexpr uint8_t metadata_format_version = 1;
+constexpr uint32_t snapshot_commands_max = 1u << 24;
+
+enum class Kind : uint8_t {
+  declare_exchange = 1,
+  delete_exchange = 2,
+  declare_queue = 3,
+  delete_queue = 4,
+  bind = 5,
+  unbind = 6,
+};
+
+// Names are short strings in AMQP; a definition field longer than that is written as a long
+// string all the same (vhost names may be longer).
+void put_string(amqp::WireWriter& out, std::string_view text) {
+  out.u32(static_cast<uint32_t>(text.size()));
+  out.bytes(text);
+}
+
+bool get_string(amqp::WireReader& in, std::string& out) {
+  uint32_t size = in.u32();
+  if (in.failed() || size > in.remaining()) return false;
+  auto bytes = in.bytes(size);
+  out.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return !in.failed();
+}
+
+void put_binding(amqp::WireWriter& out, const BindingDefinition& b) {
+  put_string(out, b.vhost);
+  put_string(out, b.source);
+  put_string(out, b.binding.destination);
+  out.u8(b.binding.destination_is_queue ? 1 : 0);
+  put_string(out, b.binding.key);
+  amqp::encode_field_table(out, b.binding.arguments);
+}
+
+bool get_binding(amqp::WireReader& in, BindingDefinition& b) {
+  if (!get_string(in, b.vhost) || !get_string(in, b.source) ||
+      !get_string(in, b.binding.destination)) {
+    return false;
+  }
+  uint8_t is_queue = in.u8();
+  if (is_queue > 1 || !get_string(in, b.binding.key)) return false;
+  b.binding.destination_is_queue = is_queue == 1;
+  amqp::decode_field_table(in, b.binding.arguments);
+  return !in.failed();
+}
+
+}  // namespace
+
+std::string encode_metadata_command(const MetadataCommand& command) {
+  std::vector<uint8_t> bytes;
+  amqp::WireWriter out(bytes);
+  out.u8(metadata_format_version);
+  std::visit(
+      [&](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, DeclareExchange>) {
+          const ExchangeDefinition& e = body.exchange;
+          out.u8(static_cast<uint8_t>(Kind::declare_exchange));
+          put_string(out, e.vhost);
+          put_string(out, e.name);
+          put_string(out, e.type);
+          out.u8(static_cast<uint8_t>((e.auto_delete ? 1 : 0) | (e.internal ? 2 : 0)));
+          amqp::encode_field_table(out, e.arguments);
+        } else if constexpr (std::is_same_v<T, DeleteExchange>) {
+          out.u8(static_cast<uint8_t>(Kind::delete_exchange));
+          put_string(out, body.vhost);
+          put_string(out, body.name);
+        } else if constexpr (std::is_same_v<T, DeclareQueue>) {
+          const QueueDefinition& q = body.queue;
+          out.u8(static_cast<uint8_t>(Kind::declare_queue));
+          put_string(out, q.vhost);
+          put_string(out, q.name);
+          out.u64(q.group);
+          out.u8(q.auto_delete ? 1 : 0);
+          amqp::encode_field_table(out, q.arguments);
+        } else if constexpr (std::is_same_v<T, DeleteQueue>) {
+          out.u8(static_cast<uint8_t>(Kind::delete_queue));
+          put_string(out, body.vhost);
+          put_string(out, body.name);
+        } else if constexpr (std::is_same_v<T, Bind>) {
+          out.u8(static_cast<uint8_t>(Kind::bind));
+          put_binding(out, body.binding);
+        } else if constexpr (std::is_same_v<T, Unbind>) {
+          out.u8(static_cast<uint8_t>(Kind::unbind));
+          put_binding(out, body.binding);
+        }
+      },
+      command);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+Result<MetadataCommand, std::string> decode_metadata_command(std::string_view bytes) {
+  amqp::WireReader in({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  uint8_t version = in.u8();
+  if (!in.failed() && version != metadata_format_version) {
+    return unexpected("unknown metadata format version " + std::to_string(version));
+  }
+  auto kind = static_cast<Kind>(in.u8());
+  if (in.failed()) return unexpected(std::string("truncated"));
+  MetadataCommand command;
+  bool ok = true;
+  switch (kind) {
+    case Kind::declare_exchange: {
+      ExchangeDefinition e;
+      ok = get_string(in, e.vhost) && get_string(in, e.name) && get_string(in, e.type);
+      uint8_t flags = in.u8();
+      ok = ok && (flags & ~3) == 0;
+      e.auto_delete = flags & 1;
+      e.internal = flags & 2;
+      if (ok) amqp::decode_field_table(in, e.arguments);
+      command = DeclareExchange{std::move(e)};
+      break;
+    }
+    case Kind::delete_exchange:
+    case Kind::delete_queue: {
+      std::string vhost;
+      std::string name;
+      ok = get_string(in, vhost) && get_string(in, name);
+      if (kind == Kind::delete_exchange) {
+        command = DeleteExchange{std::move(vhost), std::move(name)};
+      } else {
+        command = DeleteQueue{std::move(vhost), std::move(name)};
+      }
+      break;
+    }
+    case Kind::declare_queue: {
+      QueueDefinition q;
+      ok = get_string(in, q.vhost) && get_string(in, q.name);
+      q.group = in.u64();
+      uint8_t auto_delete = in.u8();
+      ok = ok && auto_delete <= 1;
+      q.auto_delete = auto_delete == 1;
+      if (ok) amqp::decode_field_table(in, q.arguments);
+      command = DeclareQueue{std::move(q)};
+      break;
+    }
+    case Kind::bind:
+    case Kind::unbind: {
+      BindingDefinition b;
+      ok = get_binding(in, b);
+      if (kind == Kind::bind) {
+        command = Bind{std::move(b)};
+      } else {
+        command = Unbind{std::move(b)};
+      }
+      break;
+    }
+    default:
+      return unexpected("unknown metadata command " + std::to_string(static_cast<int>(kind)));
+  }
+  if (!ok || in.failed()) return unexpected(std::string("truncated or malformed"));
+  if (in.remaining() != 0) return unexpected(std::string("trailing bytes"));
+  return command;
+}
+
+void Definitions::apply(const MetadataCommand& command) {
+  auto drop_bindings = [&](const std::string& vhost, const std::string& name, bool is_queue) {
+    std::erase_if(bindings_, [&](const BindingDefinition& b) {
+      if (b.vhost != vhost) return false;
+      bool to = b.binding.destination == name && b.binding.destination_is_queue == is_queue;
+      bool from = !is_queue && b.source == name;
+      return to || from;
+    });
+  };
+  std::visit(
+      [&](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, DeclareExchange>) {
+          exchanges_[{body.exchange.vhost, body.exchange.name}] = body.exchange;
+        } else if constexpr (std::is_same_v<T, DeleteExchange>) {
+          exchanges_.erase({body.vhost, body.name});
+          drop_bindings(body.vhost, body.name, false);
+        } else if constexpr (std::is_same_v<T, DeclareQueue>) {
+          queues_[{body.queue.vhost, body.queue.name}] = body.queue;
+        } else if constexpr (std::is_same_v<T, DeleteQueue>) {
+          queues_.erase({body.vhost, body.name});
+          drop_bindings(body.vhost, body.name, true);
+        } else if constexpr (std::is_same_v<T, Bind>) {
+          if (std::find(bindings_.begin(), bindings_.end(), body.binding) == bindings_.end()) {
+            bindings_.push_back(body.binding);
+          }
+        } else if constexpr (std::is_same_v<T, Unbind>) {
+          std::erase(bindings_, body.binding);
+        }
+      },
+      command);
+}
+
+std::string Definitions::snapshot() const {
+  std::vector<MetadataCommand> commands;
+  for (const auto& [key, exchange] : exchanges_) commands.push_back(DeclareExchange{exchange});
+  for (const auto& [key, queue] : queues_) commands.push_back(DeclareQueue{queue});
+  for (const BindingDefinition& binding : bindings_) commands.push_back(Bind{binding});
+  std::vector<uint8_t> bytes;
+  amqp::WireWriter out(bytes);
+  out.u32(static_cast<uint32_t>(commands.size()));
+  for (const MetadataCommand& command : commands) put_string(out, encode_metadata_command(command));
+  return std::string(bytes.begin(), bytes.end());
+}
+
+Result<Definitions, std::string> Definitions::from_snapshot(std::string_view bytes) {
+  amqp::WireReader in({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  uint32_t count = in.u32();
+  if (in.failed() || count > snapshot_commands_max) return unexpected(std::string("bad count"));
+  Definitions definitions;
+  for (uint32_t i = 0; i < count; ++i) {
+    std::string encoded;
+    if (!get_string(in, encoded)) return unexpected(std::string("truncated"));
+    auto command = decode_metadata_command(encoded);
+    if (!command.ok()) return unexpected(command.error());
+    definitions.apply(*command);
+  }
+  if (in.remaining() != 0) return unexpected(std::string("trailing bytes"));
+  return definitions;
+}
+
+}  // namespace hamq::broker

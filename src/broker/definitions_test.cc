@@ -1,0 +1,97 @@
+#include "broker/definitions.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+namespace hamq::broker {
+namespace {
+
+amqp::FieldTable table(std::string name, amqp::FieldValue value) {
+  amqp::FieldTable t;
+  t.entries.emplace_back(std::move(name), std::move(value));
+  return t;
+}
+
+std::vector<MetadataCommand> one_of_each() {
+  return {
+      DeclareExchange{{"/", "orders", "x-delayed-message", false, true,
+                       table("x-delayed-type", amqp::FieldValue("topic"))}},
+      DeleteExchange{"/", "old"},
+      DeclareQueue{{"/", "work", 42, false, table("x-max-length", amqp::FieldValue(int32_t{10}))}},
+      DeleteQueue{"/", "gone"},
+      Bind{{"/", "orders", Binding{"work", true, "eu.#", {}}}},
+      Unbind{
+          {"/", "orders", Binding{"audit", false, "", table("x-match", amqp::FieldValue("all"))}}},
+  };
+}
+
+TEST(Definitions, EveryCommandRoundTrips) {
+  for (const MetadataCommand& command : one_of_each()) {
+    std::string bytes = encode_metadata_command(command);
+    auto decoded = decode_metadata_command(bytes);
+    ASSERT_TRUE(decoded.ok()) << decoded.error();
+    EXPECT_EQ(encode_metadata_command(*decoded), bytes);
+    EXPECT_EQ(decoded->index(), command.index());
+  }
+}
+
+TEST(Definitions, TruncatedOrDamagedCommandsAreRefused) {
+  for (const MetadataCommand& command : one_of_each()) {
+    std::string bytes = encode_metadata_command(command);
+    for (size_t cut = 0; cut < bytes.size(); ++cut) {
+      EXPECT_FALSE(decode_metadata_command(bytes.substr(0, cut)).ok()) << cut;
+    }
+    EXPECT_FALSE(decode_metadata_command(bytes + "!").ok());
+  }
+}
+
+TEST(Definitions, DeletingAQueueOrExchangeTakesItsBindingsWithIt) {
+  Definitions d;
+  d.apply(DeclareExchange{{"/", "x", "topic", false, false, {}}});
+  d.apply(DeclareExchange{{"/", "y", "fanout", false, false, {}}});
+  d.apply(DeclareQueue{{"/", "q", 1, false, {}}});
+  d.apply(Bind{{"/", "x", Binding{"q", true, "a", {}}}});
+  d.apply(Bind{{"/", "x", Binding{"y", false, "b", {}}}});
+  d.apply(Bind{{"/", "y", Binding{"q", true, "", {}}}});
+  d.apply(Bind{{"/", "x", Binding{"q", true, "a", {}}}});  // the same binding again: one
+  EXPECT_EQ(d.bindings().size(), 3u);
+  d.apply(DeleteQueue{"/", "q"});
+  ASSERT_EQ(d.bindings().size(), 1u);
+  EXPECT_EQ(d.bindings()[0].binding.destination, "y");
+  d.apply(DeleteExchange{"/", "y"});
+  EXPECT_TRUE(d.bindings().empty());
+  EXPECT_EQ(d.exchanges().size(), 1u);
+  EXPECT_TRUE(d.queues().empty());
+}
+
+TEST(Definitions, SnapshotRebuildsTheSameDefinitions) {
+  Definitions d;
+  for (const MetadataCommand& command : one_of_each()) d.apply(command);
+  d.apply(DeclareQueue{{"other", "q2", 43, true, {}}});
+  auto restored = Definitions::from_snapshot(d.snapshot());
+  ASSERT_TRUE(restored.ok()) << restored.error();
+  EXPECT_EQ(*restored, d);
+  std::string damaged = d.snapshot();
+  damaged.pop_back();
+  EXPECT_FALSE(Definitions::from_snapshot(damaged).ok());
+}
+
+// The fuzzer's seeds: one command of each kind, written to HAMQ_WRITE_METADATA_COMMAND_CORPUS
+// when it is set (tools/make_log_entry_corpora.sh).
+TEST(Definitions, FuzzSeedsAreOneOfEachKind) {
+  std::vector<MetadataCommand> commands = one_of_each();
+  EXPECT_EQ(commands.size(), std::variant_size_v<MetadataCommand>);
+  const char* dir = std::getenv("HAMQ_WRITE_METADATA_COMMAND_CORPUS");
+  if (dir == nullptr) return;
+  std::filesystem::create_directories(dir);
+  for (size_t i = 0; i < commands.size(); ++i) {
+    std::ofstream(std::string(dir) + "/kind-" + std::to_string(i), std::ios::binary)
+        << encode_metadata_command(commands[i]);
+  }
+}
+
+}  // namespace
+}  // namespace hamq::broker
