@@ -101,6 +101,7 @@ void Broker::on_timer() {
     queue->machine.expire(wall_clock_ms_, deliveries);
     dispatch(queue, deliveries);  // delivers, dead-letters and schedules the next wake-up
   }
+  persist_definitions();  // an expired queue is gone for good
 }
 
 void Broker::delay(const Exchange& exchange, queue::MessagePtr message, uint64_t delay_ms) {
@@ -308,6 +309,129 @@ size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
     if (it != sinks_.end()) it->second->consumer_cancelled_by_broker(consumer);
   }
   return ready;
+}
+
+namespace {
+
+bool durable_queue(const Queue& queue) {
+  return queue.durable && queue.exclusive_owner == 0;
+}
+
+}  // namespace
+
+Definitions Broker::current_definitions() const {
+  Definitions definitions;
+  for (const auto& [vhost_name, vhost] : virtual_hosts_) {
+    auto durable_destination = [&](const Binding& binding) {
+      if (binding.destination_is_queue) {
+        auto it = vhost->queues().find(binding.destination);
+        return it != vhost->queues().end() && durable_queue(*it->second);
+      }
+      auto it = vhost->exchanges().find(binding.destination);
+      return it != vhost->exchanges().end() && it->second.durable;
+    };
+    for (const auto& [name, exchange] : vhost->exchanges()) {
+      if (!exchange.durable || name.empty()) continue;
+      bool predeclared = name.starts_with("amq.");
+      if (!predeclared) {
+        std::string type(exchange.delayed ? delayed_exchange_type
+                                          : exchange_type_name(exchange.type));
+        definitions.apply(DeclareExchange{
+            {vhost_name, name, type, exchange.auto_delete, exchange.internal, exchange.arguments}});
+      }
+      for (const Binding& binding : exchange.bindings) {
+        if (durable_destination(binding)) definitions.apply(Bind{{vhost_name, name, binding}});
+      }
+    }
+    for (const auto& [name, queue] : vhost->queues()) {
+      if (!durable_queue(*queue)) continue;
+      definitions.apply(DeclareQueue{{vhost_name, name, 0, queue->auto_delete, queue->arguments}});
+    }
+  }
+  return definitions;
+}
+
+void Broker::persist_definitions() {
+  if (definition_store_ == nullptr) return;
+  uint64_t generation = 0;
+  for (const auto& [name, vhost] : virtual_hosts_) generation += vhost->definitions_generation();
+  if (generation == definitions_generation_seen_) return;
+  definitions_generation_seen_ = generation;
+  Definitions now = current_definitions();
+  if (now == recorded_definitions_) return;
+  // The difference, in an order that replays cleanly: unbinds, deletes, declares, binds.
+  std::vector<MetadataCommand> commands;
+  const auto& old_bindings = recorded_definitions_.bindings();
+  const auto& new_bindings = now.bindings();
+  for (const auto& binding : old_bindings) {
+    if (std::find(new_bindings.begin(), new_bindings.end(), binding) == new_bindings.end()) {
+      commands.push_back(Unbind{binding});
+    }
+  }
+  for (const auto& [key, queue] : recorded_definitions_.queues()) {
+    if (!now.queues().contains(key)) commands.push_back(DeleteQueue{key.first, key.second});
+  }
+  for (const auto& [key, exchange] : recorded_definitions_.exchanges()) {
+    if (!now.exchanges().contains(key)) commands.push_back(DeleteExchange{key.first, key.second});
+  }
+  for (const auto& [key, exchange] : now.exchanges()) {
+    auto old = recorded_definitions_.exchanges().find(key);
+    if (old == recorded_definitions_.exchanges().end() || !(old->second == exchange)) {
+      commands.push_back(DeclareExchange{exchange});
+    }
+  }
+  for (const auto& [key, queue] : now.queues()) {
+    auto old = recorded_definitions_.queues().find(key);
+    if (old == recorded_definitions_.queues().end() || !(old->second == queue)) {
+      commands.push_back(DeclareQueue{queue});
+    }
+  }
+  for (const auto& binding : new_bindings) {
+    if (std::find(old_bindings.begin(), old_bindings.end(), binding) == old_bindings.end()) {
+      commands.push_back(Bind{binding});
+    }
+  }
+  if (definition_store_->record(commands)) {
+    recorded_definitions_ = std::move(now);
+  } else {
+    ++definition_failures_;
+    definitions_generation_seen_ = 0;  // try again after the next change
+  }
+}
+
+void Broker::restore_definitions(const Definitions& definitions) {
+  for (const auto& [key, exchange] : definitions.exchanges()) {
+    VirtualHost* vhost = find_virtual_host(key.first);
+    if (vhost == nullptr) continue;
+    (void)vhost->declare_exchange(ExchangeDeclare{.name = exchange.name,
+                                                  .type = exchange.type,
+                                                  .passive = false,
+                                                  .durable = true,
+                                                  .auto_delete = exchange.auto_delete,
+                                                  .internal = exchange.internal,
+                                                  .arguments = exchange.arguments});
+  }
+  for (const auto& [key, queue] : definitions.queues()) {
+    VirtualHost* vhost = find_virtual_host(key.first);
+    if (vhost == nullptr) continue;
+    auto declared = vhost->declare_queue(QueueDeclare{.name = queue.name,
+                                                      .passive = false,
+                                                      .durable = true,
+                                                      .exclusive = false,
+                                                      .auto_delete = queue.auto_delete,
+                                                      .arguments = queue.arguments},
+                                         0);
+    if (declared.ok()) declared.value()->last_used_ms = wall_clock_ms_;
+  }
+  for (const BindingDefinition& binding : definitions.bindings()) {
+    VirtualHost* vhost = find_virtual_host(binding.vhost);
+    if (vhost != nullptr) (void)vhost->bind(binding.source, binding.binding, 0);
+  }
+  recorded_definitions_ = current_definitions();
+  definitions_generation_seen_ = 0;
+  for (const auto& [name, vhost] : virtual_hosts_) {
+    definitions_generation_seen_ += vhost->definitions_generation();
+  }
 }
 
 }  // namespace hamq::broker

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/definitions.h"
 #include "broker/virtual_host.h"
 
 namespace hamq::broker {
@@ -50,6 +51,14 @@ class ConsumerSink {
 // names the broker substitutes for it in reply_to.
 constexpr std::string_view reply_to_queue = "amq.rabbitmq.reply-to";
 constexpr std::string_view reply_to_prefix = "amq.rabbitmq.reply-to.";
+
+// Where durable definitions are kept (the metadata group, in the runtime). record() returns
+// once the commands are durable, or false when they cannot be made so.
+class DefinitionStore {
+ public:
+  virtual ~DefinitionStore() = default;
+  virtual bool record(const std::vector<MetadataCommand>& commands) = 0;
+};
 
 class Broker {
  public:
@@ -120,6 +129,18 @@ class Broker {
   // Holds a message published to a delayed exchange for `delay_ms`.
   void delay(const Exchange& exchange, queue::MessagePtr message, uint64_t delay_ms);
 
+  // Durable exchanges, durable queues (not exclusive ones) and the bindings between durable
+  // things survive a restart: after each change the broker records the difference in the store,
+  // before any reply to it leaves (persist_definitions, called when a connection's input has been
+  // handled). Without a store (tests), nothing is kept.
+  void set_definition_store(DefinitionStore* store) { definition_store_ = store; }
+  // At start, before any connection: declares what was kept.
+  void restore_definitions(const Definitions& definitions);
+  void persist_definitions();
+  Definitions current_definitions() const;
+  // Changes that could not be made durable (the store failed); for the log and metrics.
+  uint64_t definition_failures() const { return definition_failures_; }
+
   // Deletes a queue and tells its consumers. Returns the ready messages it had.
   size_t delete_queue(VirtualHost& vhost, const std::string& name);
 
@@ -145,6 +166,10 @@ class Broker {
                        const queue::Message& message);
 
   uint64_t wall_clock_ms_ = 0;
+  DefinitionStore* definition_store_ = nullptr;
+  Definitions recorded_definitions_;
+  uint64_t definitions_generation_seen_ = 0;
+  uint64_t definition_failures_ = 0;
   // Queue wake-ups by time; stale ones (the queue's wake_at_ms moved) are skipped.
   std::multimap<uint64_t, std::weak_ptr<Queue>> wakeups_;
   std::function<void()> timer_listener_;

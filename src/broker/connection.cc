@@ -92,6 +92,7 @@ void Connection::release() {
   flow_waits_.clear();
   for (auto& [number, channel] : channels_) channel->release();
   channels_.clear();
+  broker_.persist_definitions();  // auto-delete queues may have gone with the consumers
   if (vhost_ != nullptr) {
     for (const auto& name : vhost_->queues_owned_by(id_)) broker_.delete_queue(*vhost_, name);
   }
@@ -127,6 +128,8 @@ void Connection::process_input(uint64_t now_ms) {
     if (!next.value()) break;
     handle_frame(*next.value(), now_ms);
   }
+  // Durable definitions changed by this input are made durable before any reply leaves.
+  broker_.persist_definitions();
   for (auto& [number, channel] : channels_) channel->flush_confirms();
   broker_.update_memory_alarm();
   if (published_in_batch_ && broker_.memory_alarm() && !blocked_ && state_ == State::open) {

@@ -1,5 +1,7 @@
 #include "broker/definitions.h"
 
+#include "broker/broker.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -91,6 +93,78 @@ TEST(Definitions, FuzzSeedsAreOneOfEachKind) {
     std::ofstream(std::string(dir) + "/kind-" + std::to_string(i), std::ios::binary)
         << encode_metadata_command(commands[i]);
   }
+}
+
+// A store that keeps what it is given, replaying it as the metadata group would.
+struct RecordingStore : DefinitionStore {
+  bool record(const std::vector<MetadataCommand>& commands) override {
+    ++calls;
+    for (const auto& command : commands) replayed.apply(command);
+    return !fail;
+  }
+  Definitions replayed;
+  int calls = 0;
+  bool fail = false;
+};
+
+TEST(BrokerDefinitions, ChangesToDurableThingsAreRecordedAsTheirDifference) {
+  Broker broker({"/"}, 1);
+  RecordingStore store;
+  broker.set_definition_store(&store);
+  VirtualHost& vhost = *broker.find_virtual_host("/");
+  ASSERT_TRUE(vhost.declare_exchange({.name = "x", .type = "topic", .durable = true}).ok());
+  ASSERT_TRUE(vhost.declare_exchange({.name = "t", .type = "fanout", .durable = false}).ok());
+  ASSERT_TRUE(vhost.declare_queue({.name = "q", .durable = true}, 0).ok());
+  ASSERT_TRUE(vhost.declare_queue({.name = "mine", .durable = true, .exclusive = true}, 9).ok());
+  ASSERT_TRUE(vhost.bind("x", Binding{"q", true, "a.#", {}}, 0).ok());
+  ASSERT_TRUE(vhost.bind("t", Binding{"q", true, "", {}}, 0).ok());     // from a transient one
+  ASSERT_TRUE(vhost.bind("x", Binding{"mine", true, "", {}}, 9).ok());  // to an exclusive one
+  broker.persist_definitions();
+  EXPECT_EQ(store.calls, 1);
+  EXPECT_EQ(store.replayed, broker.current_definitions());
+  EXPECT_EQ(store.replayed.exchanges().size(), 1u);
+  EXPECT_EQ(store.replayed.queues().size(), 1u);
+  ASSERT_EQ(store.replayed.bindings().size(), 1u);
+  broker.persist_definitions();  // nothing changed: nothing recorded
+  EXPECT_EQ(store.calls, 1);
+  broker.delete_queue(vhost, "q");
+  broker.persist_definitions();
+  EXPECT_EQ(store.replayed, broker.current_definitions());
+  EXPECT_TRUE(store.replayed.queues().empty());
+  EXPECT_TRUE(store.replayed.bindings().empty());
+}
+
+TEST(BrokerDefinitions, RestoredDefinitionsAreDeclaredAndNotRecordedAgain) {
+  Definitions kept;
+  kept.apply(DeclareExchange{{"/", "x", "direct", false, false, {}}});
+  kept.apply(DeclareQueue{{"/", "q", 0, false, {}}});
+  kept.apply(Bind{{"/", "x", Binding{"q", true, "k", {}}}});
+  Broker broker({"/"}, 1);
+  broker.restore_definitions(kept);
+  RecordingStore store;
+  broker.set_definition_store(&store);
+  broker.persist_definitions();
+  EXPECT_EQ(store.calls, 0);
+  EXPECT_EQ(broker.current_definitions(), kept);
+  auto routed = broker.find_virtual_host("/")->route("x", "k", {}, nullptr);
+  ASSERT_EQ(routed.size(), 1u);
+  EXPECT_EQ(routed[0]->name, "q");
+}
+
+TEST(BrokerDefinitions, AFailedRecordIsCountedAndTriedAgain) {
+  Broker broker({"/"}, 1);
+  RecordingStore store;
+  store.fail = true;
+  broker.set_definition_store(&store);
+  ASSERT_TRUE(broker.find_virtual_host("/")->declare_queue({.name = "q", .durable = true}, 0).ok());
+  broker.persist_definitions();
+  EXPECT_EQ(broker.definition_failures(), 1u);
+  store.fail = false;
+  ASSERT_TRUE(
+      broker.find_virtual_host("/")->declare_queue({.name = "r", .durable = true}, 0).ok());
+  broker.persist_definitions();
+  EXPECT_EQ(broker.current_definitions().queues().size(), 2u);
+  EXPECT_EQ(store.calls, 2);
 }
 
 }  // namespace

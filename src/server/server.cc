@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "server/data_dir.h"
+#include "server/metadata_store.h"
 
 namespace hamq::server {
 namespace {
@@ -324,6 +325,8 @@ struct Server::Impl {
 
   ServerConfig config;
   broker::Broker broker;
+  // Before the event loop: sessions ended when it is destroyed may still record definitions.
+  std::unique_ptr<MetadataStore> metadata;
   asio::io_context io;
   asio::ip::tcp::acceptor acceptor;
   asio::signal_set signals;
@@ -344,6 +347,15 @@ Result<void, std::string> Server::start() {
   auto lock = DataDirLock::acquire(impl_->config.data_dir);
   if (!lock.ok()) return unexpected(lock.error());
   impl_->lock.emplace(std::move(lock.value()));
+  auto metadata = MetadataStore::open(impl_->config.data_dir);
+  if (!metadata.ok()) return unexpected(metadata.error());
+  impl_->metadata = std::move(metadata.value());
+  impl_->broker.set_wall_clock_ms(unix_ms());
+  const broker::Definitions& kept = impl_->metadata->definitions();
+  impl_->broker.restore_definitions(kept);
+  impl_->broker.set_definition_store(impl_->metadata.get());
+  spdlog::info("restored {} durable exchange(s), {} durable queue(s), {} binding(s)",
+               kept.exchanges().size(), kept.queues().size(), kept.bindings().size());
 
   asio::error_code ec;
   auto address = asio::ip::make_address(impl_->config.bind_address, ec);

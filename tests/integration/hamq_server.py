@@ -30,6 +30,7 @@ class HamqServer:
         self._reader = None
 
     def start(self):
+        self.port = None
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
         listening = threading.Event()
@@ -48,6 +49,12 @@ class HamqServer:
             self.process.kill()
             raise RuntimeError("hamq-server did not start:\n" + "\n".join(self.log))
         return self
+
+    def kill(self):
+        """SIGKILL: the process dies on the spot, its data directory stays for a restart."""
+        self.process.kill()
+        self.process.wait()
+        self._reader.join(5)
 
     def alive(self):
         return self.process.poll() is None

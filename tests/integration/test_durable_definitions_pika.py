@@ -1,0 +1,82 @@
+"""Durable exchanges, durable queues and the bindings between them survive a SIGKILL of the
+broker; transient ones do not. (Messages in durable queues do not yet: that is the next step of
+the durable-queue issue.)"""
+
+import pika
+import pika.exceptions
+import pytest
+
+from pika_helpers import connect
+
+
+def exists(connection, kind, name):
+    channel = connection.channel()
+    try:
+        if kind == "queue":
+            channel.queue_declare(name, passive=True)
+        else:
+            channel.exchange_declare(name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as closed:
+        assert closed.reply_code == 404
+        return False
+    channel.close()
+    return True
+
+
+def test_durable_definitions_survive_sigkill_and_transient_ones_do_not(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.exchange_declare("orders", "topic", durable=True)
+    channel.exchange_declare("scratch", "fanout", durable=False)
+    channel.exchange_declare("later", "x-delayed-message", durable=True,
+                             arguments={"x-delayed-type": "direct"})
+    channel.queue_declare("keep", durable=True, arguments={"x-max-length": 5,
+                                                           "x-message-ttl": 60000})
+    channel.queue_declare("lose", durable=False)
+    channel.queue_bind("keep", "orders", "eu.#")
+    channel.queue_bind("keep", "amq.direct", "direct-key")
+    channel.queue_bind("lose", "orders", "#")
+    channel.exchange_bind("orders", "later", "eu.late")  # exchange to exchange, both durable
+    channel.queue_declare("deleted", durable=True)
+    channel.queue_delete("deleted")
+    connection.close()
+
+    server.kill()
+    server.start()
+
+    connection = connect(server)
+    assert exists(connection, "exchange", "orders")
+    assert exists(connection, "exchange", "later")
+    assert not exists(connection, "exchange", "scratch")
+    assert exists(connection, "queue", "keep")
+    assert not exists(connection, "queue", "lose")
+    assert not exists(connection, "queue", "deleted")
+    channel = connection.channel()
+    # The arguments came back: a redeclare with different ones is refused.
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.queue_declare("keep", durable=True, arguments={"x-max-length": 6,
+                                                               "x-message-ttl": 60000})
+    assert refused.value.reply_code == 406
+    channel = connection.channel()
+    channel.basic_publish("orders", "eu.new", b"by topic")
+    channel.basic_publish("amq.direct", "direct-key", b"by amq.direct")
+    channel.basic_publish("later", "eu.late", b"through the delayed exchange's binding")
+    assert channel.queue_declare("keep", passive=True).method.message_count == 3
+    connection.close()
+
+
+def test_definitions_deleted_before_a_restart_stay_deleted(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.exchange_declare("temporary", "direct", durable=True)
+    channel.queue_declare("q", durable=True)
+    channel.queue_bind("q", "temporary", "k")
+    channel.queue_unbind("q", "temporary", "k")
+    channel.exchange_delete("temporary")
+    connection.close()
+    server.kill()
+    server.start()
+    connection = connect(server)
+    assert not exists(connection, "exchange", "temporary")
+    assert exists(connection, "queue", "q")
+    connection.close()
