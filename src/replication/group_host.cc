@@ -77,6 +77,20 @@ Result<raft::LogIndex, raft::ProposeError> GroupHost::propose(raft::GroupId id, 
   return raft->propose(std::move(data));
 }
 
+Result<void, std::string> GroupHost::compact(raft::GroupId id, std::string data) {
+  raft::Raft* raft = find(id);
+  if (raft == nullptr) return unexpected(std::string("no such group"));
+  raft::LogIndex applied = raft->applied();
+  if (applied <= raft->log().first_index() - 1) return Ok{};  // nothing new to cover
+  auto term = raft->log().term(applied);
+  if (!term.ok()) return unexpected(std::string("the applied entry is not in the log"));
+  auto saved = wal_.save_snapshot(
+      storage::GroupId{id.value}, storage::SnapshotMeta{{applied.value}, {term->value}},
+      storage::SnapshotMode::compact_prefix, encode_snapshot_payload(raft->conf(), data));
+  if (!saved.ok()) return unexpected(saved.error().detail);
+  return Ok{};
+}
+
 void GroupHost::step(const raft::Message& message) {
   if (raft::Raft* raft = find(message.group)) raft->step(message);
 }

@@ -51,6 +51,9 @@ class GroupHost {
   size_t group_count() const { return groups_.size(); }
 
   Result<raft::LogIndex, raft::ProposeError> propose(raft::GroupId group, std::string data);
+  // The state machine's snapshot (`data`) at everything applied so far: the log prefix it covers
+  // is dropped once the snapshot is durable (a restart restores it and replays what follows).
+  Result<void, std::string> compact(raft::GroupId group, std::string data);
   void step(const raft::Message& message);
   void tick();
   // Takes the Ready of every group that has one and submits its writes.

@@ -86,6 +86,27 @@ TEST(GroupHost, SingleMemberGroupCommitsAndSurvivesARestartOnRealFiles) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(GroupHost, ACompactedGroupRestartsFromItsSnapshotAndTheEntriesAfterIt) {
+  storage::FaultFileSystem fs(3);
+  {
+    Node node(fs);
+    ASSERT_TRUE(node.host->create_group(raft::GroupId{5}, alone(), "").ok());
+    node.settle();
+    for (int i = 0; i < 50; ++i) ASSERT_TRUE(node.host->propose(raft::GroupId{5}, "a").ok());
+    node.settle();
+    ASSERT_TRUE(node.host->compact(raft::GroupId{5}, "fifty").ok());
+    node.settle();
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(node.host->propose(raft::GroupId{5}, "b").ok());
+    node.settle();
+    EXPECT_GT(node.wal->first_index(storage::GroupId{5}).value, 50u);
+  }
+  Node restarted(fs);
+  restarted.host->open_existing_groups();
+  restarted.settle();
+  EXPECT_EQ(restarted.applied[raft::GroupId{5}],
+            (std::vector<std::string>{"snapshot:fifty", "b", "b", "b"}));
+}
+
 TEST(GroupHost, AThousandGroupsShareEachFsync) {
   storage::FaultFileSystem fs(1);
   Node node(fs);

@@ -8,6 +8,8 @@ namespace {
 
 // A bound on the rounds of flushing one change may take (a few on a single node).
 constexpr int settle_rounds_max = 100;
+// The metadata group snapshots its definitions once this many changes follow the last snapshot.
+constexpr uint64_t metadata_entries_per_snapshot = 1000;
 
 }  // namespace
 
@@ -99,6 +101,14 @@ bool MetadataStore::record(const std::vector<broker::MetadataCommand>& commands)
   if (!settle()) {
     spdlog::error("cannot make definitions durable: the write-ahead log failed");
     return false;
+  }
+  // Now and then the whole state replaces the log that built it, so a restart reads little.
+  raft::Raft* raft = host_->find(metadata_group);
+  if (raft->applied().value >= raft->log().first_index().value + metadata_entries_per_snapshot) {
+    if (auto compacted = host_->compact(metadata_group, definitions_.snapshot());
+        !compacted.ok() || !settle()) {
+      spdlog::warn("cannot compact the metadata log; it keeps growing");
+    }
   }
   return true;
 }

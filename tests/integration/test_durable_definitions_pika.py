@@ -80,3 +80,21 @@ def test_definitions_deleted_before_a_restart_stay_deleted(server):
     assert not exists(connection, "exchange", "temporary")
     assert exists(connection, "queue", "q")
     connection.close()
+
+
+def test_many_changes_compact_the_metadata_log_and_still_restore(server):
+    # Past 1,000 changes the metadata group replaces its log by a snapshot of the definitions.
+    connection = connect(server)
+    channel = connection.channel()
+    for i in range(1100):
+        channel.queue_declare("many-%d" % i, durable=True)
+    for i in range(0, 1100, 2):
+        channel.queue_delete("many-%d" % i)
+    connection.close()
+    server.kill()
+    server.start()
+    assert server.wait_for_log(r"restored 0 durable exchange\(s\), 550 durable queue\(s\)")
+    connection = connect(server)
+    assert exists(connection, "queue", "many-1")
+    assert not exists(connection, "queue", "many-0")
+    connection.close()
