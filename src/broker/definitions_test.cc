@@ -160,8 +160,7 @@ TEST(BrokerDefinitions, AFailedRecordIsCountedAndTriedAgain) {
   broker.persist_definitions();
   EXPECT_EQ(broker.definition_failures(), 1u);
   store.fail = false;
-  ASSERT_TRUE(
-      broker.find_virtual_host("/")->declare_queue({.name = "r", .durable = true}, 0).ok());
+  ASSERT_TRUE(broker.find_virtual_host("/")->declare_queue({.name = "r", .durable = true}, 0).ok());
   broker.persist_definitions();
   EXPECT_EQ(broker.current_definitions().queues().size(), 2u);
   EXPECT_EQ(store.calls, 2);
