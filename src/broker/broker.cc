@@ -321,16 +321,17 @@ bool durable_queue(const Queue& queue) {
 
 Definitions Broker::current_definitions() const {
   Definitions definitions;
-  for (const auto& [vhost_name, vhost] : virtual_hosts_) {
-    auto durable_destination = [&](const Binding& binding) {
+  for (const auto& [vhost_name, vhost_ptr] : virtual_hosts_) {
+    const VirtualHost& vhost = *vhost_ptr;  // (clang 14 cannot capture a structured binding)
+    auto durable_destination = [&vhost](const Binding& binding) {
       if (binding.destination_is_queue) {
-        auto it = vhost->queues().find(binding.destination);
-        return it != vhost->queues().end() && durable_queue(*it->second);
+        auto it = vhost.queues().find(binding.destination);
+        return it != vhost.queues().end() && durable_queue(*it->second);
       }
-      auto it = vhost->exchanges().find(binding.destination);
-      return it != vhost->exchanges().end() && it->second.durable;
+      auto it = vhost.exchanges().find(binding.destination);
+      return it != vhost.exchanges().end() && it->second.durable;
     };
-    for (const auto& [name, exchange] : vhost->exchanges()) {
+    for (const auto& [name, exchange] : vhost.exchanges()) {
       if (!exchange.durable || name.empty()) continue;
       bool predeclared = name.starts_with("amq.");
       if (!predeclared) {
@@ -343,7 +344,7 @@ Definitions Broker::current_definitions() const {
         if (durable_destination(binding)) definitions.apply(Bind{{vhost_name, name, binding}});
       }
     }
-    for (const auto& [name, queue] : vhost->queues()) {
+    for (const auto& [name, queue] : vhost.queues()) {
       if (!durable_queue(*queue)) continue;
       definitions.apply(DeclareQueue{{vhost_name, name, 0, queue->auto_delete, queue->arguments}});
     }
