@@ -16,7 +16,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Definitions definitions;
   definitions.apply(DeclareExchange{{"/", "x", "topic", false, false, {}}});
   definitions.apply(*decoded);
-  auto restored = Definitions::from_snapshot(definitions.snapshot());
-  HAMQ_VERIFY(restored.ok() && *restored == definitions, "snapshot does not restore");
+  // Compared as bytes: a NaN among the arguments is not equal to itself.
+  std::string snapshot = definitions.snapshot();
+  auto restored = Definitions::from_snapshot(snapshot);
+  HAMQ_VERIFY(restored.ok() && restored->snapshot() == snapshot, "snapshot does not restore");
   return 0;
 }
