@@ -63,8 +63,7 @@ Raft::Raft(Config config, const LogStorage& storage)
     catch_up_index_ = initial.hard_state.catch_up;
     catch_up_term_ = initial.hard_state.catch_up_term;
   }
-  become_follower(term_, no_node);
-  vote_ = initial.hard_state.vote;
+  become_follower(term_, no_node);  // the same term: the stored vote stays
 }
 
 // --- roles ---
@@ -765,12 +764,9 @@ bool Raft::transfer_leadership(NodeId target) {
 void Raft::apply_conf(const ConfChange& change) {
   if (!apply_conf_change(change, conf_)) return;
   if (role_ != Role::leader) return;
-  if (!is_voter(conf_, config_.id) && !is_learner(conf_, config_.id)) {
-    // Removed itself: stop leading; the others elect a leader of the new configuration.
-    become_follower(term_, no_node);
-    return;
-  }
   if (!is_voter(conf_, config_.id)) {
+    // Removed itself (or made itself a learner): stop leading; the voters elect a leader of the
+    // new configuration.
     become_follower(term_, no_node);
     return;
   }

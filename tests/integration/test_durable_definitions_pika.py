@@ -6,21 +6,8 @@ import pika
 import pika.exceptions
 import pytest
 
-from pika_helpers import connect
+from pika_helpers import connect, exists
 
-
-def exists(connection, kind, name):
-    channel = connection.channel()
-    try:
-        if kind == "queue":
-            channel.queue_declare(name, passive=True)
-        else:
-            channel.exchange_declare(name, passive=True)
-    except pika.exceptions.ChannelClosedByBroker as closed:
-        assert closed.reply_code == 404
-        return False
-    channel.close()
-    return True
 
 
 def test_durable_definitions_survive_sigkill_and_transient_ones_do_not(server):

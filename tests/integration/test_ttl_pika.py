@@ -6,7 +6,7 @@ import time
 
 import pika
 
-from pika_helpers import connect, wait_until
+from pika_helpers import connect, exists, wait_until
 import pika.exceptions
 import pytest
 
@@ -113,16 +113,6 @@ def test_invalid_expiration_closes_the_channel(server, expiration, error):
     connection.close()
 
 
-def queue_exists(connection, queue):
-    channel = connection.channel()
-    try:
-        channel.queue_declare(queue, passive=True)
-    except pika.exceptions.ChannelClosedByBroker as closed:
-        assert closed.reply_code == 404
-        return False
-    channel.close()
-    return True
-
 
 def test_unused_queue_expires_and_its_messages_are_not_dead_lettered(server):
     connection = connect(server)
@@ -130,7 +120,7 @@ def test_unused_queue_expires_and_its_messages_are_not_dead_lettered(server):
     declare_with_dead_letters(channel, "lease", {"x-expires": 300})
     channel.basic_publish("", "lease", b"goes with the queue")
     started = time.monotonic()
-    wait_until(connection, lambda: not queue_exists(connection, "lease"))
+    wait_until(connection, lambda: not exists(connection, "queue", "lease"))
     assert time.monotonic() - started >= 0.25
     assert ready_count(connection.channel(), "dead") == 0
     connection.close()
@@ -142,11 +132,11 @@ def test_queue_with_a_consumer_does_not_expire_and_use_renews_the_lease(server):
     channel.queue_declare("watched", arguments={"x-expires": 300})
     tag = channel.basic_consume("watched", lambda *args: None, auto_ack=True)
     connection.process_data_events(time_limit=0.6)
-    assert queue_exists(connection, "watched")
+    assert exists(connection, "queue", "watched")
     channel.basic_cancel(tag)  # unused from now on
     for _ in range(4):  # basic.get keeps it alive
         connection.process_data_events(time_limit=0.15)
         channel.basic_get("watched", auto_ack=True)
-    assert queue_exists(connection, "watched")
-    wait_until(connection, lambda: not queue_exists(connection, "watched"))
+    assert exists(connection, "queue", "watched")
+    wait_until(connection, lambda: not exists(connection, "queue", "watched"))
     connection.close()
