@@ -97,18 +97,15 @@ void Broker::on_timer() {
       continue;
     }
     if (queue->dead_letter_retry_at_ms <= wall_clock_ms_) retry_dead_letters(queue);
-    std::vector<queue::Delivery> deliveries;
-    queue->machine.expire(wall_clock_ms_, deliveries);
-    dispatch(queue, deliveries);  // delivers, dead-letters and schedules the next wake-up
+    // Delivers, dead-letters and schedules the next wake-up (once applied, for a durable queue).
+    execute(queue, command(queue::ExpireCommand{}));
   }
   persist_definitions();  // an expired queue is gone for good
 }
 
 void Broker::delay(const Exchange& exchange, queue::MessagePtr message, uint64_t delay_ms) {
-  std::vector<queue::Delivery> deliveries;
-  exchange.delay_queue->machine.enqueue_for(std::move(message), delay_ms, wall_clock_ms_,
-                                            deliveries);
-  dispatch(exchange.delay_queue, deliveries);  // schedules its release
+  // Schedules its release.
+  execute(exchange.delay_queue, command(queue::EnqueueCommand{std::move(message), delay_ms}));
 }
 
 void Broker::release_delayed(VirtualHost& vhost, const std::string& exchange,
@@ -139,11 +136,22 @@ void Broker::release_delayed(VirtualHost& vhost, const std::string& exchange,
   const auto& headers = released->properties.headers;
   auto targets =
       vhost.route(exchange, released->routing_key, extra_keys, headers ? &*headers : nullptr);
-  for (const QueuePtr& target : targets) {
-    std::vector<queue::Delivery> deliveries;
-    target->machine.enqueue(released, wall_clock_ms_, deliveries);
-    dispatch(target, deliveries);
-  }
+  for (const QueuePtr& target : targets) enqueue(target, released);
+}
+
+bool Broker::enqueue(const QueuePtr& target, queue::MessagePtr message) {
+  bool refused = false;
+  // Only an in-memory queue answers before this returns; a durable one takes the message when
+  // its entry is applied, and counts as having taken it now.
+  bool* refused_now = target->group == 0 ? &refused : nullptr;
+  execute(target, command(queue::EnqueueCommand{std::move(message)}),
+          [refused_now](const QueuePtr&, const queue::CommandEffects* effects) {
+            if (refused_now != nullptr && effects != nullptr &&
+                effects->enqueued == queue::EnqueueResult::rejected) {
+              *refused_now = true;
+            }
+          });
+  return !refused;
 }
 
 void Broker::dead_letter(const QueuePtr& queue) {
@@ -209,14 +217,11 @@ Broker::DeadLetterOutcome Broker::offer_dead_letter(VirtualHost& vhost, const st
         letter.accepted_by.end()) {
       continue;
     }
-    std::vector<queue::Delivery> deliveries;
-    if (target->machine.enqueue(letter.message, wall_clock_ms_, deliveries) ==
-        queue::EnqueueResult::rejected) {
-      refused = true;
-    } else {
+    if (enqueue(target, letter.message)) {
       letter.accepted_by.push_back(target->name);
+    } else {
+      refused = true;
     }
-    dispatch(target, deliveries);
   }
   return refused ? DeadLetterOutcome::refused : DeadLetterOutcome::delivered;
 }
@@ -246,7 +251,8 @@ void Broker::park(const QueuePtr& from, const queue::Message& message) {
   VirtualHost& vhost = *from->vhost;
   QueuePtr parking = vhost.find_queue(std::string(parking_queue_name));
   if (!parking) {
-    auto declared = vhost.declare_queue(
+    auto declared = declare_queue(
+        vhost,
         QueueDeclare{.name = std::string(parking_queue_name), .durable = true, .arguments = {}}, 0);
     if (!declared.ok()) return;  // cannot happen: a plain durable queue with no arguments
     parking = declared.value();
@@ -254,10 +260,8 @@ void Broker::park(const QueuePtr& from, const queue::Message& message) {
   DeadLetterRoute route =
       make_dead_letter(message, from->name, queue::DeadLetterReason::delivery_limit, "",
                        std::string(parking_queue_name), wall_clock_ms_ / 1000);
-  std::vector<queue::Delivery> deliveries;
-  parking->machine.enqueue(route.message, wall_clock_ms_, deliveries);
+  enqueue(parking, route.message);
   ++vhost.messages_parked;
-  dispatch(parking, deliveries);
 }
 
 void Broker::wait_for_flow(BlockedPublisher* publisher, const Queue* queue) {
@@ -270,6 +274,7 @@ void Broker::check_flow(const Queue& queue) {
   if (queue.machine.ready_count() >= queue_flow_ready_low && queue.machine.consumer_count() > 0) {
     return;
   }
+  if (queue.pending_commands.size() >= queue_flow_pending_low) return;
   auto waiters = std::move(it->second);
   flow_waiters_.erase(it);
   for (BlockedPublisher* publisher : waiters) publisher->flow_released(&queue);
@@ -294,10 +299,28 @@ ConsumerSink* Broker::find_reply_consumer(const std::string& name) const {
   return it == reply_consumers_.end() ? nullptr : it->second;
 }
 
+void Broker::delete_if_unused(const QueuePtr& queue) {
+  if (queue->auto_delete && queue->had_consumer && queue->machine.consumer_count() == 0 &&
+      queue->vhost != nullptr && queue->vhost->find_queue(queue->name) == queue) {
+    delete_queue(*queue->vhost, queue->name);
+  }
+}
+
 size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
   QueuePtr queue = vhost.remove_queue(name);
   if (!queue) return 0;
   memory_used_bytes_ -= queue->retained_dead_letter_bytes;  // they go with their queue
+  if (queue->group != 0) {
+    queue_groups_.erase(queue->group);
+    if (queue_store_ != nullptr) queue_store_->remove_group(queue->group);
+    // What was proposed goes with the queue: a publish to it is done (as if consumed at once).
+    auto pending = std::move(queue->pending_commands);
+    queue->pending_commands.clear();
+    queue::CommandEffects nothing;
+    for (auto& [index, command] : pending) {
+      if (command.done) command.done(queue, &nothing);
+    }
+  }
   if (auto waiters = flow_waiters_.find(queue.get()); waiters != flow_waiters_.end()) {
     auto released = std::move(waiters->second);
     flow_waiters_.erase(waiters);
@@ -346,7 +369,8 @@ Definitions Broker::current_definitions() const {
     }
     for (const auto& [name, queue] : vhost.queues()) {
       if (!durable_queue(*queue)) continue;
-      definitions.apply(DeclareQueue{{vhost_name, name, 0, queue->auto_delete, queue->arguments}});
+      definitions.apply(
+          DeclareQueue{{vhost_name, name, queue->group, queue->auto_delete, queue->arguments}});
     }
   }
   return definitions;
@@ -422,17 +446,131 @@ void Broker::restore_definitions(const Definitions& definitions) {
                                                       .auto_delete = queue.auto_delete,
                                                       .arguments = queue.arguments},
                                          0);
-    if (declared.ok()) declared.value()->last_used_ms = wall_clock_ms_;
+    if (!declared.ok()) continue;
+    const QueuePtr& restored = declared.value();
+    restored->last_used_ms = wall_clock_ms_;
+    if (queue_store_ == nullptr) continue;
+    if (queue.group != 0 && queue_store_->has_group(queue.group)) {
+      attach_group(restored, queue.group);
+    } else if (uint64_t group = queue_store_->create_group(); group != 0) {
+      // Its log was removed before its definition was (a crash while it was deleted): it
+      // starts again, empty, and the definition records its new group below.
+      attach_group(restored, group);
+    }
   }
   for (const BindingDefinition& binding : definitions.bindings()) {
     VirtualHost* vhost = find_virtual_host(binding.vhost);
     if (vhost != nullptr) (void)vhost->bind(binding.source, binding.binding, 0);
   }
-  recorded_definitions_ = current_definitions();
+  // What was kept is what is recorded: any difference (a queue's new group) is recorded now.
+  recorded_definitions_ = definitions;
   definitions_generation_seen_ = 0;
-  for (const auto& [name, vhost] : virtual_hosts_) {
-    definitions_generation_seen_ += vhost->definitions_generation();
+  persist_definitions();
+}
+
+std::set<uint64_t> Broker::queue_groups() const {
+  std::set<uint64_t> groups;
+  for (const auto& [group, queue] : queue_groups_) groups.insert(group);
+  return groups;
+}
+
+Result<QueuePtr, ProtocolError> Broker::declare_queue(VirtualHost& vhost,
+                                                      const QueueDeclare& declare,
+                                                      ConnectionId owner) {
+  auto declared = vhost.declare_queue(declare, owner);
+  if (!declared.ok()) return declared;
+  const QueuePtr& queue = declared.value();
+  if (queue_store_ == nullptr || queue->group != 0 || !durable_queue(*queue)) return declared;
+  uint64_t group = queue_store_->create_group();
+  if (group == 0) {
+    vhost.remove_queue(queue->name);
+    return unexpected(ProtocolError{
+        amqp::ReplyCode::internal_error,
+        "cannot create the log of queue '" + queue->name + "' in vhost '" + vhost.name() + "'"});
   }
+  attach_group(queue, group);
+  return declared;
+}
+
+void Broker::attach_group(const QueuePtr& queue, uint64_t group) {
+  queue->group = group;
+  queue_groups_[group] = queue;
+}
+
+void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, CommandDone done) {
+  if (queue->group == 0 || queue_store_ == nullptr) {
+    run(queue, command, done);
+    return;
+  }
+  auto index = queue_store_->propose(queue->group, queue::encode_command(command));
+  if (!index) {
+    if (done) done(queue, nullptr);
+    return;
+  }
+  queue->pending_commands.emplace(*index,
+                                  Queue::PendingCommand{std::move(command), std::move(done)});
+}
+
+void Broker::run(const QueuePtr& queue, const queue::QueueCommand& command,
+                 const CommandDone& done) {
+  queue::CommandEffects effects = queue::apply_command(queue->machine, command);
+  dispatch(queue, effects.deliveries);
+  if (done) done(queue, &effects);
+}
+
+void Broker::apply_queue_entry(uint64_t group, uint64_t index, std::string_view data) {
+  auto it = queue_groups_.find(group);
+  if (it == queue_groups_.end()) return;
+  QueuePtr queue = it->second.lock();
+  if (!queue) return;
+  auto& pending = queue->pending_commands;
+  // A proposal below this index that never came back was replaced (a new leader): not done.
+  while (!pending.empty() && pending.begin()->first < index) {
+    auto node = pending.extract(pending.begin());
+    if (node.mapped().done) node.mapped().done(queue, nullptr);
+  }
+  if (!pending.empty() && pending.begin()->first == index) {
+    // Proposed here: run the command as it was made (the same bytes are in the log).
+    auto node = pending.extract(pending.begin());
+    run(queue, node.mapped().command, node.mapped().done);
+    return;
+  }
+  auto command = queue::decode_command(data);
+  if (!command.ok()) {
+    ++undecodable_entries_;
+    return;
+  }
+  run(queue, *command, {});
+}
+
+void Broker::fail_pending_commands() {
+  for (auto& [group, weak] : queue_groups_) {
+    QueuePtr queue = weak.lock();
+    if (!queue) continue;
+    auto pending = std::move(queue->pending_commands);
+    queue->pending_commands.clear();
+    for (auto& [index, command] : pending) {
+      if (command.done) command.done(queue, nullptr);
+    }
+  }
+}
+
+void Broker::detach_previous_holders() {
+  for (auto& [group, weak] : queue_groups_) {
+    QueuePtr queue = weak.lock();
+    if (!queue) continue;
+    for (HolderId holder : queue->machine.holder_ids()) {
+      execute(queue, command(queue::DetachCommand{holder}));
+    }
+  }
+}
+
+size_t Broker::pending_command_count() const {
+  size_t count = 0;
+  for (const auto& [group, weak] : queue_groups_) {
+    if (QueuePtr queue = weak.lock()) count += queue->pending_commands.size();
+  }
+  return count;
 }
 
 }  // namespace hamq::broker

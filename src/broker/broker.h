@@ -9,7 +9,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -26,6 +28,10 @@ using queue::HolderId;
 // A queue without consumers may grow up to the memory watermark.
 constexpr size_t queue_flow_ready_high = 4096;
 constexpr size_t queue_flow_ready_low = 2048;
+// A publisher that has this many commands of a durable queue waiting for the log stops being
+// read until they are down to the low mark (the disk is slower than the network).
+constexpr size_t queue_flow_pending_high = 8192;
+constexpr size_t queue_flow_pending_low = 4096;
 
 // A connection that the memory alarm or flow control stopped reading, to be told when it may
 // read again.
@@ -58,6 +64,22 @@ class DefinitionStore {
  public:
   virtual ~DefinitionStore() = default;
   virtual bool record(const std::vector<MetadataCommand>& commands) = 0;
+};
+
+// Where durable queues keep their commands: the queue groups on the node's log, in the runtime.
+// The broker proposes a command and runs it on the queue's machine when the store hands the
+// entry back, applied, through Broker::apply_queue_entry.
+class QueueStore {
+ public:
+  virtual ~QueueStore() = default;
+  // A new group for a durable queue, durable when this returns; 0 when none can be made.
+  virtual uint64_t create_group() = 0;
+  // The log holds this group (a queue kept from before a restart has its messages there).
+  virtual bool has_group(uint64_t group) const = 0;
+  // The queue is gone: its group and what its log holds go too.
+  virtual void remove_group(uint64_t group) = 0;
+  // Appends a command to the group's log: its log index, or nothing when the log refuses it.
+  virtual std::optional<uint64_t> propose(uint64_t group, std::string command) = 0;
 };
 
 class Broker {
@@ -140,9 +162,40 @@ class Broker {
   Definitions current_definitions() const;
   // Changes that could not be made durable (the store failed); for the log and metrics.
   uint64_t definition_failures() const { return definition_failures_; }
+  // Queue log entries that did not decode (skipped); for the log and metrics.
+  uint64_t undecodable_entries() const { return undecodable_entries_; }
 
+  // An auto-delete queue that has had a consumer is deleted once it has none.
+  void delete_if_unused(const QueuePtr& queue);
   // Deletes a queue and tells its consumers. Returns the ready messages it had.
   size_t delete_queue(VirtualHost& vhost, const std::string& name);
+  // Declares a queue (VirtualHost::declare_queue); a new durable one gets its group in the
+  // store, or the declaration fails with 541 when the store cannot make one.
+  Result<QueuePtr, ProtocolError> declare_queue(VirtualHost& vhost, const QueueDeclare& declare,
+                                                ConnectionId owner);
+
+  // Durable queues keep their messages in the store's groups. Without a store (tests), every
+  // queue lives in memory.
+  void set_queue_store(QueueStore* store) { queue_store_ = store; }
+  // Runs a command on a queue. A queue with a group proposes it, and runs it when its entry is
+  // applied; any other runs it at once. Either way the deliveries and dead letters it makes are
+  // dispatched, then `done` is told what it did (or that it could not be done).
+  void execute(const QueuePtr& queue, queue::QueueCommand command, CommandDone done = {});
+  // The stamp for a command: the broker's clock.
+  queue::QueueCommand command(decltype(queue::QueueCommand::body) body) const {
+    return queue::QueueCommand{wall_clock_ms_, std::move(body)};
+  }
+  // A committed entry of a queue's group, in log order (and, after a restart, the log replayed).
+  void apply_queue_entry(uint64_t group, uint64_t index, std::string_view data);
+  // The log stopped for good: nothing pending will be applied.
+  void fail_pending_commands();
+  // After a restart has replayed the queues' logs: the consumers and holders of unacknowledged
+  // messages of the previous life are detached, so their messages are ready again, redelivered.
+  void detach_previous_holders();
+  // The groups of the durable queues.
+  std::set<uint64_t> queue_groups() const;
+  // Commands proposed and not yet applied, all queues together.
+  size_t pending_command_count() const;
 
  private:
   // Declared before the virtual hosts: their queues give their bytes back as they are destroyed.
@@ -158,6 +211,9 @@ class Broker {
   DeadLetterOutcome offer_dead_letter(VirtualHost& vhost, const std::string& exchange,
                                       Queue::RetainedDeadLetter& letter);
   void retry_dead_letters(const QueuePtr& queue);
+  // Enqueues a message the broker moves (released, dead-lettered, parked); false when the
+  // queue refused it (full, reject-publish).
+  bool enqueue(const QueuePtr& target, queue::MessagePtr message);
   // A message past its delivery limit with nowhere to go: into the vhost's parking queue.
   void park(const QueuePtr& from, const queue::Message& message);
   // A delayed message whose time has come: routed by its exchange as it is bound now, its x-delay
@@ -165,11 +221,18 @@ class Broker {
   void release_delayed(VirtualHost& vhost, const std::string& exchange,
                        const queue::Message& message);
 
+  // Runs a command on a queue's machine and hands out what it did.
+  void run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done);
+  void attach_group(const QueuePtr& queue, uint64_t group);
+
   uint64_t wall_clock_ms_ = 0;
+  QueueStore* queue_store_ = nullptr;
+  std::unordered_map<uint64_t, std::weak_ptr<Queue>> queue_groups_;  // by group
   DefinitionStore* definition_store_ = nullptr;
   Definitions recorded_definitions_;
   uint64_t definitions_generation_seen_ = 0;
   uint64_t definition_failures_ = 0;
+  uint64_t undecodable_entries_ = 0;
   // Queue wake-ups by time; stale ones (the queue's wake_at_ms moved) are skipped.
   std::multimap<uint64_t, std::weak_ptr<Queue>> wakeups_;
   std::function<void()> timer_listener_;

@@ -1,7 +1,6 @@
 #include "broker/channel.h"
 
 #include <algorithm>
-#include <set>
 
 #include "broker/connection.h"
 #include "common/verify.h"
@@ -61,7 +60,10 @@ Result<std::vector<std::string>, ProtocolError> sender_selected_keys(
 }  // namespace
 
 Channel::Channel(Connection& connection, uint16_t number)
-    : connection_(connection), number_(number), get_holder_(connection.broker().new_holder()) {}
+    : connection_(connection),
+      number_(number),
+      alive_(std::make_shared<Channel*>(this)),
+      get_holder_(connection.broker().new_holder()) {}
 
 Channel::~Channel() {
   HAMQ_VERIFY(released_, "a channel destroyed without release()");
@@ -192,18 +194,34 @@ Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) 
     return unexpected(error(ReplyCode::access_refused,
                             "queue name '" + name + "' contains reserved prefix 'amq.*'"));
   }
-  auto queue = vhost().declare_queue(
-      {name, m.passive, m.durable, m.exclusive, m.auto_delete, m.arguments}, connection_.id());
+  auto queue = connection_.broker().declare_queue(
+      vhost(), {name, m.passive, m.durable, m.exclusive, m.auto_delete, m.arguments},
+      connection_.id());
   if (!queue.ok()) return unexpected(queue.error());
   last_declared_queue_ = name;
   // A redeclare renews an x-expires lease; a passive one (a look) does not.
   if (!m.passive) connection_.broker().queue_used(queue.value());
-  if (!m.nowait) {
-    const auto& machine = queue.value()->machine;
-    connection_.send(number_,
-                     amqp::QueueDeclareOk{name, static_cast<uint32_t>(machine.ready_count()),
-                                          static_cast<uint32_t>(machine.consumer_count())});
+  if (m.nowait) return Ok{};
+  auto declare_ok = [name](const QueuePtr& declared) {
+    return amqp::QueueDeclareOk{name, static_cast<uint32_t>(declared->machine.ready_count()),
+                                static_cast<uint32_t>(declared->machine.consumer_count())};
+  };
+  if (queue.value()->pending_commands.empty()) {
+    connection_.send(number_, declare_ok(queue.value()));
+    return Ok{};
   }
+  // The counts include what was proposed before (a message just published is counted): the
+  // reply waits for a command that changes nothing to be applied after those.
+  await_reply();
+  Broker& broker = connection_.broker();
+  broker.execute(
+      queue.value(), broker.command(queue::ExpireCommand{}),
+      [handle = handle(), declare_ok](const QueuePtr& declared, const queue::CommandEffects*) {
+        Channel* channel = from(handle);
+        if (channel == nullptr) return;
+        channel->connection_.send(channel->number_, declare_ok(declared));
+        channel->reply_done();
+      });
   return Ok{};
 }
 
@@ -235,8 +253,18 @@ Result<void, ProtocolError> Channel::queue_purge(const amqp::QueuePurge& m) {
   if (!name.ok()) return unexpected(name.error());
   auto queue = vhost().use_queue(name.value(), connection_.id());
   if (!queue.ok()) return unexpected(queue.error());
-  size_t purged = queue.value()->machine.purge();
-  if (!m.nowait) connection_.send(number_, amqp::QueuePurgeOk{static_cast<uint32_t>(purged)});
+  await_reply();
+  Broker& broker = connection_.broker();
+  broker.execute(queue.value(), broker.command(queue::PurgeCommand{}),
+                 [handle = handle(), nowait = m.nowait](const QueuePtr&,
+                                                        const queue::CommandEffects* effects) {
+                   Channel* channel = from(handle);
+                   if (channel == nullptr) return;
+                   auto purged = static_cast<uint32_t>(effects != nullptr ? effects->count : 0);
+                   if (!nowait)
+                     channel->connection_.send(channel->number_, amqp::QueuePurgeOk{purged});
+                   channel->reply_done();
+                 });
   return Ok{};
 }
 
@@ -289,7 +317,8 @@ void Channel::reset_global_credit() {
 void Channel::deliver_with_new_credit() {
   for (auto& [tag, consumer] : consumers_) {
     if (global_credit_ == 0) return;
-    if (QueuePtr queue = consumer.queue.lock()) {
+    // A durable queue's consumers do not share a channel's credit (it is not in its log).
+    if (QueuePtr queue = consumer.queue.lock(); queue && queue->group == 0) {
       std::vector<queue::Delivery> deliveries;
       queue->machine.deliver_ready(queue_now(), deliveries);
       connection_.broker().dispatch(queue, deliveries);
@@ -321,23 +350,52 @@ Result<void, ProtocolError> Channel::basic_consume(const amqp::BasicConsume& m) 
     }
     options.priority = *value;
   }
-  HolderId holder = connection_.broker().new_holder();
-  consumers_.emplace(tag, Consumer{tag, queue.value(), holder, m.no_ack});
+  Broker& broker = connection_.broker();
+  const QueuePtr& target = queue.value();
+  std::string in_use =
+      "queue '" + name.value() + "' in vhost '" + vhost().name() + "' in exclusive use";
+  if (target->group != 0) {
+    // A durable queue attaches the consumer when its entry is applied: the conflict is checked
+    // now, with what the queue knows.
+    const auto& machine = target->machine;
+    if (machine.has_exclusive_consumer() || (m.exclusive && machine.consumer_count() > 0)) {
+      return unexpected(error(ReplyCode::access_refused, in_use));
+    }
+  }
+  HolderId holder = broker.new_holder();
+  consumers_.emplace(tag, Consumer{tag, target, holder, m.no_ack});
   consumer_tags_.emplace(holder.value, tag);
-  connection_.broker().register_sink(holder, this);
+  broker.register_sink(holder, this);
   // consume-ok goes out before the first delivery.
   if (!m.nowait) connection_.send(number_, amqp::BasicConsumeOk{tag});
+  if (target->group != 0) {
+    target->had_consumer = true;
+    broker.execute(
+        target,
+        broker.command(queue::AttachCommand{.consumer = holder,
+                                            .prefetch_count = options.prefetch_count,
+                                            .priority = options.priority,
+                                            .no_ack = options.no_ack,
+                                            .exclusive = options.exclusive}),
+        [handle = handle(), holder](const QueuePtr&, const queue::CommandEffects* effects) {
+          Channel* channel = from(handle);
+          if (channel != nullptr &&
+              (effects == nullptr || effects->attached != queue::AttachResult::attached)) {
+            channel->consumer_cancelled_by_broker(holder);
+          }
+        });
+    return Ok{};
+  }
   std::vector<queue::Delivery> deliveries;
-  auto attached = queue.value()->machine.attach(holder, options, queue_now(), deliveries);
+  auto attached = target->machine.attach(holder, options, queue_now(), deliveries);
   if (attached != queue::AttachResult::attached) {
-    connection_.broker().unregister_sink(holder);
+    broker.unregister_sink(holder);
     consumers_.erase(tag);
     consumer_tags_.erase(holder.value);
-    return unexpected(error(ReplyCode::access_refused, "queue '" + name.value() + "' in vhost '" +
-                                                           vhost().name() + "' in exclusive use"));
+    return unexpected(error(ReplyCode::access_refused, in_use));
   }
-  queue.value()->had_consumer = true;
-  connection_.broker().dispatch(queue.value(), deliveries);
+  target->had_consumer = true;
+  broker.dispatch(target, deliveries);
   return Ok{};
 }
 
@@ -374,6 +432,25 @@ Result<void, ProtocolError> Channel::basic_cancel(const amqp::BasicCancel& m) {
     if (!m.nowait) connection_.send(number_, amqp::BasicCancelOk{m.consumer_tag});
     return Ok{};
   }
+  auto it = consumers_.find(m.consumer_tag);
+  QueuePtr queue = it == consumers_.end() ? nullptr : it->second.queue.lock();
+  if (queue && queue->group != 0) {
+    // Deliveries made before the cancel is applied still reach the consumer; cancel-ok follows
+    // them.
+    await_reply();
+    Broker& broker = connection_.broker();
+    broker.execute(queue, broker.command(queue::CancelCommand{it->second.holder}),
+                   [handle = handle(), tag = m.consumer_tag, nowait = m.nowait](
+                       const QueuePtr&, const queue::CommandEffects*) {
+                     Channel* channel = from(handle);
+                     if (channel == nullptr) return;
+                     channel->cancel_consumer(tag);
+                     if (!nowait)
+                       channel->connection_.send(channel->number_, amqp::BasicCancelOk{tag});
+                     channel->reply_done();
+                   });
+    return Ok{};
+  }
   // An unknown tag is not an error: the broker may have cancelled it already (reference §7).
   cancel_consumer(m.consumer_tag);
   if (!m.nowait) connection_.send(number_, amqp::BasicCancelOk{m.consumer_tag});
@@ -388,16 +465,10 @@ void Channel::cancel_consumer(const std::string& tag) {
   consumer_tags_.erase(consumer.holder.value);
   connection_.broker().unregister_sink(consumer.holder);
   if (QueuePtr queue = consumer.queue.lock()) {
-    queue->machine.cancel(consumer.holder);
+    if (queue->group == 0) queue->machine.cancel(consumer.holder);  // (else: applied already)
     connection_.broker().check_flow(*queue);
     connection_.broker().queue_used(queue);
-    delete_if_unused(queue);
-  }
-}
-
-void Channel::delete_if_unused(const QueuePtr& queue) {
-  if (queue->auto_delete && queue->had_consumer && queue->machine.consumer_count() == 0) {
-    connection_.broker().delete_queue(vhost(), queue->name);
+    connection_.broker().delete_if_unused(queue);
   }
 }
 
@@ -448,21 +519,34 @@ Result<void, ProtocolError> Channel::basic_get(const amqp::BasicGet& m) {
   if (!name.ok()) return unexpected(name.error());
   auto queue = vhost().use_queue(name.value(), connection_.id());
   if (!queue.ok()) return unexpected(queue.error());
-  auto delivery = queue.value()->machine.get(get_holder_, m.no_ack, queue_now());
-  connection_.broker().queue_used(queue.value());
-  if (!delivery) {
+  await_reply();
+  Broker& broker = connection_.broker();
+  broker.execute(queue.value(), broker.command(queue::GetCommand{get_holder_, m.no_ack}),
+                 [handle = handle(), no_ack = m.no_ack](const QueuePtr& from_queue,
+                                                        const queue::CommandEffects* effects) {
+                   if (Channel* channel = from(handle))
+                     channel->get_answered(from_queue, effects, no_ack);
+                 });
+  broker.queue_used(queue.value());
+  return Ok{};
+}
+
+void Channel::get_answered(const QueuePtr& queue, const queue::CommandEffects* effects,
+                           bool no_ack) {
+  reply_done();
+  if (effects == nullptr || !effects->got) {
     connection_.send(number_, amqp::BasicGetEmpty{});
-    return Ok{};
+    return;
   }
+  const queue::Delivery& delivery = *effects->got;
   uint64_t delivery_tag = next_delivery_tag_++;
-  if (!m.no_ack) unacked_.emplace(delivery_tag, Unacked{queue.value(), get_holder_, delivery->id});
-  const queue::Message& message = *delivery->message;
+  if (!no_ack) unacked_.emplace(delivery_tag, Unacked{queue, get_holder_, delivery.id});
+  const queue::Message& message = *delivery.message;
   connection_.send_content(
       number_,
-      amqp::BasicGetOk{delivery_tag, delivery->redelivered, message.exchange, message.routing_key,
-                       static_cast<uint32_t>(queue.value()->machine.ready_count())},
-      delivery_properties(*queue.value(), *delivery), message.body);
-  return Ok{};
+      amqp::BasicGetOk{delivery_tag, delivery.redelivered, message.exchange, message.routing_key,
+                       static_cast<uint32_t>(queue->machine.ready_count())},
+      delivery_properties(*queue, delivery), message.body);
 }
 
 Result<void, ProtocolError> Channel::settle(uint64_t delivery_tag, bool multiple, Settle how) {
@@ -507,22 +591,14 @@ Result<void, ProtocolError> Channel::settle_now(std::vector<uint64_t> tags, Sett
     }
     unacked_.erase(it);
   }
+  queue::SettleKind kind = how == Settle::ack       ? queue::SettleKind::settle
+                           : how == Settle::requeue ? queue::SettleKind::requeue
+                                                    : queue::SettleKind::discard;
+  Broker& broker = connection_.broker();
   for (auto& [key, group] : groups) {
     auto& [queue, ids] = group;
-    std::vector<queue::Delivery> deliveries;
-    HolderId holder{key.second};
-    switch (how) {
-      case Settle::ack:
-        queue->machine.settle(holder, ids, queue_now(), deliveries);
-        break;
-      case Settle::requeue:
-        queue->machine.requeue(holder, ids, queue_now(), deliveries);
-        break;
-      case Settle::discard:
-        queue->machine.discard(holder, ids, queue_now(), deliveries);
-        break;
-    }
-    connection_.broker().dispatch(queue, deliveries);
+    broker.execute(
+        queue, broker.command(queue::SettleCommand{kind, HolderId{key.second}, std::move(ids)}));
   }
   if (global_prefetch_ != 0) deliver_with_new_credit();
   return Ok{};
@@ -664,30 +740,83 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
                                                "NO_ROUTE", method.exchange, method.routing_key},
                              message->properties, message->body);
   }
-  size_t rejected = 0;
-  for (const QueuePtr& queue : queues) {
-    std::vector<queue::Delivery> deliveries;
-    if (queue->machine.enqueue(message, queue_now(), deliveries) ==
-        queue::EnqueueResult::rejected) {
-      ++rejected;
+  // In-memory queues take a message as it is enqueued, durable ones once its entry is applied
+  // (committed and fsynced); the confirm waits for every queue. A queue that refused it makes
+  // the confirm a nack, whatever the others did (reference §5).
+  uint64_t id = 0;  // 0: nothing waits for the queues' answers
+  if (confirm_mode_ || method.mandatory || tx_mode_) {
+    id = next_publish_id_++;
+    InFlightPublish& record = in_flight_publishes_[id];
+    record.confirm_seq = seq;
+    record.waiting = queues.size();
+    record.routed = queues.size();
+    record.in_transaction = tx_mode_;
+    if (tx_mode_) ++tx_publishes_in_flight_;
+    if (method.mandatory && !queues.empty()) {
+      record.mandatory = method;
+      record.message = message;
     }
-    connection_.broker().dispatch(queue, deliveries);
-    if (queue->machine.ready_count() > queue_flow_ready_high &&
-        queue->machine.consumer_count() > 0) {
+    if (queues.empty()) publish_done(in_flight_publishes_.find(id));
+  }
+  Broker& broker = connection_.broker();
+  for (const QueuePtr& queue : queues) {
+    broker.execute(queue, broker.command(queue::EnqueueCommand{message}),
+                   [handle = handle(), id](const QueuePtr&, const queue::CommandEffects* effects) {
+                     Channel* channel = from(handle);
+                     if (channel != nullptr && id != 0) channel->publish_answered(id, effects);
+                   });
+    const auto& machine = queue->machine;
+    if ((machine.ready_count() > queue_flow_ready_high && machine.consumer_count() > 0) ||
+        queue->pending_commands.size() > queue_flow_pending_high) {
       connection_.throttle(queue);
     }
   }
-  if (rejected > 0 && rejected == queues.size() && method.mandatory) {
+  return Ok{};
+}
+
+void Channel::publish_answered(uint64_t id, const queue::CommandEffects* effects) {
+  auto it = in_flight_publishes_.find(id);
+  if (it == in_flight_publishes_.end()) return;
+  InFlightPublish& publish = it->second;
+  if (effects == nullptr) {
+    publish.failed = true;
+  } else if (effects->enqueued == queue::EnqueueResult::rejected) {
+    ++publish.refused;
+  }
+  if (--publish.waiting == 0) publish_done(it);
+}
+
+void Channel::publish_done(std::map<uint64_t, InFlightPublish>::iterator it) {
+  InFlightPublish& publish = it->second;
+  if (publish.mandatory && publish.refused == publish.routed) {
     // Refused by every queue it was routed to (x-overflow reject-publish): returned as well.
+    const amqp::BasicPublish& method = *publish.mandatory;
     connection_.send_content(number_,
                              amqp::BasicReturn{static_cast<uint16_t>(ReplyCode::no_route),
                                                "NO_ROUTE", method.exchange, method.routing_key},
-                             message->properties, message->body);
+                             publish.message->properties, publish.message->body);
   }
-  // In-memory queues take responsibility as soon as the message is enqueued; a queue that
-  // refused it makes the confirm a nack, whatever the others did (reference §5).
-  if (confirm_mode_) confirm(seq, rejected == 0);
-  return Ok{};
+  publish.mandatory.reset();
+  publish.message.reset();
+  if (publish.in_transaction && --tx_publishes_in_flight_ == 0 && tx_commit_waiting_) {
+    tx_commit_waiting_ = false;
+    connection_.send(number_, amqp::TxCommitOk{});
+    reply_done();
+  }
+  release_confirms();
+}
+
+void Channel::release_confirms() {
+  bool released = false;
+  while (!in_flight_publishes_.empty() && in_flight_publishes_.begin()->second.waiting == 0) {
+    const InFlightPublish& publish = in_flight_publishes_.begin()->second;
+    if (publish.confirm_seq != 0) {
+      pending_confirms_.emplace_back(publish.confirm_seq, !publish.failed && publish.refused == 0);
+      released = true;
+    }
+    in_flight_publishes_.erase(in_flight_publishes_.begin());
+  }
+  if (released) connection_.wake();  // sent with the next flush
 }
 
 uint64_t Channel::queue_now() {
@@ -695,21 +824,24 @@ uint64_t Channel::queue_now() {
 }
 
 void Channel::confirm(uint64_t seq, bool ack) {
-  pending_confirms_.emplace_back(seq, ack);
+  uint64_t id = next_publish_id_++;
+  in_flight_publishes_[id] = InFlightPublish{.confirm_seq = seq, .failed = !ack};
+  release_confirms();
 }
 
 void Channel::suspend_consumers() {
-  for (auto& [tag, consumer] : consumers_) {
-    if (QueuePtr queue = consumer.queue.lock()) queue->machine.suspend(consumer.holder);
-  }
+  suspend_consumers(true);
 }
 
 void Channel::resume_consumers() {
+  suspend_consumers(false);
+}
+
+void Channel::suspend_consumers(bool suspend) {
+  Broker& broker = connection_.broker();
   for (auto& [tag, consumer] : consumers_) {
     if (QueuePtr queue = consumer.queue.lock()) {
-      std::vector<queue::Delivery> deliveries;
-      queue->machine.resume(consumer.holder, queue_now(), deliveries);
-      connection_.broker().dispatch(queue, deliveries);
+      broker.execute(queue, broker.command(queue::SuspendCommand{consumer.holder, suspend}));
     }
   }
 }
@@ -770,6 +902,12 @@ Result<void, ProtocolError> Channel::tx_commit() {
     auto result = action();
     if (!result.ok()) return result;
   }
+  if (tx_publishes_in_flight_ > 0) {
+    // Durable queues take the messages once their entries are applied: commit-ok then.
+    tx_commit_waiting_ = true;
+    await_reply();
+    return Ok{};
+  }
   connection_.send(number_, amqp::TxCommitOk{});
   return Ok{};
 }
@@ -806,15 +944,27 @@ void Channel::release() {
   consumers_.clear();
   consumer_tags_.clear();
   unacked_.clear();
-  std::set<QueuePtr> touched;
+  connection_.replies_abandoned(awaiting_replies_);
+  awaiting_replies_ = 0;
+  *alive_ = nullptr;  // what finishes later finds no channel
+  Broker& broker = connection_.broker();
   for (auto& [key, queue] : holders) {
-    std::vector<queue::Delivery> deliveries;
-    queue->machine.detach(HolderId{key.second}, queue_now(), deliveries);
-    connection_.broker().queue_used(queue);
-    connection_.broker().dispatch(queue, deliveries);
-    touched.insert(queue);
+    broker.execute(queue, broker.command(queue::DetachCommand{HolderId{key.second}}),
+                   [&broker](const QueuePtr& detached, const queue::CommandEffects*) {
+                     broker.queue_used(detached);
+                     broker.delete_if_unused(detached);
+                   });
   }
-  for (const QueuePtr& queue : touched) delete_if_unused(queue);
+}
+
+void Channel::await_reply() {
+  ++awaiting_replies_;
+  connection_.await_reply();
+}
+
+void Channel::reply_done() {
+  --awaiting_replies_;
+  connection_.reply_done();
 }
 
 }  // namespace hamq::broker

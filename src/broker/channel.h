@@ -107,19 +107,40 @@ class Channel : public ConsumerSink {
 
   // Routes and enqueues a complete message.
   Result<void, ProtocolError> publish(const amqp::BasicPublish& method, queue::MessagePtr message);
+  // The publish is done with `ack` as its confirm (no queue still to answer).
   void confirm(uint64_t seq, bool ack);
+  // A queue answered publish `id` (null: it could not make the message durable).
+  void publish_answered(uint64_t id, const queue::CommandEffects* effects);
+  struct InFlightPublish;
+  void publish_done(std::map<uint64_t, InFlightPublish>::iterator it);
+  // Confirms leave in publish order: those of the publishes every queue has answered, up to
+  // the first one still waiting.
+  void release_confirms();
+  void get_answered(const QueuePtr& queue, const queue::CommandEffects* effects, bool no_ack);
+  // A handle for commands that finish after this call returns: empty once the channel is gone.
+  std::weak_ptr<Channel*> handle() const { return alive_; }
+  static Channel* from(const std::weak_ptr<Channel*>& handle) {
+    auto alive = handle.lock();
+    return alive ? *alive : nullptr;
+  }
   Result<void, ProtocolError> settle_now(std::vector<uint64_t> tags, Settle how);
   // The queue a method names: "" means the last one declared on this channel.
   Result<std::string, ProtocolError> resolve_queue_name(const std::string& name) const;
   void cancel_consumer(const std::string& tag);
-  void delete_if_unused(const QueuePtr& queue);
   void reset_global_credit();
   void deliver_with_new_credit();
+  void suspend_consumers(bool suspend);
+  // A reply that waits for a durable queue's entry to be applied (basic.get, queue.purge,
+  // basic.cancel, tx.commit): the connection handles no further frames until it is sent.
+  void await_reply();
+  void reply_done();
+  size_t awaiting_replies_ = 0;
   VirtualHost& vhost();
 
   Connection& connection_;
   const uint16_t number_;
   bool released_ = false;
+  std::shared_ptr<Channel*> alive_;
 
   // Publishing.
   std::optional<amqp::BasicPublish> publish_;
@@ -128,8 +149,25 @@ class Channel : public ConsumerSink {
   bool confirm_mode_ = false;
   uint64_t next_publish_seq_ = 1;
   std::vector<std::pair<uint64_t, bool>> pending_confirms_;  // (seq, ack?) not yet sent
+  // A publish whose queues have not all taken it yet (a durable queue takes a message when its
+  // entry is applied): its confirm, its mandatory return and a transaction's commit wait.
+  struct InFlightPublish {
+    uint64_t confirm_seq = 0;  // 0: not in confirm mode
+    size_t waiting = 0;        // queues yet to answer
+    size_t routed = 0;
+    size_t refused = 0;   // by x-overflow reject-publish
+    bool failed = false;  // a queue could not make it durable
+    bool in_transaction = false;
+    // Set for a mandatory publish: returned if every queue refuses it.
+    std::optional<amqp::BasicPublish> mandatory = std::nullopt;
+    queue::MessagePtr message = nullptr;
+  };
+  uint64_t next_publish_id_ = 1;
+  std::map<uint64_t, InFlightPublish> in_flight_publishes_;  // by id, in publish order
   bool tx_mode_ = false;
   std::vector<std::function<Result<void, ProtocolError>()>> tx_pending_;
+  size_t tx_publishes_in_flight_ = 0;
+  bool tx_commit_waiting_ = false;  // tx.commit-ok goes out when they are all answered
 
   // Consuming.
   uint16_t prefetch_count_ = 0;  // per consumer, for consumers created after basic.qos

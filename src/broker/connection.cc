@@ -114,7 +114,8 @@ void Connection::receive(std::span<const uint8_t> bytes, uint64_t now_ms) {
 
 void Connection::process_input(uint64_t now_ms) {
   if (state_ == State::awaiting_protocol_header) handle_protocol_header();
-  while (state_ != State::finished && state_ != State::awaiting_protocol_header) {
+  while (state_ != State::finished && state_ != State::awaiting_protocol_header &&
+         awaiting_replies_ == 0) {
     auto next = reader_.next();
     if (!next.ok()) {
       // The byte stream is no longer in step: report and stop reading.
@@ -140,6 +141,24 @@ void Connection::process_input(uint64_t now_ms) {
   }
   published_in_batch_ = false;
   if (state_ == State::finished) release();
+}
+
+void Connection::wake() {
+  deferred_ = true;
+  if (output_listener_) output_listener_();
+}
+
+void Connection::reply_done() {
+  --awaiting_replies_;
+  if (awaiting_replies_ == 0) wake();  // the frames held back can go on
+}
+
+void Connection::run_deferred(uint64_t now_ms) {
+  if (!deferred_ || released_) return;
+  deferred_ = false;
+  if (state_ == State::finished) return;
+  now_ms_ = now_ms;
+  process_input(now_ms);  // held-back frames, if any; then confirms go out
 }
 
 void Connection::throttle(const QueuePtr& queue) {

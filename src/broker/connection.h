@@ -110,6 +110,16 @@ class Connection : public BlockedPublisher {
   void send(uint16_t channel, const amqp::Method& method);
   void send_content(uint16_t channel, const amqp::Method& method,
                     const amqp::BasicProperties& properties, std::string_view body);
+  // Something finished outside the handling of this connection's input (a durable queue's
+  // entry was applied): the runtime calls run_deferred() soon, which sends what it earned.
+  void wake();
+  // Sends the confirms earned since, and handles the input held back while a reply waited.
+  void run_deferred(uint64_t now_ms);
+  // A channel's reply waits for a durable queue: no further frames are handled until it is
+  // done (replies on a channel keep their order), and the socket is not read meanwhile.
+  void await_reply() { ++awaiting_replies_; }
+  void reply_done();
+  void replies_abandoned(size_t count) { awaiting_replies_ -= count; }
   // A message was published on this connection (it is blocked while the memory alarm lasts).
   void note_publish() { published_in_batch_ = true; }
   Broker& broker() { return broker_; }
@@ -119,7 +129,7 @@ class Connection : public BlockedPublisher {
 
   // While true the runtime must not read from the socket: the memory alarm blocks this
   // publisher. The output listener is called when it may read again.
-  bool reading_paused() const { return blocked_ || !flow_waits_.empty(); }
+  bool reading_paused() const { return blocked_ || !flow_waits_.empty() || awaiting_replies_ > 0; }
   // BlockedPublisher
   void unblock() override;
   void flow_released(const Queue* queue) override;
@@ -176,6 +186,8 @@ class Connection : public BlockedPublisher {
   bool client_blocked_notify_ = false;
   bool blocked_ = false;
   bool published_in_batch_ = false;
+  size_t awaiting_replies_ = 0;
+  bool deferred_ = false;                 // run_deferred has work
   bool reset_liveness_ = false;           // after a block, silence so far does not count
   std::vector<const Queue*> flow_waits_;  // queues whose backlog pauses reading
   size_t bytes_in_flight_ = 0;

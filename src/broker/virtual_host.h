@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -17,6 +18,7 @@
 #include "amqp/errors.h"
 #include "amqp/field_table.h"
 #include "common/result.h"
+#include "queue/command.h"
 #include "queue/queue_machine.h"
 
 namespace hamq::broker {
@@ -64,6 +66,13 @@ struct Exchange {
 // Who owns an exclusive queue: the connection's id (0: not exclusive).
 using ConnectionId = uint64_t;
 
+struct Queue;
+
+// What a command on a queue did, once it did it; null effects: it was not done (the log refused
+// it or failed, so nothing it would have changed is durable).
+using CommandDone =
+    std::function<void(const std::shared_ptr<Queue>&, const queue::CommandEffects*)>;
+
 struct Queue {
   explicit Queue(queue::QueueOptions options) : machine(options) {}
   std::string name;
@@ -73,6 +82,15 @@ struct Queue {
   ConnectionId exclusive_owner = 0;
   amqp::FieldTable arguments;
   queue::QueueMachine machine;
+  // The Raft group whose log holds the queue's commands (a durable queue on a node with a
+  // store); 0: the queue lives in memory and commands run at once.
+  uint64_t group = 0;
+  // Commands proposed and not yet applied, by log index.
+  struct PendingCommand {
+    queue::QueueCommand command;
+    CommandDone done;
+  };
+  std::map<uint64_t, PendingCommand> pending_commands;
   bool had_consumer = false;         // auto-delete applies only after a first consumer
   uint64_t wake_at_ms = UINT64_MAX;  // when the broker's timer will next serve it
   // x-expires: the queue is deleted once it has gone this long without consumers, basic.get or

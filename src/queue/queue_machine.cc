@@ -1,6 +1,7 @@
 #include "queue/queue_machine.h"
 
 #include <algorithm>
+#include <set>
 
 #include "common/verify.h"
 
@@ -205,6 +206,13 @@ std::vector<HolderId> QueueMachine::consumer_ids() const {
   std::vector<HolderId> ids;
   for (const Consumer& c : consumers_) ids.push_back(c.id);
   return ids;
+}
+
+std::vector<HolderId> QueueMachine::holder_ids() const {
+  std::set<HolderId> ids;
+  for (const Consumer& c : consumers_) ids.insert(c.id);
+  for (const auto& [id, checked_out] : checked_out_) ids.insert(checked_out.holder);
+  return {ids.begin(), ids.end()};
 }
 
 AttachResult QueueMachine::attach(HolderId consumer, ConsumerOptions options, uint64_t now_ms,

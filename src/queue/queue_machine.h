@@ -174,6 +174,8 @@ class QueueMachine {
   size_t consumer_count() const { return consumers_.size(); }
   bool has_exclusive_consumer() const;
   std::vector<HolderId> consumer_ids() const;
+  // Every holder the queue knows: its consumers and whoever has messages checked out.
+  std::vector<HolderId> holder_ids() const;
 
  private:
   static constexpr uint64_t never = UINT64_MAX;

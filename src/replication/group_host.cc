@@ -1,5 +1,7 @@
 #include "replication/group_host.h"
 
+#include <algorithm>
+
 #include "common/verify.h"
 
 namespace hamq::replication {
@@ -20,6 +22,7 @@ GroupHost::Group& GroupHost::start(raft::GroupId id) {
   config.group = id;
   config.random_seed = defaults_.random_seed ^ (id.value * 0x9e3779b97f4a7c15ULL);
   group.raft = std::make_unique<raft::Raft>(config, *group.storage);
+  group.written_hard_state = group.storage->initial_state().hard_state;
   raft::SnapshotMeta snapshot = group.storage->snapshot_meta();
   if (snapshot.index.value > 0 && callbacks_.restore) {
     auto payload = wal_.snapshot_data(group.storage->storage_group());
@@ -59,16 +62,50 @@ Result<void, std::string> GroupHost::create_group(raft::GroupId id, const raft::
 }
 
 void GroupHost::open_existing_groups() {
-  for (storage::GroupId stored : wal_.groups()) {
-    raft::GroupId id{stored.value};
-    if (!groups_.contains(id) && !wal_.group_failure(stored)) start(id);
+  for (storage::GroupId stored : wal_.groups()) open_group(raft::GroupId{stored.value});
+}
+
+bool GroupHost::open_group(raft::GroupId id) {
+  if (groups_.contains(id)) return true;
+  storage::GroupId stored{id.value};
+  auto held = wal_.groups();
+  if (std::find(held.begin(), held.end(), stored) == held.end() || wal_.group_failure(stored)) {
+    return false;
   }
-  process();
+  process(id, start(id));
+  return true;
+}
+
+Result<void, std::string> GroupHost::remove_group(raft::GroupId id) {
+  auto it = groups_.find(id);
+  if (it != groups_.end()) {
+    // Erased by sweep(): a callback may be removing it while the groups are being walked.
+    it->second.removed = true;
+    removed_any_ = true;
+  }
+  auto removed = wal_.remove_group(storage::GroupId{id.value});
+  if (!removed.ok()) return unexpected(removed.error().detail);
+  return Ok{};
+}
+
+std::vector<raft::GroupId> GroupHost::group_ids() const {
+  std::vector<raft::GroupId> ids;
+  ids.reserve(groups_.size());
+  for (const auto& [id, group] : groups_) {
+    if (!group.removed) ids.push_back(id);
+  }
+  return ids;
+}
+
+void GroupHost::sweep() {
+  if (!removed_any_) return;
+  removed_any_ = false;
+  std::erase_if(groups_, [](const auto& entry) { return entry.second.removed; });
 }
 
 raft::Raft* GroupHost::find(raft::GroupId id) {
   auto it = groups_.find(id);
-  return it == groups_.end() ? nullptr : it->second.raft.get();
+  return it == groups_.end() || it->second.removed ? nullptr : it->second.raft.get();
 }
 
 Result<raft::LogIndex, raft::ProposeError> GroupHost::propose(raft::GroupId id, std::string data) {
@@ -96,23 +133,36 @@ void GroupHost::step(const raft::Message& message) {
 }
 
 void GroupHost::tick() {
-  for (auto& [id, group] : groups_) group.raft->tick();
+  for (auto& [id, group] : groups_) {
+    if (!group.removed) group.raft->tick();
+  }
 }
 
 void GroupHost::process() {
   for (auto& [id, group] : groups_) process(id, group);
+  sweep();
 }
 
 void GroupHost::process(raft::GroupId id, Group& group) {
-  if (failed_) return;
+  // Called again from its own callbacks (what an entry did needed the log): its Ready is being
+  // handled further up.
+  if (failed_ || group.removed || group.in_callbacks) return;
   if (group.in_flight) {
     if (!group.submitted) submit(id, group);
     return;
   }
   if (!group.raft->has_ready()) return;
   group.in_flight = group.raft->ready();
-  for (const raft::Message& message : group.in_flight->messages) callbacks_.send(message);
-  group.in_flight->messages.clear();
+  raft::Ready& ready = *group.in_flight;
+  for (const raft::Message& message : ready.messages) callbacks_.send(message);
+  ready.messages.clear();
+  group.applied_early = ready.snapshot_chunks.empty() && !ready.snapshot_installed;
+  if (group.applied_early) {
+    group.in_callbacks = true;
+    for (const raft::Entry& entry : ready.committed_entries) callbacks_.apply(id, entry);
+    group.in_callbacks = false;
+  }
+  if (group.removed) return;  // by what it applied (its queue was deleted)
   submit(id, group);
 }
 
@@ -153,13 +203,20 @@ bool GroupHost::submit(raft::GroupId id, Group& group) {
     }
     group.entries_needed = ready.entries.back().index;
   }
+  bool skip_hard_state = false;
   if (ready.hard_state && !group.hard_state_needed) {
+    raft::HardState commit_only = group.written_hard_state;
+    commit_only.commit = ready.hard_state->commit;
+    skip_hard_state = commit_only == *ready.hard_state;  // nothing worth an fsync
+  }
+  if (ready.hard_state && !group.hard_state_needed && !skip_hard_state) {
     auto saved = wal_.save_hard_state(stored, to_storage(*ready.hard_state));
     if (!saved.ok()) {
       if (saved.error().code != storage::Errc::busy) failed_ = true;
       return false;
     }
     group.hard_state_needed = true;
+    group.written_hard_state = *ready.hard_state;
   }
   group.submitted = true;
   if (!group.entries_needed && !group.hard_state_needed && !group.snapshot_needed) {
@@ -171,7 +228,7 @@ bool GroupHost::submit(raft::GroupId id, Group& group) {
 void GroupHost::on_flushed(const storage::FlushResult& result) {
   for (const storage::GroupProgress& progress : result.progress) {
     auto it = groups_.find(raft::GroupId{progress.group.value});
-    if (it == groups_.end() || !it->second.in_flight) continue;
+    if (it == groups_.end() || it->second.removed || !it->second.in_flight) continue;
     Group& group = it->second;
     if (group.entries_needed && progress.entries_durable_to &&
         progress.entries_durable_to->value >= group.entries_needed->value) {
@@ -191,6 +248,7 @@ void GroupHost::complete(raft::GroupId id, Group& group) {
   raft::Ready ready = std::move(*group.in_flight);
   group.in_flight.reset();
   group.submitted = false;
+  group.in_callbacks = true;
   for (const raft::Message& message : ready.messages_after_persist) callbacks_.send(message);
   if (ready.snapshot_installed && callbacks_.restore) {
     auto payload = wal_.snapshot_data(storage::GroupId{id.value});
@@ -200,7 +258,11 @@ void GroupHost::complete(raft::GroupId id, Group& group) {
       callbacks_.restore(id, *ready.snapshot_installed, data);
     }
   }
-  for (const raft::Entry& entry : ready.committed_entries) callbacks_.apply(id, entry);
+  if (!group.applied_early) {
+    for (const raft::Entry& entry : ready.committed_entries) callbacks_.apply(id, entry);
+  }
+  group.in_callbacks = false;
+  if (group.removed) return;  // by what it applied
   group.raft->advance(ready);
 }
 

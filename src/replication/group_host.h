@@ -1,9 +1,11 @@
 // GroupHost: the Raft groups hosted on one node, kept in the node's one write-ahead log.
 //
 // It turns each group's Ready into Wal submissions and completes the Ready once a flush reports
-// its writes durable: only then are the messages that promise them sent and the committed
-// entries applied (the contract of raft.h). Many groups' writes share each flush, so a thousand
-// groups cost the fsyncs of one.
+// its writes durable: only then are the messages that promise them sent (the contract of
+// raft.h). Committed entries are applied as soon as the Ready is taken: Raft hands out only
+// entries that are committed and already durable here, so waiting for the Ready's own writes
+// would only add an fsync to every command's latency (a Ready that installs a snapshot applies
+// after it). Many groups' writes share each flush, so a thousand groups cost the fsyncs of one.
 //
 // Thread: one event loop drives it (tick, step, propose, process, on_flushed). The flush itself
 // may run on another thread (storage::GroupCommitWriter), whose results the loop hands to
@@ -16,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "raft/raft.h"
@@ -47,6 +50,11 @@ class GroupHost {
   // Starts every group the Wal holds (after a restart): each restores its snapshot and replays
   // its committed entries as they come out of Raft.
   void open_existing_groups();
+  // Starts one group the Wal holds; false if it holds none of that id (or it failed).
+  bool open_group(raft::GroupId group);
+  // Stops a group and drops what the Wal holds of it (its queue was deleted).
+  Result<void, std::string> remove_group(raft::GroupId group);
+  std::vector<raft::GroupId> group_ids() const;
   raft::Raft* find(raft::GroupId group);
   size_t group_count() const { return groups_.size(); }
 
@@ -68,11 +76,17 @@ class GroupHost {
     std::unique_ptr<WalLogStorage> storage;
     std::unique_ptr<raft::Raft> raft;
     std::optional<raft::Ready> in_flight;
-    bool submitted = false;  // its writes are in the Wal (false: refused as busy, retried)
+    bool applied_early = false;  // its committed entries were applied when it was taken
+    bool removed = false;        // by remove_group; erased by sweep()
+    bool in_callbacks = false;   // its entries are being applied (process() leaves it alone)
+    bool submitted = false;      // its writes are in the Wal (false: refused as busy, retried)
     std::optional<raft::LogIndex> entries_needed;
     bool hard_state_needed = false;
     bool snapshot_needed = false;
     std::string incoming_snapshot;  // chunks received from the leader so far
+    // The last hard state submitted: one that differs only in its commit is not written (the
+    // commit index need not be durable; a restart learns it again from the log's leader).
+    raft::HardState written_hard_state;
   };
 
   Group& start(raft::GroupId group);
@@ -80,6 +94,7 @@ class GroupHost {
   // Submits the in-flight Ready's writes; false if the Wal is busy (try after the next flush).
   bool submit(raft::GroupId id, Group& group);
   void complete(raft::GroupId id, Group& group);
+  void sweep();
 
   storage::Wal& wal_;
   raft::NodeId self_;
@@ -88,6 +103,7 @@ class GroupHost {
   GroupHostCallbacks callbacks_;
   std::map<raft::GroupId, Group> groups_;
   bool failed_ = false;
+  bool removed_any_ = false;
 };
 
 }  // namespace hamq::replication

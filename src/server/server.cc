@@ -13,6 +13,7 @@
 
 #include "server/data_dir.h"
 #include "server/metadata_store.h"
+#include "server/node_log.h"
 
 namespace hamq::server {
 namespace {
@@ -74,6 +75,8 @@ class Session : public std::enable_shared_from_this<Session> {
       asio::post(socket_.get_executor(), [weak] {
         if (auto self = weak.lock()) {
           self->flush_posted_ = false;
+          self->broker_.set_wall_clock_ms(unix_ms());
+          self->connection_.run_deferred(now_ms());
           self->flush();
           self->resume_reading();
         }
@@ -239,7 +242,8 @@ struct Server::Impl {
         signals(io),
         grace(io),
         broker_timer(io),
-        trim_timer(io) {
+        trim_timer(io),
+        tick_timer(io) {
     uint64_t watermark = config.memory_high_watermark_bytes;
     if (watermark == 0) watermark = physical_memory_bytes() / 10 * 4;
     broker.set_memory_high_watermark(watermark);
@@ -284,6 +288,17 @@ struct Server::Impl {
     });
   }
 
+  // Raft's clock: every group's elections and heartbeats count in ticks.
+  void tick() {
+    tick_timer.expires_after(raft_tick);
+    tick_timer.async_wait([this](asio::error_code ec) {
+      if (ec) return;
+      log->tick();
+      log->process();
+      tick();
+    });
+  }
+
   void accept() {
     acceptor.async_accept([this](asio::error_code ec, asio::ip::tcp::socket socket) {
       if (ec) {
@@ -323,9 +338,13 @@ struct Server::Impl {
     poll->async_wait([this, poll](asio::error_code) { wait_for_sessions(); });
   }
 
+  static constexpr std::chrono::milliseconds raft_tick{100};
+
   ServerConfig config;
   broker::Broker broker;
-  // Before the event loop: sessions ended when it is destroyed may still record definitions.
+  // Before the event loop: sessions ended when it is destroyed may still record definitions
+  // and propose to queues.
+  std::unique_ptr<NodeLog> log;
   std::unique_ptr<MetadataStore> metadata;
   asio::io_context io;
   asio::ip::tcp::acceptor acceptor;
@@ -334,6 +353,7 @@ struct Server::Impl {
   asio::steady_timer broker_timer;
   uint64_t broker_timer_at_ms = UINT64_MAX;
   asio::steady_timer trim_timer;
+  asio::steady_timer tick_timer;
   uint64_t memory_high_since_trim_bytes = 0;
   SessionSet sessions;
   std::optional<DataDirLock> lock;
@@ -347,15 +367,46 @@ Result<void, std::string> Server::start() {
   auto lock = DataDirLock::acquire(impl_->config.data_dir);
   if (!lock.ok()) return unexpected(lock.error());
   impl_->lock.emplace(std::move(lock.value()));
-  auto metadata = MetadataStore::open(impl_->config.data_dir);
+  auto log = NodeLog::open(impl_->config.data_dir);
+  if (!log.ok()) return unexpected(log.error());
+  impl_->log = std::move(log.value());
+  NodeLog& node_log = *impl_->log;
+  const storage::RecoveryReport& report = node_log.recovery();
+  spdlog::info("write-ahead log: {} segment(s), {} record(s) read, {} torn byte(s) cut",
+               report.segments, report.records, report.torn_bytes_cut);
+  auto metadata = MetadataStore::open(node_log);
   if (!metadata.ok()) return unexpected(metadata.error());
   impl_->metadata = std::move(metadata.value());
-  impl_->broker.set_wall_clock_ms(unix_ms());
-  const broker::Definitions& kept = impl_->metadata->definitions();
-  impl_->broker.restore_definitions(kept);
-  impl_->broker.set_definition_store(impl_->metadata.get());
-  spdlog::info("restored {} durable exchange(s), {} durable queue(s), {} binding(s)",
-               kept.exchanges().size(), kept.queues().size(), kept.bindings().size());
+  broker::Broker& broker = impl_->broker;
+  broker.set_wall_clock_ms(unix_ms());
+  broker.set_definition_store(impl_->metadata.get());
+  broker.set_queue_store(&node_log);
+  node_log.set_broker(&broker);
+  const broker::Definitions kept = impl_->metadata->definitions();
+  broker.restore_definitions(kept);
+  // Each durable queue's log replays onto its queue; then what the previous life's consumers
+  // held is theirs no more (ready again, redelivered).
+  auto replay_started = std::chrono::steady_clock::now();
+  if (!node_log.open_queue_groups(broker.queue_groups())) {
+    return unexpected(std::string("cannot replay the queues' logs: the write-ahead log failed"));
+  }
+  broker.detach_previous_holders();
+  if (!node_log.settle([&broker] { return broker.pending_command_count() == 0; })) {
+    return unexpected(std::string("cannot settle the queues' logs: the write-ahead log failed"));
+  }
+  auto replay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - replay_started)
+                       .count();
+  spdlog::info(
+      "restored {} durable exchange(s), {} durable queue(s), {} binding(s); queues "
+      "replayed in {} ms",
+      kept.exchanges().size(), kept.queues().size(), kept.bindings().size(), replay_ms);
+  node_log.start_writer([this](std::function<void()> work) {
+    asio::post(impl_->io, [this, work = std::move(work)] {
+      impl_->broker.set_wall_clock_ms(unix_ms());
+      work();
+    });
+  });
 
   asio::error_code ec;
   auto address = asio::ip::make_address(impl_->config.bind_address, ec);
@@ -390,7 +441,9 @@ void Server::run() {
   });
   impl_->accept();
   impl_->trim_memory_now_and_then();
+  impl_->tick();
   impl_->io.run();
+  impl_->log->stop_posting();
 }
 
 }  // namespace hamq::server

@@ -1,0 +1,224 @@
+#include "server/node_log.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace hamq::server {
+
+namespace {
+
+constexpr raft::NodeId self{1};
+// Settling gives up when the writer has reported nothing for this long.
+constexpr auto settle_silence_max = std::chrono::seconds(30);
+// Rounds with nothing to write and nothing done before settling gives up (a group that cannot
+// lead, alone, never will).
+constexpr int idle_rounds_max = 3;
+
+}  // namespace
+
+NodeLog::~NodeLog() {
+  stop_posting();
+  writer_.reset();  // writes what is pending
+}
+
+Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesystem::path& data_dir) {
+  std::unique_ptr<NodeLog> log(new NodeLog());
+  log->fs_ = storage::make_posix_file_system();
+  std::string dir = (data_dir / "wal").string();
+  auto wal = storage::Wal::open(*log->fs_, dir, {}, &log->recovery_);
+  if (!wal.ok()) {
+    return unexpected("cannot open the write-ahead log in " + dir + ": " + wal.error().detail);
+  }
+  log->wal_ = std::move(wal.value());
+  for (const auto& failed : log->recovery_.failed_groups) {
+    spdlog::error("group {} of the write-ahead log is damaged and was not started: {}",
+                  failed.group.value, failed.reason);
+  }
+  for (storage::GroupId group : log->wal_->groups()) {
+    log->next_group_ = std::max(log->next_group_, group.value + 1);
+  }
+  NodeLog* self_log = log.get();
+  log->host_ = std::make_unique<replication::GroupHost>(
+      *log->wal_, self, 1, raft::Config{},
+      replication::GroupHostCallbacks{
+          .send = [](const raft::Message&) {},  // one member per group: nobody to tell
+          .restore =
+              [self_log](raft::GroupId group, const raft::SnapshotMeta&, const std::string& data) {
+                if (group == metadata_group) {
+                  if (self_log->metadata_handler_.restore)
+                    self_log->metadata_handler_.restore(data);
+                }
+                // A queue group's snapshot is its founding one (empty): nothing to restore.
+              },
+          .apply =
+              [self_log](raft::GroupId group, const raft::Entry& entry) {
+                if (entry.type != raft::EntryType::normal || entry.data.empty()) return;
+                if (group == metadata_group) {
+                  if (self_log->metadata_handler_.apply) self_log->metadata_handler_.apply(entry);
+                } else if (self_log->broker_ != nullptr) {
+                  self_log->broker_->apply_queue_entry(group.value, entry.index.value, entry.data);
+                }
+              }});
+  return log;
+}
+
+bool NodeLog::open_queue_groups(const std::set<uint64_t>& keep) {
+  for (storage::GroupId stored : wal_->groups()) {
+    if (stored.value == metadata_group.value) continue;
+    if (keep.contains(stored.value)) {
+      host_->open_group(raft::GroupId{stored.value});
+    } else {
+      spdlog::info("removing the log of group {}: no durable queue has it", stored.value);
+      (void)host_->remove_group(raft::GroupId{stored.value});
+    }
+  }
+  if (!keep.empty()) next_group_ = std::max(next_group_, *keep.rbegin() + 1);
+  return settle([this] {
+    for (raft::GroupId group : host_->group_ids()) {
+      if (!caught_up(group)) return false;
+    }
+    return true;
+  });
+}
+
+bool NodeLog::caught_up(raft::GroupId group) {
+  raft::Raft* raft = host_->find(group);
+  return raft != nullptr && raft->role() == raft::Role::leader &&
+         raft->applied() == raft->committed() && raft->committed() == raft->log().last_index();
+}
+
+bool NodeLog::settle(const std::function<bool()>& done) {
+  int idle_rounds = 0;
+  auto last_progress = std::chrono::steady_clock::now();
+  for (;;) {
+    host_->process();
+    take_results();
+    if (done()) return true;
+    if (failed()) return false;
+    if (writer_) {
+      // The writer flushes; wait for what it reports.
+      if (wal_->has_pending()) writer_->notify();
+      std::unique_lock lock(results_mutex_);
+      if (results_ready_.wait_for(lock, std::chrono::milliseconds(10),
+                                  [this] { return !results_.empty(); })) {
+        last_progress = std::chrono::steady_clock::now();
+      } else if (std::chrono::steady_clock::now() - last_progress > settle_silence_max) {
+        return false;
+      }
+      continue;
+    }
+    if (!wal_->has_pending()) {
+      if (++idle_rounds > idle_rounds_max) return false;
+      continue;
+    }
+    idle_rounds = 0;
+    auto flushed = host_->flush_now();
+    if (!flushed.ok()) {
+      if (flushed.error().code != storage::Errc::no_space) return false;
+      spdlog::warn("the disk is full; waiting for space");
+      std::this_thread::sleep_for(storage::GroupCommitWriter::retry_interval);
+    }
+  }
+}
+
+void NodeLog::start_writer(std::function<void(std::function<void()>)> post) {
+  {
+    std::lock_guard lock(results_mutex_);
+    post_ = std::move(post);
+  }
+  writer_ = std::make_unique<storage::GroupCommitWriter>(
+      *wal_,
+      [this](const storage::FlushResult& result) {
+        std::lock_guard lock(results_mutex_);
+        results_.push_back(result);
+        results_ready_.notify_all();
+        if (post_ && !results_posted_) {
+          results_posted_ = true;
+          post_([this] {
+            take_results();
+            process();
+          });
+        }
+      },
+      [this](const storage::Error& error) {
+        spdlog::critical("the write-ahead log failed and stops for good: {}", error.detail);
+        std::lock_guard lock(results_mutex_);
+        results_ready_.notify_all();
+        if (post_) post_([this] { process(); });
+      });
+}
+
+void NodeLog::stop_posting() {
+  std::lock_guard lock(results_mutex_);
+  post_ = nullptr;
+}
+
+void NodeLog::take_results() {
+  std::deque<storage::FlushResult> results;
+  {
+    std::lock_guard lock(results_mutex_);
+    results.swap(results_);
+    results_posted_ = false;
+  }
+  for (const storage::FlushResult& result : results) host_->on_flushed(result);
+}
+
+void NodeLog::process() {
+  host_->process();
+  if (writer_ && wal_->has_pending()) writer_->notify();
+  if (failed() && !failure_reported_) {
+    failure_reported_ = true;
+    // Nothing more becomes durable: publishes waiting for it are nacked.
+    if (broker_ != nullptr) broker_->fail_pending_commands();
+  }
+}
+
+void NodeLog::schedule_process() {
+  std::lock_guard lock(results_mutex_);
+  if (!post_ || process_posted_) return;
+  process_posted_ = true;
+  post_([this] {
+    {
+      std::lock_guard posted(results_mutex_);
+      process_posted_ = false;
+    }
+    process();
+  });
+}
+
+uint64_t NodeLog::create_group() {
+  raft::GroupId group{next_group_++};
+  auto created = host_->create_group(group, raft::ConfState{.voters = {self}, .learners = {}}, "");
+  if (!created.ok()) {
+    spdlog::error("cannot create the log of a queue: {}", created.error());
+    return 0;
+  }
+  if (!settle([this, group] { return caught_up(group); })) {
+    spdlog::error("the log of a new queue did not start");
+    return 0;
+  }
+  return group.value;
+}
+
+bool NodeLog::has_group(uint64_t group) const {
+  auto groups = wal_->groups();
+  return std::find(groups.begin(), groups.end(), storage::GroupId{group}) != groups.end();
+}
+
+void NodeLog::remove_group(uint64_t group) {
+  auto removed = host_->remove_group(raft::GroupId{group});
+  if (!removed.ok()) spdlog::warn("cannot remove the log of group {}: {}", group, removed.error());
+  schedule_process();
+}
+
+std::optional<uint64_t> NodeLog::propose(uint64_t group, std::string command) {
+  if (failed()) return std::nullopt;
+  auto index = host_->propose(raft::GroupId{group}, std::move(command));
+  if (!index.ok()) return std::nullopt;
+  schedule_process();
+  return index->value;
+}
+
+}  // namespace hamq::server

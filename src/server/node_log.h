@@ -1,0 +1,106 @@
+// NodeLog: the node's write-ahead log (DATA_DIR/wal) and the Raft groups it holds: the metadata
+// group (server/metadata_store.h) and one group per durable queue, which it serves to the broker
+// as its QueueStore.
+//
+// The event loop proposes, and calls process() (posted once per turn of the loop after a
+// proposal) to hand every group's Ready to the log; the GroupCommitWriter thread flushes, one
+// fdatasync for everything submitted meanwhile, and hands the results back to the loop, which
+// completes the Readies: committed entries are applied to the broker's queues there, and the
+// confirms they earn go out. settle() does the same synchronously, for start-up and for
+// metadata changes, whose replies wait for their entry.
+//
+// Thread: the event loop's, except the writer thread, which only flushes and queues results.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "broker/broker.h"
+#include "common/result.h"
+#include "replication/group_host.h"
+#include "storage/file_system.h"
+#include "storage/group_commit_writer.h"
+#include "storage/wal.h"
+
+namespace hamq::server {
+
+// The metadata group's id; queue groups take the ids after it.
+inline constexpr raft::GroupId metadata_group{1};
+
+class NodeLog final : public broker::QueueStore {
+ public:
+  // Opens (creating) the log, recovering what is there; no group is started yet.
+  static Result<std::unique_ptr<NodeLog>, std::string> open(const std::filesystem::path& data_dir);
+  ~NodeLog() override;
+
+  replication::GroupHost& host() { return *host_; }
+  const storage::RecoveryReport& recovery() const { return recovery_; }
+
+  // Where the metadata group's snapshots and entries go.
+  struct Handler {
+    std::function<void(const std::string& snapshot)> restore;
+    std::function<void(const raft::Entry&)> apply;
+  };
+  void set_metadata_handler(Handler handler) { metadata_handler_ = std::move(handler); }
+  // Queue groups' entries go to the broker's queues.
+  void set_broker(broker::Broker* broker) { broker_ = broker; }
+
+  // Starts the queue groups the log holds that are in `keep` (replaying them) and removes the
+  // others (queues deleted before a crash let their log go). Then settles.
+  bool open_queue_groups(const std::set<uint64_t>& keep);
+
+  // Flushes on this thread until `done` holds; false if the log failed first.
+  bool settle(const std::function<bool()>& done);
+  // True once the group leads and has applied everything in its log.
+  bool caught_up(raft::GroupId group);
+
+  // From here on flushes run on the writer thread; `post` runs a function on the event loop.
+  void start_writer(std::function<void(std::function<void()>)> post);
+  // The event loop is going away: nothing more is posted to it (the writer keeps flushing).
+  void stop_posting();
+  // Hands every group's Ready to the log and wakes the writer (the loop calls it after
+  // proposals, once per turn, and on each tick).
+  void process();
+  void tick() { host_->tick(); }
+  bool failed() const { return host_->failed() || wal_->failed(); }
+
+  // broker::QueueStore
+  uint64_t create_group() override;
+  bool has_group(uint64_t group) const override;
+  void remove_group(uint64_t group) override;
+  std::optional<uint64_t> propose(uint64_t group, std::string command) override;
+
+ private:
+  NodeLog() = default;
+  // Completes the Readies whose writes the writer made durable.
+  void take_results();
+  void schedule_process();
+
+  std::unique_ptr<storage::FileSystem> fs_;
+  std::unique_ptr<storage::Wal> wal_;
+  std::unique_ptr<replication::GroupHost> host_;
+  storage::RecoveryReport recovery_;
+  Handler metadata_handler_;
+  broker::Broker* broker_ = nullptr;
+  uint64_t next_group_ = metadata_group.value + 1;
+
+  std::function<void(std::function<void()>)> post_;
+  bool process_posted_ = false;
+  bool results_posted_ = false;
+  bool failure_reported_ = false;
+  // Filled by the writer thread, emptied by the loop.
+  std::mutex results_mutex_;
+  std::condition_variable results_ready_;
+  std::deque<storage::FlushResult> results_;
+  std::unique_ptr<storage::GroupCommitWriter> writer_;  // last: stopped first
+};
+
+}  // namespace hamq::server

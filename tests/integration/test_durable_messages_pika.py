@@ -1,0 +1,163 @@
+"""Messages in durable queues survive a SIGKILL of the broker: what was confirmed is there after a
+restart, in order; what a consumer acknowledged is gone; what it held unacknowledged comes back
+marked redelivered."""
+
+import pika
+import pika.exceptions
+
+from pika_helpers import connect, exists, wait_until
+
+
+def drain(channel, queue, limit=10_000):
+    """Every message basic.get finds, acknowledged, as (body, redelivered)."""
+    got = []
+    while len(got) < limit:
+        method, _, body = channel.basic_get(queue)
+        if method is None:
+            return got
+        got.append((body, method.redelivered))
+        channel.basic_ack(method.delivery_tag)
+    return got
+
+
+def test_confirmed_messages_survive_sigkill_in_order(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("orders", durable=True)
+    channel.confirm_delivery()
+    for i in range(500):
+        channel.basic_publish("", "orders", b"order-%d" % i,
+                              pika.BasicProperties(delivery_mode=2), mandatory=True)
+    connection.close()
+
+    server.kill()
+    server.start()
+
+    connection = connect(server)
+    channel = connection.channel()
+    assert channel.queue_declare("orders", passive=True).method.message_count == 500
+    got = drain(channel, "orders")
+    assert [body for body, _ in got] == [b"order-%d" % i for i in range(500)]
+    assert not any(redelivered for _, redelivered in got)
+    connection.close()
+
+
+def test_acked_messages_are_gone_and_unacked_ones_come_back_redelivered(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("work", durable=True)
+    channel.confirm_delivery()
+    for i in range(10):
+        channel.basic_publish("", "work", b"job-%d" % i)
+    consumer = connection.channel()
+    consumer.basic_qos(prefetch_count=10)
+    delivered = []
+    consumer.basic_consume("work", lambda ch, method, props, body: delivered.append(
+        (method.delivery_tag, body)))
+    wait_until(connection, lambda: len(delivered) == 10)
+    for tag, body in delivered[:4]:
+        consumer.basic_ack(tag)
+    # A get on another channel waits for the acks to be applied first (its reply is in order
+    # behind them on the log), so this also shows the acks are durable before the kill.
+    assert channel.queue_declare("work", passive=True).method.message_count == 0
+    connection.process_data_events(time_limit=0.2)
+
+    server.kill()
+    server.start()
+
+    connection = connect(server)
+    channel = connection.channel()
+    got = drain(channel, "work")
+    assert [body for body, _ in got] == [b"job-%d" % i for i in range(4, 10)]
+    assert all(redelivered for _, redelivered in got)
+    connection.close()
+
+
+def test_get_purge_and_counts_on_a_durable_queue_survive_restarts(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("q", durable=True)
+    for i in range(5):
+        channel.basic_publish("", "q", b"m%d" % i)
+    method, _, body = channel.basic_get("q", auto_ack=True)
+    assert body == b"m0" and method.message_count == 4
+    assert channel.queue_purge("q").method.message_count == 4
+    channel.basic_publish("", "q", b"after purge")
+    assert channel.queue_declare("q", passive=True).method.message_count == 1
+    connection.close()
+
+    server.kill()
+    server.start()
+    connection = connect(server)
+    channel = connection.channel()
+    assert [body for body, _ in drain(channel, "q")] == [b"after purge"]
+    connection.close()
+
+
+def test_a_deleted_durable_queue_does_not_come_back_with_its_messages(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("gone", durable=True)
+    channel.confirm_delivery()
+    channel.basic_publish("", "gone", b"old")
+    channel.queue_delete("gone")
+    channel.queue_declare("gone", durable=True)
+    channel.basic_publish("", "gone", b"new")
+    connection.close()
+
+    server.kill()
+    server.start()
+    connection = connect(server)
+    channel = connection.channel()
+    assert [body for body, _ in drain(channel, "gone")] == [b"new"]
+    channel.queue_delete("gone")
+    connection.close()
+
+    server.kill()
+    server.start()
+    connection = connect(server)
+    assert not exists(connection, "queue", "gone")
+    connection.close()
+
+
+def test_transactions_and_fanout_to_durable_and_transient_queues(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.exchange_declare("fan", "fanout", durable=True)
+    channel.queue_declare("kept", durable=True)
+    channel.queue_declare("memory", durable=False)
+    channel.queue_bind("kept", "fan")
+    channel.queue_bind("memory", "fan")
+    channel.tx_select()
+    channel.basic_publish("fan", "", b"committed")
+    channel.tx_commit()
+    channel.basic_publish("fan", "", b"rolled back")
+    channel.tx_rollback()
+    assert channel.queue_declare("memory", passive=True).method.message_count == 1
+    connection.close()
+
+    server.kill()
+    server.start()
+    connection = connect(server)
+    channel = connection.channel()
+    assert [body for body, _ in drain(channel, "kept")] == [b"committed"]
+    assert not exists(connection, "queue", "memory")
+    connection.close()
+
+
+def test_consumers_cancel_and_redeclare_on_a_durable_queue(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("c", durable=True)
+    for i in range(3):
+        channel.basic_publish("", "c", b"%d" % i)
+    got = []
+    tag = channel.basic_consume("c", lambda ch, method, props, body: got.append(body),
+                                auto_ack=True)
+    wait_until(connection, lambda: len(got) == 3)
+    channel.basic_cancel(tag)
+    channel.basic_publish("", "c", b"after cancel")
+    connection.process_data_events(time_limit=0.2)
+    assert got == [b"0", b"1", b"2"]
+    assert channel.queue_declare("c", durable=True).method.message_count == 1
+    connection.close()
