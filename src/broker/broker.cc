@@ -42,7 +42,14 @@ std::string Broker::random_name(std::string_view prefix) {
 void Broker::dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>& deliveries) {
   for (const auto& delivery : deliveries) {
     auto it = sinks_.find(delivery.holder.value);
-    if (it != sinks_.end()) it->second->deliver(queue, delivery);
+    if (it == sinks_.end()) continue;
+    if (delivery.message) {
+      it->second->deliver(queue, delivery);
+      continue;
+    }
+    queue::Delivery loaded = delivery;  // its body waited on disk
+    loaded.message = load_message(*queue, delivery.stored_at);
+    if (loaded.message) it->second->deliver(queue, loaded);
   }
   if (!flow_waiters_.empty()) check_flow(*queue);
   if (queue->machine.has_dead_letters()) dead_letter(queue);
@@ -157,6 +164,10 @@ bool Broker::enqueue(const QueuePtr& target, queue::MessagePtr message) {
 void Broker::dead_letter(const QueuePtr& queue) {
   auto dead_letters = queue->machine.take_dead_letters();
   if (queue->vhost == nullptr) return;
+  for (auto& dead : dead_letters) {
+    if (!dead.message) dead.message = load_message(*queue, dead.stored_at);
+  }
+  std::erase_if(dead_letters, [](const queue::DeadLetter& dead) { return !dead.message; });
   VirtualHost& vhost = *queue->vhost;
   if (!queue->delayed_exchange.empty()) {
     // A delayed exchange's messages "expire" into the exchange when their delay is up.
@@ -494,12 +505,13 @@ Result<QueuePtr, ProtocolError> Broker::declare_queue(VirtualHost& vhost,
 
 void Broker::attach_group(const QueuePtr& queue, uint64_t group) {
   queue->group = group;
+  queue->machine.keep_bodies_of(durable_queue_cached_bodies);
   queue_groups_[group] = queue;
 }
 
 void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, CommandDone done) {
   if (queue->group == 0 || queue_store_ == nullptr) {
-    run(queue, command, done);
+    run(queue, command, done, 0);
     return;
   }
   auto index = queue_store_->propose(queue->group, queue::encode_command(command));
@@ -511,9 +523,9 @@ void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, Command
                                   Queue::PendingCommand{std::move(command), std::move(done)});
 }
 
-void Broker::run(const QueuePtr& queue, const queue::QueueCommand& command,
-                 const CommandDone& done) {
-  queue::CommandEffects effects = queue::apply_command(queue->machine, command);
+void Broker::run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,
+                 uint64_t log_index) {
+  queue::CommandEffects effects = queue::apply_command(queue->machine, command, log_index);
   dispatch(queue, effects.deliveries);
   if (done) done(queue, &effects);
 }
@@ -532,7 +544,7 @@ void Broker::apply_queue_entry(uint64_t group, uint64_t index, std::string_view 
   if (!pending.empty() && pending.begin()->first == index) {
     // Proposed here: run the command as it was made (the same bytes are in the log).
     auto node = pending.extract(pending.begin());
-    run(queue, node.mapped().command, node.mapped().done);
+    run(queue, node.mapped().command, node.mapped().done, index);
     return;
   }
   auto command = queue::decode_command(data);
@@ -540,7 +552,22 @@ void Broker::apply_queue_entry(uint64_t group, uint64_t index, std::string_view 
     ++undecodable_entries_;
     return;
   }
-  run(queue, *command, {});
+  run(queue, *command, {}, index);
+}
+
+queue::MessagePtr Broker::load_message(const Queue& queue, uint64_t stored_at) {
+  if (queue_store_ != nullptr && queue.group != 0) {
+    if (auto bytes = queue_store_->read(queue.group, stored_at)) {
+      auto command = queue::decode_command(*bytes);
+      if (command.ok()) {
+        if (auto* enqueue = std::get_if<queue::EnqueueCommand>(&command->body)) {
+          return std::move(enqueue->message);
+        }
+      }
+    }
+  }
+  ++unreadable_messages_;
+  return nullptr;
 }
 
 void Broker::fail_pending_commands() {

@@ -32,6 +32,9 @@ constexpr size_t queue_flow_ready_low = 2048;
 // read until they are down to the low mark (the disk is slower than the network).
 constexpr size_t queue_flow_pending_high = 8192;
 constexpr size_t queue_flow_pending_low = 4096;
+// A durable queue keeps the bodies of this many of its next ready messages in memory; the
+// others wait on disk, an index entry each in memory.
+constexpr size_t durable_queue_cached_bodies = 256;
 
 // A connection that the memory alarm or flow control stopped reading, to be told when it may
 // read again.
@@ -80,6 +83,9 @@ class QueueStore {
   virtual void remove_group(uint64_t group) = 0;
   // Appends a command to the group's log: its log index, or nothing when the log refuses it.
   virtual std::optional<uint64_t> propose(uint64_t group, std::string command) = 0;
+  // The command applied at `index` of the group's log, as it was proposed; nothing if it cannot
+  // be read (damaged, or released).
+  virtual std::optional<std::string> read(uint64_t group, uint64_t index) const = 0;
 };
 
 class Broker {
@@ -192,6 +198,10 @@ class Broker {
   // After a restart has replayed the queues' logs: the consumers and holders of unacknowledged
   // messages of the previous life are detached, so their messages are ready again, redelivered.
   void detach_previous_holders();
+  // A message whose body a durable queue left on disk, read back from its log (null if it
+  // cannot be read; counted in unreadable_messages).
+  queue::MessagePtr load_message(const Queue& queue, uint64_t stored_at);
+  uint64_t unreadable_messages() const { return unreadable_messages_; }
   // The groups of the durable queues.
   std::set<uint64_t> queue_groups() const;
   // Commands proposed and not yet applied, all queues together.
@@ -222,7 +232,8 @@ class Broker {
                        const queue::Message& message);
 
   // Runs a command on a queue's machine and hands out what it did.
-  void run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done);
+  void run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,
+           uint64_t log_index);
   void attach_group(const QueuePtr& queue, uint64_t group);
 
   uint64_t wall_clock_ms_ = 0;
@@ -233,6 +244,7 @@ class Broker {
   uint64_t definitions_generation_seen_ = 0;
   uint64_t definition_failures_ = 0;
   uint64_t undecodable_entries_ = 0;
+  uint64_t unreadable_messages_ = 0;
   // Queue wake-ups by time; stale ones (the queue's wake_at_ms moved) are skipped.
   std::multimap<uint64_t, std::weak_ptr<Queue>> wakeups_;
   std::function<void()> timer_listener_;

@@ -538,7 +538,14 @@ void Channel::get_answered(const QueuePtr& queue, const queue::CommandEffects* e
     connection_.send(number_, amqp::BasicGetEmpty{});
     return;
   }
-  const queue::Delivery& delivery = *effects->got;
+  queue::Delivery delivery = *effects->got;
+  if (!delivery.message) {
+    delivery.message = connection_.broker().load_message(*queue, delivery.stored_at);
+    if (!delivery.message) {
+      connection_.send(number_, amqp::BasicGetEmpty{});
+      return;
+    }
+  }
   uint64_t delivery_tag = next_delivery_tag_++;
   if (!no_ack) unacked_.emplace(delivery_tag, Unacked{queue, get_holder_, delivery.id});
   const queue::Message& message = *delivery.message;

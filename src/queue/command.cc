@@ -197,7 +197,8 @@ Result<QueueCommand, std::string> decode_command(std::string_view bytes) {
   return command;
 }
 
-CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command) {
+CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command,
+                             uint64_t log_index) {
   CommandEffects effects;
   const uint64_t now = command.time_ms;
   std::visit(
@@ -205,8 +206,9 @@ CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command)
         using T = std::decay_t<decltype(body)>;
         if constexpr (std::is_same_v<T, EnqueueCommand>) {
           effects.enqueued =
-              body.ttl_ms ? machine.enqueue_for(body.message, *body.ttl_ms, now, effects.deliveries)
-                          : machine.enqueue(body.message, now, effects.deliveries);
+              body.ttl_ms ? machine.enqueue_for(body.message, *body.ttl_ms, now, effects.deliveries,
+                                                log_index)
+                          : machine.enqueue(body.message, now, effects.deliveries, log_index);
         } else if constexpr (std::is_same_v<T, AttachCommand>) {
           effects.attached = machine.attach(body.consumer,
                                             ConsumerOptions{.prefetch_count = body.prefetch_count,

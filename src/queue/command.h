@@ -77,6 +77,9 @@ struct CommandEffects {
   std::optional<Delivery> got;            // GetCommand (none: the queue was empty)
   size_t count = 0;                       // PurgeCommand: purged; DetachCommand: returned
 };
-CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command);
+// `log_index`: where the command is in the queue's log (0: the queue has none); an enqueued
+// message is stored there.
+CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command,
+                             uint64_t log_index = 0);
 
 }  // namespace hamq::queue

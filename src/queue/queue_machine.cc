@@ -29,8 +29,7 @@ std::optional<uint64_t> message_expiration_ms(const Message& message) {
 }
 
 uint8_t QueueMachine::level_index(const Entry& entry) const {
-  uint8_t priority = entry.message->properties.priority.value_or(0);
-  return std::min(priority, options_.max_priority);
+  return std::min(entry.priority, options_.max_priority);
 }
 
 QueueMachine::Level& QueueMachine::level_of(const Entry& entry) {
@@ -38,7 +37,7 @@ QueueMachine::Level& QueueMachine::level_of(const Entry& entry) {
 }
 
 void QueueMachine::put_back(MessageId id, Entry entry) {
-  ready_body_bytes_ += entry.message->body.size();
+  ready_body_bytes_ += entry.body_bytes;
   if (entry.expires_at_ms != never) watch_expiry(id, entry);
   Level& level = level_of(entry);
   level.returned.emplace(id, std::move(entry));
@@ -81,29 +80,30 @@ void QueueMachine::expire_one(const Expiry& expiry) {
     Entry entry = std::move(returned->second);
     level.returned.erase(returned);
     --ready_count_;
-    ready_body_bytes_ -= entry.message->body.size();
+    ready_body_bytes_ -= entry.body_bytes;
     remove(std::move(entry), DeadLetterReason::expired);
     return;
   }
   auto fresh = std::lower_bound(
       level.fresh.begin(), level.fresh.end(), expiry.id,
       [](const std::pair<MessageId, Entry>& item, MessageId id) { return item.first < id; });
-  if (fresh == level.fresh.end() || fresh->first != expiry.id || !fresh->second.message ||
+  if (fresh == level.fresh.end() || fresh->first != expiry.id || fresh->second.tombstone ||
       fresh->second.expires_at_ms != expiry.at_ms) {
     return;  // delivered, settled or expired already
   }
   Entry entry = std::move(fresh->second);
-  fresh->second.message = nullptr;  // the tombstone
+  fresh->second.message = nullptr;
+  fresh->second.tombstone = true;
   ++level.tombstones;
   --ready_count_;
-  ready_body_bytes_ -= entry.message->body.size();
+  ready_body_bytes_ -= entry.body_bytes;
   remove(std::move(entry), DeadLetterReason::expired);
-  while (!level.fresh.empty() && !level.fresh.front().second.message) {
+  while (!level.fresh.empty() && level.fresh.front().second.tombstone) {
     level.fresh.pop_front();
     --level.tombstones;
   }
   if (level.tombstones > 64 && level.tombstones * 2 > level.fresh.size()) {
-    std::erase_if(level.fresh, [](const auto& item) { return !item.second.message; });
+    std::erase_if(level.fresh, [](const auto& item) { return item.second.tombstone; });
     level.tombstones = 0;
   }
 }
@@ -147,42 +147,51 @@ void QueueMachine::remove(Entry entry, std::optional<DeadLetterReason> reason) {
   drop(size_of(entry));
   // Past the delivery limit is never a silent drop (the broker parks what has no exchange).
   if (reason && (options_.dead_letters || *reason == DeadLetterReason::delivery_limit)) {
-    dead_letters_.push_back(DeadLetter{std::move(entry.message), *reason});
+    dead_letters_.push_back(DeadLetter{std::move(entry.message), *reason, entry.stored_at});
   }
 }
 
 EnqueueResult QueueMachine::enqueue(MessagePtr message, uint64_t now_ms,
-                                    std::vector<Delivery>& deliveries) {
+                                    std::vector<Delivery>& deliveries, uint64_t stored_at) {
   // The lower of the queue's and the message's TTL, from now (reference §12).
   std::optional<uint64_t> ttl_ms = options_.message_ttl_ms;
   if (auto own = message_expiration_ms(*message)) ttl_ms = std::min(ttl_ms.value_or(*own), *own);
-  return add(std::move(message), ttl_ms, now_ms, deliveries);
+  return add(std::move(message), ttl_ms, now_ms, deliveries, stored_at);
 }
 
 EnqueueResult QueueMachine::enqueue_for(MessagePtr message, uint64_t ttl_ms, uint64_t now_ms,
-                                        std::vector<Delivery>& deliveries) {
-  return add(std::move(message), ttl_ms, now_ms, deliveries);
+                                        std::vector<Delivery>& deliveries, uint64_t stored_at) {
+  return add(std::move(message), ttl_ms, now_ms, deliveries, stored_at);
 }
 
 EnqueueResult QueueMachine::add(MessagePtr message, std::optional<uint64_t> ttl_ms, uint64_t now_ms,
-                                std::vector<Delivery>& deliveries) {
+                                std::vector<Delivery>& deliveries, uint64_t stored_at) {
   advance_time(now_ms);
   uint64_t body_bytes = message->body.size();
   if (options_.overflow != Overflow::drop_head && over_limit(1, body_bytes)) {
     if (options_.overflow == Overflow::reject_publish_dlx && options_.dead_letters) {
-      dead_letters_.push_back(DeadLetter{std::move(message), DeadLetterReason::maxlen});
+      dead_letters_.push_back(DeadLetter{std::move(message), DeadLetterReason::maxlen, stored_at});
     }
     return EnqueueResult::rejected;
   }
   MessageId id{next_id_++};
   hold(body_bytes + message_overhead_bytes);
-  Entry entry{std::move(message), 0};
+  Entry entry;
+  entry.priority = message->properties.priority.value_or(0);
+  entry.message = std::move(message);
+  entry.stored_at = stored_at;
+  entry.body_bytes = static_cast<uint32_t>(body_bytes);
   if (ttl_ms) entry.expires_at_ms = *ttl_ms >= never - now_ms_ ? never - 1 : now_ms_ + *ttl_ms;
   Expiry expiry{entry.expires_at_ms, id, level_index(entry)};
-  level_of(entry).fresh.emplace_back(id, std::move(entry));
+  Level& level = level_of(entry);
+  level.fresh.emplace_back(id, std::move(entry));
   ++ready_count_;
   ready_body_bytes_ += body_bytes;
   deliver(deliveries);
+  // Not taken at once, and behind enough others: its body waits on disk.
+  if (ready_count_ > body_cache_count_ && !level.fresh.empty() && level.fresh.back().first == id) {
+    evict(level.fresh.back().second);
+  }
   // Watched only now, so that even a TTL of 0 lets a waiting consumer take it first.
   if (expiry.at_ms != never) {
     expiries_.push_back(expiry);
@@ -320,10 +329,11 @@ std::optional<Delivery> QueueMachine::get(HolderId holder, bool no_ack, uint64_t
   advance_time(now_ms);
   if (ready_count() == 0) return std::nullopt;
   auto [id, entry] = take_next();
-  Delivery delivery{holder, id, entry.message, entry.delivery_count > 0, entry.delivery_count};
+  Delivery delivery = delivery_of(holder, id, entry);
   if (no_ack) {
     drop(size_of(entry));
   } else {
+    evict(entry);
     checked_out_.emplace(id.value, CheckedOut{holder, std::move(entry)});
   }
   return delivery;
@@ -333,7 +343,7 @@ size_t QueueMachine::purge() {
   size_t count = ready_count();
   for (Level& level : levels_) {
     for (const auto& [id, entry] : level.fresh) {
-      if (entry.message) drop(size_of(entry));
+      if (!entry.tombstone) drop(size_of(entry));
     }
     for (const auto& [id, entry] : level.returned) drop(size_of(entry));
     level.fresh.clear();
@@ -390,16 +400,16 @@ std::pair<MessageId, QueueMachine::Entry> QueueMachine::take_next() {
     --ready_count_;
     if (!level->returned.empty()) {
       auto node = level->returned.extract(level->returned.begin());
-      ready_body_bytes_ -= node.mapped().message->body.size();
+      ready_body_bytes_ -= node.mapped().body_bytes;
       return {node.key(), std::move(node.mapped())};
     }
-    while (!level->fresh.front().second.message) {
+    while (level->fresh.front().second.tombstone) {
       level->fresh.pop_front();
       --level->tombstones;
     }
     auto next = std::move(level->fresh.front());
     level->fresh.pop_front();
-    ready_body_bytes_ -= next.second.message->body.size();
+    ready_body_bytes_ -= next.second.body_bytes;
     return next;
   }
   HAMQ_VERIFY(false, "ready_count_ says there are ready messages but no level has one");
@@ -411,16 +421,27 @@ void QueueMachine::deliver(std::vector<Delivery>& deliveries) {
     Consumer* consumer = next_consumer();
     if (consumer == nullptr) return;
     auto [id, entry] = take_next();
-    deliveries.push_back(
-        Delivery{consumer->id, id, entry.message, entry.delivery_count > 0, entry.delivery_count});
+    deliveries.push_back(delivery_of(consumer->id, id, entry));
     if (consumer->options.no_ack) {
       drop(size_of(entry));
     } else {
       ++consumer->checked_out;
       if (consumer->options.shared_credit != nullptr) --*consumer->options.shared_credit;
+      evict(entry);  // a return reads it back
       checked_out_.emplace(id.value, CheckedOut{consumer->id, std::move(entry)});
     }
   }
+}
+
+Delivery QueueMachine::delivery_of(HolderId holder, MessageId id, const Entry& entry) const {
+  return Delivery{holder,         id, entry.message, entry.delivery_count > 0, entry.delivery_count,
+                  entry.stored_at};
+}
+
+void QueueMachine::evict(Entry& entry) {
+  if (!entry.message || entry.stored_at == 0 || body_cache_count_ == SIZE_MAX) return;
+  drop(entry.body_bytes);
+  entry.message = nullptr;
 }
 
 void QueueMachine::hold(uint64_t bytes) {

@@ -51,9 +51,10 @@ struct ConsumerOptions {
 struct Delivery {
   HolderId holder;
   MessageId id;
-  MessagePtr message;
+  MessagePtr message;  // null when its body is on disk only: read it at `stored_at`
   bool redelivered = false;
   uint32_t delivery_count = 0;  // times handed out before this one
+  uint64_t stored_at = 0;       // the log index of its enqueue (0: not in a log)
 };
 
 enum class AttachResult { attached, exclusive_conflict, already_attached };
@@ -65,8 +66,9 @@ enum class DeadLetterReason { rejected, expired, maxlen, delivery_limit };
 std::string_view dead_letter_reason_name(DeadLetterReason reason);
 
 struct DeadLetter {
-  MessagePtr message;
+  MessagePtr message;  // null when on disk only, as in Delivery
   DeadLetterReason reason;
+  uint64_t stored_at = 0;
 };
 
 // Fixed at declaration, from the queue's arguments.
@@ -113,11 +115,19 @@ class QueueMachine {
   // Puts a message at the tail and delivers what can be delivered.
   // Refused (rejected) only by a full queue with overflow reject-publish(-dlx); a full
   // drop-head queue drops its oldest ready messages instead.
-  EnqueueResult enqueue(MessagePtr message, uint64_t now_ms, std::vector<Delivery>& deliveries);
+  // `stored_at`: the log index of the command that enqueues it, for a queue on a log (0: none).
+  // Such a message's body may leave memory (keep_bodies_of) and is read back from the log by
+  // whoever receives a Delivery or DeadLetter without one.
+  EnqueueResult enqueue(MessagePtr message, uint64_t now_ms, std::vector<Delivery>& deliveries,
+                        uint64_t stored_at = 0);
   // Puts a message that expires after exactly `ttl_ms`, whatever its own expiration and the
   // queue's TTL say: how a delayed exchange holds a message until its time.
   EnqueueResult enqueue_for(MessagePtr message, uint64_t ttl_ms, uint64_t now_ms,
-                            std::vector<Delivery>& deliveries);
+                            std::vector<Delivery>& deliveries, uint64_t stored_at = 0);
+  // Bodies of stored messages stay in memory only for the first `count` ready messages (the
+  // next to be delivered); the others, and every checked-out one, keep just an index entry.
+  // Default: all stay. Changes nothing the queue decides, only its memory.
+  void keep_bodies_of(size_t count) { body_cache_count_ = count; }
 
   AttachResult attach(HolderId consumer, ConsumerOptions options, uint64_t now_ms,
                       std::vector<Delivery>& deliveries);
@@ -180,9 +190,13 @@ class QueueMachine {
  private:
   static constexpr uint64_t never = UINT64_MAX;
   struct Entry {
-    MessagePtr message;  // null: a tombstone (expired in place, see Level)
-    uint32_t delivery_count = 0;
+    MessagePtr message;      // null once the body left memory (stored_at finds it)
+    uint64_t stored_at = 0;  // the log index of its enqueue; 0: in memory only
     uint64_t expires_at_ms = never;
+    uint32_t body_bytes = 0;
+    uint32_t delivery_count = 0;
+    uint8_t priority = 0;
+    bool tombstone = false;  // expired in place (see Level)
   };
   // A message that expires at `at_ms`, if it is still ready then (checked out, settled or
   // expired before: the record is stale and skipped).
@@ -213,9 +227,14 @@ class QueueMachine {
   std::optional<Entry> take_checked_out(HolderId holder, MessageId id, Consumer* consumer);
   void release(HolderId holder);
 
+  // What an entry holds in memory: its body only while it has it.
   static uint64_t size_of(const Entry& entry) {
-    return entry.message->body.size() + message_overhead_bytes;
+    return (entry.message ? entry.body_bytes : 0) + message_overhead_bytes;
   }
+  // Lets a stored entry's body go (it is read from the log when needed).
+  void evict(Entry& entry);
+  Delivery delivery_of(HolderId holder, MessageId id, const Entry& entry) const;
+  size_t body_cache_count_ = SIZE_MAX;
   void hold(uint64_t bytes);
   void drop(uint64_t bytes);
 
@@ -239,7 +258,7 @@ class QueueMachine {
   // dead-lettered.
   void return_entry(MessageId id, Entry entry);
   EnqueueResult add(MessagePtr message, std::optional<uint64_t> ttl_ms, uint64_t now_ms,
-                    std::vector<Delivery>& deliveries);
+                    std::vector<Delivery>& deliveries, uint64_t stored_at);
   // Moves time forward (never back) and expires what is due.
   void advance_time(uint64_t now_ms);
   void expire_due();

@@ -34,6 +34,31 @@ TEST(QueueMachine, DeliversInPublishOrderToOneConsumer) {
   EXPECT_FALSE(out[0].redelivered);
 }
 
+TEST(QueueMachine, StoredMessagesBeyondTheCacheKeepOnlyTheirIndex) {
+  QueueMachine q;
+  q.keep_bodies_of(1);
+  std::vector<Delivery> out;
+  for (uint64_t i = 0; i < 3; ++i) q.enqueue(message(std::string(1000, 'a')), 0, out, 10 + i);
+  // The first keeps its body (next to go), the others only their place in the log.
+  EXPECT_EQ(q.held_bytes(), 1000 + 3 * message_overhead_bytes);
+  EXPECT_EQ(q.ready_body_bytes(), 3000u);  // limits still count every body
+  q.attach(alice, {}, 0, out);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_NE(out[0].message, nullptr);
+  EXPECT_EQ(out[1].message, nullptr);
+  EXPECT_EQ(out[1].stored_at, 11u);
+  EXPECT_EQ(out[2].stored_at, 12u);
+  // Checked out, none keeps a body; returned, one comes back as an index again.
+  EXPECT_EQ(q.held_bytes(), 3 * message_overhead_bytes);
+  std::vector<Delivery> again;
+  q.detach(alice, 0, again);
+  q.attach(bob, {}, 0, again);
+  ASSERT_EQ(again.size(), 3u);
+  EXPECT_EQ(again[0].message, nullptr);
+  EXPECT_EQ(again[0].stored_at, 10u);
+  EXPECT_TRUE(again[0].redelivered);
+}
+
 TEST(QueueMachine, PrefetchLimitsCheckedOutMessages) {
   QueueMachine q;
   std::vector<Delivery> out;

@@ -213,6 +213,14 @@ void NodeLog::remove_group(uint64_t group) {
   schedule_process();
 }
 
+std::optional<std::string> NodeLog::read(uint64_t group, uint64_t index) const {
+  std::vector<storage::Entry> entries;
+  auto read = wal_->entries(storage::GroupId{group}, storage::LogIndex{index},
+                            storage::LogIndex{index + 1}, UINT64_MAX, entries);
+  if (!read.ok() || entries.empty()) return std::nullopt;
+  return std::move(entries.front().payload);
+}
+
 std::optional<uint64_t> NodeLog::propose(uint64_t group, std::string command) {
   if (failed()) return std::nullopt;
   auto index = host_->propose(raft::GroupId{group}, std::move(command));

@@ -77,6 +77,7 @@ class NodeLog final : public broker::QueueStore {
   bool has_group(uint64_t group) const override;
   void remove_group(uint64_t group) override;
   std::optional<uint64_t> propose(uint64_t group, std::string command) override;
+  std::optional<std::string> read(uint64_t group, uint64_t index) const override;
 
  private:
   NodeLog() = default;

@@ -58,6 +58,8 @@ class Ledger:
 
 
 def connect(server):
+    if server.port is None:
+        raise OSError("the broker is restarting")
     return pika.BlockingConnection(pika.ConnectionParameters(
         "127.0.0.1", server.port, connection_attempts=1, socket_timeout=2,
         blocked_connection_timeout=10))
@@ -113,10 +115,12 @@ def consumer(server, ledger, stop):
             time.sleep(0.05)
 
 
-def queue_depth(server):
+def queue_state(server):
+    """(ready messages, consumers) of the queue."""
     connection = connect(server)
     try:
-        return connection.channel().queue_declare(QUEUE, passive=True).method.message_count
+        method = connection.channel().queue_declare(QUEUE, passive=True).method
+        return method.message_count, method.consumer_count
     finally:
         connection.close()
 
@@ -143,8 +147,9 @@ def test_sigkill_at_random_moments_loses_nothing_confirmed(server):
         stop_publishing.set()
         # Drain: the consumers take what is left.
         deadline = time.monotonic() + 60
-        while queue_depth(server) > 0 or len(ledger.deliveries) < len(ledger.confirmed):
-            assert time.monotonic() < deadline, "the queue did not drain: %s" % ledger.summary()
+        while queue_state(server)[0] > 0 or len(ledger.deliveries) < len(ledger.confirmed):
+            assert time.monotonic() < deadline, "the queue did not drain: %s, (ready, consumers) %s" % (
+                ledger.summary(), queue_state(server))
             time.sleep(0.2)
         time.sleep(0.5)  # acks in flight land
     finally:

@@ -1,0 +1,160 @@
+// Durable queues in the broker, with a store that keeps proposals until the test applies them:
+// what waits for the log (confirms, replies that read the queue) waits, in order, and what the
+// log refuses is nacked; bodies wait on disk and are read back when delivered.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "broker/test_client.h"
+
+namespace hamq::broker {
+namespace {
+
+using testing::Client;
+
+// A log per group, applied only when the test says (as a real one applies once durable).
+class ManualStore final : public QueueStore {
+ public:
+  uint64_t create_group() override { return next_group_++; }
+  bool has_group(uint64_t group) const override { return group < next_group_; }
+  void remove_group(uint64_t group) override { logs_.erase(group); }
+  std::optional<uint64_t> propose(uint64_t group, std::string command) override {
+    if (refuse) return std::nullopt;
+    auto& log = logs_[group];
+    log.push_back(std::move(command));
+    unapplied_.emplace_back(group, log.size());
+    return log.size();
+  }
+  std::optional<std::string> read(uint64_t group, uint64_t index) const override {
+    ++reads;
+    auto it = logs_.find(group);
+    if (it == logs_.end() || index == 0 || index > it->second.size()) return std::nullopt;
+    return it->second[index - 1];
+  }
+
+  // Applies everything proposed so far, in order (and what that proposes in turn).
+  void apply_all(Broker& broker) {
+    while (!unapplied_.empty()) {
+      auto [group, index] = unapplied_.front();
+      unapplied_.erase(unapplied_.begin());
+      auto it = logs_.find(group);
+      if (it != logs_.end()) broker.apply_queue_entry(group, index, it->second[index - 1]);
+    }
+  }
+  size_t unapplied() const { return unapplied_.size(); }
+
+  bool refuse = false;
+  mutable size_t reads = 0;
+
+ private:
+  uint64_t next_group_ = 2;
+  std::map<uint64_t, std::vector<std::string>> logs_;
+  std::vector<std::pair<uint64_t, uint64_t>> unapplied_;
+};
+
+class DurableQueue : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    client.broker.set_queue_store(&store);
+    client.open();
+    client.open_channel(1);
+    client.send(1, amqp::QueueDeclare{0, "jobs", false, true, false, false, false, {}});
+    client.expect<amqp::QueueDeclareOk>(1);
+  }
+  void TearDown() override { client.connection.release(); }
+
+  // The log makes everything durable, and the runtime runs what that finished.
+  void apply() {
+    store.apply_all(client.broker);
+    client.connection.run_deferred(client.now_ms);
+  }
+
+  ManualStore store;
+  Client client;
+};
+
+TEST_F(DurableQueue, ConfirmLeavesOnlyOnceTheEntryIsApplied) {
+  client.send(1, amqp::ConfirmSelect{false});
+  client.expect<amqp::ConfirmSelectOk>(1);
+  client.publish(1, "", "jobs", "one");
+  client.publish(1, "", "jobs", "two");
+  EXPECT_TRUE(client.receive().empty());  // not durable yet: no confirm
+  apply();
+  auto ack = client.expect<amqp::BasicAck>(1);
+  EXPECT_EQ(ack.delivery_tag, 2u);
+  EXPECT_TRUE(ack.multiple);
+}
+
+TEST_F(DurableQueue, RefusedByTheLogIsNacked) {
+  client.send(1, amqp::ConfirmSelect{false});
+  client.expect<amqp::ConfirmSelectOk>(1);
+  store.refuse = true;
+  client.publish(1, "", "jobs", "lost");
+  auto nack = client.expect<amqp::BasicNack>(1);
+  EXPECT_EQ(nack.delivery_tag, 1u);
+}
+
+TEST_F(DurableQueue, ConfirmsKeepPublishOrderAcrossDurableAndMemoryQueues) {
+  client.send(1, amqp::QueueDeclare{0, "scratch", false, false, false, false, false, {}});
+  client.expect<amqp::QueueDeclareOk>(1);
+  client.send(1, amqp::ConfirmSelect{false});
+  client.expect<amqp::ConfirmSelectOk>(1);
+  client.publish(1, "", "jobs", "durable");    // 1: waits for the log
+  client.publish(1, "", "scratch", "memory");  // 2: taken at once, confirmed after 1
+  EXPECT_TRUE(client.receive().empty());
+  apply();
+  auto ack = client.expect<amqp::BasicAck>(1);
+  EXPECT_EQ(ack.delivery_tag, 2u);
+  EXPECT_TRUE(ack.multiple);
+}
+
+TEST_F(DurableQueue, GetWaitsForItsEntryAndHoldsTheFramesAfterIt) {
+  client.publish(1, "", "jobs", "first");
+  apply();
+  client.send(1, amqp::BasicGet{0, "jobs", true});
+  client.send(1, amqp::QueueDeclare{0, "jobs", true, false, false, false, false, {}});
+  EXPECT_TRUE(client.receive().empty());
+  EXPECT_EQ(store.unapplied(), 1u);  // the get; the declare is not handled yet
+  apply();
+  auto frames = client.receive();
+  ASSERT_GE(frames.size(), 1u);
+  ASSERT_TRUE(frames[0].method && std::holds_alternative<amqp::BasicGetOk>(*frames[0].method));
+  // Then the held declare is handled: it answers at once (nothing else is in flight).
+  ASSERT_TRUE(frames.back().method &&
+              std::holds_alternative<amqp::QueueDeclareOk>(*frames.back().method));
+  EXPECT_EQ(std::get<amqp::QueueDeclareOk>(*frames.back().method).message_count, 0u);
+}
+
+TEST_F(DurableQueue, ADeclareCountsWhatWasPublishedBeforeIt) {
+  client.publish(1, "", "jobs", "a");
+  client.publish(1, "", "jobs", "b");
+  client.send(1, amqp::QueueDeclare{0, "jobs", true, false, false, false, false, {}});
+  EXPECT_TRUE(client.receive().empty());
+  apply();
+  EXPECT_EQ(client.expect<amqp::QueueDeclareOk>(1).message_count, 2u);
+}
+
+TEST_F(DurableQueue, BodiesWaitOnDiskAndAreReadBackWhenDelivered) {
+  const std::string body(1000, 'x');
+  const size_t count = durable_queue_cached_bodies + 200;
+  for (size_t i = 0; i < count; ++i) client.publish(1, "", "jobs", body + std::to_string(i));
+  apply();
+  // Only the next ones to go keep their bodies in memory.
+  uint64_t held = client.broker.memory_used();
+  EXPECT_LT(held, count * queue::message_overhead_bytes + (durable_queue_cached_bodies + 1) * 1010);
+  EXPECT_GT(held, durable_queue_cached_bodies * 1000);
+  client.send(1, amqp::BasicConsume{0, "jobs", "c", false, true, false, false, {}});
+  client.expect<amqp::BasicConsumeOk>(1);
+  apply();
+  auto frames = client.receive();
+  size_t bodies = 0;
+  std::string last;
+  for (const auto& frame : frames) {
+    if (frame.type == amqp::FrameType::body) ++bodies;
+  }
+  EXPECT_EQ(bodies, count);
+  EXPECT_GE(store.reads, count - durable_queue_cached_bodies);
+}
+
+}  // namespace
+}  // namespace hamq::broker
