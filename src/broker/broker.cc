@@ -21,10 +21,21 @@ void Broker::update_memory_alarm() {
     memory_alarm_ = true;
   } else if (memory_alarm_ && memory_used_bytes_ < memory_high_watermark_bytes_ / 10 * 9) {
     memory_alarm_ = false;
-    auto blocked = std::move(blocked_);
-    blocked_.clear();
-    for (BlockedPublisher* publisher : blocked) publisher->unblock();
+    unblock_all_if_clear();
   }
+}
+
+void Broker::set_disk_alarm(bool raised) {
+  if (raised == disk_alarm_) return;
+  disk_alarm_ = raised;
+  if (!raised) unblock_all_if_clear();
+}
+
+void Broker::unblock_all_if_clear() {
+  if (publishing_blocked()) return;
+  auto blocked = std::move(blocked_);
+  blocked_.clear();
+  for (BlockedPublisher* publisher : blocked) publisher->unblock();
 }
 
 void Broker::remove_blocked(BlockedPublisher* publisher) {

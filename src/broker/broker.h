@@ -106,6 +106,17 @@ class Broker {
   bool memory_alarm() const { return memory_alarm_; }
   // Raises or clears the alarm from the current count; clearing it unblocks every publisher.
   void update_memory_alarm();
+  // The disk alarm (reference §8): raised while the data directory's disk is below its free-space
+  // limit or refused a write; publishers are blocked as for memory, consumers go on (their acks
+  // are small and the limit leaves room for them). Clearing it unblocks every publisher.
+  void set_disk_alarm(bool raised);
+  bool disk_alarm() const { return disk_alarm_; }
+  // Either alarm: a connection that publishes now is blocked, and told why.
+  bool publishing_blocked() const { return memory_alarm_ || disk_alarm_; }
+  std::string_view blocked_reason() const {
+    if (memory_alarm_ && disk_alarm_) return "low on memory & disk";
+    return disk_alarm_ ? "low on disk" : "low on memory";
+  }
   void add_blocked(BlockedPublisher* publisher) { blocked_.push_back(publisher); }
   void remove_blocked(BlockedPublisher* publisher);
 
@@ -250,6 +261,8 @@ class Broker {
   std::function<void()> timer_listener_;
   uint64_t memory_high_watermark_bytes_ = 0;
   bool memory_alarm_ = false;
+  bool disk_alarm_ = false;
+  void unblock_all_if_clear();
   std::vector<BlockedPublisher*> blocked_;
   std::unordered_map<const Queue*, std::vector<BlockedPublisher*>> flow_waiters_;
   uint64_t next_holder_ = 1;

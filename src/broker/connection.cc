@@ -133,11 +133,13 @@ void Connection::process_input(uint64_t now_ms) {
   broker_.persist_definitions();
   for (auto& [number, channel] : channels_) channel->flush_confirms();
   broker_.update_memory_alarm();
-  if (published_in_batch_ && broker_.memory_alarm() && !blocked_ && state_ == State::open) {
+  if (published_in_batch_ && broker_.publishing_blocked() && !blocked_ && state_ == State::open) {
     // Reference §8: a connection that publishes during the alarm stops being read.
     blocked_ = true;
     broker_.add_blocked(this);
-    if (client_blocked_notify_) send(0, amqp::ConnectionBlocked{"low on memory"});
+    if (client_blocked_notify_) {
+      send(0, amqp::ConnectionBlocked{std::string(broker_.blocked_reason())});
+    }
   }
   published_in_batch_ = false;
   if (state_ == State::finished) release();

@@ -138,20 +138,22 @@ void GroupHost::tick() {
   }
 }
 
-void GroupHost::process() {
-  for (auto& [id, group] : groups_) process(id, group);
+size_t GroupHost::process() {
+  size_t taken = 0;
+  for (auto& [id, group] : groups_) taken += process(id, group) ? 1 : 0;
   sweep();
+  return taken;
 }
 
-void GroupHost::process(raft::GroupId id, Group& group) {
+bool GroupHost::process(raft::GroupId id, Group& group) {
   // Called again from its own callbacks (what an entry did needed the log): its Ready is being
   // handled further up.
-  if (failed_ || group.removed || group.in_callbacks) return;
+  if (failed_ || group.removed || group.in_callbacks) return false;
   if (group.in_flight) {
     if (!group.submitted) submit(id, group);
-    return;
+    return false;
   }
-  if (!group.raft->has_ready()) return;
+  if (!group.raft->has_ready()) return false;
   group.in_flight = group.raft->ready();
   raft::Ready& ready = *group.in_flight;
   for (const raft::Message& message : ready.messages) callbacks_.send(message);
@@ -162,8 +164,9 @@ void GroupHost::process(raft::GroupId id, Group& group) {
     for (const raft::Entry& entry : ready.committed_entries) callbacks_.apply(id, entry);
     group.in_callbacks = false;
   }
-  if (group.removed) return;  // by what it applied (its queue was deleted)
+  if (group.removed) return true;  // by what it applied (its queue was deleted)
   submit(id, group);
+  return true;
 }
 
 bool GroupHost::submit(raft::GroupId id, Group& group) {

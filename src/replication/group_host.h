@@ -64,8 +64,9 @@ class GroupHost {
   Result<void, std::string> compact(raft::GroupId group, std::string data);
   void step(const raft::Message& message);
   void tick();
-  // Takes the Ready of every group that has one and submits its writes.
-  void process();
+  // Takes the Ready of every group that has one and submits its writes; returns how many it
+  // took.
+  size_t process();
   void on_flushed(const storage::FlushResult& result);
   Result<void, storage::Error> flush_now();
   // The Wal refused writes for good (a failed fsync): nothing more is made durable.
@@ -90,7 +91,7 @@ class GroupHost {
   };
 
   Group& start(raft::GroupId group);
-  void process(raft::GroupId id, Group& group);
+  bool process(raft::GroupId id, Group& group);
   // Submits the in-flight Ready's writes; false if the Wal is busy (try after the next flush).
   bool submit(raft::GroupId id, Group& group);
   void complete(raft::GroupId id, Group& group);

@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
                  "Message bytes held in queues above which publishers are blocked (0: 40% of "
                  "memory)")
       ->capture_default_str();
+  app.add_option("--disk-free-limit-bytes", config.disk_free_limit_bytes,
+                 "Free disk space below which publishers are blocked")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

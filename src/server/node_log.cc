@@ -93,7 +93,7 @@ bool NodeLog::settle(const std::function<bool()>& done) {
   int idle_rounds = 0;
   auto last_progress = std::chrono::steady_clock::now();
   for (;;) {
-    host_->process();
+    size_t taken = host_->process();
     take_results();
     if (done()) return true;
     if (failed()) return false;
@@ -110,7 +110,9 @@ bool NodeLog::settle(const std::function<bool()>& done) {
       continue;
     }
     if (!wal_->has_pending()) {
-      if (++idle_rounds > idle_rounds_max) return false;
+      // Readies without writes (applying a long log) complete at once: that is progress.
+      if (taken == 0 && ++idle_rounds > idle_rounds_max) return false;
+      if (taken > 0) idle_rounds = 0;
       continue;
     }
     idle_rounds = 0;
@@ -123,11 +125,13 @@ bool NodeLog::settle(const std::function<bool()>& done) {
   }
 }
 
-void NodeLog::start_writer(std::function<void(std::function<void()>)> post) {
+void NodeLog::start_writer(std::function<void(std::function<void()>)> post,
+                           std::function<void()> on_no_space) {
   {
     std::lock_guard lock(results_mutex_);
     post_ = std::move(post);
   }
+  on_no_space_ = std::move(on_no_space);
   writer_ = std::make_unique<storage::GroupCommitWriter>(
       *wal_,
       [this](const storage::FlushResult& result) {
@@ -147,6 +151,10 @@ void NodeLog::start_writer(std::function<void(std::function<void()>)> post) {
         std::lock_guard lock(results_mutex_);
         results_ready_.notify_all();
         if (post_) post_([this] { process(); });
+      },
+      [this] {
+        std::lock_guard lock(results_mutex_);
+        if (post_ && on_no_space_) post_(on_no_space_);
       });
 }
 

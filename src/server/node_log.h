@@ -63,7 +63,9 @@ class NodeLog final : public broker::QueueStore {
   bool caught_up(raft::GroupId group);
 
   // From here on flushes run on the writer thread; `post` runs a function on the event loop.
-  void start_writer(std::function<void(std::function<void()>)> post);
+  // `on_no_space` runs on the loop when a write found the disk full.
+  void start_writer(std::function<void(std::function<void()>)> post,
+                    std::function<void()> on_no_space);
   // The event loop is going away: nothing more is posted to it (the writer keeps flushing).
   void stop_posting();
   // Hands every group's Ready to the log and wakes the writer (the loop calls it after
@@ -94,6 +96,7 @@ class NodeLog final : public broker::QueueStore {
   uint64_t next_group_ = metadata_group.value + 1;
 
   std::function<void(std::function<void()>)> post_;
+  std::function<void()> on_no_space_;
   bool process_posted_ = false;
   bool results_posted_ = false;
   bool failure_reported_ = false;

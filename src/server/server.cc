@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include <malloc.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "server/data_dir.h"
@@ -243,7 +244,8 @@ struct Server::Impl {
         grace(io),
         broker_timer(io),
         trim_timer(io),
-        tick_timer(io) {
+        tick_timer(io),
+        disk_timer(io) {
     uint64_t watermark = config.memory_high_watermark_bytes;
     if (watermark == 0) watermark = physical_memory_bytes() / 10 * 4;
     broker.set_memory_high_watermark(watermark);
@@ -285,6 +287,48 @@ struct Server::Impl {
       broker.set_wall_clock_ms(unix_ms());
       broker.on_timer();
       arm_broker_timer();
+    });
+  }
+
+  // The disk alarm: raised while the data directory's disk has less free space than the limit,
+  // or since it refused a write until it has that much again. Checked every second, and after
+  // writes at most every disk_check_interval (a fast publisher fills a disk in well under a
+  // second).
+  void check_disk_soon() {
+    uint64_t now = now_ms();
+    if (now < disk_checked_at_ms + disk_check_interval_ms) return;
+    check_disk();
+  }
+
+  void check_disk() {
+    disk_checked_at_ms = now_ms();
+    struct statvfs stats {};
+    uint64_t free_bytes = UINT64_MAX;
+    if (::statvfs(config.data_dir.c_str(), &stats) == 0) {
+      free_bytes = static_cast<uint64_t>(stats.f_bavail) * stats.f_frsize;
+    }
+    bool low = free_bytes < config.disk_free_limit_bytes || (disk_refused_write && free_bytes == 0);
+    if (!low) disk_refused_write = false;
+    low = low || disk_refused_write;
+    if (low != broker.disk_alarm()) {
+      if (low) {
+        spdlog::warn(
+            "disk alarm: {} bytes free on the data directory's disk (limit {}): "
+            "publishers are blocked",
+            free_bytes, config.disk_free_limit_bytes);
+      } else {
+        spdlog::info("disk alarm cleared: {} bytes free", free_bytes);
+      }
+      broker.set_disk_alarm(low);
+    }
+  }
+
+  void check_disk_every_second() {
+    disk_timer.expires_after(std::chrono::seconds(1));
+    disk_timer.async_wait([this](asio::error_code ec) {
+      if (ec) return;
+      check_disk();
+      check_disk_every_second();
     });
   }
 
@@ -354,6 +398,10 @@ struct Server::Impl {
   uint64_t broker_timer_at_ms = UINT64_MAX;
   asio::steady_timer trim_timer;
   asio::steady_timer tick_timer;
+  asio::steady_timer disk_timer;
+  bool disk_refused_write = false;
+  static constexpr uint64_t disk_check_interval_ms = 20;
+  uint64_t disk_checked_at_ms = 0;
   uint64_t memory_high_since_trim_bytes = 0;
   SessionSet sessions;
   std::optional<DataDirLock> lock;
@@ -401,12 +449,20 @@ Result<void, std::string> Server::start() {
       "restored {} durable exchange(s), {} durable queue(s), {} binding(s); queues "
       "replayed in {} ms",
       kept.exchanges().size(), kept.queues().size(), kept.bindings().size(), replay_ms);
-  node_log.start_writer([this](std::function<void()> work) {
-    asio::post(impl_->io, [this, work = std::move(work)] {
-      impl_->broker.set_wall_clock_ms(unix_ms());
-      work();
-    });
-  });
+  node_log.start_writer(
+      [this](std::function<void()> work) {
+        asio::post(impl_->io, [this, work = std::move(work)] {
+          impl_->broker.set_wall_clock_ms(unix_ms());
+          work();
+          impl_->check_disk_soon();
+        });
+      },
+      [this] {
+        if (!impl_->disk_refused_write) spdlog::warn("the disk is full: writes wait for space");
+        impl_->disk_refused_write = true;
+        impl_->check_disk();
+      });
+  impl_->check_disk();
 
   asio::error_code ec;
   auto address = asio::ip::make_address(impl_->config.bind_address, ec);
@@ -442,6 +498,7 @@ void Server::run() {
   impl_->accept();
   impl_->trim_memory_now_and_then();
   impl_->tick();
+  impl_->check_disk_every_second();
   impl_->io.run();
   impl_->log->stop_posting();
 }

@@ -23,6 +23,9 @@ struct ServerConfig {
   // Bytes of messages held in queues above which publishers are blocked; 0: 40% of the
   // machine's memory, as RabbitMQ's default vm_memory_high_watermark.
   uint64_t memory_high_watermark_bytes = 0;
+  // Free space on the data directory's disk below which publishers are blocked (RabbitMQ's
+  // disk_free_limit, 50 MB by default), checked every second.
+  uint64_t disk_free_limit_bytes = 50'000'000;
   // After a shutdown signal, how long open connections get to answer connection.close.
   uint64_t shutdown_grace_ms = 5'000;
 };

@@ -3,10 +3,11 @@
 namespace hamq::storage {
 
 GroupCommitWriter::GroupCommitWriter(Wal& wal, DurableListener on_durable,
-                                     FailureListener on_failure)
+                                     FailureListener on_failure, NoSpaceListener on_no_space)
     : wal_(wal),
       on_durable_(std::move(on_durable)),
       on_failure_(std::move(on_failure)),
+      on_no_space_(std::move(on_no_space)),
       thread_([this] { run(); }) {}
 
 GroupCommitWriter::~GroupCommitWriter() {
@@ -49,6 +50,7 @@ void GroupCommitWriter::run() {
       auto flushed = wal_.flush();
       if (!flushed) {
         if (flushed.error().code == Errc::no_space && !wal_.failed()) {
+          if (on_no_space_) on_no_space_();
           std::unique_lock lock(mutex_);
           if (wake_.wait_for(lock, retry_interval, [this] { return stopping_; })) return;
           continue;

@@ -27,11 +27,14 @@ class GroupCommitWriter {
  public:
   using DurableListener = std::function<void(const FlushResult&)>;
   using FailureListener = std::function<void(const Error&)>;
+  // The disk is full: the batch waits (called on each failed try, on the writer thread).
+  using NoSpaceListener = std::function<void()>;
 
   static constexpr std::chrono::milliseconds retry_interval{50};
 
   // `wal` must outlive the writer.
-  GroupCommitWriter(Wal& wal, DurableListener on_durable, FailureListener on_failure = {});
+  GroupCommitWriter(Wal& wal, DurableListener on_durable, FailureListener on_failure = {},
+                    NoSpaceListener on_no_space = {});
   // Writes what is pending, then stops the thread.
   ~GroupCommitWriter();
   GroupCommitWriter(const GroupCommitWriter&) = delete;
@@ -49,6 +52,7 @@ class GroupCommitWriter {
   Wal& wal_;
   DurableListener on_durable_;
   FailureListener on_failure_;
+  NoSpaceListener on_no_space_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   bool work_ = false;

@@ -20,10 +20,11 @@ STOP_TIMEOUT_S = 10
 
 
 class HamqServer:
-    def __init__(self, *extra_args):
-        self.data_dir = tempfile.TemporaryDirectory(prefix="hamq-test-")
+    def __init__(self, *extra_args, data_dir=None):
+        """`data_dir`: a directory of the caller's (kept); by default a temporary one."""
+        self.data_dir = None if data_dir else tempfile.TemporaryDirectory(prefix="hamq-test-")
         self.args = [str(BIN_DIR / "hamq-server"), "--port", "0", "--bind", "127.0.0.1",
-                     "--data-dir", self.data_dir.name, *extra_args]
+                     "--data-dir", data_dir or self.data_dir.name, *extra_args]
         self.process = None
         self.port = None
         self.log = []
@@ -70,7 +71,8 @@ class HamqServer:
                 self.process.wait()
                 raise RuntimeError("hamq-server ignored SIGTERM")
         self._reader.join(5)
-        self.data_dir.cleanup()
+        if self.data_dir:
+            self.data_dir.cleanup()
         return self.process.returncode
 
     def wait_for_log(self, pattern, timeout_s=5):

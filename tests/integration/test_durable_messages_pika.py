@@ -161,3 +161,26 @@ def test_consumers_cancel_and_redeclare_on_a_durable_queue(server):
     assert got == [b"0", b"1", b"2"]
     assert channel.queue_declare("c", durable=True).method.message_count == 1
     connection.close()
+
+
+def test_a_backlog_of_many_replay_steps_comes_back_whole(server):
+    # 48 MB: a restart replays it in several steps (each applies at most 8 MB of the log).
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("backlog", durable=True)
+    body = b"x" * 1000
+    for i in range(48_000):
+        channel.basic_publish("", "backlog", body + b"%d" % i)
+    assert channel.queue_declare("backlog", passive=True).method.message_count == 48_000
+    connection.close()
+
+    server.kill()
+    server.start()
+    connection = connect(server)
+    channel = connection.channel()
+    assert channel.queue_declare("backlog", passive=True).method.message_count == 48_000
+    got = []
+    channel.basic_consume("backlog", lambda ch, method, props, b: got.append(b), auto_ack=True)
+    wait_until(connection, lambda: len(got) == 48_000)
+    assert got == [body + b"%d" % i for i in range(48_000)]
+    connection.close()
