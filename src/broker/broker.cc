@@ -546,6 +546,8 @@ void Broker::apply_queue_entry(uint64_t group, uint64_t index, std::string_view 
   if (it == queue_groups_.end()) return;
   QueuePtr queue = it->second.lock();
   if (!queue) return;
+  queue->log_bytes_since_snapshot += data.size();
+  queue->applied_index = index;
   auto& pending = queue->pending_commands;
   // A proposal below this index that never came back was replaced (a new leader): not done.
   while (!pending.empty() && pending.begin()->first < index) {
@@ -556,14 +558,40 @@ void Broker::apply_queue_entry(uint64_t group, uint64_t index, std::string_view 
     // Proposed here: run the command as it was made (the same bytes are in the log).
     auto node = pending.extract(pending.begin());
     run(queue, node.mapped().command, node.mapped().done, index);
-    return;
-  }
-  auto command = queue::decode_command(data);
-  if (!command.ok()) {
+  } else if (auto command = queue::decode_command(data); command.ok()) {
+    run(queue, *command, {}, index);
+  } else {
     ++undecodable_entries_;
+  }
+  maybe_snapshot(queue, false);
+}
+
+void Broker::snapshot_queue(uint64_t group) {
+  auto it = queue_groups_.find(group);
+  if (QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock()) {
+    maybe_snapshot(queue, true);
+  }
+}
+
+void Broker::maybe_snapshot(const QueuePtr& queue, bool asked) {
+  if ((!asked && queue->log_bytes_since_snapshot < queue_snapshot_log_bytes_) ||
+      queue->log_bytes_since_snapshot == 0 ||
+      queue->machine.live_body_bytes() > queue_snapshot_live_bytes_max || queue->group == 0 ||
+      queue_store_ == nullptr) {
     return;
   }
-  run(queue, *command, {}, index);
+  auto snapshot = queue->machine.snapshot(
+      [this, &queue](uint64_t stored_at) { return load_message(*queue, stored_at); });
+  if (!snapshot.ok()) return;  // a body could not be read: try again later
+  queue_store_->compact(queue->group, queue->applied_index, std::move(*snapshot));
+  queue->log_bytes_since_snapshot = 0;
+}
+
+Result<void, std::string> Broker::restore_queue(uint64_t group, std::string_view snapshot) {
+  auto it = queue_groups_.find(group);
+  QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
+  if (!queue) return unexpected("no queue has group " + std::to_string(group));
+  return queue->machine.restore(snapshot);
 }
 
 queue::MessagePtr Broker::load_message(const Queue& queue, uint64_t stored_at) {
@@ -597,6 +625,10 @@ void Broker::detach_previous_holders() {
   for (auto& [group, weak] : queue_groups_) {
     QueuePtr queue = weak.lock();
     if (!queue) continue;
+    // Consumers first: a message given back must not go to a consumer of the previous life.
+    for (HolderId consumer : queue->machine.consumer_ids()) {
+      execute(queue, command(queue::CancelCommand{consumer}));
+    }
     for (HolderId holder : queue->machine.holder_ids()) {
       execute(queue, command(queue::DetachCommand{holder}));
     }

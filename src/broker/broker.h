@@ -35,6 +35,13 @@ constexpr size_t queue_flow_pending_low = 4096;
 // A durable queue keeps the bodies of this many of its next ready messages in memory; the
 // others wait on disk, an index entry each in memory.
 constexpr size_t durable_queue_cached_bodies = 256;
+// A durable queue snapshots its state (every live message with its body) once this many bytes
+// of its log were applied since the last snapshot (by default; set_queue_snapshot_log_bytes), if
+// its live messages' bodies are at most queue_snapshot_live_bytes_max: the log up to there is
+// released, however out of order the acks were, and the few live messages are carried forward
+// in the snapshot.
+constexpr uint64_t queue_snapshot_log_bytes_default = 32 << 20;
+constexpr uint64_t queue_snapshot_live_bytes_max = 8 << 20;
 
 // A connection that the memory alarm or flow control stopped reading, to be told when it may
 // read again.
@@ -86,6 +93,8 @@ class QueueStore {
   // The command applied at `index` of the group's log, as it was proposed; nothing if it cannot
   // be read (damaged, or released).
   virtual std::optional<std::string> read(uint64_t group, uint64_t index) const = 0;
+  // The queue's state after the entry at `index`, to replace the log up to there.
+  virtual void compact(uint64_t group, uint64_t index, std::string snapshot) = 0;
 };
 
 class Broker {
@@ -194,6 +203,7 @@ class Broker {
   // Durable queues keep their messages in the store's groups. Without a store (tests), every
   // queue lives in memory.
   void set_queue_store(QueueStore* store) { queue_store_ = store; }
+  void set_queue_snapshot_log_bytes(uint64_t bytes) { queue_snapshot_log_bytes_ = bytes; }
   // Runs a command on a queue. A queue with a group proposes it, and runs it when its entry is
   // applied; any other runs it at once. Either way the deliveries and dead letters it makes are
   // dispatched, then `done` is told what it did (or that it could not be done).
@@ -204,6 +214,11 @@ class Broker {
   }
   // A committed entry of a queue's group, in log order (and, after a restart, the log replayed).
   void apply_queue_entry(uint64_t group, uint64_t index, std::string_view data);
+  // A queue's group starts from a snapshot (at a restart): the queue's state is replaced by it.
+  Result<void, std::string> restore_queue(uint64_t group, std::string_view snapshot);
+  // The log asks: the queue's old entries keep the oldest segment of the node's log from being
+  // deleted. It snapshots now if its live messages are few enough to carry.
+  void snapshot_queue(uint64_t group);
   // The log stopped for good: nothing pending will be applied.
   void fail_pending_commands();
   // After a restart has replayed the queues' logs: the consumers and holders of unacknowledged
@@ -246,9 +261,11 @@ class Broker {
   void run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,
            uint64_t log_index);
   void attach_group(const QueuePtr& queue, uint64_t group);
+  void maybe_snapshot(const QueuePtr& queue, bool asked);
 
   uint64_t wall_clock_ms_ = 0;
   QueueStore* queue_store_ = nullptr;
+  uint64_t queue_snapshot_log_bytes_ = queue_snapshot_log_bytes_default;
   std::unordered_map<uint64_t, std::weak_ptr<Queue>> queue_groups_;  // by group
   DefinitionStore* definition_store_ = nullptr;
   Definitions recorded_definitions_;

@@ -25,6 +25,9 @@ class ManualStore final : public QueueStore {
     unapplied_.emplace_back(group, log.size());
     return log.size();
   }
+  void compact(uint64_t group, uint64_t index, std::string snapshot) override {
+    snapshots[group] = {index, std::move(snapshot)};
+  }
   std::optional<std::string> read(uint64_t group, uint64_t index) const override {
     ++reads;
     auto it = logs_.find(group);
@@ -45,6 +48,7 @@ class ManualStore final : public QueueStore {
 
   bool refuse = false;
   mutable size_t reads = 0;
+  std::map<uint64_t, std::pair<uint64_t, std::string>> snapshots;  // by group: (index, state)
 
  private:
   uint64_t next_group_ = 2;
@@ -154,6 +158,22 @@ TEST_F(DurableQueue, BodiesWaitOnDiskAndAreReadBackWhenDelivered) {
   }
   EXPECT_EQ(bodies, count);
   EXPECT_GE(store.reads, count - durable_queue_cached_bodies);
+}
+
+TEST_F(DurableQueue, ASnapshotCarriesTheLiveMessagesForwardToReplaceTheLog) {
+  client.broker.set_queue_snapshot_log_bytes(4096);
+  for (int i = 0; i < 10; ++i) client.publish(1, "", "jobs", std::string(1000, 'a' + i));
+  apply();
+  ASSERT_EQ(store.snapshots.size(), 1u);
+  auto [index, state] = store.snapshots.begin()->second;
+  EXPECT_GE(index, 4u);  // once 4 KB of log were applied
+  queue::QueueMachine restored;
+  ASSERT_TRUE(restored.restore(state).ok());
+  EXPECT_EQ(restored.ready_count(), index);  // every message enqueued up to there, with its body
+  std::vector<queue::Delivery> out;
+  restored.attach(HolderId{99}, {}, 0, out);
+  ASSERT_EQ(out.size(), index);
+  EXPECT_EQ(out.front().message->body, std::string(1000, 'a'));
 }
 
 }  // namespace

@@ -91,6 +91,9 @@ struct Queue {
     CommandDone done;
   };
   std::map<uint64_t, PendingCommand> pending_commands;
+  // Bytes of its log applied since its last snapshot (see Broker::maybe_snapshot).
+  uint64_t log_bytes_since_snapshot = 0;
+  uint64_t applied_index = 0;        // the last entry of its log applied
   bool had_consumer = false;         // auto-delete applies only after a first consumer
   uint64_t wake_at_ms = UINT64_MAX;  // when the broker's timer will next serve it
   // x-expires: the queue is deleted once it has gone this long without consumers, basic.get or

@@ -24,6 +24,8 @@ enum class Kind : uint8_t {
   suspend = 9,
 };
 
+}  // namespace
+
 void encode_message(amqp::WireWriter& out, const Message& message) {
   out.short_string(message.exchange);
   out.short_string(message.routing_key);
@@ -56,8 +58,6 @@ Result<MessagePtr, std::string> decode_message(amqp::WireReader& in) {
   message->body.assign(reinterpret_cast<const char*>(body.data()), body.size());
   return MessagePtr(std::move(message));
 }
-
-}  // namespace
 
 std::string encode_command(const QueueCommand& command) {
   std::vector<uint8_t> bytes;

@@ -19,7 +19,16 @@
 #include "common/result.h"
 #include "queue/queue_machine.h"
 
+namespace hamq::amqp {
+class WireWriter;
+class WireReader;
+}  // namespace hamq::amqp
+
 namespace hamq::queue {
+
+// A message as commands and snapshots carry it: exchange, routing key, AMQP content header, body.
+void encode_message(amqp::WireWriter& out, const Message& message);
+Result<MessagePtr, std::string> decode_message(amqp::WireReader& in);
 
 struct EnqueueCommand {
   MessagePtr message;

@@ -275,6 +275,7 @@ size_t QueueMachine::detach(HolderId holder, uint64_t now_ms, std::vector<Delive
 void QueueMachine::release(HolderId holder) {
   for (auto it = checked_out_.begin(); it != checked_out_.end();) {
     if (it->second.holder == holder) {
+      checked_out_body_bytes_ -= it->second.entry.body_bytes;
       return_entry(MessageId{it->first}, std::move(it->second.entry));
       it = checked_out_.erase(it);
     } else {
@@ -289,6 +290,7 @@ std::optional<QueueMachine::Entry> QueueMachine::take_checked_out(HolderId holde
   if (it == checked_out_.end() || it->second.holder != holder) return std::nullopt;
   Entry entry = std::move(it->second.entry);
   checked_out_.erase(it);
+  checked_out_body_bytes_ -= entry.body_bytes;
   if (consumer != nullptr) --consumer->checked_out;
   return entry;
 }
@@ -333,8 +335,7 @@ std::optional<Delivery> QueueMachine::get(HolderId holder, bool no_ack, uint64_t
   if (no_ack) {
     drop(size_of(entry));
   } else {
-    evict(entry);
-    checked_out_.emplace(id.value, CheckedOut{holder, std::move(entry)});
+    check_out(holder, id, std::move(entry));
   }
   return delivery;
 }
@@ -427,8 +428,7 @@ void QueueMachine::deliver(std::vector<Delivery>& deliveries) {
     } else {
       ++consumer->checked_out;
       if (consumer->options.shared_credit != nullptr) --*consumer->options.shared_credit;
-      evict(entry);  // a return reads it back
-      checked_out_.emplace(id.value, CheckedOut{consumer->id, std::move(entry)});
+      check_out(consumer->id, id, std::move(entry));
     }
   }
 }
@@ -436,6 +436,12 @@ void QueueMachine::deliver(std::vector<Delivery>& deliveries) {
 Delivery QueueMachine::delivery_of(HolderId holder, MessageId id, const Entry& entry) const {
   return Delivery{holder,         id, entry.message, entry.delivery_count > 0, entry.delivery_count,
                   entry.stored_at};
+}
+
+void QueueMachine::check_out(HolderId holder, MessageId id, Entry entry) {
+  evict(entry);  // a return reads it back
+  checked_out_body_bytes_ += entry.body_bytes;
+  checked_out_.emplace(id.value, CheckedOut{holder, std::move(entry)});
 }
 
 void QueueMachine::evict(Entry& entry) {

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string_view>
@@ -21,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/result.h"
 #include "queue/message.h"
 
 namespace hamq::queue {
@@ -169,6 +171,19 @@ class QueueMachine {
   // message has a TTL.
   std::optional<uint64_t> next_expiry_ms() const;
 
+  // The whole state, every live message with its body, as a Raft snapshot of the queue's group
+  // (queue/queue_snapshot.cc). `load` reads back the body of a message that left memory (null:
+  // it cannot, and neither can the snapshot be made). Dead letters not yet taken are not in it.
+  // Once it is made, the live messages are held in memory, as a restored queue holds them: the
+  // log they were stored in is about to be released.
+  using BodyLoader = std::function<MessagePtr(uint64_t stored_at)>;
+  Result<std::string, std::string> snapshot(const BodyLoader& load);
+  // Replaces the state (not the options) with a snapshot's; its messages are in memory again.
+  // Never trusts the bytes: an error leaves the queue empty.
+  Result<void, std::string> restore(std::string_view snapshot);
+  // Bytes of the bodies of live messages (ready and checked out): what a snapshot would carry.
+  uint64_t live_body_bytes() const { return ready_body_bytes_ + checked_out_body_bytes_; }
+
   size_t ready_count() const { return ready_count_; }
   uint64_t ready_body_bytes() const { return ready_body_bytes_; }
   // Messages that left for the dead-letter exchange since the last call, oldest first.
@@ -271,6 +286,9 @@ class QueueMachine {
   std::vector<Level> levels_;  // index = priority; one level without priorities
   size_t ready_count_ = 0;
   uint64_t ready_body_bytes_ = 0;
+  uint64_t checked_out_body_bytes_ = 0;
+  void check_out(HolderId holder, MessageId id, Entry entry);
+  void clear_state();
   std::vector<DeadLetter> dead_letters_;
   bool over_limit(uint64_t extra_count, uint64_t extra_bytes) const;
   void remove(Entry entry, std::optional<DeadLetterReason> reason);

@@ -117,7 +117,14 @@ Result<raft::LogIndex, raft::ProposeError> GroupHost::propose(raft::GroupId id, 
 Result<void, std::string> GroupHost::compact(raft::GroupId id, std::string data) {
   raft::Raft* raft = find(id);
   if (raft == nullptr) return unexpected(std::string("no such group"));
-  raft::LogIndex applied = raft->applied();
+  return compact_at(id, raft->applied(), std::move(data));
+}
+
+Result<void, std::string> GroupHost::compact_at(raft::GroupId id, raft::LogIndex applied,
+                                                std::string data) {
+  raft::Raft* raft = find(id);
+  if (raft == nullptr) return unexpected(std::string("no such group"));
+  if (applied > raft->committed()) return unexpected(std::string("not committed"));
   if (applied <= raft->log().first_index() - 1) return Ok{};  // nothing new to cover
   auto term = raft->log().term(applied);
   if (!term.ok()) return unexpected(std::string("the applied entry is not in the log"));

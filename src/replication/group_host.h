@@ -62,6 +62,9 @@ class GroupHost {
   // The state machine's snapshot (`data`) at everything applied so far: the log prefix it covers
   // is dropped once the snapshot is durable (a restart restores it and replays what follows).
   Result<void, std::string> compact(raft::GroupId group, std::string data);
+  // The same at `index`, a committed entry whose state `data` is (an apply callback compacts at
+  // the entry it is applying, before Raft counts it applied).
+  Result<void, std::string> compact_at(raft::GroupId group, raft::LogIndex index, std::string data);
   void step(const raft::Message& message);
   void tick();
   // Takes the Ready of every group that has one and submits its writes; returns how many it

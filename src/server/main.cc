@@ -37,6 +37,10 @@ int main(int argc, char** argv) {
   app.add_option("--disk-free-limit-bytes", config.disk_free_limit_bytes,
                  "Free disk space below which publishers are blocked")
       ->capture_default_str();
+  app.add_option("--queue-snapshot-log-bytes", config.queue_snapshot_log_bytes,
+                 "Log bytes a durable queue applies between snapshots of its state")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40));
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

@@ -32,7 +32,8 @@ Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(NodeLog&
             } else {
               self->failure_ = "a metadata entry does not decode: " + command.error();
             }
-          }});
+          },
+      .compact = [self] { self->compact(); }});
   if (!log.host().open_group(metadata_group)) {
     auto created =
         log.host().create_group(metadata_group, raft::ConfState{.voters = {raft::NodeId{1}}},
@@ -65,12 +66,16 @@ bool MetadataStore::record(const std::vector<broker::MetadataCommand>& commands)
   // Now and then the whole state replaces the log that built it, so a restart reads little.
   raft::Raft* raft = log_.host().find(metadata_group);
   if (raft->applied().value >= raft->log().first_index().value + metadata_entries_per_snapshot) {
-    if (auto compacted = log_.host().compact(metadata_group, definitions_.snapshot());
-        !compacted.ok() || !settle()) {
-      spdlog::warn("cannot compact the metadata log; it keeps growing");
-    }
+    compact();
   }
   return true;
+}
+
+void MetadataStore::compact() {
+  if (auto compacted = log_.host().compact(metadata_group, definitions_.snapshot());
+      !compacted.ok()) {
+    spdlog::warn("cannot compact the metadata log: {}", compacted.error());
+  }
 }
 
 }  // namespace hamq::server

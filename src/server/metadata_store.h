@@ -28,6 +28,8 @@ class MetadataStore final : public broker::DefinitionStore {
   explicit MetadataStore(NodeLog& log) : log_(log) {}
   // Waits until the metadata group has applied everything it was given (or the log failed).
   bool settle();
+  // The definitions replace the metadata group's log up to what it applied.
+  void compact();
 
   NodeLog& log_;
   broker::Definitions definitions_;

@@ -47,10 +47,18 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
           .restore =
               [self_log](raft::GroupId group, const raft::SnapshotMeta&, const std::string& data) {
                 if (group == metadata_group) {
-                  if (self_log->metadata_handler_.restore)
+                  if (self_log->metadata_handler_.restore) {
                     self_log->metadata_handler_.restore(data);
+                  }
+                  return;
                 }
-                // A queue group's snapshot is its founding one (empty): nothing to restore.
+                // A queue group's founding snapshot is empty: a fresh queue.
+                if (data.empty() || self_log->broker_ == nullptr) return;
+                auto restored = self_log->broker_->restore_queue(group.value, data);
+                if (!restored.ok()) {
+                  spdlog::error("the snapshot of group {} does not restore: {}", group.value,
+                                restored.error());
+                }
               },
           .apply =
               [self_log](raft::GroupId group, const raft::Entry& entry) {
@@ -183,6 +191,23 @@ void NodeLog::process() {
   }
 }
 
+void NodeLog::tick() {
+  host_->tick();
+  // Every second (ten ticks), once the log has a few segments.
+  constexpr uint64_t ticks_per_check = 10;
+  constexpr uint64_t segments_before_asking = 3;
+  if (++ticks_ % ticks_per_check != 0 || wal_->space().segment_count < segments_before_asking) {
+    return;
+  }
+  for (storage::GroupId group : wal_->groups_pinning_oldest_segment(16)) {
+    if (group.value == metadata_group.value) {
+      if (metadata_handler_.compact) metadata_handler_.compact();
+    } else if (broker_ != nullptr) {
+      broker_->snapshot_queue(group.value);
+    }
+  }
+}
+
 void NodeLog::schedule_process() {
   std::lock_guard lock(results_mutex_);
   if (!post_ || process_posted_) return;
@@ -227,6 +252,15 @@ std::optional<std::string> NodeLog::read(uint64_t group, uint64_t index) const {
                             storage::LogIndex{index + 1}, UINT64_MAX, entries);
   if (!read.ok() || entries.empty()) return std::nullopt;
   return std::move(entries.front().payload);
+}
+
+void NodeLog::compact(uint64_t group, uint64_t index, std::string snapshot) {
+  auto compacted =
+      host_->compact_at(raft::GroupId{group}, raft::LogIndex{index}, std::move(snapshot));
+  if (!compacted.ok()) {
+    spdlog::warn("cannot snapshot the log of group {}: {}", group, compacted.error());
+  }
+  schedule_process();
 }
 
 std::optional<uint64_t> NodeLog::propose(uint64_t group, std::string command) {

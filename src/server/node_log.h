@@ -48,6 +48,8 @@ class NodeLog final : public broker::QueueStore {
   struct Handler {
     std::function<void(const std::string& snapshot)> restore;
     std::function<void(const raft::Entry&)> apply;
+    // Snapshot now: the group's entries keep the oldest segment of the log.
+    std::function<void()> compact;
   };
   void set_metadata_handler(Handler handler) { metadata_handler_ = std::move(handler); }
   // Queue groups' entries go to the broker's queues.
@@ -71,7 +73,9 @@ class NodeLog final : public broker::QueueStore {
   // Hands every group's Ready to the log and wakes the writer (the loop calls it after
   // proposals, once per turn, and on each tick).
   void process();
-  void tick() { host_->tick(); }
+  // Raft's tick; also asks the groups whose old entries keep the log's oldest segment alive
+  // to snapshot, so that segments are deleted.
+  void tick();
   bool failed() const { return host_->failed() || wal_->failed(); }
 
   // broker::QueueStore
@@ -80,6 +84,7 @@ class NodeLog final : public broker::QueueStore {
   void remove_group(uint64_t group) override;
   std::optional<uint64_t> propose(uint64_t group, std::string command) override;
   std::optional<std::string> read(uint64_t group, uint64_t index) const override;
+  void compact(uint64_t group, uint64_t index, std::string snapshot) override;
 
  private:
   NodeLog() = default;
@@ -94,6 +99,7 @@ class NodeLog final : public broker::QueueStore {
   Handler metadata_handler_;
   broker::Broker* broker_ = nullptr;
   uint64_t next_group_ = metadata_group.value + 1;
+  uint64_t ticks_ = 0;
 
   std::function<void(std::function<void()>)> post_;
   std::function<void()> on_no_space_;

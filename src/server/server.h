@@ -26,6 +26,8 @@ struct ServerConfig {
   // Free space on the data directory's disk below which publishers are blocked (RabbitMQ's
   // disk_free_limit, 50 MB by default), checked every second.
   uint64_t disk_free_limit_bytes = 50'000'000;
+  // A durable queue snapshots its state once this much of its log was applied since the last.
+  uint64_t queue_snapshot_log_bytes = broker::queue_snapshot_log_bytes_default;
   // After a shutdown signal, how long open connections get to answer connection.close.
   uint64_t shutdown_grace_ms = 5'000;
 };

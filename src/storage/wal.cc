@@ -437,7 +437,12 @@ void Wal::apply_locked(const Applied& applied, FlushResult* result) {
     case wf::RecordType::hard_state:
       group.hard_state = record.hard_state;
       group.hard_state_at = applied.location;
-      if (record.internal) group.carry_in_flight = false;
+      if (record.internal) {
+        group.carry_in_flight = false;
+        // A copy carried forward no longer keeps its old segment: it may be released now (an
+        // idle node would otherwise wait for its next snapshot or segment to get there).
+        reclaim_wanted_ = true;
+      }
       if (report != nullptr) report->hard_state_durable = true;
       break;
     case wf::RecordType::snapshot: {

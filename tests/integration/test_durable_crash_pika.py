@@ -21,6 +21,9 @@ import time
 
 import pika
 import pika.exceptions
+import pytest
+
+from hamq_server import HamqServer
 
 QUEUE = "crash-test"
 PUBLISHERS = 2
@@ -123,6 +126,14 @@ def queue_state(server):
         return method.message_count, method.consumer_count
     finally:
         connection.close()
+
+
+@pytest.fixture
+def server():
+    # Queues snapshot their state every 256 KB of log, so kills land around snapshots too.
+    instance = HamqServer("--queue-snapshot-log-bytes", "262144").start()
+    yield instance
+    assert instance.stop() == 0, "hamq-server did not exit cleanly:\n" + "\n".join(instance.log)
 
 
 def test_sigkill_at_random_moments_loses_nothing_confirmed(server):

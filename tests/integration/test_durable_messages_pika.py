@@ -2,6 +2,9 @@
 restart, in order; what a consumer acknowledged is gone; what it held unacknowledged comes back
 marked redelivered."""
 
+import pathlib
+import time
+
 import pika
 import pika.exceptions
 
@@ -183,4 +186,41 @@ def test_a_backlog_of_many_replay_steps_comes_back_whole(server):
     channel.basic_consume("backlog", lambda ch, method, props, b: got.append(b), auto_ack=True)
     wait_until(connection, lambda: len(got) == 48_000)
     assert got == [body + b"%d" % i for i in range(48_000)]
+    connection.close()
+
+
+def wal_bytes(server):
+    wal = pathlib.Path(server.data_dir.name) / "wal"
+    return sum(f.stat().st_size for f in wal.iterdir() if f.is_file())
+
+
+def test_consumed_messages_give_their_disk_back_even_behind_an_old_unacked_one(server):
+    connection = connect(server)
+    holder = connection.channel()
+    holder.queue_declare("stream", durable=True)
+    holder.basic_publish("", "stream", b"old and unacked")
+    method, _, body = holder.basic_get("stream")  # held, never acked, on this channel
+    assert body == b"old and unacked"
+    channel = connection.channel()
+    received = []
+    channel.basic_consume("stream", lambda ch, m, p, b: received.append(len(b)), auto_ack=True)
+    body = b"y" * 65536
+    for _ in range(4):  # 256 MB through the queue, 64 MB at a time
+        expected = len(received) + 1024
+        for _ in range(1024):
+            channel.basic_publish("", "stream", body)
+        wait_until(connection, lambda: len(received) == expected)
+    # The queue snapshots what little is live (the old message) and its log is released; whole
+    # segments of the node's log go (64 MB each, the newest still being written).
+    deadline = time.monotonic() + 20
+    while wal_bytes(server) > 160 * 1024 * 1024:
+        assert time.monotonic() < deadline, "the log still holds %d bytes: %s" % (
+            wal_bytes(server), sorted(p.name for p in (pathlib.Path(server.data_dir.name) / "wal").iterdir()))
+        connection.process_data_events(time_limit=0.2)
+
+    server.kill()  # the old message still held: closing would hand it to the auto-ack consumer
+    server.start()
+    connection = connect(server)
+    channel = connection.channel()
+    assert drain(channel, "stream") == [(b"old and unacked", True)]
     connection.close()
