@@ -121,11 +121,6 @@ void Broker::on_timer() {
   persist_definitions();  // an expired queue is gone for good
 }
 
-void Broker::delay(const Exchange& exchange, queue::MessagePtr message, uint64_t delay_ms) {
-  // Schedules its release.
-  execute(exchange.delay_queue, command(queue::EnqueueCommand{std::move(message), delay_ms}));
-}
-
 void Broker::release_delayed(VirtualHost& vhost, const std::string& exchange,
                              const queue::Message& message) {
   if (vhost.find_exchange(exchange) == nullptr) return;  // deleted meanwhile: dropped
@@ -382,8 +377,9 @@ Definitions Broker::current_definitions() const {
       if (!predeclared) {
         std::string type(exchange.delayed ? delayed_exchange_type
                                           : exchange_type_name(exchange.type));
-        definitions.apply(DeclareExchange{
-            {vhost_name, name, type, exchange.auto_delete, exchange.internal, exchange.arguments}});
+        uint64_t group = exchange.delay_queue ? exchange.delay_queue->group : 0;
+        definitions.apply(DeclareExchange{{vhost_name, name, type, exchange.auto_delete,
+                                           exchange.internal, exchange.arguments, group}});
       }
       for (const Binding& binding : exchange.bindings) {
         if (durable_destination(binding)) definitions.apply(Bind{{vhost_name, name, binding}});
@@ -450,13 +446,24 @@ void Broker::restore_definitions(const Definitions& definitions) {
   for (const auto& [key, exchange] : definitions.exchanges()) {
     VirtualHost* vhost = find_virtual_host(key.first);
     if (vhost == nullptr) continue;
-    (void)vhost->declare_exchange(ExchangeDeclare{.name = exchange.name,
-                                                  .type = exchange.type,
-                                                  .passive = false,
-                                                  .durable = true,
-                                                  .auto_delete = exchange.auto_delete,
-                                                  .internal = exchange.internal,
-                                                  .arguments = exchange.arguments});
+    ExchangeDeclare declare{.name = exchange.name,
+                            .type = exchange.type,
+                            .passive = false,
+                            .durable = true,
+                            .auto_delete = exchange.auto_delete,
+                            .internal = exchange.internal,
+                            .arguments = exchange.arguments};
+    if (exchange.group != 0 && queue_store_ != nullptr && queue_store_->has_group(exchange.group)) {
+      // Its delayed messages wait in that group's log.
+      if (vhost->declare_exchange(declare).ok()) {
+        const Exchange* declared = vhost->find_exchange(exchange.name);
+        if (declared != nullptr && declared->delay_queue) {
+          attach_group(declared->delay_queue, exchange.group);
+        }
+      }
+      continue;
+    }
+    (void)declare_exchange(*vhost, declare);
   }
   for (const auto& [key, queue] : definitions.queues()) {
     VirtualHost* vhost = find_virtual_host(key.first);
@@ -494,6 +501,41 @@ std::set<uint64_t> Broker::queue_groups() const {
   std::set<uint64_t> groups;
   for (const auto& [group, queue] : queue_groups_) groups.insert(group);
   return groups;
+}
+
+Result<void, ProtocolError> Broker::declare_exchange(VirtualHost& vhost,
+                                                     const ExchangeDeclare& declare) {
+  auto declared = vhost.declare_exchange(declare);
+  if (!declared.ok()) return declared;
+  const Exchange* exchange = vhost.find_exchange(declare.name);
+  if (exchange == nullptr || !exchange->durable || !exchange->delay_queue ||
+      exchange->delay_queue->group != 0 || queue_store_ == nullptr) {
+    return declared;
+  }
+  // A durable delayed exchange keeps its delayed messages in a log of their own.
+  uint64_t group = queue_store_->create_group();
+  if (group == 0) {
+    (void)vhost.delete_exchange(declare.name, false);
+    return unexpected(ProtocolError{amqp::ReplyCode::internal_error,
+                                    "cannot create the log of exchange '" + declare.name +
+                                        "' in vhost '" + vhost.name() + "'"});
+  }
+  attach_group(exchange->delay_queue, group);
+  return declared;
+}
+
+Result<void, ProtocolError> Broker::delete_exchange(VirtualHost& vhost, const std::string& name,
+                                                    bool if_unused) {
+  const Exchange* exchange = vhost.find_exchange(name);
+  QueuePtr delay_queue = exchange != nullptr ? exchange->delay_queue : nullptr;
+  auto deleted = vhost.delete_exchange(name, if_unused);
+  if (deleted.ok() && delay_queue && delay_queue->group != 0) {
+    // Its delayed messages go with it.
+    queue_groups_.erase(delay_queue->group);
+    if (queue_store_ != nullptr) queue_store_->remove_group(delay_queue->group);
+    delay_queue->group = 0;
+  }
+  return deleted;
 }
 
 Result<QueuePtr, ProtocolError> Broker::declare_queue(VirtualHost& vhost,

@@ -174,9 +174,6 @@ class Broker {
   void unregister_reply_consumer(const std::string& name) { reply_consumers_.erase(name); }
   ConsumerSink* find_reply_consumer(const std::string& name) const;
 
-  // Holds a message published to a delayed exchange for `delay_ms`.
-  void delay(const Exchange& exchange, queue::MessagePtr message, uint64_t delay_ms);
-
   // Durable exchanges, durable queues (not exclusive ones) and the bindings between durable
   // things survive a restart: after each change the broker records the difference in the store,
   // before any reply to it leaves (persist_definitions, called when a connection's input has been
@@ -195,6 +192,12 @@ class Broker {
   void delete_if_unused(const QueuePtr& queue);
   // Deletes a queue and tells its consumers. Returns the ready messages it had.
   size_t delete_queue(VirtualHost& vhost, const std::string& name);
+  // Declares an exchange (VirtualHost::declare_exchange); a new durable delayed one gets a group
+  // in the store for its delayed messages (541 when the store cannot make one).
+  Result<void, ProtocolError> declare_exchange(VirtualHost& vhost, const ExchangeDeclare& declare);
+  // Deletes an exchange (VirtualHost::delete_exchange), and the log of its delayed messages.
+  Result<void, ProtocolError> delete_exchange(VirtualHost& vhost, const std::string& name,
+                                              bool if_unused);
   // Declares a queue (VirtualHost::declare_queue); a new durable one gets its group in the
   // store, or the declaration fails with 541 when the store cannot make one.
   Result<QueuePtr, ProtocolError> declare_queue(VirtualHost& vhost, const QueueDeclare& declare,

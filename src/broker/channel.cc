@@ -136,14 +136,14 @@ Result<void, ProtocolError> Channel::handle_method(const Method& method) {
 // Exchanges --------------------------------------------------------------------------------------
 
 Result<void, ProtocolError> Channel::exchange_declare(const amqp::ExchangeDeclare& m) {
-  auto result = vhost().declare_exchange(
-      {m.exchange, m.type, m.passive, m.durable, m.auto_delete, m.internal, m.arguments});
+  auto result = connection_.broker().declare_exchange(
+      vhost(), {m.exchange, m.type, m.passive, m.durable, m.auto_delete, m.internal, m.arguments});
   if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeDeclareOk{});
   return result;
 }
 
 Result<void, ProtocolError> Channel::exchange_delete(const amqp::ExchangeDelete& m) {
-  auto result = vhost().delete_exchange(m.exchange, m.if_unused);
+  auto result = connection_.broker().delete_exchange(vhost(), m.exchange, m.if_unused);
   if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeDeleteOk{});
   return result;
 }
@@ -732,15 +732,16 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
     if (confirm_mode_) confirm(seq, true);
     return Ok{};
   }
+  std::vector<QueuePtr> queues;
   if (delay_ms) {
-    // Accepted for later: no return now, and (in memory, for now) confirmed at once.
-    connection_.broker().delay(*exchange, std::move(message), *delay_ms);
-    if (confirm_mode_) confirm(seq, true);
-    return Ok{};
+    // Held in the exchange's delay queue until its time (durable with the exchange, and
+    // confirmed as any queue confirms); routed then, so never returned now.
+    queues.push_back(exchange->delay_queue);
+  } else {
+    const auto& properties = message->properties;
+    queues = vhost().route(method.exchange, method.routing_key, extra_keys.value(),
+                           properties.headers ? &*properties.headers : nullptr);
   }
-  const auto& properties = message->properties;
-  auto queues = vhost().route(method.exchange, method.routing_key, extra_keys.value(),
-                              properties.headers ? &*properties.headers : nullptr);
   if (queues.empty() && method.mandatory) {
     connection_.send_content(number_,
                              amqp::BasicReturn{static_cast<uint16_t>(ReplyCode::no_route),
@@ -767,7 +768,7 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
   }
   Broker& broker = connection_.broker();
   for (const QueuePtr& queue : queues) {
-    broker.execute(queue, broker.command(queue::EnqueueCommand{message}),
+    broker.execute(queue, broker.command(queue::EnqueueCommand{message, delay_ms}),
                    [handle = handle(), id](const QueuePtr&, const queue::CommandEffects* effects) {
                      Channel* channel = from(handle);
                      if (channel != nullptr && id != 0) channel->publish_answered(id, effects);

@@ -71,7 +71,10 @@ std::string encode_metadata_command(const MetadataCommand& command) {
           put_string(out, e.vhost);
           put_string(out, e.name);
           put_string(out, e.type);
-          out.u8(static_cast<uint8_t>((e.auto_delete ? 1 : 0) | (e.internal ? 2 : 0)));
+          // Flag 4: a group follows (entries written before delayed exchanges had one lack it).
+          out.u8(static_cast<uint8_t>((e.auto_delete ? 1 : 0) | (e.internal ? 2 : 0) |
+                                      (e.group != 0 ? 4 : 0)));
+          if (e.group != 0) out.u64(e.group);
           amqp::encode_field_table(out, e.arguments);
         } else if constexpr (std::is_same_v<T, DeleteExchange>) {
           out.u8(static_cast<uint8_t>(Kind::delete_exchange));
@@ -116,9 +119,13 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
       ExchangeDefinition e;
       ok = get_string(in, e.vhost) && get_string(in, e.name) && get_string(in, e.type);
       uint8_t flags = in.u8();
-      ok = ok && (flags & ~3) == 0;
+      ok = ok && (flags & ~7) == 0;
       e.auto_delete = flags & 1;
       e.internal = flags & 2;
+      if (flags & 4) {
+        e.group = in.u64();
+        ok = ok && e.group != 0;
+      }
       if (ok) amqp::decode_field_table(in, e.arguments);
       command = DeclareExchange{std::move(e)};
       break;

@@ -28,6 +28,7 @@ struct ExchangeDefinition {
   bool auto_delete = false;
   bool internal = false;
   amqp::FieldTable arguments;
+  uint64_t group = 0;  // a delayed exchange's: the Raft group holding its delayed messages
   bool operator==(const ExchangeDefinition&) const = default;
 };
 

@@ -20,7 +20,8 @@ amqp::FieldTable table(std::string name, amqp::FieldValue value) {
 std::vector<MetadataCommand> one_of_each() {
   return {
       DeclareExchange{{"/", "orders", "x-delayed-message", false, true,
-                       table("x-delayed-type", amqp::FieldValue("topic"))}},
+                       table("x-delayed-type", amqp::FieldValue("topic")), 17}},
+      DeclareExchange{{"/", "plain", "direct", true, false, {}}},
       DeleteExchange{"/", "old"},
       DeclareQueue{{"/", "work", 42, false, table("x-max-length", amqp::FieldValue(int32_t{10}))}},
       DeleteQueue{"/", "gone"},
@@ -85,7 +86,8 @@ TEST(Definitions, SnapshotRebuildsTheSameDefinitions) {
 // when it is set (tools/make_log_entry_corpora.sh).
 TEST(Definitions, FuzzSeedsAreOneOfEachKind) {
   std::vector<MetadataCommand> commands = one_of_each();
-  EXPECT_EQ(commands.size(), std::variant_size_v<MetadataCommand>);
+  // One of each kind, and an exchange declared both with and without a group.
+  EXPECT_EQ(commands.size(), std::variant_size_v<MetadataCommand> + 1);
   const char* dir = std::getenv("HAMQ_WRITE_METADATA_COMMAND_CORPUS");
   if (dir == nullptr) return;
   std::filesystem::create_directories(dir);

@@ -89,6 +89,9 @@ int main(int argc, char** argv) {
                  "message's due time is taken when it is written)")
       ->capture_default_str();
   app.add_flag("--delayed", delayed, "x-delay on a delayed exchange instead of expiration");
+  bool durable = false;
+  app.add_flag("--durable", durable,
+               "durable exchanges and queues (messages on disk, an index entry each in memory)");
   CLI11_PARSE(app, argc, argv);
 
   AmqpClient client;
@@ -102,8 +105,8 @@ int main(int argc, char** argv) {
   if (delayed) {
     amqp::FieldTable arguments;
     arguments.entries.emplace_back("x-delayed-type", std::string("fanout"));
-    if (!ok(client.call(amqp::ExchangeDeclare{0, "bench.delayed", "x-delayed-message", false, false,
-                                              false, false, false, arguments}),
+    if (!ok(client.call(amqp::ExchangeDeclare{0, "bench.delayed", "x-delayed-message", false,
+                                              durable, false, false, false, arguments}),
             "exchange.declare")) {
       return 1;
     }
@@ -111,20 +114,20 @@ int main(int argc, char** argv) {
     consume_from = "bench.due";
   } else {
     if (!ok(client.call(amqp::ExchangeDeclare{
-                0, "bench.dlx", "fanout", false, false, false, false, false, {}}),
+                0, "bench.dlx", "fanout", false, durable, false, false, false, {}}),
             "exchange.declare")) {
       return 1;
     }
     amqp::FieldTable arguments;
     arguments.entries.emplace_back("x-dead-letter-exchange", std::string("bench.dlx"));
     if (!ok(client.call(
-                amqp::QueueDeclare{0, "bench.ttl", false, false, false, false, false, arguments}),
+                amqp::QueueDeclare{0, "bench.ttl", false, durable, false, false, false, arguments}),
             "queue.declare")) {
       return 1;
     }
     consume_from = "bench.due";
   }
-  if (!ok(client.call(amqp::QueueDeclare{0, consume_from, false, false, false, false, false, {}}),
+  if (!ok(client.call(amqp::QueueDeclare{0, consume_from, false, durable, false, false, false, {}}),
           "queue.declare") ||
       !ok(client.call(amqp::QueueBind{
               0, consume_from, delayed ? "bench.delayed" : "bench.dlx", "", false, {}}),

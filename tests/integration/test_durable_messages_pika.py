@@ -224,3 +224,28 @@ def test_consumed_messages_give_their_disk_back_even_behind_an_old_unacked_one(s
     channel = connection.channel()
     assert drain(channel, "stream") == [(b"old and unacked", True)]
     connection.close()
+
+
+def test_delayed_messages_of_a_durable_delayed_exchange_survive_sigkill(server):
+    connection = connect(server)
+    channel = connection.channel()
+    channel.exchange_declare("later", "x-delayed-message", durable=True,
+                             arguments={"x-delayed-type": "direct"})
+    channel.queue_declare("due", durable=True)
+    channel.queue_bind("due", "later", "k")
+    channel.confirm_delivery()
+    for i, delay in enumerate([1500, 1000, 1200]):
+        channel.basic_publish("later", "k", b"d%d" % i,
+                              pika.BasicProperties(headers={"x-delay": delay}))
+    assert channel.queue_declare("due", passive=True).method.message_count == 0  # not yet
+    connection.close()
+
+    server.kill()
+    server.start()
+    connection = connect(server)
+    channel = connection.channel()
+    got = []
+    channel.basic_consume("due", lambda ch, m, p, b: got.append(b), auto_ack=True)
+    wait_until(connection, lambda: len(got) == 3)
+    assert got == [b"d1", b"d2", b"d0"]  # in the order they fell due
+    connection.close()
