@@ -199,8 +199,11 @@ Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) 
       connection_.id());
   if (!queue.ok()) return unexpected(queue.error());
   last_declared_queue_ = name;
-  // A redeclare renews an x-expires lease; a passive one (a look) does not.
-  if (!m.passive) connection_.broker().queue_used(queue.value());
+  // A redeclare renews an x-expires lease; a passive one (a look) does not, nor does any for a
+  // quorum queue (reference: quorum-queues.md).
+  const auto* type = queue.value()->arguments.find("x-queue-type");
+  bool quorum = type != nullptr && *type == amqp::FieldValue("quorum");
+  if (!m.passive && !quorum) connection_.broker().queue_used(queue.value());
   if (m.nowait) return Ok{};
   auto declare_ok = [name](const QueuePtr& declared) {
     return amqp::QueueDeclareOk{name, static_cast<uint32_t>(declared->machine.ready_count()),

@@ -41,12 +41,17 @@ def small_disk():
         os.rmdir(directory)
 
 
-def connect(server, blocked):
+def publisher(server, blocked):
+    """A connection and a channel in confirm mode on the durable queue "q"; connection.blocked
+    and unblocked append True and False to `blocked`."""
     connection = pika.BlockingConnection(pika.ConnectionParameters(
         "127.0.0.1", server.port, connection_attempts=1))
     connection.add_on_connection_blocked_callback(lambda *_: blocked.append(True))
     connection.add_on_connection_unblocked_callback(lambda *_: blocked.append(False))
-    return connection
+    channel = connection.channel()
+    channel.queue_declare("q", durable=True)
+    channel.confirm_delivery()
+    return connection, channel
 
 
 def consume_all(server, queue, expected):
@@ -76,10 +81,7 @@ def test_publishers_are_blocked_below_the_free_space_limit_and_resume_when_space
     server = HamqServer("--disk-free-limit-bytes", str(32 * MB), data_dir=data).start()
     try:
         blocked = []
-        connection = connect(server, blocked)
-        channel = connection.channel()
-        channel.queue_declare("q", durable=True)
-        channel.confirm_delivery()
+        connection, channel = publisher(server, blocked)
         confirmed = 0
         while not blocked:  # 72 MB free at first: the limit is reached within ~40 MB
             channel.basic_publish("", "q", tagged(confirmed))
@@ -110,11 +112,7 @@ def test_a_write_that_finds_the_disk_full_waits_for_space_and_loses_nothing(smal
 
     def publish():
         try:
-            blocked = []
-            connection = connect(server, blocked)
-            channel = connection.channel()
-            channel.queue_declare("q", durable=True)
-            channel.confirm_delivery()
+            connection, channel = publisher(server, [])
             for i in range(1400):  # 90 MB: more than the 72 MB free
                 channel.basic_publish("", "q", tagged(i))
                 confirmed.append(i)

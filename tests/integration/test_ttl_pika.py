@@ -140,3 +140,22 @@ def test_queue_with_a_consumer_does_not_expire_and_use_renews_the_lease(server):
     assert exists(connection, "queue", "watched")
     wait_until(connection, lambda: not exists(connection, "queue", "watched"))
     connection.close()
+
+
+def test_a_redeclare_renews_a_classic_queues_lease_but_not_a_quorum_queues(server):
+    # Reference: quorum queues do not renew the x-expires lease on a redeclare.
+    connection = connect(server)
+    channel = connection.channel()
+    queues = {"classic-lease": {"x-expires": 600},
+              "quorum-lease": {"x-expires": 600, "x-queue-type": "quorum"}}
+    for name, arguments in queues.items():
+        channel.queue_declare(name, durable=True, arguments=arguments)
+        channel.basic_publish("", name, b"kept while the queue lives")
+    started = time.monotonic()
+    while time.monotonic() - started < 1.2:  # a redeclare every 0.2 s
+        connection.process_data_events(time_limit=0.2)
+        counts = {name: channel.queue_declare(name, durable=True, arguments=arguments)
+                  .method.message_count for name, arguments in queues.items()}
+    # The classic queue lived on; the quorum queue expired at 0.6 s (and was declared anew).
+    assert counts == {"classic-lease": 1, "quorum-lease": 0}
+    connection.close()
