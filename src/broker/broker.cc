@@ -618,7 +618,7 @@ void Broker::snapshot_queue(uint64_t group) {
 void Broker::maybe_snapshot(const QueuePtr& queue, bool asked) {
   if ((!asked && queue->log_bytes_since_snapshot < queue_snapshot_log_bytes_) ||
       queue->log_bytes_since_snapshot == 0 ||
-      queue->machine.live_body_bytes() > queue_snapshot_live_bytes_max || queue->group == 0 ||
+      queue->machine.live_bytes() > queue_snapshot_live_bytes_max || queue->group == 0 ||
       queue_store_ == nullptr) {
     return;
   }

@@ -37,9 +37,9 @@ constexpr size_t queue_flow_pending_low = 4096;
 constexpr size_t durable_queue_cached_bodies = 256;
 // A durable queue snapshots its state (every live message with its body) once this many bytes
 // of its log were applied since the last snapshot (by default; set_queue_snapshot_log_bytes), if
-// its live messages' bodies are at most queue_snapshot_live_bytes_max: the log up to there is
-// released, however out of order the acks were, and the few live messages are carried forward
-// in the snapshot.
+// its live messages would hold at most queue_snapshot_live_bytes_max in memory with their bodies
+// (a snapshot brings them back into memory): the log up to there is released, however out of
+// order the acks were, and the few live messages are carried forward in the snapshot.
 constexpr uint64_t queue_snapshot_log_bytes_default = 32 << 20;
 constexpr uint64_t queue_snapshot_live_bytes_max = 8 << 20;
 

@@ -181,8 +181,12 @@ class QueueMachine {
   // Replaces the state (not the options) with a snapshot's; its messages are in memory again.
   // Never trusts the bytes: an error leaves the queue empty.
   Result<void, std::string> restore(std::string_view snapshot);
-  // Bytes of the bodies of live messages (ready and checked out): what a snapshot would carry.
-  uint64_t live_body_bytes() const { return ready_body_bytes_ + checked_out_body_bytes_; }
+  // What the live messages (ready and checked out) would hold in memory with their bodies, as
+  // after a snapshot: bodies and each message's overhead.
+  uint64_t live_bytes() const {
+    return ready_body_bytes_ + checked_out_body_bytes_ +
+           (ready_count_ + checked_out_.size()) * message_overhead_bytes;
+  }
 
   size_t ready_count() const { return ready_count_; }
   uint64_t ready_body_bytes() const { return ready_body_bytes_; }
