@@ -1,6 +1,5 @@
 """Durable exchanges, durable queues and the bindings between them survive a SIGKILL of the
-broker; transient ones do not. (Messages in durable queues do not yet: that is the next step of
-the durable-queue issue.)"""
+broker; transient ones do not. (Their messages: test_durable_messages_pika.py.)"""
 
 import pika
 import pika.exceptions
