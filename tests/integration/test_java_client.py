@@ -69,3 +69,22 @@ def test_seed_scenario_on_a_fresh_broker_succeeds(classes):
         connection.close()
     finally:
         assert fresh.stop() == 0
+
+
+def test_seed_scenario_the_message_survives_a_sigkill(classes):
+    broker = HamqServer().start()
+    try:
+        published = java(classes, "DurableHello", broker.port)
+        assert published.returncode == 0, published.stdout + published.stderr
+        broker.kill()
+        broker.start()
+        consumed = java(classes, "DurableHello", broker.port, "consume")
+        assert consumed.returncode == 0, consumed.stdout + consumed.stderr
+        assert consumed.stdout.strip() == "Hello World!"
+        # Acknowledged, it is gone for good, across another SIGKILL too.
+        broker.kill()
+        broker.start()
+        again = java(classes, "DurableHello", broker.port, "consume")
+        assert again.returncode == 3, again.stdout + again.stderr
+    finally:
+        assert broker.stop() == 0
