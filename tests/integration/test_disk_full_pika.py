@@ -121,14 +121,14 @@ def test_a_write_that_finds_the_disk_full_waits_for_space_and_loses_nothing(smal
             failures.append(error)
 
     try:
-        publisher = threading.Thread(target=publish)
-        publisher.start()
-        assert server.wait_for_log(r"the disk is full", timeout_s=60), "\n".join(server.log)
+        thread = threading.Thread(target=publish)
+        thread.start()
+        assert server.wait_for_log(r"the disk is full", timeout_s=60), (failures, server.log)
         stalled_at = len(confirmed)
         time.sleep(0.5)
         assert len(confirmed) == stalled_at  # nothing is confirmed while nothing can be written
         os.remove(ballast)
-        publisher.join(60)
+        thread.join(60)
         assert not failures, failures
         assert confirmed == list(range(1400))
         server.kill()
