@@ -331,12 +331,8 @@ size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
     queue_groups_.erase(queue->group);
     if (queue_store_ != nullptr) queue_store_->remove_group(queue->group);
     // What was proposed goes with the queue: a publish to it is done (as if consumed at once).
-    auto pending = std::move(queue->pending_commands);
-    queue->pending_commands.clear();
     queue::CommandEffects nothing;
-    for (auto& [index, command] : pending) {
-      if (command.done) command.done(queue, &nothing);
-    }
+    finish_pending_commands(queue, &nothing);
   }
   if (auto waiters = flow_waiters_.find(queue.get()); waiters != flow_waiters_.end()) {
     auto released = std::move(waiters->second);
@@ -653,13 +649,15 @@ queue::MessagePtr Broker::load_message(const Queue& queue, uint64_t stored_at) {
 
 void Broker::fail_pending_commands() {
   for (auto& [group, weak] : queue_groups_) {
-    QueuePtr queue = weak.lock();
-    if (!queue) continue;
-    auto pending = std::move(queue->pending_commands);
-    queue->pending_commands.clear();
-    for (auto& [index, command] : pending) {
-      if (command.done) command.done(queue, nullptr);
-    }
+    if (QueuePtr queue = weak.lock()) finish_pending_commands(queue, nullptr);
+  }
+}
+
+void Broker::finish_pending_commands(const QueuePtr& queue, const queue::CommandEffects* effects) {
+  auto pending = std::move(queue->pending_commands);
+  queue->pending_commands.clear();
+  for (auto& [index, command] : pending) {
+    if (command.done) command.done(queue, effects);
   }
 }
 

@@ -265,6 +265,9 @@ class Broker {
            uint64_t log_index);
   void attach_group(const QueuePtr& queue, uint64_t group);
   void maybe_snapshot(const QueuePtr& queue, bool asked);
+  // Tells everything proposed to the queue and not yet applied that it ended with `effects`
+  // (null: not done).
+  void finish_pending_commands(const QueuePtr& queue, const queue::CommandEffects* effects);
 
   uint64_t wall_clock_ms_ = 0;
   QueueStore* queue_store_ = nullptr;
