@@ -6,6 +6,8 @@
 // out to a holder), its id, delivery count, expiry time and the message itself (command.h's
 // encoding). Levels, tombstones, the expiry heap and the byte counts are rebuilt on restore.
 #include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "amqp/wire.h"
 #include "queue/command.h"
@@ -135,11 +137,16 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
     c.options.no_ack = flags & consumer_no_ack;
     c.options.exclusive = flags & consumer_exclusive;
     c.suspended = flags & consumer_suspended;
+    for (const Consumer& other : consumers) {
+      if (other.id == c.id) return fail("a consumer twice");
+    }
     consumers.push_back(c);
   }
   uint32_t entry_count = in.u32();
   if (in.failed()) return fail("truncated");
   std::vector<uint64_t> last_fresh(levels_.size(), 0);
+  std::unordered_set<uint64_t> seen;  // a message is in one place only
+  std::unordered_map<uint64_t, uint32_t> held_by;
   for (uint32_t i = 0; i < entry_count; ++i) {
     auto place = static_cast<Place>(in.u8());
     MessageId id{in.u64()};
@@ -151,6 +158,7 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
     auto message = decode_message(in);
     if (!message.ok()) return fail(message.error());
     if (id.value == 0 || id.value >= next_id) return fail("a message id out of range");
+    if (!seen.insert(id.value).second) return fail("a message twice");
     entry.priority = (*message)->properties.priority.value_or(0);
     entry.body_bytes = static_cast<uint32_t>((*message)->body.size());
     entry.message = std::move(*message);
@@ -170,7 +178,6 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
       }
       case Place::returned: {
         Level& level = level_of(entry);
-        if (level.returned.contains(id)) return fail("a message twice");
         if (entry.expires_at_ms != never) {
           expiries_.push_back(Expiry{entry.expires_at_ms, id, level_index(entry)});
         }
@@ -180,7 +187,7 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
         break;
       }
       case Place::checked_out:
-        if (checked_out_.contains(id.value)) return fail("a message twice");
+        ++held_by[holder.value];
         checked_out_body_bytes_ += entry.body_bytes;
         checked_out_.emplace(id.value, CheckedOut{holder, std::move(entry)});
         break;
@@ -190,6 +197,12 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
   }
   if (in.remaining() != 0) return fail("trailing bytes");
   if (round_robin > consumers.size()) return fail("round-robin position out of range");
+  for (const Consumer& c : consumers) {
+    auto held = held_by.find(c.id.value);
+    if (c.checked_out != (held == held_by.end() ? 0 : held->second)) {
+      return fail("a consumer's count of the messages it holds is wrong");
+    }
+  }
   std::make_heap(expiries_.begin(), expiries_.end(), std::greater<>{});
   consumers_ = std::move(consumers);
   next_id_ = next_id;

@@ -117,6 +117,38 @@ TEST(QueueSnapshot, ADamagedSnapshotIsAnErrorAndLeavesTheQueueEmpty) {
   EXPECT_FALSE(damaged.restore(trailing).ok());
 }
 
+// Found by the fuzzer: bytes that decode but describe a queue that cannot be (a message in two
+// places, a consumer whose count of held messages is not what it holds) are damage too.
+TEST(QueueSnapshot, AnInconsistentSnapshotIsAnError) {
+  QueueMachine q;
+  std::vector<Delivery> out;
+  for (int i = 0; i < 3; ++i) q.enqueue(message("body" + std::to_string(i)), 0, out);
+  q.attach(alice, {.prefetch_count = 1}, 0, out);  // alice holds message 1
+  auto bytes = q.snapshot([](uint64_t) { return nullptr; });
+  ASSERT_TRUE(bytes.ok());
+  ASSERT_TRUE(QueueMachine().restore(*bytes).ok());
+
+  const std::string held_by_alice =
+      std::string("\x02") + std::string(7, '\0') + "\x01" + std::string(7, '\0') + "\x01";
+  size_t at = bytes->find(held_by_alice);
+  ASSERT_NE(at, std::string::npos);
+  std::string twice = *bytes;
+  twice[at + 8] = '\x02';  // the message alice holds is now message 2, which is also ready
+  QueueMachine damaged;
+  auto restored = damaged.restore(twice);
+  ASSERT_FALSE(restored.ok());
+  EXPECT_NE(restored.error().find("a message twice"), std::string::npos) << restored.error();
+  EXPECT_EQ(damaged.ready_count(), 0u);
+
+  constexpr size_t alice_count_at = 1 + 8 + 8 + 8 + 4 + 8 + 4 + 8 + 1;
+  std::string miscounted = *bytes;
+  ASSERT_EQ(miscounted[alice_count_at + 3], '\x01');
+  miscounted[alice_count_at + 3] = '\x00';
+  restored = damaged.restore(miscounted);
+  ASSERT_FALSE(restored.ok());
+  EXPECT_NE(restored.error().find("count"), std::string::npos) << restored.error();
+}
+
 TEST(QueueSnapshot, ABodyThatCannotBeReadFailsTheSnapshot) {
   QueueMachine q;
   q.keep_bodies_of(0);
