@@ -16,6 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint64_t held = 0;
   {
     QueueMachine machine(options);
+    machine.keep_leaving_messages();
     machine.set_memory_counter(&held);
     if (!machine.restore({reinterpret_cast<const char*>(data), size}).ok()) {
       HAMQ_VERIFY(machine.ready_count() == 0 && held == 0, "a failed restore left state behind");
@@ -38,6 +39,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     machine.requeue(HolderId{1}, ids, 70, deliveries);
     machine.expire(1'000'000, deliveries);
     (void)machine.take_dead_letters();
+    std::vector<MessageId> leaving;
+    for (const DeadLetter& letter : machine.leaving_messages()) leaving.push_back(letter.id);
+    machine.handed_over(leaving);
+    HAMQ_VERIFY(machine.leaving_count() == 0, "a message handed over is still leaving");
   }
   HAMQ_VERIFY(held == 0, "a queue gave back other than what it held");
   return 0;

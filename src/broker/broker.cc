@@ -118,14 +118,17 @@ void Broker::on_timer() {
     // Delivers, dead-letters and schedules the next wake-up (once applied, for a durable queue).
     execute(queue, command(queue::ExpireCommand{}));
   }
+  flush_hand_overs();     // retried dead letters that in-memory queues took
   persist_definitions();  // an expired queue is gone for good
 }
 
-void Broker::release_delayed(VirtualHost& vhost, const std::string& exchange,
-                             const queue::Message& message) {
-  if (vhost.find_exchange(exchange) == nullptr) return;  // deleted meanwhile: dropped
+namespace {
+
+// A delayed message whose time has come, as it is routed: its x-delay negated (so that publishing
+// it again does not delay it again), its BCC keys taken out of the headers into `extra_keys`.
+queue::MessagePtr released_message(const queue::Message& message,
+                                   std::vector<std::string>& extra_keys) {
   auto released = std::make_shared<queue::Message>(message);
-  std::vector<std::string> extra_keys;
   if (auto& headers = released->properties.headers) {
     for (auto& entry : headers->entries) {
       if (entry.name == "x-delay") {
@@ -146,42 +149,34 @@ void Broker::release_delayed(VirtualHost& vhost, const std::string& exchange,
     }
     std::erase_if(headers->entries, [](const amqp::FieldTableEntry& e) { return e.name == "BCC"; });
   }
-  const auto& headers = released->properties.headers;
-  auto targets =
-      vhost.route(exchange, released->routing_key, extra_keys, headers ? &*headers : nullptr);
-  for (const QueuePtr& target : targets) enqueue(target, released);
+  return released;
 }
 
-bool Broker::enqueue(const QueuePtr& target, queue::MessagePtr message) {
-  bool refused = false;
-  // Only an in-memory queue answers before this returns; a durable one takes the message when
-  // its entry is applied, and counts as having taken it now.
-  bool* refused_now = target->group == 0 ? &refused : nullptr;
+uint64_t retained_bytes(const HandOver& hand_over) {
+  return hand_over.message->body.size() + queue::message_overhead_bytes;
+}
+
+}  // namespace
+
+void Broker::enqueue(const QueuePtr& target, queue::MessagePtr message,
+                     std::function<void(bool taken)> answered) {
   execute(target, command(queue::EnqueueCommand{std::move(message)}),
-          [refused_now](const QueuePtr&, const queue::CommandEffects* effects) {
-            if (refused_now != nullptr && effects != nullptr &&
-                effects->enqueued == queue::EnqueueResult::rejected) {
-              *refused_now = true;
-            }
+          [answered = std::move(answered)](const QueuePtr&, const queue::CommandEffects* effects) {
+            // No effects: not done. Effects with no result: the queue was deleted meanwhile,
+            // which counts as taken (as if consumed at once).
+            answered(effects != nullptr && effects->enqueued != queue::EnqueueResult::rejected);
           });
-  return !refused;
 }
 
 void Broker::dead_letter(const QueuePtr& queue) {
-  auto dead_letters = queue->machine.take_dead_letters();
-  if (queue->vhost == nullptr) return;
-  for (auto& dead : dead_letters) {
-    if (!dead.message) dead.message = load_message(*queue, dead.stored_at);
-  }
-  std::erase_if(dead_letters, [](const queue::DeadLetter& dead) { return !dead.message; });
+  auto letters = queue->machine.take_dead_letters();
+  // A replay's letters were handed over before, or are still leaving: end_replay() sees to them.
+  if (replaying_ || queue->vhost == nullptr) return;
+  hand_over(queue, std::move(letters));
+}
+
+void Broker::hand_over(const QueuePtr& queue, std::vector<queue::DeadLetter> letters) {
   VirtualHost& vhost = *queue->vhost;
-  if (!queue->delayed_exchange.empty()) {
-    // A delayed exchange's messages "expire" into the exchange when their delay is up.
-    for (const auto& due : dead_letters) {
-      release_delayed(vhost, queue->delayed_exchange, *due.message);
-    }
-    return;
-  }
   const auto* exchange = queue->arguments.find("x-dead-letter-exchange");
   const auto* exchange_name = exchange ? std::get_if<std::string>(&exchange->value) : nullptr;
   std::optional<std::string> routing_key;
@@ -192,79 +187,133 @@ void Broker::dead_letter(const QueuePtr& queue) {
   // reference §13.2); hamq keeps it and tries again, unless the queue asks for at-most-once.
   const auto* strategy = queue->arguments.find("x-dead-letter-strategy");
   bool at_least_once = strategy == nullptr || *strategy != amqp::FieldValue("at-most-once");
-  for (const auto& dead : dead_letters) {
+  for (auto& dead : letters) {
+    auto leaving = std::make_shared<HandOver>();
+    leaving->source = queue;
+    leaving->vhost = &vhost;
+    leaving->id = dead.id;
+    if (!dead.message) dead.message = load_message(*queue, dead.stored_at);
+    if (!dead.message) {
+      finish_hand_over(*leaving);  // unreadable (counted): nothing to hand over
+      continue;
+    }
+    if (!queue->delayed_exchange.empty()) {
+      // A delayed exchange's messages "expire" into the exchange when their delay is up; one
+      // that routes nowhere, or that its target refuses, is dropped (as by the plugin).
+      leaving->message = released_message(*dead.message, leaving->extra_keys);
+      leaving->exchange = queue->delayed_exchange;
+      leaving->routing_key = leaving->message->routing_key;
+      if (!offer(leaving)) finish_hand_over(*leaving);
+      continue;
+    }
     if (exchange_name == nullptr) {
       // Only a message past its delivery limit becomes a dead letter without an exchange.
-      park(queue, *dead.message);
+      park(queue, leaving, *dead.message);
       continue;
     }
     DeadLetterRoute route = make_dead_letter(*dead.message, queue->name, dead.reason,
                                              *exchange_name, routing_key, wall_clock_ms_ / 1000);
-    Queue::RetainedDeadLetter letter{
-        std::move(route.message), std::move(route.routing_key), std::move(route.extra_keys), {}};
-    DeadLetterOutcome outcome = offer_dead_letter(vhost, *exchange_name, letter);
-    if (outcome == DeadLetterOutcome::delivered) continue;
-    if (outcome == DeadLetterOutcome::unrouted &&
-        dead.reason == queue::DeadLetterReason::delivery_limit) {
-      park(queue, *dead.message);
+    leaving->message = std::move(route.message);
+    leaving->exchange = *exchange_name;
+    leaving->routing_key = std::move(route.routing_key);
+    leaving->extra_keys = std::move(route.extra_keys);
+    leaving->dead_letter = true;
+    leaving->at_least_once = at_least_once;
+    if (offer(leaving)) continue;
+    if (dead.reason == queue::DeadLetterReason::delivery_limit) {
+      park(queue, leaving, *dead.message);
     } else if (at_least_once) {
-      queue->retained_dead_letter_bytes +=
-          letter.message->body.size() + queue::message_overhead_bytes;
-      memory_used_bytes_ += letter.message->body.size() + queue::message_overhead_bytes;
-      queue->retained_dead_letters.push_back(std::move(letter));
-      if (queue->dead_letter_retry_at_ms == UINT64_MAX) {
-        queue->dead_letter_retry_at_ms = wall_clock_ms_ + dead_letter_retry_interval_ms;
-      }
+      retain(leaving);
+    } else {
+      finish_hand_over(*leaving);
     }
   }
 }
 
-Broker::DeadLetterOutcome Broker::offer_dead_letter(VirtualHost& vhost, const std::string& exchange,
-                                                    Queue::RetainedDeadLetter& letter) {
-  if (vhost.find_exchange(exchange) == nullptr) return DeadLetterOutcome::unrouted;
-  const auto& headers = letter.message->properties.headers;
-  auto targets =
-      vhost.route(exchange, letter.routing_key, letter.extra_keys, headers ? &*headers : nullptr);
-  if (targets.empty()) return DeadLetterOutcome::unrouted;
-  bool refused = false;
+bool Broker::offer(const std::shared_ptr<HandOver>& leaving) {
+  VirtualHost& vhost = *leaving->vhost;
+  if (vhost.find_exchange(leaving->exchange) == nullptr) return false;
+  const auto& headers = leaving->message->properties.headers;
+  auto targets = vhost.route(leaving->exchange, leaving->routing_key, leaving->extra_keys,
+                             headers ? &*headers : nullptr);
+  if (targets.empty()) return false;
+  leaving->refused = false;
+  leaving->outstanding = 1;  // the offer's own: no answer settles it before every target is asked
   for (const QueuePtr& target : targets) {
     // A cycle with no rejection in it ends here, as in RabbitMQ.
-    if (dead_letter_cycle(*letter.message, target->name)) continue;
-    if (std::find(letter.accepted_by.begin(), letter.accepted_by.end(), target->name) !=
-        letter.accepted_by.end()) {
-      continue;
-    }
-    if (enqueue(target, letter.message)) {
-      letter.accepted_by.push_back(target->name);
-    } else {
-      refused = true;
-    }
+    if (leaving->dead_letter && dead_letter_cycle(*leaving->message, target->name)) continue;
+    const auto& accepted = leaving->accepted_by;
+    if (std::find(accepted.begin(), accepted.end(), target->name) != accepted.end()) continue;
+    ++leaving->outstanding;
+    enqueue(target, leaving->message, [this, leaving, name = target->name](bool taken) {
+      if (taken) {
+        leaving->accepted_by.push_back(name);
+      } else {
+        leaving->refused = true;
+      }
+      if (--leaving->outstanding == 0) settle(leaving);
+    });
   }
-  return refused ? DeadLetterOutcome::refused : DeadLetterOutcome::delivered;
+  if (--leaving->outstanding == 0) settle(leaving);
+  return true;
+}
+
+void Broker::settle(const std::shared_ptr<HandOver>& leaving) {
+  if (leaving->refused && leaving->at_least_once) {
+    retain(leaving);
+  } else {
+    finish_hand_over(*leaving);
+  }
+}
+
+void Broker::retain(const std::shared_ptr<HandOver>& leaving) {
+  QueuePtr source = leaving->source.lock();
+  if (!source || source->vhost == nullptr || source->vhost->find_queue(source->name) != source) {
+    return;  // deleted: its letters went with it
+  }
+  uint64_t bytes = retained_bytes(*leaving);
+  source->retained_dead_letter_bytes += bytes;
+  memory_used_bytes_ += bytes;
+  source->retained_dead_letters.push_back(leaving);
+  if (source->dead_letter_retry_at_ms == UINT64_MAX) {
+    source->dead_letter_retry_at_ms = wall_clock_ms_ + dead_letter_retry_interval_ms;
+    schedule(source);
+  }
+}
+
+void Broker::finish_hand_over(const HandOver& leaving) {
+  if (leaving.id.value == 0) return;
+  QueuePtr source = leaving.source.lock();
+  if (!source || source->group == 0) return;
+  if (source->handed_over.empty()) sources_handed_over_.push_back(source);
+  source->handed_over.push_back(leaving.id);
+}
+
+void Broker::flush_hand_overs() {
+  auto sources = std::move(sources_handed_over_);
+  sources_handed_over_.clear();
+  for (const auto& weak : sources) {
+    QueuePtr source = weak.lock();
+    if (!source || source->handed_over.empty()) continue;
+    auto ids = std::move(source->handed_over);
+    source->handed_over.clear();
+    execute(source, command(queue::HandedOverCommand{std::move(ids)}));
+  }
 }
 
 void Broker::retry_dead_letters(const QueuePtr& queue) {
   queue->dead_letter_retry_at_ms = UINT64_MAX;
-  const auto* exchange = queue->arguments.find("x-dead-letter-exchange");
-  const auto* exchange_name = exchange ? std::get_if<std::string>(&exchange->value) : nullptr;
-  if (exchange_name == nullptr || queue->vhost == nullptr) return;
-  auto& retained = queue->retained_dead_letters;
-  for (auto it = retained.begin(); it != retained.end();) {
-    if (offer_dead_letter(*queue->vhost, *exchange_name, *it) == DeadLetterOutcome::delivered) {
-      uint64_t bytes = it->message->body.size() + queue::message_overhead_bytes;
-      queue->retained_dead_letter_bytes -= bytes;
-      memory_used_bytes_ -= bytes;
-      it = retained.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  if (!retained.empty()) {
-    queue->dead_letter_retry_at_ms = wall_clock_ms_ + dead_letter_retry_interval_ms;
+  auto retained = std::move(queue->retained_dead_letters);
+  queue->retained_dead_letters.clear();
+  memory_used_bytes_ -= queue->retained_dead_letter_bytes;
+  queue->retained_dead_letter_bytes = 0;
+  for (const auto& leaving : retained) {
+    if (!offer(leaving)) retain(leaving);
   }
 }
 
-void Broker::park(const QueuePtr& from, const queue::Message& message) {
+void Broker::park(const QueuePtr& from, const std::shared_ptr<HandOver>& leaving,
+                  const queue::Message& message) {
   VirtualHost& vhost = *from->vhost;
   QueuePtr parking = vhost.find_queue(std::string(parking_queue_name));
   if (!parking) {
@@ -277,8 +326,10 @@ void Broker::park(const QueuePtr& from, const queue::Message& message) {
   DeadLetterRoute route =
       make_dead_letter(message, from->name, queue::DeadLetterReason::delivery_limit, "",
                        std::string(parking_queue_name), wall_clock_ms_ / 1000);
-  enqueue(parking, route.message);
   ++vhost.messages_parked;
+  enqueue(parking, route.message, [this, leaving](bool taken) {
+    if (taken) finish_hand_over(*leaving);  // else still leaving: offered again at a restart
+  });
 }
 
 void Broker::wait_for_flow(BlockedPublisher* publisher, const Queue* queue) {
@@ -555,6 +606,7 @@ Result<QueuePtr, ProtocolError> Broker::declare_queue(VirtualHost& vhost,
 void Broker::attach_group(const QueuePtr& queue, uint64_t group) {
   queue->group = group;
   queue->machine.keep_bodies_of(durable_queue_cached_bodies);
+  queue->machine.keep_leaving_messages();
   queue_groups_[group] = queue;
 }
 
@@ -659,6 +711,17 @@ void Broker::finish_pending_commands(const QueuePtr& queue, const queue::Command
   for (auto& [index, command] : pending) {
     if (command.done) command.done(queue, effects);
   }
+}
+
+void Broker::end_replay() {
+  replaying_ = false;
+  for (auto& [group, weak] : queue_groups_) {
+    QueuePtr queue = weak.lock();
+    if (!queue || queue->vhost == nullptr) continue;
+    auto leaving = queue->machine.leaving_messages();
+    if (!leaving.empty()) hand_over(queue, std::move(leaving));
+  }
+  flush_hand_overs();
 }
 
 void Broker::detach_previous_holders() {

@@ -224,6 +224,14 @@ class Broker {
   void snapshot_queue(uint64_t group);
   // The log stopped for good: nothing pending will be applied.
   void fail_pending_commands();
+  // A restart replays the queues' logs between these two. Messages that left a queue during the
+  // replay were handed over in the previous life, or are still leaving: once it is over, those
+  // still leaving are offered to their targets again (they may arrive twice: at least once).
+  void begin_replay() { replaying_ = true; }
+  // Proposes, one command per queue, that the messages whose hand-over finished since the last
+  // call are gone from their queues. The log calls it after each round of applied entries.
+  void flush_hand_overs();
+  void end_replay();
   // After a restart has replayed the queues' logs: the consumers and holders of unacknowledged
   // messages of the previous life are detached, so their messages are ready again, redelivered.
   void detach_previous_holders();
@@ -242,23 +250,30 @@ class Broker {
   std::map<std::string, std::unique_ptr<VirtualHost>> virtual_hosts_;
   std::unordered_map<uint64_t, ConsumerSink*> sinks_;
   std::unordered_map<std::string, ConsumerSink*> reply_consumers_;
-  // Routes a queue's dead letters through its dead-letter exchange into their new queues.
+  // Hands the messages that left a queue (its dead letters, or a delay queue's due messages) to
+  // where they go next: see HandOver.
   void dead_letter(const QueuePtr& queue);
-  enum class DeadLetterOutcome { delivered, refused, unrouted };
-  // Offers a dead letter to the targets its exchange routes it to now (skipping those that
-  // have it already).
-  DeadLetterOutcome offer_dead_letter(VirtualHost& vhost, const std::string& exchange,
-                                      Queue::RetainedDeadLetter& letter);
+  void hand_over(const QueuePtr& queue, std::vector<queue::DeadLetter> letters);
+  // Offers a hand-over to the queues its exchange routes it to now, skipping those that have it
+  // already; false when it routes nowhere (nothing offered). Settled once every target answered.
+  bool offer(const std::shared_ptr<HandOver>& hand_over);
+  void settle(const std::shared_ptr<HandOver>& hand_over);
+  // Kept with its source queue and offered again a second later (at-least-once dead letters).
+  void retain(const std::shared_ptr<HandOver>& hand_over);
+  // Every target has it: gone from the source's log, with the others of this turn
+  // (flush_hand_overs).
+  void finish_hand_over(const HandOver& hand_over);
+  std::vector<std::weak_ptr<Queue>> sources_handed_over_;
   void retry_dead_letters(const QueuePtr& queue);
-  // Enqueues a message the broker moves (released, dead-lettered, parked); false when the
-  // queue refused it (full, reject-publish).
-  bool enqueue(const QueuePtr& target, queue::MessagePtr message);
+  // Enqueues a message the broker moves; `answered` learns whether the queue took it (false: it
+  // refused it, full with reject-publish, or its log refused it). An in-memory queue answers
+  // before this returns, a durable one once its entry is applied.
+  void enqueue(const QueuePtr& target, queue::MessagePtr message,
+               std::function<void(bool taken)> answered);
   // A message past its delivery limit with nowhere to go: into the vhost's parking queue.
-  void park(const QueuePtr& from, const queue::Message& message);
-  // A delayed message whose time has come: routed by its exchange as it is bound now, its x-delay
-  // negated (so that publishing it again does not delay it again), BCC applied and removed.
-  void release_delayed(VirtualHost& vhost, const std::string& exchange,
-                       const queue::Message& message);
+  void park(const QueuePtr& from, const std::shared_ptr<HandOver>& hand_over,
+            const queue::Message& message);
+  bool replaying_ = false;
 
   // Runs a command on a queue's machine and hands out what it did.
   void run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,

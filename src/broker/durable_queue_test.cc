@@ -42,9 +42,37 @@ class ManualStore final : public QueueStore {
       unapplied_.erase(unapplied_.begin());
       auto it = logs_.find(group);
       if (it != logs_.end()) broker.apply_queue_entry(group, index, it->second[index - 1]);
+      broker.flush_hand_overs();
     }
   }
   size_t unapplied() const { return unapplied_.size(); }
+  // Applies the oldest entry proposed and not applied yet.
+  void apply_next(Broker& broker) {
+    auto [group, index] = unapplied_.front();
+    unapplied_.erase(unapplied_.begin());
+    broker.apply_queue_entry(group, index, logs_.at(group)[index - 1]);
+    broker.flush_hand_overs();
+  }
+  // SIGKILL: what was proposed and not applied (not yet durable) is gone.
+  void crash() {
+    for (auto it = unapplied_.rbegin(); it != unapplied_.rend(); ++it) {
+      logs_.at(it->first).resize(it->second - 1);
+    }
+    unapplied_.clear();
+  }
+  // A restart: every group's log applied again from its start, as the node's log replays it.
+  void replay(Broker& broker) {
+    for (const auto& [group, log] : logs_) {
+      for (size_t i = 0; i < log.size(); ++i) broker.apply_queue_entry(group, i + 1, log[i]);
+    }
+  }
+  // The kinds of the commands in a group's log, in order.
+  std::vector<size_t> kinds(uint64_t group) const {
+    std::vector<size_t> out;
+    for (const auto& entry : logs_.at(group))
+      out.push_back(queue::decode_command(entry)->body.index());
+    return out;
+  }
 
   bool refuse = false;
   mutable size_t reads = 0;
@@ -174,6 +202,61 @@ TEST_F(DurableQueue, ASnapshotCarriesTheLiveMessagesForwardToReplaceTheLog) {
   restored.attach(HolderId{99}, {}, 0, out);
   ASSERT_EQ(out.size(), index);
   EXPECT_EQ(out.front().message->body, std::string(1000, 'a'));
+}
+
+// Dead-lettering from a durable queue is a hand-over through two logs: the message leaves its
+// queue (HandedOverCommand) only after the dead-letter queue's log has it. A crash in between
+// offers it again after the restart; a restart after the hand-over does not offer it twice.
+TEST_F(DurableQueue, ADeadLetterSurvivesACrashBetweenItsQueueAndItsTarget) {
+  client.send(1, amqp::QueueDeclare{0, "dlq", false, true, false, false, false, {}});
+  client.expect<amqp::QueueDeclareOk>(1);
+  amqp::FieldTable arguments;
+  arguments.entries.emplace_back("x-dead-letter-exchange", "");
+  arguments.entries.emplace_back("x-dead-letter-routing-key", "dlq");
+  client.send(1, amqp::QueueDeclare{0, "work", false, true, false, false, false, arguments});
+  client.expect<amqp::QueueDeclareOk>(1);
+  client.publish(1, "", "work", "poison");
+  client.send(1, amqp::BasicConsume{0, "work", "c", false, false, false, false, {}});
+  client.expect<amqp::BasicConsumeOk>(1);
+  apply();
+  auto delivered = client.receive();
+  ASSERT_FALSE(delivered.empty());
+  ASSERT_TRUE(std::holds_alternative<amqp::BasicDeliver>(*delivered[0].method));
+  client.send(
+      1, amqp::BasicReject{std::get<amqp::BasicDeliver>(*delivered[0].method).delivery_tag, false});
+  // The reject is applied: the dead letter is proposed to dlq, and then the node dies.
+  ASSERT_EQ(store.unapplied(), 1u);
+  store.apply_next(client.broker);
+  ASSERT_EQ(store.unapplied(), 1u);
+  Definitions definitions = client.broker.current_definitions();
+  uint64_t work_group = client.broker.find_virtual_host("/")->find_queue("work")->group;
+  store.crash();
+
+  auto restart = [&](Broker& broker) {
+    broker.set_queue_store(&store);
+    broker.begin_replay();
+    broker.restore_definitions(definitions);
+    store.replay(broker);
+    broker.end_replay();
+    broker.detach_previous_holders();
+    store.apply_all(broker);
+  };
+  auto ready = [](Broker& broker, const std::string& name) {
+    return broker.find_virtual_host("/")->find_queue(name)->machine.ready_count();
+  };
+  Broker second({"/"}, 2);
+  restart(second);
+  EXPECT_EQ(ready(second, "dlq"), 1u);
+  EXPECT_EQ(ready(second, "work"), 0u);
+  EXPECT_EQ(second.find_virtual_host("/")->find_queue("work")->machine.leaving_count(), 0u);
+  // The queue's log ends with the hand-over.
+  const queue::QueueCommand handed_over{0, queue::HandedOverCommand{}};
+  EXPECT_EQ(store.kinds(work_group).back(), handed_over.body.index());
+
+  Broker third({"/"}, 3);
+  restart(third);
+  EXPECT_EQ(ready(third, "dlq"), 1u);  // once: the replayed reject is not dead-lettered again
+  EXPECT_EQ(ready(third, "work"), 0u);
 }
 
 }  // namespace

@@ -73,6 +73,8 @@ struct Queue;
 using CommandDone =
     std::function<void(const std::shared_ptr<Queue>&, const queue::CommandEffects*)>;
 
+struct HandOver;
+
 struct Queue {
   explicit Queue(queue::QueueOptions options) : machine(options) {}
   std::string name;
@@ -107,15 +109,30 @@ struct Queue {
 
   // At-least-once dead-lettering: dead letters that a target refused (it was full) or that
   // routed nowhere stay with their queue and are offered again until every target has them.
-  struct RetainedDeadLetter {
-    queue::MessagePtr message;  // as dead-lettered: x-death added
-    std::string routing_key;
-    std::vector<std::string> extra_keys;
-    std::vector<std::string> accepted_by;  // targets that have it already
-  };
-  std::deque<RetainedDeadLetter> retained_dead_letters;
+  std::deque<std::shared_ptr<HandOver>> retained_dead_letters;
+  // Leaving messages whose targets all have them, for the next HandedOverCommand.
+  std::vector<queue::MessageId> handed_over;
   uint64_t retained_dead_letter_bytes = 0;
   uint64_t dead_letter_retry_at_ms = UINT64_MAX;
+};
+
+// A message on its way from a queue into others: dead-lettered, parked, or released by a delayed
+// exchange. A durable source keeps it leaving (QueueMachine::keep_leaving_messages) until every
+// target has it stored, and only then is it handed over (gone from the source's log too): a crash
+// in between offers it again, so it arrives at least once.
+struct HandOver {
+  std::weak_ptr<Queue> source;
+  VirtualHost* vhost = nullptr;
+  queue::MessageId id;        // leaving the source; 0: the source keeps no record (in memory)
+  queue::MessagePtr message;  // as it arrives: x-death added, or x-delay negated
+  std::string exchange;       // it is routed by this exchange as it is bound at the time
+  std::string routing_key;
+  std::vector<std::string> extra_keys;   // CC keys
+  std::vector<std::string> accepted_by;  // targets that have it already
+  bool dead_letter = false;              // cycles end it (RabbitMQ's rule for dead letters)
+  bool at_least_once = false;            // refused or unrouted: kept and offered again
+  size_t outstanding = 0;                // enqueues not yet answered
+  bool refused = false;                  // by a target in the current offer
 };
 
 // How often a queue offers its retained dead letters again.

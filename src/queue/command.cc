@@ -10,7 +10,7 @@ namespace {
 constexpr uint8_t command_format_version = 1;
 // A message in a command is bounded like a published one (the broker refuses larger).
 constexpr uint64_t message_body_bytes_max = 128ull << 20;
-constexpr uint32_t settle_ids_max = 1u << 20;
+constexpr uint32_t ids_max = 1u << 20;
 
 enum class Kind : uint8_t {
   enqueue = 1,
@@ -22,7 +22,21 @@ enum class Kind : uint8_t {
   purge = 7,
   expire = 8,
   suspend = 9,
+  handed_over = 10,
 };
+
+void write_ids(amqp::WireWriter& out, const std::vector<MessageId>& ids) {
+  out.u32(static_cast<uint32_t>(ids.size()));
+  for (MessageId id : ids) out.u64(id.value);
+}
+
+bool read_ids(amqp::WireReader& in, std::vector<MessageId>& ids) {
+  uint32_t count = in.u32();
+  if (count > ids_max || uint64_t{count} * 8 > in.remaining()) return false;
+  ids.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) ids.push_back(MessageId{in.u64()});
+  return true;
+}
 
 }  // namespace
 
@@ -88,8 +102,7 @@ std::string encode_command(const QueueCommand& command) {
           out.u8(static_cast<uint8_t>(Kind::settle));
           out.u8(static_cast<uint8_t>(body.kind));
           out.u64(body.holder.value);
-          out.u32(static_cast<uint32_t>(body.ids.size()));
-          for (MessageId id : body.ids) out.u64(id.value);
+          write_ids(out, body.ids);
         } else if constexpr (std::is_same_v<T, GetCommand>) {
           out.u8(static_cast<uint8_t>(Kind::get));
           out.u64(body.holder.value);
@@ -102,6 +115,9 @@ std::string encode_command(const QueueCommand& command) {
           out.u8(static_cast<uint8_t>(Kind::suspend));
           out.u64(body.consumer.value);
           out.u8(body.suspend ? 1 : 0);
+        } else if constexpr (std::is_same_v<T, HandedOverCommand>) {
+          out.u8(static_cast<uint8_t>(Kind::handed_over));
+          write_ids(out, body.ids);
         }
       },
       command.body);
@@ -156,12 +172,13 @@ Result<QueueCommand, std::string> decode_command(std::string_view bytes) {
       if (how > 2) return unexpected(std::string("bad settle kind"));
       body.kind = static_cast<SettleKind>(how);
       body.holder.value = in.u64();
-      uint32_t count = in.u32();
-      if (count > settle_ids_max || uint64_t{count} * 8 > in.remaining()) {
-        return unexpected(std::string("bad id count"));
-      }
-      body.ids.reserve(count);
-      for (uint32_t i = 0; i < count; ++i) body.ids.push_back(MessageId{in.u64()});
+      if (!read_ids(in, body.ids)) return unexpected(std::string("bad id count"));
+      command.body = std::move(body);
+      break;
+    }
+    case Kind::handed_over: {
+      HandedOverCommand body;
+      if (!read_ids(in, body.ids)) return unexpected(std::string("bad id count"));
       command.body = std::move(body);
       break;
     }
@@ -244,6 +261,8 @@ CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command,
           } else {
             machine.resume(body.consumer, now, effects.deliveries);
           }
+        } else if constexpr (std::is_same_v<T, HandedOverCommand>) {
+          machine.handed_over(body.ids);
         }
       },
       command.body);

@@ -67,11 +67,15 @@ struct SuspendCommand {
   HolderId consumer;
   bool suspend = true;  // false: resume
 };
+// Leaving messages (QueueMachine::keep_leaving_messages) that every target now has.
+struct HandedOverCommand {
+  std::vector<MessageId> ids;
+};
 
 struct QueueCommand {
   uint64_t time_ms = 0;  // stamped by the leader
   std::variant<EnqueueCommand, AttachCommand, CancelCommand, DetachCommand, SettleCommand,
-               GetCommand, PurgeCommand, ExpireCommand, SuspendCommand>
+               GetCommand, PurgeCommand, ExpireCommand, SuspendCommand, HandedOverCommand>
       body;
 };
 

@@ -35,6 +35,7 @@ std::vector<QueueCommand> one_of_each() {
       {1007, PurgeCommand{}},
       {1008, ExpireCommand{}},
       {1009, SuspendCommand{HolderId{7}, false}},
+      {1010, HandedOverCommand{{MessageId{4}, MessageId{5}}}},
   };
 }
 

@@ -47,7 +47,7 @@ void QueueMachine::put_back(MessageId id, Entry entry) {
 void QueueMachine::return_entry(MessageId id, Entry entry) {
   ++entry.delivery_count;
   if (options_.delivery_limit && entry.delivery_count > *options_.delivery_limit) {
-    remove(std::move(entry), DeadLetterReason::delivery_limit);
+    remove(id, std::move(entry), DeadLetterReason::delivery_limit);
     return;
   }
   put_back(id, std::move(entry));
@@ -81,7 +81,7 @@ void QueueMachine::expire_one(const Expiry& expiry) {
     level.returned.erase(returned);
     --ready_count_;
     ready_body_bytes_ -= entry.body_bytes;
-    remove(std::move(entry), DeadLetterReason::expired);
+    remove(expiry.id, std::move(entry), DeadLetterReason::expired);
     return;
   }
   auto fresh = std::lower_bound(
@@ -97,7 +97,7 @@ void QueueMachine::expire_one(const Expiry& expiry) {
   ++level.tombstones;
   --ready_count_;
   ready_body_bytes_ -= entry.body_bytes;
-  remove(std::move(entry), DeadLetterReason::expired);
+  remove(expiry.id, std::move(entry), DeadLetterReason::expired);
   while (!level.fresh.empty() && level.fresh.front().second.tombstone) {
     level.fresh.pop_front();
     --level.tombstones;
@@ -143,12 +143,40 @@ bool QueueMachine::over_limit(uint64_t extra_count, uint64_t extra_bytes) const 
           ready_body_bytes_ + extra_bytes > *options_.max_length_bytes);
 }
 
-void QueueMachine::remove(Entry entry, std::optional<DeadLetterReason> reason) {
-  drop(size_of(entry));
+void QueueMachine::remove(MessageId id, Entry entry, std::optional<DeadLetterReason> reason) {
   // Past the delivery limit is never a silent drop (the broker parks what has no exchange).
-  if (reason && (options_.dead_letters || *reason == DeadLetterReason::delivery_limit)) {
-    dead_letters_.push_back(DeadLetter{std::move(entry.message), *reason, entry.stored_at});
+  if (!reason || (!options_.dead_letters && *reason != DeadLetterReason::delivery_limit)) {
+    drop(size_of(entry));
+    return;
   }
+  if (!keep_leaving_) {
+    drop(size_of(entry));
+    dead_letters_.push_back(DeadLetter{std::move(entry.message), *reason, entry.stored_at, {}});
+    return;
+  }
+  dead_letters_.push_back(DeadLetter{entry.message, *reason, entry.stored_at, id});
+  evict(entry);  // the log has it, if it is stored
+  leaving_body_bytes_ += entry.body_bytes;
+  leaving_.emplace(id.value, Leaving{std::move(entry), *reason});
+}
+
+void QueueMachine::handed_over(const std::vector<MessageId>& ids) {
+  for (MessageId id : ids) {
+    auto it = leaving_.find(id.value);
+    if (it == leaving_.end()) continue;
+    drop(size_of(it->second.entry));
+    leaving_body_bytes_ -= it->second.entry.body_bytes;
+    leaving_.erase(it);
+  }
+}
+
+std::vector<DeadLetter> QueueMachine::leaving_messages() const {
+  std::vector<DeadLetter> letters;
+  for (const auto& [id, leaving] : leaving_) {
+    letters.push_back(
+        DeadLetter{leaving.entry.message, leaving.reason, leaving.entry.stored_at, MessageId{id}});
+  }
+  return letters;
 }
 
 EnqueueResult QueueMachine::enqueue(MessagePtr message, uint64_t now_ms,
@@ -170,7 +198,15 @@ EnqueueResult QueueMachine::add(MessagePtr message, std::optional<uint64_t> ttl_
   uint64_t body_bytes = message->body.size();
   if (options_.overflow != Overflow::drop_head && over_limit(1, body_bytes)) {
     if (options_.overflow == Overflow::reject_publish_dlx && options_.dead_letters) {
-      dead_letters_.push_back(DeadLetter{std::move(message), DeadLetterReason::maxlen, stored_at});
+      // Never in the queue, but it leaves through it: an id of its own when it is kept leaving.
+      MessageId id{keep_leaving_ ? next_id_++ : 0};
+      hold(body_bytes + message_overhead_bytes);
+      Entry entry;
+      entry.priority = message->properties.priority.value_or(0);
+      entry.message = std::move(message);
+      entry.stored_at = stored_at;
+      entry.body_bytes = static_cast<uint32_t>(body_bytes);
+      remove(id, std::move(entry), DeadLetterReason::maxlen);
     }
     return EnqueueResult::rejected;
   }
@@ -199,7 +235,8 @@ EnqueueResult QueueMachine::add(MessagePtr message, std::optional<uint64_t> ttl_
   }
   // drop-head: the oldest ready messages make room (reference §11.4).
   while (ready_count_ > 0 && over_limit(0, 0)) {
-    remove(take_next().second, DeadLetterReason::maxlen);
+    auto [oldest, head] = take_next();
+    remove(oldest, std::move(head), DeadLetterReason::maxlen);
   }
   // A TTL of 0: gone unless a consumer took it at once.
   expire_due();
@@ -321,7 +358,7 @@ void QueueMachine::discard(HolderId holder, const std::vector<MessageId>& ids, u
   Consumer* consumer = find_consumer(holder);
   for (MessageId id : ids) {
     if (auto entry = take_checked_out(holder, id, consumer)) {
-      remove(std::move(*entry), DeadLetterReason::rejected);
+      remove(id, std::move(*entry), DeadLetterReason::rejected);
     }
   }
   deliver(deliveries);

@@ -71,6 +71,8 @@ struct DeadLetter {
   MessagePtr message;  // null when on disk only, as in Delivery
   DeadLetterReason reason;
   uint64_t stored_at = 0;
+  // Set when the queue keeps it as leaving until handed_over() (keep_leaving_messages): 0 else.
+  MessageId id;
 };
 
 // Fixed at declaration, from the queue's arguments.
@@ -130,6 +132,18 @@ class QueueMachine {
   // next to be delivered); the others, and every checked-out one, keep just an index entry.
   // Default: all stay. Changes nothing the queue decides, only its memory.
   void keep_bodies_of(size_t count) { body_cache_count_ = count; }
+  // A queue on a log hands a message over to where it goes next (dead-letter targets, a delayed
+  // exchange's destinations) through two logs: the message stays here, "leaving" (in the
+  // snapshot too), until handed_over() says every target has it. Until then it is nowhere a
+  // consumer sees it and counts as no ready or checked-out message. Default: off (a dead letter
+  // is gone from the queue once taken).
+  void keep_leaving_messages() { keep_leaving_ = true; }
+  // Leaving messages that have arrived where they go: gone for good. Unknown ids are ignored.
+  void handed_over(const std::vector<MessageId>& ids);
+  // Every message still leaving, oldest first, as the dead letters they were (after a restart:
+  // their hand-over starts again).
+  std::vector<DeadLetter> leaving_messages() const;
+  size_t leaving_count() const { return leaving_.size(); }
 
   AttachResult attach(HolderId consumer, ConsumerOptions options, uint64_t now_ms,
                       std::vector<Delivery>& deliveries);
@@ -173,7 +187,8 @@ class QueueMachine {
 
   // The whole state, every live message with its body, as a Raft snapshot of the queue's group
   // (queue/queue_snapshot.cc). `load` reads back the body of a message that left memory (null:
-  // it cannot, and neither can the snapshot be made). Dead letters not yet taken are not in it.
+  // it cannot, and neither can the snapshot be made). Leaving messages are in it; dead letters
+  // not yet taken, of a queue that keeps none leaving, are not.
   // Once it is made, the live messages are held in memory, as a restored queue holds them: the
   // log they were stored in is about to be released.
   using BodyLoader = std::function<MessagePtr(uint64_t stored_at)>;
@@ -184,8 +199,8 @@ class QueueMachine {
   // What the live messages (ready and checked out) would hold in memory with their bodies, as
   // after a snapshot: bodies and each message's overhead.
   uint64_t live_bytes() const {
-    return ready_body_bytes_ + checked_out_body_bytes_ +
-           (ready_count_ + checked_out_.size()) * message_overhead_bytes;
+    return ready_body_bytes_ + checked_out_body_bytes_ + leaving_body_bytes_ +
+           (ready_count_ + checked_out_.size() + leaving_.size()) * message_overhead_bytes;
   }
 
   size_t ready_count() const { return ready_count_; }
@@ -295,7 +310,14 @@ class QueueMachine {
   void clear_state();
   std::vector<DeadLetter> dead_letters_;
   bool over_limit(uint64_t extra_count, uint64_t extra_bytes) const;
-  void remove(Entry entry, std::optional<DeadLetterReason> reason);
+  void remove(MessageId id, Entry entry, std::optional<DeadLetterReason> reason);
+  struct Leaving {
+    Entry entry;
+    DeadLetterReason reason = DeadLetterReason::rejected;
+  };
+  bool keep_leaving_ = false;
+  std::map<uint64_t, Leaving> leaving_;  // by MessageId value
+  uint64_t leaving_body_bytes_ = 0;
   std::unordered_map<uint64_t, CheckedOut> checked_out_;  // by MessageId value
   std::vector<Consumer> consumers_;                       // in attach order
   size_t round_robin_next_ = 0;

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
+
 namespace hamq::queue {
 namespace {
 
@@ -587,6 +590,86 @@ TEST(QueueMachineDeliveryLimit, WithoutALimitMessagesComeBackForever) {
   }
   EXPECT_EQ(out.back().delivery_count, 100u);
   EXPECT_FALSE(q.has_dead_letters());
+}
+
+// A queue on a log keeps each dead letter "leaving" until the broker says its targets have it:
+// out of sight of consumers, in memory as an index, and given back by leaving_messages().
+TEST(QueueMachineHandOver, ADeadLetterStaysLeavingUntilHandedOver) {
+  QueueMachine q({.max_length = 2, .overflow = Overflow::reject_publish_dlx, .dead_letters = true});
+  q.keep_bodies_of(0);
+  q.keep_leaving_messages();
+  std::vector<Delivery> out;
+  q.attach(alice, {.prefetch_count = 1}, 0, out);
+  q.enqueue(message("rejected"), 0, out, 11);  // to alice
+  auto expiring = std::make_shared<Message>();
+  expiring->body = "expires";
+  expiring->properties.expiration = "100";
+  MessagePtr expires = expiring;
+  q.enqueue(expires, 0, out, 12);
+  q.enqueue(message("held"), 0, out, 13);  // the queue is full
+  EXPECT_EQ(q.enqueue(message(std::string(1000, 'x')), 0, out, 14), EnqueueResult::rejected);
+  q.expire(150, out);
+  ASSERT_EQ(out.size(), 1u);
+  q.discard(alice, {out[0].id}, 150, out);  // and "held" goes to alice
+  ASSERT_EQ(out.size(), 2u);
+  auto dead = q.take_dead_letters();
+  ASSERT_EQ(dead.size(), 3u);
+  std::vector<uint64_t> ids;
+  for (const auto& d : dead) {
+    EXPECT_NE(d.id.value, 0u);
+    EXPECT_NE(d.stored_at, 0u);  // each carries where its body is
+    ids.push_back(d.id.value);
+  }
+  EXPECT_EQ(dead[0].stored_at, 14u);
+  EXPECT_EQ(dead[0].reason, DeadLetterReason::maxlen);
+  EXPECT_EQ(dead[1].reason, DeadLetterReason::expired);
+  EXPECT_EQ(dead[2].reason, DeadLetterReason::rejected);
+  EXPECT_EQ(q.leaving_count(), 3u);
+  EXPECT_EQ(q.ready_count(), 0u);
+  EXPECT_EQ(q.checked_out_count(), 1u);
+  // Bodies on disk only: each leaving message is held as its index.
+  EXPECT_EQ(q.held_bytes(), 4 * message_overhead_bytes);
+  EXPECT_EQ(q.live_bytes(), 4 * message_overhead_bytes + 1000 + 8 + 7 + 4);
+
+  // A snapshot carries them; the restored queue still has them leaving, with their reasons.
+  std::map<uint64_t, MessagePtr> log{{11, message("rejected")},
+                                     {12, expires},
+                                     {13, message("held")},
+                                     {14, message(std::string(1000, 'x'))}};
+  auto bytes = q.snapshot([&](uint64_t at) { return log.at(at); });
+  ASSERT_TRUE(bytes.ok()) << bytes.error();
+  QueueMachine restored;
+  ASSERT_TRUE(restored.restore(*bytes).ok());
+  auto again = restored.leaving_messages();
+  ASSERT_EQ(again.size(), 3u);
+  std::vector<uint64_t> ids_again;
+  for (const auto& d : again) ids_again.push_back(d.id.value);
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids_again, ids);
+  EXPECT_EQ(again[0].message->body, "rejected");
+  EXPECT_EQ(again[0].reason, DeadLetterReason::rejected);
+
+  q.handed_over({dead[0].id, dead[1].id, MessageId{999}});
+  EXPECT_EQ(q.leaving_count(), 1u);
+  EXPECT_EQ(q.leaving_messages()[0].id, dead[2].id);
+  q.handed_over({dead[2].id});
+  EXPECT_EQ(q.leaving_count(), 0u);
+  std::vector<Delivery> none;
+  q.settle(alice, {out[1].id}, 300, none);
+  EXPECT_EQ(q.held_bytes(), 0u);
+}
+
+TEST(QueueMachineHandOver, WithoutItADeadLetterIsGoneOnceTaken) {
+  QueueMachine q({.dead_letters = true});
+  std::vector<Delivery> out;
+  q.attach(alice, {}, 0, out);
+  q.enqueue(message("a"), 0, out, 5);
+  q.discard(alice, {out[0].id}, 0, out);
+  auto dead = q.take_dead_letters();
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].id.value, 0u);
+  EXPECT_EQ(q.leaving_count(), 0u);
+  EXPECT_EQ(q.held_bytes(), 0u);
 }
 
 }  // namespace

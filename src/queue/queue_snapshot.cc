@@ -2,9 +2,10 @@
 //
 // Layout (integers big-endian, as on the AMQP wire): a format version; the next message id, the
 // queue's time and the round-robin position; the consumers (id, prefetch, priority, flags, how
-// many they hold); then every live message: where it is (fresh in a level, returned, or checked
-// out to a holder), its id, delivery count, expiry time and the message itself (command.h's
-// encoding). Levels, tombstones, the expiry heap and the byte counts are rebuilt on restore.
+// many they hold); then every live message: where it is (fresh in a level, returned, checked
+// out to a holder, or leaving for another queue, followed by why), its id, delivery count, expiry
+// time and the message itself (command.h's encoding). Levels, tombstones, the expiry heap and the
+// byte counts are rebuilt on restore.
 #include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
@@ -18,7 +19,7 @@ namespace hamq::queue {
 namespace {
 
 constexpr uint8_t snapshot_format_version = 1;
-enum class Place : uint8_t { fresh = 0, returned = 1, checked_out = 2 };
+enum class Place : uint8_t { fresh = 0, returned = 1, checked_out = 2, leaving = 3 };
 constexpr uint8_t consumer_no_ack = 1, consumer_exclusive = 2, consumer_suspended = 4;
 
 }  // namespace
@@ -43,6 +44,7 @@ Result<std::string, std::string> QueueMachine::snapshot(const BodyLoader& load) 
     for (auto& [id, entry] : level.returned) take_in(id, entry);
   }
   for (auto& [id, checked_out] : checked_out_) take_in(MessageId{id}, checked_out.entry);
+  for (auto& [id, leaving] : leaving_) take_in(MessageId{id}, leaving.entry);
   if (!failure.empty()) return unexpected(failure);
 
   std::vector<uint8_t> bytes;
@@ -88,6 +90,10 @@ Result<std::string, std::string> QueueMachine::snapshot(const BodyLoader& load) 
     const CheckedOut& checked_out = checked_out_.at(id);
     write(Place::checked_out, MessageId{id}, checked_out.holder, checked_out.entry);
   }
+  for (const auto& [id, leaving] : leaving_) {
+    write(Place::leaving, MessageId{id}, {}, leaving.entry);
+    entry_out.u8(static_cast<uint8_t>(leaving.reason));
+  }
   out.u32(count);
   out.bytes(entries);
   return std::string(bytes.begin(), bytes.end());
@@ -97,6 +103,8 @@ void QueueMachine::clear_state() {
   drop(held_bytes_);
   for (Level& level : levels_) level = Level{};
   checked_out_.clear();
+  leaving_.clear();
+  leaving_body_bytes_ = 0;
   consumers_.clear();
   expiries_.clear();
   dead_letters_.clear();
@@ -191,6 +199,17 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
         checked_out_body_bytes_ += entry.body_bytes;
         checked_out_.emplace(id.value, CheckedOut{holder, std::move(entry)});
         break;
+      case Place::leaving: {
+        uint8_t reason = in.u8();
+        if (in.failed()) return fail("truncated");
+        if (reason > static_cast<uint8_t>(DeadLetterReason::delivery_limit)) {
+          return fail("bad reason");
+        }
+        leaving_body_bytes_ += entry.body_bytes;
+        leaving_.emplace(id.value,
+                         Leaving{std::move(entry), static_cast<DeadLetterReason>(reason)});
+        break;
+      }
       default:
         return fail("bad place");
     }

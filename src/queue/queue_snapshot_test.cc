@@ -162,6 +162,7 @@ TEST(QueueSnapshot, ABodyThatCannotBeReadFailsTheSnapshot) {
 // (tools/make_log_entry_corpora.sh).
 TEST(QueueSnapshot, FuzzSeedsAreSnapshotsOfARun) {
   QueueMachine q(options());
+  q.keep_leaving_messages();
   std::vector<Delivery> out;
   std::vector<std::string> seeds;
   auto no_log = [](uint64_t) -> MessagePtr { return nullptr; };
@@ -173,7 +174,10 @@ TEST(QueueSnapshot, FuzzSeedsAreSnapshotsOfARun) {
   q.suspend(bob);
   q.requeue(alice, {out[0].id}, 30, out);
   seeds.push_back(*q.snapshot(no_log));
-  EXPECT_EQ(seeds.size(), 3u);
+  q.discard(alice, {out[1].id}, 40, out);  // leaving for the dead-letter exchange
+  ASSERT_EQ(q.leaving_count(), 1u);
+  seeds.push_back(*q.snapshot(no_log));
+  EXPECT_EQ(seeds.size(), 4u);
   const char* dir = std::getenv("HAMQ_WRITE_QUEUE_SNAPSHOT_CORPUS");
   if (dir == nullptr) return;
   std::filesystem::create_directories(dir);

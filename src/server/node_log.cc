@@ -101,7 +101,7 @@ bool NodeLog::settle(const std::function<bool()>& done) {
   int idle_rounds = 0;
   auto last_progress = std::chrono::steady_clock::now();
   for (;;) {
-    size_t taken = host_->process();
+    size_t taken = process_host();
     take_results();
     if (done()) return true;
     if (failed()) return false;
@@ -181,8 +181,14 @@ void NodeLog::take_results() {
   for (const storage::FlushResult& result : results) host_->on_flushed(result);
 }
 
+size_t NodeLog::process_host() {
+  size_t taken = host_->process();
+  if (broker_ != nullptr) broker_->flush_hand_overs();
+  return taken;
+}
+
 void NodeLog::process() {
-  host_->process();
+  process_host();
   if (writer_ && wal_->has_pending()) writer_->notify();
   if (failed() && !failure_reported_) {
     failure_reported_ = true;

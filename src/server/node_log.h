@@ -91,6 +91,8 @@ class NodeLog final : public broker::QueueStore {
   // Completes the Readies whose writes the writer made durable.
   void take_results();
   void schedule_process();
+  // The groups' Readies, then the hand-overs those finished proposed (Broker::flush_hand_overs).
+  size_t process_host();
 
   std::unique_ptr<storage::FileSystem> fs_;
   std::unique_ptr<storage::Wal> wal_;

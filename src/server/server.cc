@@ -432,6 +432,7 @@ Result<void, std::string> Server::start() {
   broker.set_queue_store(&node_log);
   node_log.set_broker(&broker);
   const broker::Definitions kept = impl_->metadata->definitions();
+  broker.begin_replay();
   broker.restore_definitions(kept);
   // Each durable queue's log replays onto its queue; then what the previous life's consumers
   // held is theirs no more (ready again, redelivered).
@@ -439,6 +440,8 @@ Result<void, std::string> Server::start() {
   if (!node_log.open_queue_groups(broker.queue_groups())) {
     return unexpected(std::string("cannot replay the queues' logs: the write-ahead log failed"));
   }
+  // Messages still leaving a queue for another are offered again (at least once).
+  broker.end_replay();
   broker.detach_previous_holders();
   if (!node_log.settle([&broker] { return broker.pending_command_count() == 0; })) {
     return unexpected(std::string("cannot settle the queues' logs: the write-ahead log failed"));

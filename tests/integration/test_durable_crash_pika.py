@@ -7,6 +7,13 @@ end the queue is drained and three counts must be zero:
 - duplicated without redelivered: delivered again without the redelivered flag (a duplicate is
   allowed only as a redelivery, after an ack the crash took with it).
 
+Consumers reject one message in seven (requeue=false): those are dead-lettered into a second
+durable queue, which its own consumer drains. Every confirmed message of that kind must arrive
+there (dead-lettering is at-least-once: the message leaves its queue only once the dead-letter
+queue has it), so a fourth count must be zero too:
+
+- dead letters lost: confirmed, meant to be rejected, never delivered from the dead-letter queue.
+
 The suite runs HAMQ_CRASH_KILLS kills (20 by default). The soak, documented in
 docs/durable-queues.md, runs 200 or more:
 
@@ -26,6 +33,8 @@ import pytest
 from hamq_server import HamqServer
 
 QUEUE = "crash-test"
+DEAD_LETTERS = "crash-test-dead-letters"
+QUEUE_ARGUMENTS = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": DEAD_LETTERS}
 PUBLISHERS = 2
 CONSUMERS = 2
 CLIENT_ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -40,6 +49,7 @@ class Ledger:
         self.confirmed = set()
         self.nacked = 0
         self.deliveries = []  # (id, redelivered) in the order consumers saw them
+        self.dead_letters = []  # ids delivered from the dead-letter queue
 
     def summary(self):
         with self.lock:
@@ -49,6 +59,8 @@ class Ledger:
                 if message_id in seen and not redelivered:
                     duplicated_without_redelivered += 1
                 seen.add(message_id)
+            dead = set(self.dead_letters)
+            meant_dead = {m for m in self.confirmed if rejected(m)}
             return {
                 "published": len(self.attempted),
                 "confirmed": len(self.confirmed),
@@ -57,7 +69,17 @@ class Ledger:
                 "lost": len(self.confirmed - seen),
                 "unexpected": len(seen - self.attempted),
                 "duplicated_without_redelivered": duplicated_without_redelivered,
+                "dead_letters": len(self.dead_letters),
+                "dead_letters_lost": len(meant_dead - dead),
+                "dead_letters_unexpected": len({m for m in dead if not rejected(m)} |
+                                               (dead - self.attempted)),
+                "dead_letters_twice": len(self.dead_letters) - len(dead),
             }
+
+
+def rejected(message_id):
+    """Whether consumers reject this message (one in seven), so that it is dead-lettered."""
+    return int(message_id.rsplit("-", 1)[1]) % 7 == 3
 
 
 def connect(server):
@@ -74,7 +96,7 @@ def publisher(server, ledger, number, stop):
         try:
             connection = connect(server)
             channel = connection.channel()
-            channel.queue_declare(QUEUE, durable=True)
+            declare(channel)
             channel.confirm_delivery()
             while not stop.is_set():
                 message_id = "p%d-%d" % (number, sequence)
@@ -95,17 +117,26 @@ def publisher(server, ledger, number, stop):
             time.sleep(0.05)  # the broker is down: try again
 
 
+def declare(channel):
+    channel.queue_declare(DEAD_LETTERS, durable=True)
+    channel.queue_declare(QUEUE, durable=True, arguments=QUEUE_ARGUMENTS)
+
+
 def consumer(server, ledger, stop):
     while not stop.is_set():
         try:
             connection = connect(server)
             channel = connection.channel()
-            channel.queue_declare(QUEUE, durable=True)
+            declare(channel)
             channel.basic_qos(prefetch_count=50)
 
             def on_message(ch, method, properties, body):
+                message_id = body.decode()
                 with ledger.lock:
-                    ledger.deliveries.append((body.decode(), method.redelivered))
+                    ledger.deliveries.append((message_id, method.redelivered))
+                if rejected(message_id):
+                    ch.basic_reject(method.delivery_tag, requeue=False)
+                    return
                 # Some acks go one by one, some many at a time.
                 if random.random() < 0.7 or method.delivery_tag % 10 == 0:
                     ch.basic_ack(method.delivery_tag, multiple=True)
@@ -118,14 +149,41 @@ def consumer(server, ledger, stop):
             time.sleep(0.05)
 
 
-def queue_state(server):
-    """(ready messages, consumers) of the queue."""
+def dead_letter_consumer(server, ledger, stop):
+    while not stop.is_set():
+        try:
+            connection = connect(server)
+            channel = connection.channel()
+            declare(channel)
+            channel.basic_qos(prefetch_count=50)
+
+            def on_message(ch, method, properties, body):
+                with ledger.lock:
+                    ledger.dead_letters.append(body.decode())
+                ch.basic_ack(method.delivery_tag)
+
+            channel.basic_consume(DEAD_LETTERS, on_message)
+            while not stop.is_set():
+                connection.process_data_events(time_limit=0.05)
+            connection.close()
+        except CLIENT_ERRORS:
+            time.sleep(0.05)
+
+
+def queue_state(server, queue=QUEUE):
+    """(ready messages, consumers) of a queue."""
     connection = connect(server)
     try:
-        method = connection.channel().queue_declare(QUEUE, passive=True).method
+        method = connection.channel().queue_declare(queue, passive=True).method
         return method.message_count, method.consumer_count
     finally:
         connection.close()
+
+
+def drained(server, ledger):
+    summary = ledger.summary()
+    return (queue_state(server)[0] == 0 and queue_state(server, DEAD_LETTERS)[0] == 0 and
+            summary["lost"] == 0 and summary["dead_letters_lost"] == 0)
 
 
 @pytest.fixture
@@ -146,6 +204,8 @@ def test_sigkill_at_random_moments_loses_nothing_confirmed(server):
                for n in range(PUBLISHERS)]
     threads += [threading.Thread(target=consumer, args=(server, ledger, stop_consuming))
                 for _ in range(CONSUMERS)]
+    threads.append(threading.Thread(target=dead_letter_consumer,
+                                    args=(server, ledger, stop_consuming)))
     for thread in threads:
         thread.start()
     try:
@@ -158,9 +218,9 @@ def test_sigkill_at_random_moments_loses_nothing_confirmed(server):
         stop_publishing.set()
         # Drain: the consumers take what is left.
         deadline = time.monotonic() + 60
-        while queue_state(server)[0] > 0 or len(ledger.deliveries) < len(ledger.confirmed):
-            assert time.monotonic() < deadline, "the queue did not drain: %s, (ready, consumers) %s" % (
-                ledger.summary(), queue_state(server))
+        while not drained(server, ledger):
+            assert time.monotonic() < deadline, "the queues did not drain: %s, (ready, consumers) %s %s" % (
+                ledger.summary(), queue_state(server), queue_state(server, DEAD_LETTERS))
             time.sleep(0.2)
         time.sleep(0.5)  # acks in flight land
     finally:
@@ -174,4 +234,7 @@ def test_sigkill_at_random_moments_loses_nothing_confirmed(server):
     assert summary["lost"] == 0, summary
     assert summary["unexpected"] == 0, summary
     assert summary["duplicated_without_redelivered"] == 0, summary
+    assert summary["dead_letters"] > 0, "nothing was dead-lettered: %s" % summary
+    assert summary["dead_letters_lost"] == 0, summary
+    assert summary["dead_letters_unexpected"] == 0, summary
     assert collections.Counter(d for d, _ in ledger.deliveries)  # something was consumed

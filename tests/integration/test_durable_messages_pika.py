@@ -249,3 +249,40 @@ def test_delayed_messages_of_a_durable_delayed_exchange_survive_sigkill(server):
     wait_until(connection, lambda: len(got) == 3)
     assert got == [b"d1", b"d2", b"d0"]  # in the order they fell due
     connection.close()
+
+
+def test_messages_moved_to_other_queues_arrive_once_across_restarts(server):
+    # A rejected message moves to its dead-letter queue, a delayed one to its queue when due;
+    # each leaves its first queue only once the second has it. The logs replayed at a restart do
+    # not move them again.
+    connection = connect(server)
+    channel = connection.channel()
+    channel.queue_declare("dead", durable=True)
+    channel.queue_declare("work", durable=True, arguments={
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"})
+    channel.exchange_declare("soon", "x-delayed-message", durable=True,
+                             arguments={"x-delayed-type": "direct"})
+    channel.queue_declare("due", durable=True)
+    channel.queue_bind("due", "soon", "k")
+    channel.confirm_delivery()
+    for i in range(3):
+        channel.basic_publish("", "work", b"w%d" % i, pika.BasicProperties(delivery_mode=2))
+        channel.basic_publish("soon", "k", b"s%d" % i,
+                              pika.BasicProperties(delivery_mode=2, headers={"x-delay": 100}))
+    for _ in range(3):
+        method, _, _ = channel.basic_get("work")
+        channel.basic_reject(method.delivery_tag, requeue=False)
+    wait_until(connection, lambda: channel.queue_declare("due", passive=True).method.message_count == 3)
+    wait_until(connection, lambda: channel.queue_declare("dead", passive=True).method.message_count == 3)
+    connection.close()
+
+    # After the first restart each is there once; consumed, none comes back after the second.
+    for dead, due in [([b"w0", b"w1", b"w2"], [b"s0", b"s1", b"s2"]), ([], [])]:
+        server.kill()
+        server.start()
+        connection = connect(server)
+        channel = connection.channel()
+        assert [body for body, _ in drain(channel, "dead")] == dead
+        assert [body for body, _ in drain(channel, "due")] == due
+        assert channel.queue_declare("work", passive=True).method.message_count == 0
+        connection.close()
