@@ -339,13 +339,20 @@ void Broker::wait_for_flow(BlockedPublisher* publisher, const Queue* queue) {
 void Broker::check_flow(const Queue& queue) {
   auto it = flow_waiters_.find(&queue);
   if (it == flow_waiters_.end()) return;
-  if (queue.machine.ready_count() >= queue_flow_ready_low && queue.machine.consumer_count() > 0) {
+  if (queue.pending_commands.size() >= queue_flow_pending_low ||
+      queue.pending_bytes >= queue_flow_pending_bytes_low) {
     return;
   }
-  if (queue.pending_commands.size() >= queue_flow_pending_low) return;
-  auto waiters = std::move(it->second);
-  flow_waiters_.erase(it);
-  for (BlockedPublisher* publisher : waiters) publisher->flow_released(&queue);
+  bool backlog =
+      queue.machine.ready_count() >= queue_flow_ready_low && queue.machine.consumer_count() > 0;
+  std::vector<BlockedPublisher*> released;
+  std::erase_if(it->second, [&](BlockedPublisher* publisher) {
+    if (backlog && !publisher->consumes_from(queue)) return false;
+    released.push_back(publisher);
+    return true;
+  });
+  if (it->second.empty()) flow_waiters_.erase(it);
+  for (BlockedPublisher* publisher : released) publisher->flow_released(&queue);
 }
 
 void Broker::forget_publisher(BlockedPublisher* publisher) {
@@ -615,13 +622,16 @@ void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, Command
     run(queue, command, done, 0);
     return;
   }
-  auto index = queue_store_->propose(queue->group, queue::encode_command(command));
+  std::string encoded = queue::encode_command(command);
+  uint64_t bytes = encoded.size();
+  auto index = queue_store_->propose(queue->group, std::move(encoded));
   if (!index) {
     if (done) done(queue, nullptr);
     return;
   }
-  queue->pending_commands.emplace(*index,
-                                  Queue::PendingCommand{std::move(command), std::move(done)});
+  queue->pending_bytes += bytes;
+  queue->pending_commands.emplace(
+      *index, Queue::PendingCommand{std::move(command), std::move(done), bytes});
 }
 
 void Broker::run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,
@@ -642,11 +652,13 @@ void Broker::apply_queue_entry(uint64_t group, uint64_t index, std::string_view 
   // A proposal below this index that never came back was replaced (a new leader): not done.
   while (!pending.empty() && pending.begin()->first < index) {
     auto node = pending.extract(pending.begin());
+    queue->pending_bytes -= node.mapped().bytes;
     if (node.mapped().done) node.mapped().done(queue, nullptr);
   }
   if (!pending.empty() && pending.begin()->first == index) {
     // Proposed here: run the command as it was made (the same bytes are in the log).
     auto node = pending.extract(pending.begin());
+    queue->pending_bytes -= node.mapped().bytes;
     run(queue, node.mapped().command, node.mapped().done, index);
   } else if (auto command = queue::decode_command(data); command.ok()) {
     run(queue, *command, {}, index);
@@ -708,6 +720,7 @@ void Broker::fail_pending_commands() {
 void Broker::finish_pending_commands(const QueuePtr& queue, const queue::CommandEffects* effects) {
   auto pending = std::move(queue->pending_commands);
   queue->pending_commands.clear();
+  queue->pending_bytes = 0;
   for (auto& [index, command] : pending) {
     if (command.done) command.done(queue, effects);
   }

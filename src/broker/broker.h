@@ -32,6 +32,10 @@ constexpr size_t queue_flow_ready_low = 2048;
 // read until they are down to the low mark (the disk is slower than the network).
 constexpr size_t queue_flow_pending_high = 8192;
 constexpr size_t queue_flow_pending_low = 4096;
+// The same in bytes of those commands (large messages): the log takes at most 64 MiB that are
+// not yet committed, and refuses more.
+constexpr uint64_t queue_flow_pending_bytes_high = 16 << 20;
+constexpr uint64_t queue_flow_pending_bytes_low = 8 << 20;
 // A durable queue keeps the bodies of this many of its next ready messages in memory; the
 // others wait on disk, an index entry each in memory.
 constexpr size_t durable_queue_cached_bodies = 256;
@@ -50,6 +54,9 @@ class BlockedPublisher {
   virtual ~BlockedPublisher() = default;
   virtual void unblock() = 0;
   virtual void flow_released(const Queue* queue) = 0;
+  // A publisher that consumes from the queue too waits only for its log, never for its backlog
+  // (that would wait for its own acks).
+  virtual bool consumes_from(const Queue& queue) const = 0;
 };
 
 // What a queue delivers to: a channel's consumer.

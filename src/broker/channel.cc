@@ -777,8 +777,10 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
                      if (channel != nullptr && id != 0) channel->publish_answered(id, effects);
                    });
     const auto& machine = queue->machine;
-    if ((machine.ready_count() > queue_flow_ready_high && machine.consumer_count() > 0) ||
-        queue->pending_commands.size() > queue_flow_pending_high) {
+    bool log_behind = queue->pending_commands.size() > queue_flow_pending_high ||
+                      queue->pending_bytes > queue_flow_pending_bytes_high;
+    if (log_behind || (machine.ready_count() > queue_flow_ready_high &&
+                       machine.consumer_count() > 0 && !connection_.consumes_from(*queue))) {
       connection_.throttle(queue);
     }
   }

@@ -163,12 +163,15 @@ void Connection::run_deferred(uint64_t now_ms) {
   process_input(now_ms);  // held-back frames, if any; then confirms go out
 }
 
+bool Connection::consumes_from(const Queue& queue) const {
+  for (const auto& [number, channel] : channels_) {
+    if (channel->consumes_from(queue)) return true;
+  }
+  return false;
+}
+
 void Connection::throttle(const QueuePtr& queue) {
   if (std::find(flow_waits_.begin(), flow_waits_.end(), queue.get()) != flow_waits_.end()) return;
-  // A connection that also consumes from the queue must stay readable to ack.
-  for (auto& [number, channel] : channels_) {
-    if (channel->consumes_from(*queue)) return;
-  }
   flow_waits_.push_back(queue.get());
   broker_.wait_for_flow(this, queue.get());
 }

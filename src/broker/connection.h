@@ -133,7 +133,9 @@ class Connection : public BlockedPublisher {
   // BlockedPublisher
   void unblock() override;
   void flow_released(const Queue* queue) override;
-  // A channel published to a queue whose consumers are not keeping up.
+  bool consumes_from(const Queue& queue) const override;
+  // A channel published to a queue whose consumers, or whose log, are not keeping up: reading
+  // pauses until the broker releases it (Broker::check_flow).
   void throttle(const QueuePtr& queue);
 
   State state() const { return state_; }

@@ -204,6 +204,25 @@ TEST_F(DurableQueue, ASnapshotCarriesTheLiveMessagesForwardToReplaceTheLog) {
   EXPECT_EQ(out.front().message->body, std::string(1000, 'a'));
 }
 
+// Found under load: a connection that publishes large messages and consumes from the same queue
+// was never paused while the log fell behind, until the log refused proposals (64 MiB not yet
+// committed) and the messages were dropped. Waiting for the log never needs the connection's own
+// acks, so it pauses too, and reads again once the log caught up.
+TEST_F(DurableQueue, APublisherThatAlsoConsumesWaitsForALogThatFellBehind) {
+  client.send(1, amqp::BasicConsume{0, "jobs", "c", true, false, false, false, {}});
+  client.expect<amqp::BasicConsumeOk>(1);
+  const std::string body(64 * 1024, 'b');
+  int published = 0;
+  while (!client.connection.reading_paused() && published < 1000) {
+    client.publish(1, "", "jobs", body);
+    ++published;
+  }
+  EXPECT_TRUE(client.connection.reading_paused());
+  EXPECT_LE(published * body.size(), (queue_flow_pending_bytes_high + 2 * body.size()));
+  apply();
+  EXPECT_FALSE(client.connection.reading_paused());
+}
+
 // Dead-lettering from a durable queue is a hand-over through two logs: the message leaves its
 // queue (HandedOverCommand) only after the dead-letter queue's log has it. A crash in between
 // offers it again after the restart; a restart after the hand-over does not offer it twice.

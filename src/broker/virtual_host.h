@@ -91,8 +91,10 @@ struct Queue {
   struct PendingCommand {
     queue::QueueCommand command;
     CommandDone done;
+    uint64_t bytes = 0;  // in the log
   };
   std::map<uint64_t, PendingCommand> pending_commands;
+  uint64_t pending_bytes = 0;
   // Bytes of its log applied since its last snapshot (see Broker::maybe_snapshot).
   uint64_t log_bytes_since_snapshot = 0;
   uint64_t applied_index = 0;        // the last entry of its log applied
