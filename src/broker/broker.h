@@ -39,13 +39,19 @@ constexpr uint64_t queue_flow_pending_bytes_low = 8 << 20;
 // A durable queue keeps the bodies of this many of its next ready messages in memory; the
 // others wait on disk, an index entry each in memory.
 constexpr size_t durable_queue_cached_bodies = 256;
-// A durable queue snapshots its state (every live message with its body) once this many bytes
-// of its log were applied since the last snapshot (by default; set_queue_snapshot_log_bytes), if
-// its live messages would hold at most queue_snapshot_live_bytes_max in memory with their bodies
-// (a snapshot brings them back into memory): the log up to there is released, however out of
-// order the acks were, and the few live messages are carried forward in the snapshot.
+// A durable queue snapshots its state once this many bytes of its log were applied since the
+// last snapshot (by default; set_queue_snapshot_log_bytes), and at least queue_snapshot_log_ratio
+// times what its last snapshot took (so snapshots write at most a quarter of what the log does).
+// Its oldest live messages, up to queue_snapshot_carried_bytes_default with their bodies (a
+// snapshot brings them back into memory), are carried forward in it; the others are references to
+// the log entries holding their bodies, which the log keeps. The log before those is released,
+// however out of order the acks were: one old unacknowledged message does not pin it.
 constexpr uint64_t queue_snapshot_log_bytes_default = 32 << 20;
-constexpr uint64_t queue_snapshot_live_bytes_max = 8 << 20;
+constexpr uint64_t queue_snapshot_log_ratio = 4;
+constexpr uint64_t queue_snapshot_carried_bytes_default = 8 << 20;
+// A snapshot must fit one log record (64 MiB): a queue whose snapshot would be larger (about a
+// million messages) does not snapshot.
+constexpr uint64_t queue_snapshot_bytes_max = 48 << 20;
 
 // A connection that the memory alarm or flow control stopped reading, to be told when it may
 // read again.
@@ -100,8 +106,10 @@ class QueueStore {
   // The command applied at `index` of the group's log, as it was proposed; nothing if it cannot
   // be read (damaged, or released).
   virtual std::optional<std::string> read(uint64_t group, uint64_t index) const = 0;
-  // The queue's state after the entry at `index`, to replace the log up to there.
-  virtual void compact(uint64_t group, uint64_t index, std::string snapshot) = 0;
+  // The queue's state after the entry at `index`, to replace the log up to there; the entries
+  // from `retain_from` (0: none) up to `index` stay readable (the state refers to them).
+  virtual void compact(uint64_t group, uint64_t index, std::string snapshot,
+                       uint64_t retain_from) = 0;
 };
 
 class Broker {
@@ -214,6 +222,7 @@ class Broker {
   // queue lives in memory.
   void set_queue_store(QueueStore* store) { queue_store_ = store; }
   void set_queue_snapshot_log_bytes(uint64_t bytes) { queue_snapshot_log_bytes_ = bytes; }
+  void set_queue_snapshot_carried_bytes(uint64_t bytes) { queue_snapshot_carried_bytes_ = bytes; }
   // Runs a command on a queue. A queue with a group proposes it, and runs it when its entry is
   // applied; any other runs it at once. Either way the deliveries and dead letters it makes are
   // dispatched, then `done` is told what it did (or that it could not be done).
@@ -294,6 +303,7 @@ class Broker {
   uint64_t wall_clock_ms_ = 0;
   QueueStore* queue_store_ = nullptr;
   uint64_t queue_snapshot_log_bytes_ = queue_snapshot_log_bytes_default;
+  uint64_t queue_snapshot_carried_bytes_ = queue_snapshot_carried_bytes_default;
   std::unordered_map<uint64_t, std::weak_ptr<Queue>> queue_groups_;  // by group
   DefinitionStore* definition_store_ = nullptr;
   Definitions recorded_definitions_;

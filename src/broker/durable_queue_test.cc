@@ -25,8 +25,10 @@ class ManualStore final : public QueueStore {
     unapplied_.emplace_back(group, log.size());
     return log.size();
   }
-  void compact(uint64_t group, uint64_t index, std::string snapshot) override {
+  void compact(uint64_t group, uint64_t index, std::string snapshot,
+               uint64_t retain_from) override {
     snapshots[group] = {index, std::move(snapshot)};
+    retained_from[group] = retain_from;
   }
   std::optional<std::string> read(uint64_t group, uint64_t index) const override {
     ++reads;
@@ -77,6 +79,7 @@ class ManualStore final : public QueueStore {
   bool refuse = false;
   mutable size_t reads = 0;
   std::map<uint64_t, std::pair<uint64_t, std::string>> snapshots;  // by group: (index, state)
+  std::map<uint64_t, uint64_t> retained_from;                      // by group
 
  private:
   uint64_t next_group_ = 2;

@@ -97,6 +97,7 @@ struct Queue {
   uint64_t pending_bytes = 0;
   // Bytes of its log applied since its last snapshot (see Broker::maybe_snapshot).
   uint64_t log_bytes_since_snapshot = 0;
+  uint64_t last_snapshot_bytes = 0;
   uint64_t applied_index = 0;        // the last entry of its log applied
   bool had_consumer = false;         // auto-delete applies only after a first consumer
   uint64_t wake_at_ms = UINT64_MAX;  // when the broker's timer will next serve it

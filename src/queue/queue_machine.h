@@ -185,14 +185,20 @@ class QueueMachine {
   // message has a TTL.
   std::optional<uint64_t> next_expiry_ms() const;
 
-  // The whole state, every live message with its body, as a Raft snapshot of the queue's group
-  // (queue/queue_snapshot.cc). `load` reads back the body of a message that left memory (null:
-  // it cannot, and neither can the snapshot be made). Leaving messages are in it; dead letters
-  // not yet taken, of a queue that keeps none leaving, are not.
-  // Once it is made, the live messages are held in memory, as a restored queue holds them: the
-  // log they were stored in is about to be released.
+  // The whole state as a Raft snapshot of the queue's group (queue/queue_snapshot.cc). A live
+  // message stored at or after `refer_from` in the log is in it as a reference to that entry
+  // (the log must keep the entries from `refer_from` on); every other one with its body, which
+  // `load` reads back if it left memory (null: it cannot, and neither can the snapshot be made).
+  // Once it is made, those are held in memory, as a restored queue holds them: the log they were
+  // stored in is about to be released. Leaving messages are in it; dead letters not yet taken,
+  // of a queue that keeps none leaving, are not.
   using BodyLoader = std::function<MessagePtr(uint64_t stored_at)>;
-  Result<std::string, std::string> snapshot(const BodyLoader& load);
+  Result<std::string, std::string> snapshot(const BodyLoader& load,
+                                            uint64_t refer_from = UINT64_MAX);
+  // Where to start referring so that the messages carried with their bodies (the oldest in the
+  // log, and those in memory only) come to at most `carried_bytes_max` (bodies and overhead):
+  // UINT64_MAX when every live message fits.
+  uint64_t reference_cut(uint64_t carried_bytes_max) const;
   // Replaces the state (not the options) with a snapshot's; its messages are in memory again.
   // Never trusts the bytes: an error leaves the queue empty.
   Result<void, std::string> restore(std::string_view snapshot);

@@ -3,14 +3,16 @@
 // Layout (integers big-endian, as on the AMQP wire): a format version; the next message id, the
 // queue's time and the round-robin position; the consumers (id, prefetch, priority, flags, how
 // many they hold); then every live message: where it is (fresh in a level, returned, checked
-// out to a holder, or leaving for another queue, followed by why), its id, delivery count, expiry
-// time and the message itself (command.h's encoding). Levels, tombstones, the expiry heap and the
-// byte counts are rebuilt on restore.
+// out to a holder, or leaving for another queue), its id, holder, delivery count, expiry time,
+// then (version 2) the log index it is stored at, and the message itself (command.h's encoding)
+// when that is 0, else its body size and priority (its body is in the log there); a leaving
+// message ends with why it leaves. Version 1 (no log index, always the message) still restores.
+// Levels, tombstones, the expiry heap and the byte counts are rebuilt on restore.
 #include <algorithm>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "amqp/wire.h"
+#include "common/verify.h"
 #include "queue/command.h"
 #include "queue/queue_machine.h"
 
@@ -18,17 +20,45 @@ namespace hamq::queue {
 
 namespace {
 
-constexpr uint8_t snapshot_format_version = 1;
+constexpr uint8_t snapshot_format_version = 2;
+constexpr uint8_t snapshot_format_without_references = 1;
 enum class Place : uint8_t { fresh = 0, returned = 1, checked_out = 2, leaving = 3 };
 constexpr uint8_t consumer_no_ack = 1, consumer_exclusive = 2, consumer_suspended = 4;
 
 }  // namespace
 
-Result<std::string, std::string> QueueMachine::snapshot(const BodyLoader& load) {
-  // First every live body into memory, so that nothing refers to the log any more.
+uint64_t QueueMachine::reference_cut(uint64_t carried_bytes_max) const {
+  uint64_t carried = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> stored;  // (log index, bytes)
+  auto count = [&](const Entry& entry) {
+    if (entry.tombstone) return;
+    uint64_t bytes = uint64_t{entry.body_bytes} + message_overhead_bytes;
+    if (entry.stored_at == 0) {
+      carried += bytes;
+    } else {
+      stored.emplace_back(entry.stored_at, bytes);
+    }
+  };
+  for (const Level& level : levels_) {
+    for (const auto& [id, entry] : level.fresh) count(entry);
+    for (const auto& [id, entry] : level.returned) count(entry);
+  }
+  for (const auto& [id, checked_out] : checked_out_) count(checked_out.entry);
+  for (const auto& [id, leaving] : leaving_) count(leaving.entry);
+  std::sort(stored.begin(), stored.end());
+  for (const auto& [stored_at, bytes] : stored) {
+    carried += bytes;
+    if (carried > carried_bytes_max) return stored_at;
+  }
+  return UINT64_MAX;
+}
+
+Result<std::string, std::string> QueueMachine::snapshot(const BodyLoader& load,
+                                                        uint64_t refer_from) {
+  // First the bodies it carries into memory: nothing below refer_from refers to the log then.
   std::string failure;
   auto take_in = [&](MessageId id, Entry& entry) {
-    if (entry.tombstone || entry.stored_at == 0) return;
+    if (entry.tombstone || entry.stored_at == 0 || entry.stored_at >= refer_from) return;
     if (!entry.message) {
       entry.message = load(entry.stored_at);
       if (!entry.message) {
@@ -47,7 +77,12 @@ Result<std::string, std::string> QueueMachine::snapshot(const BodyLoader& load) 
   for (auto& [id, leaving] : leaving_) take_in(MessageId{id}, leaving.entry);
   if (!failure.empty()) return unexpected(failure);
 
+  // Written in one buffer, sized up front: a large queue's snapshot is tens of megabytes.
+  const uint64_t expected = ready_count_ + checked_out_.size() + leaving_.size();
+  const uint64_t overheads = expected * message_overhead_bytes;
+  const uint64_t bodies_in_memory = held_bytes_ > overheads ? held_bytes_ - overheads : 0;
   std::vector<uint8_t> bytes;
+  bytes.reserve(64 + consumers_.size() * 32 + expected * 64 + bodies_in_memory);
   amqp::WireWriter out(bytes);
   out.u8(snapshot_format_version);
   out.u64(next_id_);
@@ -63,17 +98,21 @@ Result<std::string, std::string> QueueMachine::snapshot(const BodyLoader& load) 
                                 (c.suspended ? consumer_suspended : 0)));
     out.u32(c.checked_out);
   }
-  uint32_t count = 0;
-  std::vector<uint8_t> entries;
-  amqp::WireWriter entry_out(entries);
+  out.u32(static_cast<uint32_t>(expected));
+  uint64_t count = 0;
   auto write = [&](Place place, MessageId id, HolderId holder, const Entry& entry) {
-    const Message& message = *entry.message;
-    entry_out.u8(static_cast<uint8_t>(place));
-    entry_out.u64(id.value);
-    entry_out.u64(holder.value);
-    entry_out.u32(entry.delivery_count);
-    entry_out.u64(entry.expires_at_ms);
-    encode_message(entry_out, message);
+    out.u8(static_cast<uint8_t>(place));
+    out.u64(id.value);
+    out.u64(holder.value);
+    out.u32(entry.delivery_count);
+    out.u64(entry.expires_at_ms);
+    out.u64(entry.stored_at);
+    if (entry.stored_at == 0) {
+      encode_message(out, *entry.message);
+    } else {
+      out.u32(entry.body_bytes);
+      out.u8(entry.priority);
+    }
     ++count;
   };
   for (const Level& level : levels_) {
@@ -92,10 +131,9 @@ Result<std::string, std::string> QueueMachine::snapshot(const BodyLoader& load) 
   }
   for (const auto& [id, leaving] : leaving_) {
     write(Place::leaving, MessageId{id}, {}, leaving.entry);
-    entry_out.u8(static_cast<uint8_t>(leaving.reason));
+    out.u8(static_cast<uint8_t>(leaving.reason));
   }
-  out.u32(count);
-  out.bytes(entries);
+  HAMQ_VERIFY(count == expected, "a snapshot counted its messages wrong");
   return std::string(bytes.begin(), bytes.end());
 }
 
@@ -122,7 +160,8 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
     return unexpected("bad queue snapshot: " + why);
   };
   uint8_t version = in.u8();
-  if (!in.failed() && version != snapshot_format_version) {
+  if (!in.failed() && version != snapshot_format_version &&
+      version != snapshot_format_without_references) {
     return fail("unknown format version " + std::to_string(version));
   }
   uint64_t next_id = in.u64();
@@ -153,7 +192,10 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
   uint32_t entry_count = in.u32();
   if (in.failed()) return fail("truncated");
   std::vector<uint64_t> last_fresh(levels_.size(), 0);
-  std::unordered_set<uint64_t> seen;  // a message is in one place only
+  // A message is in one place only: checked once all are read, on a sorted array (a million
+  // messages restore without a million small allocations).
+  std::vector<uint64_t> seen;
+  seen.reserve(std::min<uint64_t>(entry_count, in.remaining() / 30));
   std::unordered_map<uint64_t, uint32_t> held_by;
   for (uint32_t i = 0; i < entry_count; ++i) {
     auto place = static_cast<Place>(in.u8());
@@ -162,14 +204,21 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
     Entry entry;
     entry.delivery_count = in.u32();
     entry.expires_at_ms = in.u64();
+    if (version != snapshot_format_without_references) entry.stored_at = in.u64();
     if (in.failed()) return fail("truncated");
-    auto message = decode_message(in);
-    if (!message.ok()) return fail(message.error());
+    if (entry.stored_at == 0) {
+      auto message = decode_message(in);
+      if (!message.ok()) return fail(message.error());
+      entry.priority = (*message)->properties.priority.value_or(0);
+      entry.body_bytes = static_cast<uint32_t>((*message)->body.size());
+      entry.message = std::move(*message);
+    } else {
+      entry.body_bytes = in.u32();  // its body waits in the log
+      entry.priority = in.u8();
+      if (in.failed()) return fail("truncated");
+    }
     if (id.value == 0 || id.value >= next_id) return fail("a message id out of range");
-    if (!seen.insert(id.value).second) return fail("a message twice");
-    entry.priority = (*message)->properties.priority.value_or(0);
-    entry.body_bytes = static_cast<uint32_t>((*message)->body.size());
-    entry.message = std::move(*message);
+    seen.push_back(id.value);
     hold(size_of(entry));
     switch (place) {
       case Place::fresh: {
@@ -215,6 +264,8 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
     }
   }
   if (in.remaining() != 0) return fail("trailing bytes");
+  std::sort(seen.begin(), seen.end());
+  if (std::adjacent_find(seen.begin(), seen.end()) != seen.end()) return fail("a message twice");
   if (round_robin > consumers.size()) return fail("round-robin position out of range");
   for (const Consumer& c : consumers) {
     auto held = held_by.find(c.id.value);

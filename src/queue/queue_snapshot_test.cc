@@ -117,6 +117,51 @@ TEST(QueueSnapshot, ADamagedSnapshotIsAnErrorAndLeavesTheQueueEmpty) {
   EXPECT_FALSE(damaged.restore(trailing).ok());
 }
 
+// A queue too large to carry whole: its oldest messages go with their bodies, up to the bound,
+// and the others as references to the log entries that hold them; restored, those are read back
+// from the log as a queue's bodies on disk are.
+TEST(QueueSnapshot, MessagesPastTheCutAreReferencesToTheLog) {
+  std::map<uint64_t, MessagePtr> stored;
+  QueueMachine q(options());
+  q.keep_bodies_of(1);
+  std::vector<Delivery> out;
+  for (uint64_t i = 0; i < 10; ++i) {
+    stored[101 + i] = message(std::string(1000, 'a' + static_cast<char>(i)));
+    q.enqueue(stored[101 + i], 10, out, 101 + i);
+  }
+  q.attach(alice, {.prefetch_count = 1}, 20, out);  // alice holds message 1 (stored at 101)
+  const uint64_t each = 1000 + message_overhead_bytes;
+  EXPECT_EQ(q.reference_cut(10 * each), UINT64_MAX);  // all fit
+  uint64_t cut = q.reference_cut(3 * each);
+  EXPECT_EQ(cut, 104u);  // 101, 102 and 103 are carried
+  std::vector<uint64_t> loaded;
+  auto bytes = q.snapshot(
+      [&](uint64_t at) {
+        loaded.push_back(at);
+        return stored.at(at);
+      },
+      cut);
+  ASSERT_TRUE(bytes.ok()) << bytes.error();
+  EXPECT_EQ(loaded, (std::vector<uint64_t>{102, 103, 101}));  // 104 on are not read
+  EXPECT_LT(bytes->size(), 3 * 1000 + 7 * 100 + 200);
+
+  QueueMachine restored(options());
+  ASSERT_TRUE(restored.restore(*bytes).ok());
+  EXPECT_EQ(restored.ready_count(), 9u);
+  EXPECT_EQ(restored.ready_body_bytes(), 9000u);  // limits count the bodies in the log too
+  EXPECT_EQ(restored.held_bytes(), 3 * 1000 + 10 * message_overhead_bytes);
+  out.clear();
+  restored.attach(bob, {}, 30, out);
+  ASSERT_EQ(out.size(), 9u);
+  EXPECT_NE(out[0].message, nullptr);  // stored at 102: carried
+  EXPECT_EQ(out[2].message, nullptr);  // stored at 104: in the log
+  EXPECT_EQ(out[2].stored_at, 104u);
+  EXPECT_EQ(stored.at(out[8].stored_at)->body, std::string(1000, 'j'));
+  // The same snapshot again: stable, and nothing more is read.
+  auto again = restored.snapshot([](uint64_t) -> MessagePtr { return nullptr; }, 104);
+  ASSERT_TRUE(again.ok());
+}
+
 // Found by the fuzzer: bytes that decode but describe a queue that cannot be (a message in two
 // places, a consumer whose count of held messages is not what it holds) are damage too.
 TEST(QueueSnapshot, AnInconsistentSnapshotIsAnError) {
@@ -177,7 +222,9 @@ TEST(QueueSnapshot, FuzzSeedsAreSnapshotsOfARun) {
   q.discard(alice, {out[1].id}, 40, out);  // leaving for the dead-letter exchange
   ASSERT_EQ(q.leaving_count(), 1u);
   seeds.push_back(*q.snapshot(no_log));
-  EXPECT_EQ(seeds.size(), 4u);
+  for (uint64_t at = 500; at < 503; ++at) q.enqueue(message("stored", 2), 50, out, at);
+  seeds.push_back(*q.snapshot(no_log, 501));  // two of them as references to the log
+  EXPECT_EQ(seeds.size(), 5u);
   const char* dir = std::getenv("HAMQ_WRITE_QUEUE_SNAPSHOT_CORPUS");
   if (dir == nullptr) return;
   std::filesystem::create_directories(dir);

@@ -121,16 +121,18 @@ Result<void, std::string> GroupHost::compact(raft::GroupId id, std::string data)
 }
 
 Result<void, std::string> GroupHost::compact_at(raft::GroupId id, raft::LogIndex applied,
-                                                std::string data) {
+                                                std::string data, raft::LogIndex retain_from) {
   raft::Raft* raft = find(id);
   if (raft == nullptr) return unexpected(std::string("no such group"));
   if (applied > raft->committed()) return unexpected(std::string("not committed"));
   if (applied <= raft->log().first_index() - 1) return Ok{};  // nothing new to cover
   auto term = raft->log().term(applied);
   if (!term.ok()) return unexpected(std::string("the applied entry is not in the log"));
+  bool retaining = retain_from.value != 0 && retain_from <= applied;
   auto saved = wal_.save_snapshot(
       storage::GroupId{id.value}, storage::SnapshotMeta{{applied.value}, {term->value}},
-      storage::SnapshotMode::compact_prefix, encode_snapshot_payload(raft->conf(), data));
+      retaining ? storage::SnapshotMode::compact_retaining : storage::SnapshotMode::compact_prefix,
+      encode_snapshot_payload(raft->conf(), data), storage::LogIndex{retain_from.value});
   if (!saved.ok()) return unexpected(saved.error().detail);
   return Ok{};
 }

@@ -63,8 +63,11 @@ class GroupHost {
   // is dropped once the snapshot is durable (a restart restores it and replays what follows).
   Result<void, std::string> compact(raft::GroupId group, std::string data);
   // The same at `index`, a committed entry whose state `data` is (an apply callback compacts at
-  // the entry it is applying, before Raft counts it applied).
-  Result<void, std::string> compact_at(raft::GroupId group, raft::LogIndex index, std::string data);
+  // the entry it is applying, before Raft counts it applied). A `retain_from` (not 0) keeps the
+  // entries from there to `index` readable in the Wal, outside the Raft log: the state refers to
+  // them. Such a snapshot is this member's own: one sent to another member must not refer.
+  Result<void, std::string> compact_at(raft::GroupId group, raft::LogIndex index, std::string data,
+                                       raft::LogIndex retain_from = {});
   void step(const raft::Message& message);
   void tick();
   // Takes the Ready of every group that has one and submits its writes; returns how many it

@@ -107,6 +107,8 @@ Result<raft::Term, raft::StorageError> WalLogStorage::term(raft::LogIndex index)
 Result<void, raft::StorageError> WalLogStorage::entries(raft::LogIndex lo, raft::LogIndex hi,
                                                         uint64_t max_bytes,
                                                         std::vector<raft::Entry>& out) const {
+  // Entries a retaining snapshot keeps in the Wal are not the Raft log's.
+  if (lo < first_index()) return unexpected(raft::StorageError::compacted);
   std::vector<storage::Entry> stored;
   auto read = wal_.entries(storage_group(), storage::LogIndex{lo.value},
                            storage::LogIndex{hi.value}, max_bytes, stored);

@@ -2,12 +2,18 @@
 // its data in ./hamq-data.
 #include <spdlog/spdlog.h>
 
+#include <malloc.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "server/server.h"
 
 int main(int argc, char** argv) {
+  // Buffers of a megabyte or more (queue snapshots, log batches) come from mmap and go back to
+  // the system when freed. glibc's default raises that threshold to 32 MiB after the first such
+  // buffer is freed, after which a large snapshot's memory stayed with the process.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   hamq::server::ServerConfig config;
   std::string data_dir = config.data_dir.string();
   std::string log_level = "info";
@@ -41,6 +47,11 @@ int main(int argc, char** argv) {
                  "Log bytes a durable queue applies between snapshots of its state")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40));
+  app.add_option("--queue-snapshot-carried-bytes", config.queue_snapshot_carried_bytes,
+                 "Bytes of its oldest messages a durable queue's snapshot carries with their "
+                 "bodies (the others refer to the log)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 32));
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

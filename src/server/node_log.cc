@@ -260,9 +260,9 @@ std::optional<std::string> NodeLog::read(uint64_t group, uint64_t index) const {
   return std::move(entries.front().payload);
 }
 
-void NodeLog::compact(uint64_t group, uint64_t index, std::string snapshot) {
-  auto compacted =
-      host_->compact_at(raft::GroupId{group}, raft::LogIndex{index}, std::move(snapshot));
+void NodeLog::compact(uint64_t group, uint64_t index, std::string snapshot, uint64_t retain_from) {
+  auto compacted = host_->compact_at(raft::GroupId{group}, raft::LogIndex{index},
+                                     std::move(snapshot), raft::LogIndex{retain_from});
   if (!compacted.ok()) {
     spdlog::warn("cannot snapshot the log of group {}: {}", group, compacted.error());
   }

@@ -84,7 +84,7 @@ class NodeLog final : public broker::QueueStore {
   void remove_group(uint64_t group) override;
   std::optional<uint64_t> propose(uint64_t group, std::string command) override;
   std::optional<std::string> read(uint64_t group, uint64_t index) const override;
-  void compact(uint64_t group, uint64_t index, std::string snapshot) override;
+  void compact(uint64_t group, uint64_t index, std::string snapshot, uint64_t retain_from) override;
 
  private:
   NodeLog() = default;

@@ -250,6 +250,7 @@ struct Server::Impl {
     if (watermark == 0) watermark = physical_memory_bytes() / 10 * 4;
     broker.set_memory_high_watermark(watermark);
     broker.set_queue_snapshot_log_bytes(config.queue_snapshot_log_bytes);
+    broker.set_queue_snapshot_carried_bytes(config.queue_snapshot_carried_bytes);
     broker.set_timer_listener([this] { arm_broker_timer(); });
   }
 

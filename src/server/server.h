@@ -28,6 +28,8 @@ struct ServerConfig {
   uint64_t disk_free_limit_bytes = 50'000'000;
   // A durable queue snapshots its state once this much of its log was applied since the last.
   uint64_t queue_snapshot_log_bytes = broker::queue_snapshot_log_bytes_default;
+  // How much of its oldest messages a durable queue's snapshot carries with their bodies.
+  uint64_t queue_snapshot_carried_bytes = broker::queue_snapshot_carried_bytes_default;
   // After a shutdown signal, how long open connections get to answer connection.close.
   uint64_t shutdown_grace_ms = 5'000;
 };

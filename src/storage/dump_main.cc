@@ -61,10 +61,15 @@ void print_record(const ScannedRecord& record, bool payloads) {
       case RecordType::snapshot: {
         SnapshotBody snapshot;
         (void)decode_snapshot_body(record.body, snapshot);
+        const char* mode = snapshot.mode == SnapshotMode::replace_log      ? "replace_log"
+                           : snapshot.mode == SnapshotMode::compact_prefix ? "compact_prefix"
+                                                                           : "compact_retaining";
         std::printf(" index=%" PRIu64 " term=%" PRIu64 " mode=%s data=%zu",
-                    snapshot.meta.index.value, snapshot.meta.term.value,
-                    snapshot.mode == SnapshotMode::replace_log ? "replace_log" : "compact_prefix",
+                    snapshot.meta.index.value, snapshot.meta.term.value, mode,
                     snapshot.data.size());
+        if (snapshot.mode == SnapshotMode::compact_retaining) {
+          std::printf(" retain_from=%" PRIu64, snapshot.retain_from.value);
+        }
         if (payloads) std::printf(" \"%s\"", escaped(snapshot.data, 64).c_str());
         break;
       }

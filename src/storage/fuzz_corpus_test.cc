@@ -77,6 +77,10 @@ std::map<std::string, std::string> make_seeds() {
     for (uint64_t round = 0; round < 4; ++round) {
       append_range(*wal, GroupId{1}, round * 10 + 1, round * 10 + 10, 1);
       EXPECT_TRUE(wal->save_hard_state(GroupId{2}, HardState{Term{round}, 1, LogIndex{0}}));
+      if (round == 1) {  // a snapshot that keeps entries 12 to 15 readable
+        EXPECT_TRUE(wal->save_snapshot(GroupId{1}, SnapshotMeta{LogIndex{15}, Term{1}},
+                                       SnapshotMode::compact_retaining, "r", LogIndex{12}));
+      }
       flush_or_die(*wal);
     }
     EXPECT_GT(wal->space().segment_count, 1u);

@@ -155,11 +155,15 @@ std::string encode_hard_state(const HardState& state) {
   return out;
 }
 
-std::string encode_snapshot_fixed(const SnapshotMeta& meta, SnapshotMode mode) {
-  std::string out(wf::snapshot_body_fixed_bytes, '\0');
+std::string encode_snapshot_fixed(const SnapshotMeta& meta, SnapshotMode mode,
+                                  LogIndex retain_from) {
+  bool retaining = mode == SnapshotMode::compact_retaining;
+  std::string out(wf::snapshot_body_fixed_bytes + (retaining ? wf::snapshot_retain_from_bytes : 0),
+                  '\0');
   put_u64(out.data(), meta.index.value);
   put_u64(out.data() + 8, meta.term.value);
   out[16] = static_cast<char>(mode);
+  if (retaining) put_u64(out.data() + wf::snapshot_body_fixed_bytes, retain_from.value);
   return out;
 }
 
@@ -204,7 +208,7 @@ bool decode_segment_index(std::string_view body, uint64_t& first_batch_sequence,
     auto type = static_cast<uint8_t>(row[0]);
     auto mode = static_cast<uint8_t>(row[1]);
     if (type == 0 || type > static_cast<uint8_t>(RecordType::release)) return false;
-    if (mode > static_cast<uint8_t>(SnapshotMode::compact_prefix)) return false;
+    if (mode > static_cast<uint8_t>(SnapshotMode::compact_retaining)) return false;
     if (row[2] != 0 || row[3] != 0 || get_u32(row + 12) != 0) return false;
     IndexRow item;
     item.type = static_cast<RecordType>(type);
@@ -264,9 +268,16 @@ bool decode_snapshot_body(std::string_view body, SnapshotBody& snapshot) {
   snapshot.meta.index = LogIndex{get_u64(body.data())};
   snapshot.meta.term = Term{get_u64(body.data() + 8)};
   auto mode = static_cast<uint8_t>(body[16]);
-  if (mode > static_cast<uint8_t>(SnapshotMode::compact_prefix)) return false;
+  if (mode > static_cast<uint8_t>(SnapshotMode::compact_retaining)) return false;
   snapshot.mode = static_cast<SnapshotMode>(mode);
-  snapshot.data = body.substr(wf::snapshot_body_fixed_bytes);
+  snapshot.retain_from = {};
+  uint64_t fixed = wf::snapshot_body_fixed_bytes;
+  if (snapshot.mode == SnapshotMode::compact_retaining) {
+    fixed += wf::snapshot_retain_from_bytes;
+    if (body.size() < fixed) return false;
+    snapshot.retain_from = LogIndex{get_u64(body.data() + wf::snapshot_body_fixed_bytes)};
+  }
+  snapshot.data = body.substr(fixed);
   return true;
 }
 

@@ -57,7 +57,9 @@ std::string encode_entry_fixed(LogIndex index, Term term, uint8_t kind);
 // The same into `out` (entry_body_fixed_bytes), for the write path: no allocation.
 void encode_entry_fixed(char* out, LogIndex index, Term term, uint8_t kind);
 std::string encode_hard_state(const HardState& state);
-std::string encode_snapshot_fixed(const SnapshotMeta& meta, SnapshotMode mode);
+// A snapshot record's body before its data: index, term, mode, and `retain_from` in mode 2.
+std::string encode_snapshot_fixed(const SnapshotMeta& meta, SnapshotMode mode,
+                                  LogIndex retain_from = {});
 std::string encode_release(uint64_t first_live_segment);
 
 // One record of a sealed segment, as its index lists it (wal_format.h, segment_index).
@@ -90,6 +92,7 @@ struct EntryBody {
 struct SnapshotBody {
   SnapshotMeta meta;
   SnapshotMode mode = SnapshotMode::replace_log;
+  LogIndex retain_from;  // compact_retaining only
   std::string_view data;
 };
 bool decode_entry_body(std::string_view body, EntryBody& entry);

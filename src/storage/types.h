@@ -72,6 +72,10 @@ enum class SnapshotMode : uint8_t {
   // A snapshot the group took of its own state: entries up to its index are dropped, later ones
   // stay.
   compact_prefix = 1,
+  // As compact_prefix, but the entries from `retain_from` up to its index stay readable (the
+  // state refers to them: a queue's snapshot names the entries holding its messages' bodies).
+  // They are no longer part of the Raft log (first_index is still the snapshot's index + 1).
+  compact_retaining = 2,
 };
 
 enum class Errc : uint8_t {

@@ -136,8 +136,14 @@ Result<void, Error> Wal::save_hard_state(GroupId group, const HardState& state) 
 }
 
 Result<void, Error> Wal::save_snapshot(GroupId group, const SnapshotMeta& meta, SnapshotMode mode,
-                                       std::string_view data) {
-  if (data.size() + wf::snapshot_body_fixed_bytes > wf::record_body_bytes_max) {
+                                       std::string_view data, LogIndex retain_from) {
+  if (mode == SnapshotMode::compact_retaining && retain_from > meta.index) {
+    mode = SnapshotMode::compact_prefix;  // nothing to retain
+  }
+  HAMQ_VERIFY(mode != SnapshotMode::compact_retaining || retain_from.value > 0,
+              "a retaining snapshot retains from index 0");
+  if (data.size() + wf::snapshot_body_fixed_bytes + wf::snapshot_retain_from_bytes >
+      wf::record_body_bytes_max) {
     return error(Errc::too_large, "snapshot past record_body_bytes_max");
   }
   std::lock_guard lock(mutex_);
@@ -153,8 +159,9 @@ Result<void, Error> Wal::save_snapshot(GroupId group, const SnapshotMeta& meta, 
   record.index = meta.index;
   record.term = meta.term;
   record.mode = mode;
-  submit_locked(*pending_, group, wf::RecordType::snapshot, encode_snapshot_fixed(meta, mode), data,
-                record);
+  record.retain_from = mode == SnapshotMode::compact_retaining ? retain_from : LogIndex{};
+  submit_locked(*pending_, group, wf::RecordType::snapshot,
+                encode_snapshot_fixed(meta, mode, record.retain_from), data, record);
   state.submitted_snapshot = meta.index;
   if (mode == SnapshotMode::replace_log || state.submitted_last < meta.index) {
     state.submitted_last = meta.index;
@@ -447,19 +454,21 @@ void Wal::apply_locked(const Applied& applied, FlushResult* result) {
       break;
     case wf::RecordType::snapshot: {
       SnapshotMeta meta{record.index, record.term};
-      // In recovery the entries may start above a compacting snapshot's index (those between
-      // were in deleted segments, and a later snapshot covers them): they all stay.
-      bool keep_suffix = record.mode == SnapshotMode::compact_prefix && !group.entries.empty() &&
-                         meta.index < group.last_index();
-      if (keep_suffix) {
-        while (!group.entries.empty() && group.first_entry <= meta.index) {
+      bool retaining = record.mode == SnapshotMode::compact_retaining;
+      if (record.mode == SnapshotMode::replace_log) {
+        group.entries.clear();
+      } else {
+        // Entries below what the snapshot keeps go. In recovery the entries may start above
+        // that (those between were in deleted segments, and a later snapshot covers them):
+        // they all stay.
+        LogIndex keep_from = retaining ? record.retain_from : meta.index + 1;
+        while (!group.entries.empty() && group.first_entry < keep_from) {
           group.entries.pop_front();
           group.first_entry = group.first_entry + 1;
         }
-      } else {
-        group.entries.clear();
-        group.first_entry = meta.index + 1;
       }
+      if (group.entries.empty()) group.first_entry = meta.index + 1;
+      group.retain_from = retaining ? record.retain_from : LogIndex{};
       group.snapshot = meta;
       group.snapshot_at = applied.location;
       if (record.internal) group.carry_in_flight = false;
@@ -500,6 +509,7 @@ IndexRow Wal::index_row(const Applied& applied) {
       row.mode = record.mode;
       row.a = record.index.value;
       row.b = record.term.value;
+      row.c = record.retain_from.value;
       break;
     case wf::RecordType::release:
       row.a = record.release_first;
@@ -527,6 +537,7 @@ Wal::PendingRecord Wal::pending_record_of(const IndexRow& row) {
       record.mode = row.mode;
       record.index = LogIndex{row.a};
       record.term = Term{row.b};
+      record.retain_from = LogIndex{row.c};
       break;
     case wf::RecordType::release:
       record.release_first = row.a;
@@ -613,9 +624,13 @@ void Wal::reclaim() {
       record.internal = true;
       record.index = group.snapshot.index;
       record.term = group.snapshot.term;
-      record.mode = SnapshotMode::compact_prefix;
+      // The copy keeps what the snapshot keeps: replayed after the entries it retains, it must
+      // not drop them.
+      record.mode = group.retain_from.value != 0 ? SnapshotMode::compact_retaining
+                                                 : SnapshotMode::compact_prefix;
+      record.retain_from = group.retain_from;
       submit_locked(*internal_, group_id, wf::RecordType::snapshot,
-                    encode_snapshot_fixed(group.snapshot, SnapshotMode::compact_prefix),
+                    encode_snapshot_fixed(group.snapshot, record.mode, record.retain_from),
                     snapshot.data, record);
       carried += group.snapshot_at->size_bytes;
       group.carry_in_flight = true;
@@ -736,7 +751,11 @@ Result<void, Error> Wal::entries(GroupId group, LogIndex lo, LogIndex hi, uint64
     if (found == groups_.end()) return error(Errc::unavailable, "no such entries");
     const Group& state = *found->second;
     if (state.failure) return error(Errc::group_failed, *state.failure);
-    if (lo <= state.snapshot.index) return error(Errc::compacted, "below the snapshot");
+    // Entries a retaining snapshot kept are readable too.
+    bool stored = !state.entries.empty() && lo >= state.first_entry;
+    if (lo <= state.snapshot.index && !stored) {
+      return error(Errc::compacted, "below the snapshot");
+    }
     if (hi > state.last_index() + 1) return error(Errc::unavailable, "beyond the last entry");
     // An entry record's size gives its payload's: the header and fixed body part are constant.
     uint64_t payload_bytes = 0;

@@ -124,8 +124,10 @@ class Wal {
   // replaces the suffix from there: a conflicting suffix), and lie above its snapshot.
   Result<void, Error> append(GroupId group, std::span<const EntryInput> entries);
   Result<void, Error> save_hard_state(GroupId group, const HardState& state);
+  // compact_retaining keeps the entries from `retain_from` (at least 1) up to the snapshot's
+  // index readable through entries(); a retain_from past the index retains nothing.
   Result<void, Error> save_snapshot(GroupId group, const SnapshotMeta& meta, SnapshotMode mode,
-                                    std::string_view data);
+                                    std::string_view data, LogIndex retain_from = {});
   // Drops the group and everything it stored (its queue was deleted, or its data was damaged and
   // is to be rebuilt from peers).
   Result<void, Error> remove_group(GroupId group);
@@ -139,11 +141,11 @@ class Wal {
 
   // --- Reading durable state (any thread). A group never written reads as empty.
   std::vector<GroupId> groups() const;
-  LogIndex first_index(GroupId group) const;  // snapshot index + 1
+  LogIndex first_index(GroupId group) const;  // snapshot index + 1 (the Raft log's first)
   LogIndex last_index(GroupId group) const;   // snapshot index when no entry follows it
   Result<Term, Error> term(GroupId group, LogIndex index) const;
   // Appends entries [lo, hi) to `out`, stopping before their payloads pass `bytes_max` (but
-  // always at least one entry).
+  // always at least one entry). Entries a retaining snapshot kept can be read too.
   Result<void, Error> entries(GroupId group, LogIndex lo, LogIndex hi, uint64_t bytes_max,
                               std::vector<Entry>& out) const;
   Result<HardState, Error> hard_state(GroupId group) const;

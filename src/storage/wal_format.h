@@ -36,7 +36,8 @@ enum class RecordType : uint8_t {
   entry = 1,
   // body: term u64 | vote u64 | commit u64
   hard_state = 2,
-  // body: index u64 | term u64 | mode u8 | data
+  // body: index u64 | term u64 | mode u8 | data; mode 2 (compact_retaining):
+  //   index u64 | term u64 | mode u8 | retain_from u64 | data
   snapshot = 3,
   // body: empty. The group and everything it stored are gone.
   group_removed = 4,
@@ -48,7 +49,8 @@ enum class RecordType : uint8_t {
   //   type u8 | mode u8 | reserved u16 (0) | offset u32 | size u32 | reserved u32 (0) |
   //   group u64 | a u64 | b u64 | c u64
   // where a, b, c are: entry: index, term, 0; hard_state: term, vote, commit; snapshot: index,
-  // term, 0 (mode in the mode byte); release: first live segment, 0, 0; group_removed: 0, 0, 0.
+  // term, retain_from (0 unless mode 2; mode in the mode byte); release: first live segment,
+  // 0, 0; group_removed: 0, 0, 0.
   segment_index = 6,
   // group 0; body: offset u64 of the index batch. The last batch of a sealed segment, exactly
   // seal_batch_bytes at its very end: recovery reads it and the index instead of the segment.
@@ -59,6 +61,7 @@ inline constexpr uint8_t record_type_max = 7;
 inline constexpr uint64_t entry_body_fixed_bytes = 17;
 inline constexpr uint64_t hard_state_body_bytes = 24;
 inline constexpr uint64_t snapshot_body_fixed_bytes = 17;
+inline constexpr uint64_t snapshot_retain_from_bytes = 8;  // after the fixed part, in mode 2
 inline constexpr uint64_t release_body_bytes = 8;
 inline constexpr uint64_t segment_index_fixed_bytes = 16;
 inline constexpr uint64_t segment_index_row_bytes = 48;

@@ -19,7 +19,10 @@ struct Wal::Group {
   std::optional<Location> hard_state_at;
   SnapshotMeta snapshot;
   std::optional<Location> snapshot_at;
-  LogIndex first_entry;  // the index of entries.front()
+  // Set by a compact_retaining snapshot: entries from here up to the snapshot's index stay
+  // (readable, not in the Raft log); 0: none.
+  LogIndex retain_from;
+  LogIndex first_entry;  // the index of entries.front(): retained entries come first
   std::deque<EntrySlot> entries;
   std::optional<std::string> failure;
   // What the submitted records will make of the log: checks the next submit.
@@ -31,7 +34,8 @@ struct Wal::Group {
   size_t progress_index = 0;
 
   LogIndex last_index() const {
-    return entries.empty() ? snapshot.index : first_entry + (entries.size() - 1);
+    return entries.empty() ? snapshot.index
+                           : std::max(snapshot.index, first_entry + (entries.size() - 1));
   }
   uint64_t oldest_segment() const {
     uint64_t oldest = std::numeric_limits<uint64_t>::max();
@@ -48,6 +52,7 @@ struct Wal::Group {
     hard_state_at.reset();
     snapshot = {};
     snapshot_at.reset();
+    retain_from = {};
     first_entry = {};
     entries.clear();
     failure.reset();
@@ -65,6 +70,7 @@ struct Wal::PendingRecord {
   Term term;
   HardState hard_state;
   SnapshotMode mode = SnapshotMode::replace_log;
+  LogIndex retain_from;  // compact_retaining snapshots
   uint64_t release_first = 0;
   bool internal = false;  // written by the engine itself (carried forward, release): not reported
 };

@@ -276,6 +276,7 @@ Result<std::unique_ptr<Wal>, Error> Wal::open(FileSystem& fs, std::string dir, W
             record.index = body.meta.index;
             record.term = body.meta.term;
             record.mode = body.mode;
+            record.retain_from = body.retain_from;
             break;
           }
           case wf::RecordType::release:
@@ -300,9 +301,10 @@ Result<std::unique_ptr<Wal>, Error> Wal::open(FileSystem& fs, std::string dir, W
                                     " is missing: the oldest live segment is gone");
   }
   for (auto& [id, group] : wal->groups_) {
-    if (!group->failure && !group->entries.empty() &&
-        group->first_entry != group->snapshot.index + 1) {
-      group->failure = "entries " + std::to_string(group->snapshot.index.value + 1) + " to " +
+    // The entries start right after the snapshot, or where it retains them from.
+    LogIndex first = group->retain_from.value != 0 ? group->retain_from : group->snapshot.index + 1;
+    if (!group->failure && !group->entries.empty() && group->first_entry != first) {
+      group->failure = "entries " + std::to_string(first.value) + " to " +
                        std::to_string(group->first_entry.value - 1) + " are missing";
     }
     group->submitted_last = group->last_index();

@@ -124,6 +124,61 @@ TEST_F(WalTest, ACompactingSnapshotDropsThePrefixAndKeepsTheSuffix) {
   EXPECT_EQ(read_all(*wal, group_a).front().index, LogIndex{7});
 }
 
+// A queue's snapshot refers to the entries that hold its messages' bodies: they stay readable,
+// outside the Raft log, until a later snapshot retains less; they keep their segments meanwhile,
+// and all of it survives reopening, also from sealed segments' indexes.
+TEST_F(WalTest, ARetainingSnapshotKeepsItsEntriesReadableOutsideTheLog) {
+  WalOptions options;
+  options.segment_size_bytes_target = 4096;
+  auto wal = open(options);
+  append_range(*wal, group_a, 1, 100, 1);
+  flush_or_die(*wal);
+  ASSERT_TRUE(wal->save_snapshot(group_a, SnapshotMeta{LogIndex{60}, Term{1}},
+                                 SnapshotMode::compact_retaining, "refers", LogIndex{4}));
+  for (uint64_t from = 101; from < 300; from += 20) {  // seals the segment holding the snapshot
+    append_range(*wal, group_a, from, from + 19, 1);
+    flush_or_die(*wal);
+  }
+  for (int reopened = 0; reopened < 2; ++reopened) {
+    EXPECT_EQ(wal->first_index(group_a), LogIndex{61});
+    EXPECT_EQ(wal->last_index(group_a), LogIndex{300});
+    EXPECT_EQ(wal->term(group_a, LogIndex{30}).error().code, Errc::compacted);
+    std::vector<Entry> out;
+    ASSERT_TRUE(wal->entries(group_a, LogIndex{4}, LogIndex{6}, UINT64_MAX, out));
+    ASSERT_EQ(out.size(), 2u);
+    EXPECT_EQ(out[0].index, LogIndex{4});
+    EXPECT_EQ(out[1].payload, payload_of(group_a, LogIndex{5}, Term{1}));
+    auto below = wal->entries(group_a, LogIndex{3}, LogIndex{5}, UINT64_MAX, out);
+    ASSERT_FALSE(below);
+    EXPECT_EQ(below.error().code, Errc::compacted);
+    wal.reset();
+    RecoveryReport report;
+    wal = open_or_die(fs_, "wal", options, &report);
+    EXPECT_TRUE(report.failed_groups.empty());
+    EXPECT_GT(report.sealed_segments, 0u);
+  }
+  // The retained entries keep the first segment; a snapshot that retains from later lets it go.
+  EXPECT_EQ(wal->groups_pinning_oldest_segment(10), std::vector<GroupId>{group_a});
+  uint64_t segments = wal->space().segment_count;
+  ASSERT_TRUE(wal->save_snapshot(group_a, SnapshotMeta{LogIndex{280}, Term{1}},
+                                 SnapshotMode::compact_retaining, "later", LogIndex{250}));
+  for (int i = 0; i < 4; ++i) flush_or_die(*wal);
+  EXPECT_LT(wal->space().segment_count, segments);
+  std::vector<Entry> out;
+  EXPECT_FALSE(wal->entries(group_a, LogIndex{200}, LogIndex{201}, UINT64_MAX, out));
+  ASSERT_TRUE(wal->entries(group_a, LogIndex{250}, LogIndex{251}, UINT64_MAX, out));
+  wal.reset();
+  wal = open(options);
+  EXPECT_EQ(*wal->snapshot_data(group_a), "later");
+  ASSERT_TRUE(wal->entries(group_a, LogIndex{250}, LogIndex{301}, UINT64_MAX, out));
+  EXPECT_EQ(out.back().index, LogIndex{300});
+  // A compacting snapshot retains nothing.
+  ASSERT_TRUE(wal->save_snapshot(group_a, SnapshotMeta{LogIndex{290}, Term{1}},
+                                 SnapshotMode::compact_prefix, "all"));
+  flush_or_die(*wal);
+  EXPECT_FALSE(wal->entries(group_a, LogIndex{250}, LogIndex{251}, UINT64_MAX, out));
+}
+
 TEST_F(WalTest, AReplacingSnapshotDropsTheWholeLog) {
   auto wal = open();
   append_range(*wal, group_a, 1, 10, 1);

@@ -188,8 +188,11 @@ def drained(server, ledger):
 
 @pytest.fixture
 def server():
-    # Queues snapshot their state every 256 KB of log, so kills land around snapshots too.
-    instance = HamqServer("--queue-snapshot-log-bytes", "262144").start()
+    # Queues snapshot their state every 256 KB of log, so kills land around snapshots too; a
+    # snapshot carries at most 64 KB of messages with their bodies and refers to the log for the
+    # others, so the log keeps entries a snapshot covers.
+    instance = HamqServer("--queue-snapshot-log-bytes", "262144",
+                          "--queue-snapshot-carried-bytes", "65536").start()
     yield instance
     assert instance.stop() == 0, "hamq-server did not exit cleanly:\n" + "\n".join(instance.log)
 

@@ -226,6 +226,46 @@ def test_consumed_messages_give_their_disk_back_even_behind_an_old_unacked_one(s
     connection.close()
 
 
+def test_a_standing_backlog_too_large_to_carry_still_gives_the_disk_back(server):
+    # 16 MB always waiting, more than a snapshot carries with bodies (8 MB): the snapshot refers
+    # to the log entries of the newer messages, which the log keeps, and the rest of the log
+    # goes, behind an old unacknowledged message too.
+    connection = connect(server)
+    holder = connection.channel()
+    holder.queue_declare("standing", durable=True)
+    holder.basic_publish("", "standing", b"old and unacked")
+    method, _, body = holder.basic_get("standing")
+    assert body == b"old and unacked"
+    channel = connection.channel()
+    padding = b"z" * 65530
+    published = 0
+    consumed = 0
+    for _ in range(256):
+        channel.basic_publish("", "standing", b"%06d" % published + padding)
+        published += 1
+    for _ in range(4):  # 256 MB through the queue, the backlog standing at 256 messages
+        for _ in range(1024):
+            channel.basic_publish("", "standing", b"%06d" % published + padding)
+            published += 1
+        for _ in range(1024):
+            method, _, got = channel.basic_get("standing", auto_ack=True)
+            assert got[:6] == b"%06d" % consumed
+            consumed += 1
+    deadline = time.monotonic() + 20
+    while wal_bytes(server) > 160 * 1024 * 1024:
+        assert time.monotonic() < deadline, "the log still holds %d bytes" % wal_bytes(server)
+        connection.process_data_events(time_limit=0.2)
+
+    server.kill()
+    server.start()
+    connection = connect(server)
+    channel = connection.channel()
+    got = drain(channel, "standing")
+    assert got[0] == (b"old and unacked", True)
+    assert [body[:6] for body, _ in got[1:]] == [b"%06d" % i for i in range(consumed, published)]
+    connection.close()
+
+
 def test_delayed_messages_of_a_durable_delayed_exchange_survive_sigkill(server):
     connection = connect(server)
     channel = connection.channel()
