@@ -207,6 +207,31 @@ TEST_F(DurableQueue, ASnapshotCarriesTheLiveMessagesForwardToReplaceTheLog) {
   EXPECT_EQ(out.front().message->body, std::string(1000, 'a'));
 }
 
+// A queue holding more than a snapshot carries: the snapshot carries the oldest messages with
+// their bodies and refers to the log from the first one it does not carry, which the log keeps.
+TEST_F(DurableQueue, ASnapshotOfALargeQueueRefersToTheLogPastWhatItCarries) {
+  client.broker.set_queue_snapshot_log_bytes(4096);
+  client.broker.set_queue_snapshot_carried_bytes(100 * 1024);
+  for (int i = 0; i < 400; ++i) client.publish(1, "", "jobs", std::string(1000, 'a' + i % 26));
+  apply();
+  ASSERT_EQ(store.snapshots.size(), 1u);
+  uint64_t group = store.snapshots.begin()->first;
+  auto [index, state] = store.snapshots.begin()->second;
+  uint64_t retain_from = store.retained_from.at(group);
+  // About 100 KB of messages of 1,256 bytes each are carried: the 80 oldest.
+  EXPECT_GT(retain_from, 75u);
+  EXPECT_LT(retain_from, 85u);
+  EXPECT_LT(state.size(), 100 * 1024 + (index - retain_from) * 64);
+  queue::QueueMachine restored;
+  ASSERT_TRUE(restored.restore(state).ok());
+  std::vector<queue::Delivery> out;
+  restored.attach(HolderId{99}, {}, 0, out);
+  ASSERT_EQ(out.size(), index);
+  EXPECT_NE(out.front().message, nullptr);
+  EXPECT_EQ(out.back().message, nullptr);
+  EXPECT_EQ(out.back().stored_at, index);
+}
+
 // Found under load: a connection that publishes large messages and consumes from the same queue
 // was never paused while the log fell behind, until the log refused proposals (64 MiB not yet
 // committed) and the messages were dropped. Waiting for the log never needs the connection's own
