@@ -192,6 +192,16 @@ EnqueueResult QueueMachine::enqueue_for(MessagePtr message, uint64_t ttl_ms, uin
   return add(std::move(message), ttl_ms, now_ms, deliveries, stored_at);
 }
 
+QueueMachine::Entry QueueMachine::new_entry(MessagePtr message, uint64_t stored_at) {
+  Entry entry;
+  entry.body_bytes = static_cast<uint32_t>(message->body.size());
+  entry.priority = message->properties.priority.value_or(0);
+  entry.message = std::move(message);
+  entry.stored_at = stored_at;
+  hold(size_of(entry));
+  return entry;
+}
+
 EnqueueResult QueueMachine::add(MessagePtr message, std::optional<uint64_t> ttl_ms, uint64_t now_ms,
                                 std::vector<Delivery>& deliveries, uint64_t stored_at) {
   advance_time(now_ms);
@@ -200,23 +210,12 @@ EnqueueResult QueueMachine::add(MessagePtr message, std::optional<uint64_t> ttl_
     if (options_.overflow == Overflow::reject_publish_dlx && options_.dead_letters) {
       // Never in the queue, but it leaves through it: an id of its own when it is kept leaving.
       MessageId id{keep_leaving_ ? next_id_++ : 0};
-      hold(body_bytes + message_overhead_bytes);
-      Entry entry;
-      entry.priority = message->properties.priority.value_or(0);
-      entry.message = std::move(message);
-      entry.stored_at = stored_at;
-      entry.body_bytes = static_cast<uint32_t>(body_bytes);
-      remove(id, std::move(entry), DeadLetterReason::maxlen);
+      remove(id, new_entry(std::move(message), stored_at), DeadLetterReason::maxlen);
     }
     return EnqueueResult::rejected;
   }
   MessageId id{next_id_++};
-  hold(body_bytes + message_overhead_bytes);
-  Entry entry;
-  entry.priority = message->properties.priority.value_or(0);
-  entry.message = std::move(message);
-  entry.stored_at = stored_at;
-  entry.body_bytes = static_cast<uint32_t>(body_bytes);
+  Entry entry = new_entry(std::move(message), stored_at);
   if (ttl_ms) entry.expires_at_ms = *ttl_ms >= never - now_ms_ ? never - 1 : now_ms_ + *ttl_ms;
   Expiry expiry{entry.expires_at_ms, id, level_index(entry)};
   Level& level = level_of(entry);

@@ -297,6 +297,8 @@ class QueueMachine {
   // A checked-out message comes back: counted, then put back or, past the delivery limit,
   // dead-lettered.
   void return_entry(MessageId id, Entry entry);
+  // A message's entry, its bytes counted as held.
+  Entry new_entry(MessagePtr message, uint64_t stored_at);
   EnqueueResult add(MessagePtr message, std::optional<uint64_t> ttl_ms, uint64_t now_ms,
                     std::vector<Delivery>& deliveries, uint64_t stored_at);
   // Moves time forward (never back) and expires what is due.

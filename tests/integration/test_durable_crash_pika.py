@@ -122,52 +122,44 @@ def declare(channel):
     channel.queue_declare(QUEUE, durable=True, arguments=QUEUE_ARGUMENTS)
 
 
-def consumer(server, ledger, stop):
+def consume(server, queue, on_message, stop):
+    """Consumes from `queue` with manual acks until `stop`, reconnecting while the broker is down."""
     while not stop.is_set():
         try:
             connection = connect(server)
             channel = connection.channel()
             declare(channel)
             channel.basic_qos(prefetch_count=50)
-
-            def on_message(ch, method, properties, body):
-                message_id = body.decode()
-                with ledger.lock:
-                    ledger.deliveries.append((message_id, method.redelivered))
-                if rejected(message_id):
-                    ch.basic_reject(method.delivery_tag, requeue=False)
-                    return
-                # Some acks go one by one, some many at a time.
-                if random.random() < 0.7 or method.delivery_tag % 10 == 0:
-                    ch.basic_ack(method.delivery_tag, multiple=True)
-
-            channel.basic_consume(QUEUE, on_message)
+            channel.basic_consume(queue, on_message)
             while not stop.is_set():
                 connection.process_data_events(time_limit=0.05)
             connection.close()
         except CLIENT_ERRORS:
             time.sleep(0.05)
+
+
+def consumer(server, ledger, stop):
+    def on_message(ch, method, properties, body):
+        message_id = body.decode()
+        with ledger.lock:
+            ledger.deliveries.append((message_id, method.redelivered))
+        if rejected(message_id):
+            ch.basic_reject(method.delivery_tag, requeue=False)
+            return
+        # Some acks go one by one, some many at a time.
+        if random.random() < 0.7 or method.delivery_tag % 10 == 0:
+            ch.basic_ack(method.delivery_tag, multiple=True)
+
+    consume(server, QUEUE, on_message, stop)
 
 
 def dead_letter_consumer(server, ledger, stop):
-    while not stop.is_set():
-        try:
-            connection = connect(server)
-            channel = connection.channel()
-            declare(channel)
-            channel.basic_qos(prefetch_count=50)
+    def on_message(ch, method, properties, body):
+        with ledger.lock:
+            ledger.dead_letters.append(body.decode())
+        ch.basic_ack(method.delivery_tag)
 
-            def on_message(ch, method, properties, body):
-                with ledger.lock:
-                    ledger.dead_letters.append(body.decode())
-                ch.basic_ack(method.delivery_tag)
-
-            channel.basic_consume(DEAD_LETTERS, on_message)
-            while not stop.is_set():
-                connection.process_data_events(time_limit=0.05)
-            connection.close()
-        except CLIENT_ERRORS:
-            time.sleep(0.05)
+    consume(server, DEAD_LETTERS, on_message, stop)
 
 
 def queue_state(server, queue=QUEUE):
