@@ -156,7 +156,6 @@ void QueueMachine::remove(MessageId id, Entry entry, std::optional<DeadLetterRea
   }
   dead_letters_.push_back(DeadLetter{entry.message, *reason, entry.stored_at, id});
   evict(entry);  // the log has it, if it is stored
-  leaving_body_bytes_ += entry.body_bytes;
   leaving_.emplace(id.value, Leaving{std::move(entry), *reason});
 }
 
@@ -165,9 +164,16 @@ void QueueMachine::handed_over(const std::vector<MessageId>& ids) {
     auto it = leaving_.find(id.value);
     if (it == leaving_.end()) continue;
     drop(size_of(it->second.entry));
-    leaving_body_bytes_ -= it->second.entry.body_bytes;
     leaving_.erase(it);
   }
+}
+
+uint64_t QueueMachine::live_bytes() const {
+  uint64_t bytes = ready_body_bytes_ +
+                   (ready_count_ + checked_out_.size() + leaving_.size()) * message_overhead_bytes;
+  for (const auto& [id, checked_out] : checked_out_) bytes += checked_out.entry.body_bytes;
+  for (const auto& [id, leaving] : leaving_) bytes += leaving.entry.body_bytes;
+  return bytes;
 }
 
 std::vector<DeadLetter> QueueMachine::leaving_messages() const {
@@ -311,7 +317,6 @@ size_t QueueMachine::detach(HolderId holder, uint64_t now_ms, std::vector<Delive
 void QueueMachine::release(HolderId holder) {
   for (auto it = checked_out_.begin(); it != checked_out_.end();) {
     if (it->second.holder == holder) {
-      checked_out_body_bytes_ -= it->second.entry.body_bytes;
       return_entry(MessageId{it->first}, std::move(it->second.entry));
       it = checked_out_.erase(it);
     } else {
@@ -326,7 +331,6 @@ std::optional<QueueMachine::Entry> QueueMachine::take_checked_out(HolderId holde
   if (it == checked_out_.end() || it->second.holder != holder) return std::nullopt;
   Entry entry = std::move(it->second.entry);
   checked_out_.erase(it);
-  checked_out_body_bytes_ -= entry.body_bytes;
   if (consumer != nullptr) --consumer->checked_out;
   return entry;
 }
@@ -476,7 +480,6 @@ Delivery QueueMachine::delivery_of(HolderId holder, MessageId id, const Entry& e
 
 void QueueMachine::check_out(HolderId holder, MessageId id, Entry entry) {
   evict(entry);  // a return reads it back
-  checked_out_body_bytes_ += entry.body_bytes;
   checked_out_.emplace(id.value, CheckedOut{holder, std::move(entry)});
 }
 

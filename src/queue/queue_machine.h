@@ -202,12 +202,9 @@ class QueueMachine {
   // Replaces the state (not the options) with a snapshot's; its messages are in memory again.
   // Never trusts the bytes: an error leaves the queue empty.
   Result<void, std::string> restore(std::string_view snapshot);
-  // What the live messages (ready and checked out) would hold in memory with their bodies, as
-  // after a snapshot: bodies and each message's overhead.
-  uint64_t live_bytes() const {
-    return ready_body_bytes_ + checked_out_body_bytes_ + leaving_body_bytes_ +
-           (ready_count_ + checked_out_.size() + leaving_.size()) * message_overhead_bytes;
-  }
+  // What the live messages (ready, checked out and leaving) would hold in memory with their
+  // bodies: bodies and each message's overhead. Walks the messages not ready.
+  uint64_t live_bytes() const;
 
   size_t ready_count() const { return ready_count_; }
   uint64_t ready_body_bytes() const { return ready_body_bytes_; }
@@ -313,7 +310,6 @@ class QueueMachine {
   std::vector<Level> levels_;  // index = priority; one level without priorities
   size_t ready_count_ = 0;
   uint64_t ready_body_bytes_ = 0;
-  uint64_t checked_out_body_bytes_ = 0;
   void check_out(HolderId holder, MessageId id, Entry entry);
   void clear_state();
   std::vector<DeadLetter> dead_letters_;
@@ -324,8 +320,7 @@ class QueueMachine {
     DeadLetterReason reason = DeadLetterReason::rejected;
   };
   bool keep_leaving_ = false;
-  std::map<uint64_t, Leaving> leaving_;  // by MessageId value
-  uint64_t leaving_body_bytes_ = 0;
+  std::map<uint64_t, Leaving> leaving_;                   // by MessageId value
   std::unordered_map<uint64_t, CheckedOut> checked_out_;  // by MessageId value
   std::vector<Consumer> consumers_;                       // in attach order
   size_t round_robin_next_ = 0;

@@ -142,13 +142,11 @@ void QueueMachine::clear_state() {
   for (Level& level : levels_) level = Level{};
   checked_out_.clear();
   leaving_.clear();
-  leaving_body_bytes_ = 0;
   consumers_.clear();
   expiries_.clear();
   dead_letters_.clear();
   ready_count_ = 0;
   ready_body_bytes_ = 0;
-  checked_out_body_bytes_ = 0;
   round_robin_next_ = 0;
 }
 
@@ -245,7 +243,6 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
       }
       case Place::checked_out:
         ++held_by[holder.value];
-        checked_out_body_bytes_ += entry.body_bytes;
         checked_out_.emplace(id.value, CheckedOut{holder, std::move(entry)});
         break;
       case Place::leaving: {
@@ -254,7 +251,6 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
         if (reason > static_cast<uint8_t>(DeadLetterReason::delivery_limit)) {
           return fail("bad reason");
         }
-        leaving_body_bytes_ += entry.body_bytes;
         leaving_.emplace(id.value,
                          Leaving{std::move(entry), static_cast<DeadLetterReason>(reason)});
         break;
