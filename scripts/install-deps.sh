@@ -13,7 +13,7 @@ TEST_PACKAGES=(
   "${BUILD_PACKAGES[@]}"
   libgtest-dev librabbitmq-dev
   clang-14 libclang-rt-14-dev clang-format-14
-  python3 python3-pika python3-pytest python3-kombu
+  python3 python3-pika python3-pytest python3-kombu python3-aio-pika python3-aiormq
   default-jdk-headless librabbitmq-client-java
 )
 
@@ -29,15 +29,26 @@ for package in "${packages[@]}"; do
     missing+=("$package")
   fi
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+# amqplib's tests need Node.js and npm: Debian's, unless the machine has its own already.
+if [ "${1:-test}" = test ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
 fi
 
 as_root=()
 if [ "$(id -u)" -ne 0 ]; then
   as_root=(sudo)
 fi
-echo "Installing: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get update -q
-"${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${as_root[@]}" apt-get update -q
+  "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# amqplib, from the npm registry at the version package-lock.json pins.
+if [ "${1:-test}" = test ]; then
+  node_dir="$(dirname "$0")/../tests/clients/node"
+  if ! (cd "$node_dir" && npm ls --depth=0 >/dev/null 2>&1); then
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi

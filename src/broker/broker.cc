@@ -612,7 +612,7 @@ Result<QueuePtr, ProtocolError> Broker::declare_queue(VirtualHost& vhost,
 
 void Broker::attach_group(const QueuePtr& queue, uint64_t group) {
   queue->group = group;
-  queue->machine.keep_bodies_of(durable_queue_cached_bodies);
+  queue->machine.keep_bodies_of(durable_queue_cached_bodies, durable_queue_cached_body_bytes);
   queue->machine.keep_leaving_messages();
   queue_groups_[group] = queue;
 }

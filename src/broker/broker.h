@@ -36,9 +36,11 @@ constexpr size_t queue_flow_pending_low = 4096;
 // not yet committed, and refuses more.
 constexpr uint64_t queue_flow_pending_bytes_high = 16 << 20;
 constexpr uint64_t queue_flow_pending_bytes_low = 8 << 20;
-// A durable queue keeps the bodies of this many of its next ready messages in memory; the
-// others wait on disk, an index entry each in memory.
+// A durable queue keeps the bodies of this many of its next ready messages in memory, as long as
+// they take at most durable_queue_cached_body_bytes; the others (a large message at once) wait on
+// disk, an index entry each in memory.
 constexpr size_t durable_queue_cached_bodies = 256;
+constexpr uint64_t durable_queue_cached_body_bytes = 16 << 20;
 // A durable queue snapshots its state once this many bytes of its log were applied since the
 // last snapshot (by default; set_queue_snapshot_log_bytes), and at least queue_snapshot_log_ratio
 // times what its last snapshot took (so snapshots write at most a quarter of what the log does).
@@ -49,8 +51,8 @@ constexpr size_t durable_queue_cached_bodies = 256;
 constexpr uint64_t queue_snapshot_log_bytes_default = 32 << 20;
 constexpr uint64_t queue_snapshot_log_ratio = 4;
 constexpr uint64_t queue_snapshot_carried_bytes_default = 8 << 20;
-// A snapshot must fit one log record (64 MiB): a queue whose snapshot would be larger (about a
-// million messages) does not snapshot.
+// A snapshot is one log record, read and written whole: a queue whose snapshot would be larger
+// than this (about a million messages) does not snapshot.
 constexpr uint64_t queue_snapshot_bytes_max = 48 << 20;
 
 // A connection that the memory alarm or flow control stopped reading, to be told when it may

@@ -357,13 +357,12 @@ Result<void, ProtocolError> Channel::basic_consume(const amqp::BasicConsume& m) 
   const QueuePtr& target = queue.value();
   std::string in_use =
       "queue '" + name.value() + "' in vhost '" + vhost().name() + "' in exclusive use";
-  if (target->group != 0) {
-    // A durable queue attaches the consumer when its entry is applied: the conflict is checked
-    // now, with what the queue knows.
-    const auto& machine = target->machine;
-    if (machine.has_exclusive_consumer() || (m.exclusive && machine.consumer_count() > 0)) {
-      return unexpected(error(ReplyCode::access_refused, in_use));
-    }
+  // Checked before consume-ok goes out, since clients that do not wait for a reply (aio-pika)
+  // take consume-ok as success. A durable queue attaches the consumer when its entry is
+  // applied: the check uses what the queue knows now.
+  const auto& machine = target->machine;
+  if (machine.has_exclusive_consumer() || (m.exclusive && machine.consumer_count() > 0)) {
+    return unexpected(error(ReplyCode::access_refused, in_use));
   }
   HolderId holder = broker.new_holder();
   consumers_.emplace(tag, Consumer{tag, target, holder, m.no_ack});
@@ -641,12 +640,12 @@ Result<void, ProtocolError> Channel::handle_content_header(std::span<const uint8
         error(ReplyCode::frame_error,
               "body size " + std::to_string(header->body_size) + " is larger than 512 MiB"));
   }
-  if (header->body_size > message_size_bytes_max) {
+  uint64_t size_max = connection_.config().message_size_bytes_max;
+  if (header->body_size > size_max) {
     publish_.reset();
-    return unexpected(
-        error(ReplyCode::precondition_failed, "message size " + std::to_string(header->body_size) +
-                                                  " is larger than configured max size " +
-                                                  std::to_string(message_size_bytes_max)));
+    return unexpected(error(ReplyCode::precondition_failed,
+                            "message size " + std::to_string(header->body_size) +
+                                " is larger than configured max size " + std::to_string(size_max)));
   }
   header_ = std::move(header.value());
   body_.reserve(header_->body_size);
@@ -755,18 +754,13 @@ Result<void, ProtocolError> Channel::publish(const amqp::BasicPublish& method,
   // (committed and fsynced); the confirm waits for every queue. A queue that refused it makes
   // the confirm a nack, whatever the others did (reference §5).
   uint64_t id = 0;  // 0: nothing waits for the queues' answers
-  if (confirm_mode_ || method.mandatory || tx_mode_) {
+  if (confirm_mode_ || tx_mode_) {
     id = next_publish_id_++;
     InFlightPublish& record = in_flight_publishes_[id];
     record.confirm_seq = seq;
     record.waiting = queues.size();
-    record.routed = queues.size();
     record.in_transaction = tx_mode_;
     if (tx_mode_) ++tx_publishes_in_flight_;
-    if (method.mandatory && !queues.empty()) {
-      record.mandatory = method;
-      record.message = message;
-    }
     if (queues.empty()) publish_done(in_flight_publishes_.find(id));
   }
   Broker& broker = connection_.broker();
@@ -800,17 +794,9 @@ void Channel::publish_answered(uint64_t id, const queue::CommandEffects* effects
 }
 
 void Channel::publish_done(std::map<uint64_t, InFlightPublish>::iterator it) {
+  // A message refused by a full queue (x-overflow reject-publish) was routed: it is nacked,
+  // never returned, even when mandatory (as RabbitMQ; aio-pika raises DeliveryError on the nack).
   InFlightPublish& publish = it->second;
-  if (publish.mandatory && publish.refused == publish.routed) {
-    // Refused by every queue it was routed to (x-overflow reject-publish): returned as well.
-    const amqp::BasicPublish& method = *publish.mandatory;
-    connection_.send_content(number_,
-                             amqp::BasicReturn{static_cast<uint16_t>(ReplyCode::no_route),
-                                               "NO_ROUTE", method.exchange, method.routing_key},
-                             publish.message->properties, publish.message->body);
-  }
-  publish.mandatory.reset();
-  publish.message.reset();
   if (publish.in_transaction && --tx_publishes_in_flight_ == 0 && tx_commit_waiting_) {
     tx_commit_waiting_ = false;
     connection_.send(number_, amqp::TxCommitOk{});

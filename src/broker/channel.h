@@ -25,9 +25,6 @@
 
 namespace hamq::broker {
 
-// The largest message body a publisher may send (RabbitMQ 4.x's default max_message_size).
-constexpr uint64_t message_size_bytes_max = 16 * 1024 * 1024;
-
 class Connection;
 
 class Channel : public ConsumerSink {
@@ -150,17 +147,13 @@ class Channel : public ConsumerSink {
   uint64_t next_publish_seq_ = 1;
   std::vector<std::pair<uint64_t, bool>> pending_confirms_;  // (seq, ack?) not yet sent
   // A publish whose queues have not all taken it yet (a durable queue takes a message when its
-  // entry is applied): its confirm, its mandatory return and a transaction's commit wait.
+  // entry is applied): its confirm and a transaction's commit wait.
   struct InFlightPublish {
     uint64_t confirm_seq = 0;  // 0: not in confirm mode
     size_t waiting = 0;        // queues yet to answer
-    size_t routed = 0;
-    size_t refused = 0;   // by x-overflow reject-publish
-    bool failed = false;  // a queue could not make it durable
+    size_t refused = 0;        // by x-overflow reject-publish
+    bool failed = false;       // a queue could not make it durable
     bool in_transaction = false;
-    // Set for a mandatory publish: returned if every queue refuses it.
-    std::optional<amqp::BasicPublish> mandatory = std::nullopt;
-    queue::MessagePtr message = nullptr;
   };
   uint64_t next_publish_id_ = 1;
   std::map<uint64_t, InFlightPublish> in_flight_publishes_;  // by id, in publish order

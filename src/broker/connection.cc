@@ -404,15 +404,10 @@ void Connection::handle_connection_method(const Method& method, uint64_t now_ms)
     return;
   }
   if (state_ == State::closing) return;  // everything else is discarded while closing
-  if (auto* update = std::get_if<amqp::ConnectionUpdateSecret>(&method)) {
-    // With password authentication the new secret must be the user's password.
-    for (const User& user : config_.users) {
-      if (user.name == user_ && equal_in_constant_time(user.password, update->new_secret)) {
-        send(0, amqp::ConnectionUpdateSecretOk{});
-        return;
-      }
-    }
-    close_connection(error(ReplyCode::not_allowed, "new secret refused", &method), now_ms);
+  if (std::holds_alternative<amqp::ConnectionUpdateSecret>(method)) {
+    // Users are internal and authenticated once, by password: as RabbitMQ's internal backend,
+    // a new secret is accepted and changes nothing (token-refreshing clients send it).
+    send(0, amqp::ConnectionUpdateSecretOk{});
     return;
   }
   if (amqp::method_class_id(method) != amqp::class_connection) {
@@ -434,13 +429,6 @@ void Connection::handle_channel_frame(const Frame& frame, uint64_t now_ms) {
   if (state_ == State::closing) return;
   if (state_ != State::open) {
     end("frame on channel " + std::to_string(frame.channel) + " before connection.open-ok");
-    return;
-  }
-  if (frame.channel > channel_max_) {
-    close_connection(error(ReplyCode::not_allowed, "channel " + std::to_string(frame.channel) +
-                                                       " is beyond the negotiated channel_max (" +
-                                                       std::to_string(channel_max_) + ")"),
-                     now_ms);
     return;
   }
   if (closing_channels_.contains(frame.channel)) {
@@ -498,6 +486,19 @@ void Connection::handle_channel_method(uint16_t number, const Method& method, ui
           error(ReplyCode::channel_error,
                 "expected 'channel.open' on channel " + std::to_string(number), &method),
           now_ms);
+      return;
+    }
+    // channel_max bounds how many channels are open, not their numbers: clients such as aiormq
+    // open channel 65535 on a connection of 2047 (RabbitMQ's rule and words).
+    // Channels awaiting close-ok count too, so that their number stays bounded.
+    size_t opened = channels_.size() + closing_channels_.size();
+    if (opened >= channel_max_) {
+      close_connection(error(ReplyCode::not_allowed,
+                             "number of channels opened (" + std::to_string(opened) +
+                                 ") has reached the negotiated channel_max (" +
+                                 std::to_string(channel_max_) + ")",
+                             &method),
+                       now_ms);
       return;
     }
     channels_.emplace(number, std::make_unique<Channel>(*this, number));

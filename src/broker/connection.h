@@ -52,6 +52,10 @@ struct ConnectionConfig {
   std::vector<User> users = {{"guest", "guest", true}};
   // Open connections the node accepts at connection.open; 0: no limit.
   uint32_t connection_max = 0;
+  // The largest message body a publisher may send: RabbitMQ 3.x's default max_message_size
+  // (4.x lowered it to 16 MiB, which breaks clients that publish large bodies;
+  // docs/compatibility.md). At most amqp::body_size_bytes_max (512 MiB, RabbitMQ's own ceiling).
+  uint64_t message_size_bytes_max = 128ull << 20;
 };
 
 // A connection whose unsent output passes the high mark stops receiving deliveries until it is
@@ -123,6 +127,7 @@ class Connection : public BlockedPublisher {
   // A message was published on this connection (it is blocked while the memory alarm lasts).
   void note_publish() { published_in_batch_ = true; }
   Broker& broker() { return broker_; }
+  const ConnectionConfig& config() const { return config_; }
   VirtualHost& virtual_host() { return *vhost_; }
   ConnectionId id() const { return id_; }
   bool client_supports_cancel_notify() const { return client_cancel_notify_; }

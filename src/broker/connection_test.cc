@@ -318,11 +318,25 @@ TEST(ProtocolViolation, SecondChannelOpenIsChannelError) {
             "CHANNEL_ERROR - second 'channel.open' seen on channel 1");
 }
 
-TEST(ProtocolViolation, ChannelBeyondChannelMaxIsNotAllowed) {
+TEST(ProtocolViolation, OpeningMoreChannelsThanChannelMaxIsNotAllowed) {
   Client client;
-  client.open();
-  client.send(2048, amqp::ChannelOpen{});
-  client.expect_connection_close(ReplyCode::not_allowed);
+  client.send_bytes(amqp::protocol_header_0_9_1);
+  client.expect<amqp::ConnectionStart>();
+  client.send(0, client.start_ok(Client::plain("guest", "guest")));
+  client.expect<amqp::ConnectionTune>();
+  client.send(0, amqp::ConnectionTuneOk{2, 131072, 0});
+  client.send(0, amqp::ConnectionOpen{"/", "", false});
+  client.expect<amqp::ConnectionOpenOk>();
+  // channel_max bounds how many are open, not their numbers (RabbitMQ's rule).
+  client.open_channel(65535);
+  client.open_channel(3);
+  client.send(3, amqp::ChannelClose{200, "", 0, 0});
+  client.expect<amqp::ChannelCloseOk>(3);
+  client.open_channel(1000);
+  client.send(7, amqp::ChannelOpen{});
+  EXPECT_EQ(
+      client.expect_connection_close(ReplyCode::not_allowed),
+      "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)");
 }
 
 TEST(ProtocolViolation, ContentFrameWithoutMethodIsUnexpectedFrame) {

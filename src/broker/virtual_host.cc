@@ -207,7 +207,7 @@ Result<void, ProtocolError> VirtualHost::declare_exchange(const ExchangeDeclare&
   }
   if (!type) {
     return unexpected(
-        error(ReplyCode::precondition_failed, "unknown exchange type '" + declare.type + "'"));
+        error(ReplyCode::command_invalid, "unknown exchange type '" + declare.type + "'"));
   }
   const amqp::FieldValue* alternate = declare.arguments.find("alternate-exchange");
   if (alternate != nullptr && !std::holds_alternative<std::string>(alternate->value)) {
@@ -456,7 +456,12 @@ Result<void, ProtocolError> VirtualHost::bind(const std::string& source, const B
 Result<void, ProtocolError> VirtualHost::unbind(const std::string& source, const Binding& binding,
                                                 ConnectionId user) {
   auto ends = binding_source(source, binding, user);
-  if (!ends.ok()) return unexpected(ends.error());
+  if (!ends.ok()) {
+    // Unbinding is idempotent: with its source or destination gone the binding is gone too,
+    // and RabbitMQ 3.x answers unbind-ok (aio-pika's RPC pattern unbinds after an auto-delete).
+    if (ends.error().code == ReplyCode::not_found) return Ok{};
+    return unexpected(ends.error());
+  }
   auto it = ends.value();
   auto& bindings = it->second.bindings;
   auto found = std::find(bindings.begin(), bindings.end(), binding);

@@ -230,7 +230,8 @@ EnqueueResult QueueMachine::add(MessagePtr message, std::optional<uint64_t> ttl_
   ready_body_bytes_ += body_bytes;
   deliver(deliveries);
   // Not taken at once, and behind enough others: its body waits on disk.
-  if (ready_count_ > body_cache_count_ && !level.fresh.empty() && level.fresh.back().first == id) {
+  bool over_cache = ready_count_ > body_cache_count_ || ready_body_bytes_ > body_cache_bytes_;
+  if (over_cache && !level.fresh.empty() && level.fresh.back().first == id) {
     evict(level.fresh.back().second);
   }
   // Watched only now, so that even a TTL of 0 lets a waiting consumer take it first.

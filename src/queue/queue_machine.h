@@ -129,9 +129,13 @@ class QueueMachine {
   EnqueueResult enqueue_for(MessagePtr message, uint64_t ttl_ms, uint64_t now_ms,
                             std::vector<Delivery>& deliveries, uint64_t stored_at = 0);
   // Bodies of stored messages stay in memory only for the first `count` ready messages (the
-  // next to be delivered); the others, and every checked-out one, keep just an index entry.
+  // next to be delivered) and while the ready bodies take at most `bytes` (so a large message
+  // waits on disk); the others, and every checked-out one, keep just an index entry.
   // Default: all stay. Changes nothing the queue decides, only its memory.
-  void keep_bodies_of(size_t count) { body_cache_count_ = count; }
+  void keep_bodies_of(size_t count, uint64_t bytes = UINT64_MAX) {
+    body_cache_count_ = count;
+    body_cache_bytes_ = bytes;
+  }
   // A queue on a log hands a message over to where it goes next (dead-letter targets, a delayed
   // exchange's destinations) through two logs: the message stays here, "leaving" (in the
   // snapshot too), until handed_over() says every target has it. Until then it is nowhere a
@@ -272,6 +276,7 @@ class QueueMachine {
   void evict(Entry& entry);
   Delivery delivery_of(HolderId holder, MessageId id, const Entry& entry) const;
   size_t body_cache_count_ = SIZE_MAX;
+  uint64_t body_cache_bytes_ = UINT64_MAX;
   void hold(uint64_t bytes);
   void drop(uint64_t bytes);
 

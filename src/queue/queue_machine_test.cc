@@ -62,6 +62,22 @@ TEST(QueueMachine, StoredMessagesBeyondTheCacheKeepOnlyTheirIndex) {
   EXPECT_TRUE(again[0].redelivered);
 }
 
+TEST(QueueMachine, LargeStoredBodiesWaitOnDiskWhateverTheirCount) {
+  QueueMachine q;
+  q.keep_bodies_of(256, 1500);
+  std::vector<Delivery> out;
+  q.enqueue(message(std::string(1000, 'a')), 0, out, 10);
+  q.enqueue(message(std::string(1000, 'b')), 0, out, 11);  // 2000 ready bytes: past the bound
+  q.enqueue(message(std::string(100, 'c')), 0, out, 12);   // still past it
+  EXPECT_EQ(q.held_bytes(), 1000 + 3 * message_overhead_bytes);
+  q.attach(alice, {}, 0, out);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_NE(out[0].message, nullptr);
+  EXPECT_EQ(out[1].message, nullptr);
+  EXPECT_EQ(out[2].message, nullptr);
+  EXPECT_EQ(out[1].stored_at, 11u);
+}
+
 TEST(QueueMachine, PrefetchLimitsCheckedOutMessages) {
   QueueMachine q;
   std::vector<Delivery> out;

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "amqp/frame.h"
 #include "server/server.h"
 
 int main(int argc, char** argv) {
@@ -36,6 +37,10 @@ int main(int argc, char** argv) {
   app.add_option("--connection-max", config.connection.connection_max,
                  "Open connections accepted (0: no limit)")
       ->capture_default_str();
+  app.add_option("--max-message-size-bytes", config.connection.message_size_bytes_max,
+                 "Largest message body a publisher may send (RabbitMQ's max_message_size)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, hamq::amqp::body_size_bytes_max));
   app.add_option("--memory-high-watermark-bytes", config.memory_high_watermark_bytes,
                  "Message bytes held in queues above which publishers are blocked (0: 40% of "
                  "memory)")

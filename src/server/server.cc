@@ -163,6 +163,11 @@ class Session : public std::enable_shared_from_this<Session> {
                       [self = shared_from_this()](asio::error_code ec, size_t) {
                         self->writing_ = false;
                         self->connection_.set_bytes_in_flight(0);
+                        // A buffer grown by a large message is given back, not kept for the
+                        // life of the connection (output and this buffer trade places).
+                        if (self->write_buffer_.capacity() > broker::output_backlog_high_bytes) {
+                          std::vector<uint8_t>().swap(self->write_buffer_);
+                        }
                         if (ec) {
                           self->close_socket();
                           return;

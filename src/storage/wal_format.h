@@ -69,9 +69,11 @@ inline constexpr uint64_t seal_body_bytes = 8;
 inline constexpr uint64_t seal_batch_bytes = batch_header_bytes + record_header_bytes + 8;
 
 // The largest record body the engine writes or accepts: bounds every read a length field can
-// ask for.
-inline constexpr uint64_t record_body_bytes_max = 64ull << 20;
-// The largest batch body: bounds a group-commit write (and the memory a batch takes).
-inline constexpr uint64_t batch_body_bytes_max = 256ull << 20;
+// ask for. An entry holds one message whole: 512 MiB of body (AMQP's and RabbitMQ's ceiling on
+// max_message_size) and room for its properties.
+inline constexpr uint64_t record_body_bytes_max = 576ull << 20;
+// The largest batch body: bounds a group-commit write (and the memory a batch takes). Batches
+// stop at pending_bytes_max; only a single large record makes one this large.
+inline constexpr uint64_t batch_body_bytes_max = 1ull << 30;
 
 }  // namespace hamq::storage::wal_format
