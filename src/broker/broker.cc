@@ -624,14 +624,15 @@ void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, Command
   }
   std::string encoded = queue::encode_command(command);
   uint64_t bytes = encoded.size();
-  auto index = queue_store_->propose(queue->group, std::move(encoded));
-  if (!index) {
+  auto position = queue_store_->propose(queue->group, std::move(encoded));
+  if (!position) {
     if (done) done(queue, nullptr);
     return;
   }
   queue->pending_bytes += bytes;
   queue->pending_commands.emplace(
-      *index, Queue::PendingCommand{std::move(command), std::move(done), bytes});
+      position->index,
+      Queue::PendingCommand{position->term, std::move(command), std::move(done), bytes});
 }
 
 void Broker::run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,
@@ -641,16 +642,20 @@ void Broker::run(const QueuePtr& queue, const queue::QueueCommand& command, cons
   if (done) done(queue, &effects);
 }
 
-void Broker::apply_queue_entry(uint64_t group, uint64_t index, std::string_view data) {
+void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string_view data) {
   auto it = queue_groups_.find(group);
   if (it == queue_groups_.end()) return;
   QueuePtr queue = it->second.lock();
   if (!queue) return;
+  uint64_t index = position.index;
   queue->log_bytes_since_snapshot += data.size();
   queue->applied_index = index;
   auto& pending = queue->pending_commands;
-  // A proposal below this index that never came back was replaced (a new leader): not done.
-  while (!pending.empty() && pending.begin()->first < index) {
+  // A proposal at or below this index that did not come back with its own term was replaced by
+  // another leader's entry: it was never committed, and is not done.
+  while (!pending.empty() &&
+         (pending.begin()->first < index ||
+          (pending.begin()->first == index && pending.begin()->second.term != position.term))) {
     auto node = pending.extract(pending.begin());
     queue->pending_bytes -= node.mapped().bytes;
     if (node.mapped().done) node.mapped().done(queue, nullptr);

@@ -91,6 +91,14 @@ class DefinitionStore {
   virtual bool record(const std::vector<MetadataCommand>& commands) = 0;
 };
 
+// Where an entry sits in a group's log. A proposal is the entry applied at its position only if
+// both match: after a leader change another leader's entry can take the same index (Raft §5.3).
+struct LogPosition {
+  uint64_t term = 0;
+  uint64_t index = 0;
+  bool operator==(const LogPosition&) const = default;
+};
+
 // Where durable queues keep their commands: the queue groups on the node's log, in the runtime.
 // The broker proposes a command and runs it on the queue's machine when the store hands the
 // entry back, applied, through Broker::apply_queue_entry.
@@ -103,8 +111,8 @@ class QueueStore {
   virtual bool has_group(uint64_t group) const = 0;
   // The queue is gone: its group and what its log holds go too.
   virtual void remove_group(uint64_t group) = 0;
-  // Appends a command to the group's log: its log index, or nothing when the log refuses it.
-  virtual std::optional<uint64_t> propose(uint64_t group, std::string command) = 0;
+  // Appends a command to the group's log: where it was put, or nothing when the log refuses it.
+  virtual std::optional<LogPosition> propose(uint64_t group, std::string command) = 0;
   // The command applied at `index` of the group's log, as it was proposed; nothing if it cannot
   // be read (damaged, or released).
   virtual std::optional<std::string> read(uint64_t group, uint64_t index) const = 0;
@@ -234,7 +242,7 @@ class Broker {
     return queue::QueueCommand{wall_clock_ms_, std::move(body)};
   }
   // A committed entry of a queue's group, in log order (and, after a restart, the log replayed).
-  void apply_queue_entry(uint64_t group, uint64_t index, std::string_view data);
+  void apply_queue_entry(uint64_t group, LogPosition position, std::string_view data);
   // A queue's group starts from a snapshot (at a restart): the queue's state is replaced by it.
   Result<void, std::string> restore_queue(uint64_t group, std::string_view snapshot);
   // The log asks: the queue's old entries keep the oldest segment of the node's log from being

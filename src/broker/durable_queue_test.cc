@@ -18,12 +18,12 @@ class ManualStore final : public QueueStore {
   uint64_t create_group() override { return next_group_++; }
   bool has_group(uint64_t group) const override { return group < next_group_; }
   void remove_group(uint64_t group) override { logs_.erase(group); }
-  std::optional<uint64_t> propose(uint64_t group, std::string command) override {
+  std::optional<LogPosition> propose(uint64_t group, std::string command) override {
     if (refuse) return std::nullopt;
     auto& log = logs_[group];
-    log.push_back(std::move(command));
+    log.push_back({term, std::move(command)});
     unapplied_.emplace_back(group, log.size());
-    return log.size();
+    return LogPosition{term, log.size()};
   }
   void compact(uint64_t group, uint64_t index, std::string snapshot,
                uint64_t retain_from) override {
@@ -34,25 +34,20 @@ class ManualStore final : public QueueStore {
     ++reads;
     auto it = logs_.find(group);
     if (it == logs_.end() || index == 0 || index > it->second.size()) return std::nullopt;
-    return it->second[index - 1];
+    return it->second[index - 1].second;
   }
 
   // Applies everything proposed so far, in order (and what that proposes in turn).
   void apply_all(Broker& broker) {
-    while (!unapplied_.empty()) {
-      auto [group, index] = unapplied_.front();
-      unapplied_.erase(unapplied_.begin());
-      auto it = logs_.find(group);
-      if (it != logs_.end()) broker.apply_queue_entry(group, index, it->second[index - 1]);
-      broker.flush_hand_overs();
-    }
+    while (!unapplied_.empty()) apply_next(broker);
   }
   size_t unapplied() const { return unapplied_.size(); }
   // Applies the oldest entry proposed and not applied yet.
   void apply_next(Broker& broker) {
     auto [group, index] = unapplied_.front();
     unapplied_.erase(unapplied_.begin());
-    broker.apply_queue_entry(group, index, logs_.at(group)[index - 1]);
+    auto it = logs_.find(group);
+    if (it != logs_.end()) apply(broker, group, index);
     broker.flush_hand_overs();
   }
   // SIGKILL: what was proposed and not applied (not yet durable) is gone.
@@ -62,28 +57,48 @@ class ManualStore final : public QueueStore {
     }
     unapplied_.clear();
   }
+  // A new leader of a later term took over the group before its unapplied entries committed:
+  // its own entry `command` takes the place of the first of them, the others are gone.
+  void lose_unapplied_to_another_leader(uint64_t group, std::string command) {
+    ++term;
+    auto first = std::find_if(unapplied_.begin(), unapplied_.end(),
+                              [group](const auto& entry) { return entry.first == group; });
+    ASSERT_NE(first, unapplied_.end());
+    auto& log = logs_.at(group);
+    log.resize(first->second - 1);
+    log.push_back({term, std::move(command)});
+    std::erase_if(unapplied_, [group, index = log.size()](const auto& entry) {
+      return entry.first == group && entry.second > index;
+    });
+  }
   // A restart: every group's log applied again from its start, as the node's log replays it.
   void replay(Broker& broker) {
     for (const auto& [group, log] : logs_) {
-      for (size_t i = 0; i < log.size(); ++i) broker.apply_queue_entry(group, i + 1, log[i]);
+      for (size_t i = 0; i < log.size(); ++i) apply(broker, group, i + 1);
     }
   }
   // The kinds of the commands in a group's log, in order.
   std::vector<size_t> kinds(uint64_t group) const {
     std::vector<size_t> out;
     for (const auto& entry : logs_.at(group))
-      out.push_back(queue::decode_command(entry)->body.index());
+      out.push_back(queue::decode_command(entry.second)->body.index());
     return out;
   }
 
   bool refuse = false;
+  uint64_t term = 1;  // of the leader that takes proposals
   mutable size_t reads = 0;
   std::map<uint64_t, std::pair<uint64_t, std::string>> snapshots;  // by group: (index, state)
   std::map<uint64_t, uint64_t> retained_from;                      // by group
 
  private:
+  void apply(Broker& broker, uint64_t group, uint64_t index) {
+    const auto& [entry_term, data] = logs_.at(group)[index - 1];
+    broker.apply_queue_entry(group, {entry_term, index}, data);
+  }
+
   uint64_t next_group_ = 2;
-  std::map<uint64_t, std::vector<std::string>> logs_;
+  std::map<uint64_t, std::vector<std::pair<uint64_t, std::string>>> logs_;  // (term, command)
   std::vector<std::pair<uint64_t, uint64_t>> unapplied_;
 };
 
@@ -118,6 +133,30 @@ TEST_F(DurableQueue, ConfirmLeavesOnlyOnceTheEntryIsApplied) {
   auto ack = client.expect<amqp::BasicAck>(1);
   EXPECT_EQ(ack.delivery_tag, 2u);
   EXPECT_TRUE(ack.multiple);
+}
+
+TEST_F(DurableQueue, AnEntryReplacedByAnotherLeaderIsNotTakenForTheProposal) {
+  client.send(1, amqp::ConfirmSelect{false});
+  client.expect<amqp::ConfirmSelectOk>(1);
+  client.publish(1, "", "jobs", "mine");
+  // Before it commits, another leader's entry (a later term) takes its index in the log.
+  auto theirs = std::make_shared<queue::Message>();
+  theirs->routing_key = "jobs";
+  theirs->body = "theirs";
+  uint64_t group = client.broker.find_virtual_host("/")->find_queue("jobs")->group;
+  store.lose_unapplied_to_another_leader(
+      group, queue::encode_command(client.broker.command(queue::EnqueueCommand{theirs})));
+  apply();
+  // Matched by index alone, "mine" ran in place of "theirs" and was confirmed, never committed.
+  auto nack = client.expect<amqp::BasicNack>(1);
+  EXPECT_EQ(nack.delivery_tag, 1u);
+  EXPECT_EQ(client.broker.find_virtual_host("/")->find_queue("jobs")->machine.ready_count(), 1u);
+  client.send(1, amqp::BasicGet{0, "jobs", true});
+  apply();
+  auto frames = client.receive();
+  ASSERT_EQ(frames.size(), 3u);  // get-ok, header, body
+  ASSERT_TRUE(frames[0].method && std::holds_alternative<amqp::BasicGetOk>(*frames[0].method));
+  EXPECT_EQ(frames[2].body, "theirs");
 }
 
 TEST_F(DurableQueue, RefusedByTheLogIsNacked) {

@@ -22,6 +22,7 @@ struct Received {
   amqp::FrameType type;
   uint16_t channel;
   std::optional<Method> method;
+  std::string body;  // of a body frame
 };
 
 // Drives a Connection as a client would, reading what it answers.
@@ -55,7 +56,10 @@ class Client {
       auto next = reader.next();
       EXPECT_TRUE(next.ok());
       if (!next.ok() || !next.value()) break;
-      Received r{next.value()->type, next.value()->channel, std::nullopt};
+      Received r{next.value()->type, next.value()->channel, std::nullopt, {}};
+      if (r.type == amqp::FrameType::body) {
+        r.body.assign(next.value()->payload.begin(), next.value()->payload.end());
+      }
       if (r.type == amqp::FrameType::method) {
         auto method = amqp::decode_method(next.value()->payload);
         EXPECT_TRUE(method.ok());

@@ -89,6 +89,7 @@ struct Queue {
   uint64_t group = 0;
   // Commands proposed and not yet applied, by log index.
   struct PendingCommand {
+    uint64_t term = 0;  // of the entry proposed: another term at its index replaced it
     queue::QueueCommand command;
     CommandDone done;
     uint64_t bytes = 0;  // in the log

@@ -66,7 +66,8 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
                 if (group == metadata_group) {
                   if (self_log->metadata_handler_.apply) self_log->metadata_handler_.apply(entry);
                 } else if (self_log->broker_ != nullptr) {
-                  self_log->broker_->apply_queue_entry(group.value, entry.index.value, entry.data);
+                  self_log->broker_->apply_queue_entry(
+                      group.value, {entry.term.value, entry.index.value}, entry.data);
                 }
               }});
   return log;
@@ -269,12 +270,13 @@ void NodeLog::compact(uint64_t group, uint64_t index, std::string snapshot, uint
   schedule_process();
 }
 
-std::optional<uint64_t> NodeLog::propose(uint64_t group, std::string command) {
+std::optional<broker::LogPosition> NodeLog::propose(uint64_t group, std::string command) {
   if (failed()) return std::nullopt;
   auto index = host_->propose(raft::GroupId{group}, std::move(command));
   if (!index.ok()) return std::nullopt;
   schedule_process();
-  return index->value;
+  // The entry carries the term its leader had when it took the proposal: this member's, now.
+  return broker::LogPosition{host_->find(raft::GroupId{group})->term().value, index->value};
 }
 
 }  // namespace hamq::server

@@ -82,7 +82,7 @@ class NodeLog final : public broker::QueueStore {
   uint64_t create_group() override;
   bool has_group(uint64_t group) const override;
   void remove_group(uint64_t group) override;
-  std::optional<uint64_t> propose(uint64_t group, std::string command) override;
+  std::optional<broker::LogPosition> propose(uint64_t group, std::string command) override;
   std::optional<std::string> read(uint64_t group, uint64_t index) const override;
   void compact(uint64_t group, uint64_t index, std::string snapshot, uint64_t retain_from) override;
 
