@@ -4,8 +4,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "common/crc32c.h"
 #include "common/verify.h"
-#include "storage/crc32c.h"
 
 namespace hamq::storage {
 

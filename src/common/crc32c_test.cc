@@ -1,11 +1,11 @@
-#include "storage/crc32c.h"
+#include "common/crc32c.h"
 
 #include <gtest/gtest.h>
 
 #include <random>
 #include <string>
 
-namespace hamq::storage {
+namespace hamq {
 namespace {
 
 TEST(Crc32c, MatchesTheRfc3720TestVectors) {
@@ -41,4 +41,4 @@ TEST(Crc32c, ExtendingEqualsChecksummingTheWhole) {
 }
 
 }  // namespace
-}  // namespace hamq::storage
+}  // namespace hamq

@@ -1,4 +1,4 @@
-#include "storage/crc32c.h"
+#include "common/crc32c.h"
 
 #include <array>
 #include <cstring>
@@ -7,7 +7,7 @@
 #include <nmmintrin.h>
 #endif
 
-namespace hamq::storage {
+namespace hamq {
 namespace {
 
 constexpr uint32_t reflected_polynomial = 0x82F63B78;
@@ -89,4 +89,4 @@ uint32_t crc32c_extend(uint32_t crc, const void* data, size_t size) {
   return crc32c_extend_portable(crc, data, size);
 }
 
-}  // namespace hamq::storage
+}  // namespace hamq

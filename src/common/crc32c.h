@@ -1,4 +1,5 @@
-// CRC-32C (Castagnoli), the checksum of every record the storage engine writes.
+// CRC-32C (Castagnoli), the checksum of every record the storage engine writes and
+// of every frame between nodes.
 //
 // Chosen over CRC-32 for its hardware instruction (SSE4.2 `crc32`, used when the CPU has it,
 // checked at run time) and its better error detection on storage data; the same polynomial as
@@ -9,7 +10,7 @@
 #include <cstdint>
 #include <string_view>
 
-namespace hamq::storage {
+namespace hamq {
 
 // Extends `crc` (the value of the bytes before) with `size` bytes. crc32c_extend(0, ...) is the
 // CRC of the data alone.
@@ -25,4 +26,4 @@ inline uint32_t crc32c(std::string_view data) {
 // The table path alone, for tests that compare it with the hardware path.
 uint32_t crc32c_extend_portable(uint32_t crc, const void* data, size_t size);
 
-}  // namespace hamq::storage
+}  // namespace hamq
