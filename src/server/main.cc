@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "amqp/frame.h"
+#include "server/node_identity.h"
 #include "server/server.h"
 
 int main(int argc, char** argv) {
@@ -24,6 +25,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--bind", config.bind_address, "Address to listen on")->capture_default_str();
   app.add_option("--data-dir", data_dir, "Directory for the broker's data")->capture_default_str();
+  config.node_name = hamq::server::default_node_name();
+  app.add_option("--node-name", config.node_name,
+                 "This node's name in its cluster; a data directory keeps the name it was made "
+                 "with")
+      ->capture_default_str()
+      ->check([](const std::string& name) {
+        return name.empty() || name.size() > 255 ? std::string("1 to 255 characters")
+                                                 : std::string();
+      });
   app.add_option("--heartbeat", config.connection.heartbeat_s,
                  "Heartbeat interval proposed to clients, in seconds (0: off)")
       ->capture_default_str();

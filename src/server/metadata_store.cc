@@ -35,9 +35,8 @@ Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(NodeLog&
           },
       .compact = [self] { self->compact(); }});
   if (!log.host().open_group(metadata_group)) {
-    auto created =
-        log.host().create_group(metadata_group, raft::ConfState{.voters = {raft::NodeId{1}}},
-                                broker::Definitions().snapshot());
+    auto created = log.host().create_group(metadata_group, raft::ConfState{.voters = {log.self()}},
+                                           broker::Definitions().snapshot());
     if (!created.ok()) return unexpected("cannot create the metadata group: " + created.error());
   }
   if (!store->settle() || !store->failure_.empty()) {

@@ -9,7 +9,6 @@ namespace hamq::server {
 
 namespace {
 
-constexpr raft::NodeId self{1};
 // Settling gives up when the writer has reported nothing for this long.
 constexpr auto settle_silence_max = std::chrono::seconds(30);
 // Rounds with nothing to write and nothing done before settling gives up (a group that cannot
@@ -23,8 +22,19 @@ NodeLog::~NodeLog() {
   writer_.reset();  // writes what is pending
 }
 
-Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesystem::path& data_dir) {
+bool NodeLog::log_is_new(const std::filesystem::path& data_dir) {
+  std::error_code ec;
+  for (const auto& file : std::filesystem::directory_iterator(data_dir / "wal", ec)) {
+    if (file.path().extension() == ".seg") return false;
+  }
+  return true;
+}
+
+Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesystem::path& data_dir,
+                                                            raft::NodeId self,
+                                                            uint64_t incarnation) {
   std::unique_ptr<NodeLog> log(new NodeLog());
+  log->self_ = self;
   log->fs_ = storage::make_posix_file_system();
   std::string dir = (data_dir / "wal").string();
   auto wal = storage::Wal::open(*log->fs_, dir, {}, &log->recovery_);
@@ -41,7 +51,7 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
   }
   NodeLog* self_log = log.get();
   log->host_ = std::make_unique<replication::GroupHost>(
-      *log->wal_, self, 1, raft::Config{},
+      *log->wal_, self, incarnation, raft::Config{},
       replication::GroupHostCallbacks{
           .send = [](const raft::Message&) {},  // one member per group: nobody to tell
           .restore =
@@ -230,7 +240,7 @@ void NodeLog::schedule_process() {
 
 uint64_t NodeLog::create_group() {
   raft::GroupId group{next_group_++};
-  auto created = host_->create_group(group, raft::ConfState{.voters = {self}, .learners = {}}, "");
+  auto created = host_->create_group(group, raft::ConfState{.voters = {self_}, .learners = {}}, "");
   if (!created.ok()) {
     spdlog::error("cannot create the log of a queue: {}", created.error());
     return 0;

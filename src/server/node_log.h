@@ -37,8 +37,14 @@ inline constexpr raft::GroupId metadata_group{1};
 
 class NodeLog final : public broker::QueueStore {
  public:
-  // Opens (creating) the log, recovering what is there; no group is started yet.
-  static Result<std::unique_ptr<NodeLog>, std::string> open(const std::filesystem::path& data_dir);
+  // Opens (creating) the log, recovering what is there; no group is started yet. The groups'
+  // members are this node (`self`) on a disk of `incarnation` (NodeIdentity).
+  static Result<std::unique_ptr<NodeLog>, std::string> open(const std::filesystem::path& data_dir,
+                                                            raft::NodeId self,
+                                                            uint64_t incarnation);
+  // The write-ahead log in `data_dir` has no segment yet: this start creates it.
+  static bool log_is_new(const std::filesystem::path& data_dir);
+  raft::NodeId self() const { return self_; }
   ~NodeLog() override;
 
   replication::GroupHost& host() { return *host_; }
@@ -94,6 +100,7 @@ class NodeLog final : public broker::QueueStore {
   // The groups' Readies, then the hand-overs those finished proposed (Broker::flush_hand_overs).
   size_t process_host();
 
+  raft::NodeId self_;
   std::unique_ptr<storage::FileSystem> fs_;
   std::unique_ptr<storage::Wal> wal_;
   std::unique_ptr<replication::GroupHost> host_;

@@ -14,6 +14,7 @@
 
 #include "server/data_dir.h"
 #include "server/metadata_store.h"
+#include "server/node_identity.h"
 #include "server/node_log.h"
 
 namespace hamq::server {
@@ -412,6 +413,7 @@ struct Server::Impl {
   uint64_t memory_high_since_trim_bytes = 0;
   SessionSet sessions;
   std::optional<DataDirLock> lock;
+  NodeIdentity identity;
 };
 
 Server::Server(ServerConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
@@ -422,7 +424,16 @@ Result<void, std::string> Server::start() {
   auto lock = DataDirLock::acquire(impl_->config.data_dir);
   if (!lock.ok()) return unexpected(lock.error());
   impl_->lock.emplace(std::move(lock.value()));
-  auto log = NodeLog::open(impl_->config.data_dir);
+  const std::string& name = impl_->config.node_name;
+  auto identity =
+      load_or_create_identity(impl_->config.data_dir, name.empty() ? default_node_name() : name,
+                              NodeLog::log_is_new(impl_->config.data_dir), unix_ms() * 1000);
+  if (!identity.ok()) return unexpected(identity.error());
+  impl_->identity = identity.value();
+  spdlog::info("node {} (id {}, incarnation {}) of cluster {}", identity->node_name,
+               identity->node_id, identity->incarnation, identity->cluster_id);
+  auto log =
+      NodeLog::open(impl_->config.data_dir, raft::NodeId{identity->node_id}, identity->incarnation);
   if (!log.ok()) return unexpected(log.error());
   impl_->log = std::move(log.value());
   NodeLog& node_log = *impl_->log;

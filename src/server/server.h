@@ -19,6 +19,7 @@ struct ServerConfig {
   std::string bind_address = "::";
   uint16_t port = 5672;  // 0: any free port
   std::filesystem::path data_dir = "hamq-data";
+  std::string node_name;  // --node-name; empty: default_node_name()
   broker::ConnectionConfig connection;
   // Bytes of messages held in queues above which publishers are blocked; 0: 40% of the
   // machine's memory, as RabbitMQ's default vm_memory_high_watermark.
