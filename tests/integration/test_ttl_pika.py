@@ -129,9 +129,11 @@ def test_unused_queue_expires_and_its_messages_are_not_dead_lettered(server):
 def test_queue_with_a_consumer_does_not_expire_and_use_renews_the_lease(server):
     connection = connect(server)
     channel = connection.channel()
-    channel.queue_declare("watched", arguments={"x-expires": 300})
+    # The gets come every 0.15 s against a lease of 1 s: a loaded machine may stall for a while
+    # without the lease running out in between.
+    channel.queue_declare("watched", arguments={"x-expires": 1000})
     tag = channel.basic_consume("watched", lambda *args: None, auto_ack=True)
-    connection.process_data_events(time_limit=0.6)
+    connection.process_data_events(time_limit=1.5)
     assert exists(connection, "queue", "watched")
     channel.basic_cancel(tag)  # unused from now on
     for _ in range(4):  # basic.get keeps it alive
