@@ -747,16 +747,27 @@ void Broker::end_replay() {
   flush_hand_overs();
 }
 
+void Broker::set_node_id(uint64_t node) {
+  HAMQ_VERIFY(node > 0 && node < (uint64_t{1} << (64 - queue::holder_node_shift)),
+              "node id out of range");
+  node_id_ = node;
+}
+
 void Broker::detach_previous_holders() {
+  // This node's holders of its previous life (and those logged before holders carried a node):
+  // another node's consumers are that node's to detach.
+  auto previous_life = [this](HolderId holder) {
+    return holder.node() == node_id_ || holder.node() == 0;
+  };
   for (auto& [group, weak] : queue_groups_) {
     QueuePtr queue = weak.lock();
     if (!queue) continue;
     // Consumers first: a message given back must not go to a consumer of the previous life.
     for (HolderId consumer : queue->machine.consumer_ids()) {
-      execute(queue, command(queue::CancelCommand{consumer}));
+      if (previous_life(consumer)) execute(queue, command(queue::CancelCommand{consumer}));
     }
     for (HolderId holder : queue->machine.holder_ids()) {
-      execute(queue, command(queue::DetachCommand{holder}));
+      if (previous_life(holder)) execute(queue, command(queue::DetachCommand{holder}));
     }
   }
 }

@@ -160,12 +160,18 @@ class Broker {
   void check_flow(const Queue& queue);
   void forget_publisher(BlockedPublisher* publisher);
 
-  HolderId new_holder() { return HolderId{next_holder_++}; }
+  // This node's id in its cluster (NodeIdentity): holder and connection ids carry it, so that
+  // ids written into replicated logs never collide between nodes. Default 1.
+  void set_node_id(uint64_t node);
+  uint64_t node_id() const { return node_id_; }
+  HolderId new_holder() { return HolderId{node_id_ << queue::holder_node_shift | next_holder_++}; }
   // Connections past connection.open, for the node's connection limit.
   uint32_t open_connection_count() const { return open_connections_; }
   void connection_opened() { ++open_connections_; }
   void connection_closed() { --open_connections_; }
-  ConnectionId new_connection_id() { return next_connection_id_++; }
+  ConnectionId new_connection_id() {
+    return node_id_ << queue::holder_node_shift | next_connection_id_++;
+  }
   // "amq.gen-..." and "amq.ctag-...": a prefix and 22 random base64url characters.
   std::string random_name(std::string_view prefix);
 
@@ -330,6 +336,7 @@ class Broker {
   void unblock_all_if_clear();
   std::vector<BlockedPublisher*> blocked_;
   std::unordered_map<const Queue*, std::vector<BlockedPublisher*>> flow_waiters_;
+  uint64_t node_id_ = 1;
   uint64_t next_holder_ = 1;
   uint32_t open_connections_ = 0;
   ConnectionId next_connection_id_ = 1;

@@ -159,6 +159,31 @@ TEST_F(DurableQueue, AnEntryReplacedByAnotherLeaderIsNotTakenForTheProposal) {
   EXPECT_EQ(frames[2].body, "theirs");
 }
 
+TEST_F(DurableQueue, ARestartDetachesOnlyThisNodesHoldersOfItsPreviousLife) {
+  client.send(1, amqp::BasicConsume{0, "jobs", "mine", false, false, false, false, {}});
+  client.expect<amqp::BasicConsumeOk>(1);
+  // The log also carries a consumer of node 2 (as a replicated queue's would).
+  QueuePtr jobs = client.broker.find_virtual_host("/")->find_queue("jobs");
+  queue::HolderId theirs{uint64_t{2} << queue::holder_node_shift | 7};
+  client.broker.execute(jobs, client.broker.command(queue::AttachCommand{.consumer = theirs}));
+  apply();
+  ASSERT_EQ(jobs->machine.consumer_count(), 2u);
+  EXPECT_EQ(jobs->machine.consumer_ids().front().node(), 1u);  // this node's
+
+  Definitions definitions = client.broker.current_definitions();
+  Broker restarted({"/"}, 2);  // node 1, as before
+  restarted.set_queue_store(&store);
+  restarted.begin_replay();
+  restarted.restore_definitions(definitions);
+  store.replay(restarted);
+  restarted.end_replay();
+  restarted.detach_previous_holders();
+  store.apply_all(restarted);
+  auto consumers = restarted.find_virtual_host("/")->find_queue("jobs")->machine.consumer_ids();
+  ASSERT_EQ(consumers.size(), 1u);
+  EXPECT_EQ(consumers.front(), theirs);
+}
+
 TEST_F(DurableQueue, RefusedByTheLogIsNacked) {
   client.send(1, amqp::ConfirmSelect{false});
   client.expect<amqp::ConfirmSelectOk>(1);

@@ -34,11 +34,18 @@ struct MessageId {
 };
 
 // Who holds checked-out messages: a consumer or a channel's basic.get. Assigned by the broker,
-// unique on the node.
+// unique in the cluster: the node's id in the high bits (holder_node_shift), a counter of the
+// node's in the low ones. Holders written into a log before node ids existed have node 0.
 struct HolderId {
   uint64_t value = 0;
   auto operator<=>(const HolderId&) const = default;
+  uint64_t node() const;
 };
+// Leaves 2^40 holders per life of a node, and 2^24 node ids.
+constexpr unsigned holder_node_shift = 40;
+inline uint64_t HolderId::node() const {
+  return value >> holder_node_shift;
+}
 
 struct ConsumerOptions {
   uint32_t prefetch_count = 0;  // 0: unlimited

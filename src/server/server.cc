@@ -444,6 +444,7 @@ Result<void, std::string> Server::start() {
   if (!metadata.ok()) return unexpected(metadata.error());
   impl_->metadata = std::move(metadata.value());
   broker::Broker& broker = impl_->broker;
+  broker.set_node_id(impl_->identity.node_id);
   broker.set_wall_clock_ms(unix_ms());
   broker.set_definition_store(impl_->metadata.get());
   broker.set_queue_store(&node_log);
