@@ -503,6 +503,13 @@ Result<void, std::string> Server::start() {
   if (acceptor.listen(asio::socket_base::max_listen_connections, ec)) {
     return unexpected("cannot listen: " + ec.message());
   }
+  // Caught from here on, before the caller says it listens: a SIGTERM that comes at once still
+  // shuts down cleanly (handled when run() starts the loop).
+  impl_->signals.add(SIGTERM);
+  impl_->signals.add(SIGINT);
+  impl_->signals.async_wait([this](asio::error_code wait_error, int signal_number) {
+    if (!wait_error) impl_->shut_down(signal_number);
+  });
   return Ok{};
 }
 
@@ -512,11 +519,6 @@ uint16_t Server::port() const {
 }
 
 void Server::run() {
-  impl_->signals.add(SIGTERM);
-  impl_->signals.add(SIGINT);
-  impl_->signals.async_wait([this](asio::error_code ec, int signal_number) {
-    if (!ec) impl_->shut_down(signal_number);
-  });
   impl_->accept();
   impl_->trim_memory_now_and_then();
   impl_->tick();
