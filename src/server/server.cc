@@ -21,6 +21,9 @@ namespace hamq::server {
 namespace {
 
 constexpr size_t read_chunk_bytes = 64 * 1024;
+// How long a finished connection waits for the client to close its end (see Session::linger).
+constexpr auto linger_timeout = std::chrono::seconds(3);
+constexpr size_t linger_read_bytes = 16 * 1024;
 
 uint64_t now_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -89,6 +92,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void shut_down() {
+    if (closed_ || lingering_) return;
     connection_.shut_down(now_ms());
     flush();
     arm_timer();
@@ -109,6 +113,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void read() {
+    read_pending_ = true;
     auto space = connection_.prepare_input(read_chunk_bytes);
     socket_.async_read_some(asio::buffer(space.data(), space.size()),
                             [self = shared_from_this()](asio::error_code ec, size_t bytes) {
@@ -117,6 +122,15 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_read(asio::error_code ec, size_t bytes) {
+    read_pending_ = false;
+    if (lingering_) {
+      if (ec) {
+        close_socket();  // the client closed its end (or the socket failed): done
+      } else {
+        drain();
+      }
+      return;
+    }
     if (ec) {
       if (!connection_.finished()) {
         const std::string& reason = connection_.end_reason();
@@ -143,14 +157,14 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void resume_reading() {
-    if (!read_paused_ || closed_ || connection_.reading_paused()) return;
+    if (!read_paused_ || closed_ || lingering_ || connection_.reading_paused()) return;
     read_paused_ = false;
     auto self = std::move(keep_alive_);
     read();
   }
 
   void flush() {
-    if (writing_ || closed_) return;
+    if (writing_ || closed_ || lingering_) return;
     auto& output = connection_.output();
     if (output.empty()) {
       if (connection_.finished()) finish();
@@ -178,7 +192,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void arm_timer() {
-    if (closed_) return;
+    if (closed_ || lingering_) return;
     uint64_t at_ms = connection_.next_timer_ms();
     if (at_ms == UINT64_MAX) {
       timer_.cancel();
@@ -187,7 +201,7 @@ class Session : public std::enable_shared_from_this<Session> {
     uint64_t now = now_ms();
     timer_.expires_after(std::chrono::milliseconds(at_ms > now ? at_ms - now : 0));
     timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
-      if (ec || self->closed_) return;
+      if (ec || self->closed_ || self->lingering_) return;
       self->broker_.set_wall_clock_ms(unix_ms());
       self->connection_.on_timer(now_ms());
       self->flush();
@@ -202,7 +216,36 @@ class Session : public std::enable_shared_from_this<Session> {
     } else {
       spdlog::info("connection from {} closed: {}", peer_, reason);
     }
-    close_socket();
+    linger();
+  }
+
+  // After the last frame the client closes first, as RabbitMQ lets it. Closing the socket with
+  // the client's frames unread would reset the connection under its last writes (clients such as
+  // amqplib go on publishing after connection.close until they read close-ok), and a client that
+  // takes the reset for an error never finishes its close. So the connection's resources go now,
+  // the socket stops sending, what still arrives is read and dropped, and the socket closes at
+  // the client's end of stream or after linger_timeout.
+  void linger() {
+    if (closed_ || lingering_) return;
+    lingering_ = true;
+    connection_.release();
+    asio::error_code ignored;
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    timer_.cancel();
+    timer_.expires_after(linger_timeout);
+    timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
+      if (!ec) self->close_socket();
+    });
+    linger_buffer_.resize(linger_read_bytes);
+    if (!read_pending_) drain();
+  }
+
+  void drain() {
+    read_pending_ = true;
+    socket_.async_read_some(asio::buffer(linger_buffer_),
+                            [self = shared_from_this()](asio::error_code ec, size_t bytes) {
+                              self->on_read(ec, bytes);
+                            });
   }
 
   void close_socket() {
@@ -227,6 +270,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool closed_ = false;
   bool flush_posted_ = false;
   bool read_paused_ = false;
+  bool read_pending_ = false;
+  bool lingering_ = false;  // finished: waiting for the client to close (linger)
+  std::vector<uint8_t> linger_buffer_;
   std::shared_ptr<Session> keep_alive_;  // set while reading is paused
 };
 

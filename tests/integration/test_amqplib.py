@@ -28,5 +28,9 @@ def test_work_queue_tutorial(server):
     assert run_scenario(server, "work_queue")["received"] == ["first.", "second..", "third..."]
 
 
+def test_close_right_after_filling_the_write_buffer_completes(server):
+    assert run_scenario(server, "close_while_publishing")["sent"] > 100
+
+
 def test_unbind_from_a_missing_exchange(server):
     assert run_scenario(server, "unbind_missing")["queue"].startswith("amq.gen-")

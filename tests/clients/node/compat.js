@@ -41,6 +41,23 @@ const scenarios = {
     return { received };
   },
 
+  // amqplib's own "find high watermark" test: publish until the client's buffer is full, then
+  // close at once. amqplib writes connection.close before the publishes still buffered and goes
+  // on writing them; its close completes only when it reads close-ok, so the broker must not
+  // reset the connection under those writes (RabbitMQ lets the client close first).
+  async close_while_publishing() {
+    const connection = await amqp.connect(url);
+    const channel = await connection.createChannel();
+    const { queue } = await channel.assertQueue('', { exclusive: true });
+    let sent = 0;
+    while (channel.sendToQueue(queue, Buffer.alloc(1024))) ++sent;
+    const closed = connection.close().then(() => 'closed');
+    const stuck = new Promise((resolve) => setTimeout(() => resolve('stuck'), 10000).unref());
+    const outcome = await Promise.race([closed, stuck]);
+    if (outcome !== 'closed') throw new Error('connection.close() did not complete');
+    return { sent };
+  },
+
   // Unbinding from an exchange that is gone: unbind-ok, the channel stays open.
   async unbind_missing() {
     const connection = await amqp.connect(url);
