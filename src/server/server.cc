@@ -223,14 +223,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // the client's frames unread would reset the connection under its last writes (clients such as
   // amqplib go on publishing after connection.close until they read close-ok), and a client that
   // takes the reset for an error never finishes its close. So the connection's resources go now,
-  // the socket stops sending, what still arrives is read and dropped, and the socket closes at
-  // the client's end of stream or after linger_timeout.
+  // what still arrives is read and dropped, and the socket closes at the client's end of stream
+  // or after linger_timeout. Not even a half-close goes out meanwhile: a proxy between the two
+  // (one that closes both ways when one side ends) would reset the client all the same.
   void linger() {
     if (closed_ || lingering_) return;
     lingering_ = true;
     connection_.release();
-    asio::error_code ignored;
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
     timer_.cancel();
     timer_.expires_after(linger_timeout);
     timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
