@@ -1,6 +1,8 @@
 """Where pika (Debian's 1.2.0) once saw hamq differ from RabbitMQ 3.10.8 (issue 13;
 docs/compatibility.md): large messages, the channel limit, unknown exchange types."""
 
+import os
+
 import pika
 import pika.exceptions
 import pytest
@@ -9,6 +11,9 @@ from hamq_server import HamqServer
 from pika_helpers import connect
 
 MiB = 1024 * 1024
+# ASan's allocator keeps what is freed (its quarantine), so the server's RSS is measured in the
+# plain build only (tests/CMakeLists.txt sets HAMQ_SANITIZED for the sanitizer build).
+MEMORY_MEASURED = os.environ.get("HAMQ_SANITIZED", "0") != "1"
 
 
 def rss_bytes(pid):
@@ -27,14 +32,16 @@ def test_a_100_mib_durable_message_goes_through_and_gives_its_memory_back(server
     channel.confirm_delivery()
     channel.basic_publish("", "large", body, pika.BasicProperties(delivery_mode=2))
     # Confirmed and waiting in a durable queue: the body is on disk, not in memory.
-    assert rss_bytes(server.process.pid) < 64 * MiB
+    if MEMORY_MEASURED:
+        assert rss_bytes(server.process.pid) < 64 * MiB
     method, _, received = channel.basic_get("large")
     assert received == body
     channel.basic_ack(method.delivery_tag)
     channel.queue_declare("large", passive=True)  # the ack is handled
     # Delivered and acked: nothing of it is left, not even the buffer it was sent from, while
     # the connection that took it stays open.
-    assert rss_bytes(server.process.pid) < 64 * MiB
+    if MEMORY_MEASURED:
+        assert rss_bytes(server.process.pid) < 64 * MiB
     connection.close()
 
 
