@@ -92,7 +92,8 @@ class Hamq:
     port = HAMQ_PORT
 
     def start(self):
-        self.dir = tempfile.mkdtemp(prefix="hamq-bench-")
+        if not getattr(self, "dir", None):  # a restart keeps its data directory
+            self.dir = tempfile.mkdtemp(prefix="hamq-bench-")
         self.process = subprocess.Popen(
             [str(BIN / "hamq-server"), "--port", str(self.port), "--bind", "127.0.0.1",
              "--data-dir", self.dir], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -21,35 +21,19 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 
 import pika
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import BIN, RabbitMQ, machine, proc_cpu_seconds, proc_rss_kb  # noqa: E402
+from compare import Hamq, RabbitMQ, machine, proc_cpu_seconds, proc_rss_kb  # noqa: E402
 
 HAMQ_PORT = 5697
 
 
-class Hamq:
-    """hamq-server on a data directory that outlives its restarts."""
-    name = "hamq"
+class RestartableHamq(Hamq):
+    """compare.py's hamq-server, on a data directory kept across its restarts."""
     port = HAMQ_PORT
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="hamq-declare-")
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [str(BIN / "hamq-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--data-dir", self.dir], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in self.process.stdout:
-            if "listening on" in line:
-                break
-        threading.Thread(target=lambda: self.process.stdout.read(), daemon=True).start()
-        self.pid = self.process.pid
 
     def stop(self):
         self.process.terminate()
@@ -151,7 +135,7 @@ def main():
     parser.add_argument("--broker", action="append", choices=["hamq", "RabbitMQ"])
     parser.add_argument("--json", help="also write the results to this file")
     options = parser.parse_args()
-    makers = {"hamq": Hamq, "RabbitMQ": RestartableRabbitMQ}
+    makers = {"hamq": RestartableHamq, "RabbitMQ": RestartableRabbitMQ}
     results = [measure(makers[name](), options.queues, options.block, options.idle_seconds)
                for name in options.broker or ["hamq", "RabbitMQ"]]
     print(f"Machine: {machine()}. {options.queues} durable queues declared with pika.")
