@@ -648,7 +648,9 @@ Result<void, ProtocolError> Channel::handle_content_header(std::span<const uint8
                                 " is larger than configured max size " + std::to_string(size_max)));
   }
   header_ = std::move(header.value());
-  body_.reserve(header_->body_size);
+  // Memory follows the body as it arrives, not what the header announces: a client may claim
+  // 128 MiB on every channel and send nothing.
+  body_.reserve(std::min<uint64_t>(header_->body_size, body_reserved_up_front_bytes));
   if (header_->body_size == 0) return handle_content_body({});
   return Ok{};
 }
@@ -657,6 +659,12 @@ Result<void, ProtocolError> Channel::handle_content_body(std::span<const uint8_t
   HAMQ_VERIFY(publish_ && header_, "body without a publish and header; the connection checks");
   if (body_.size() + payload.size() > header_->body_size) {
     return unexpected(error(ReplyCode::frame_error, "body larger than its header announced"));
+  }
+  if (body_.size() + payload.size() > body_.capacity()) {
+    // Doubling, but never past the announced size, so the last growth is exact.
+    body_.reserve(std::min<uint64_t>(
+        header_->body_size,
+        std::max<uint64_t>(2 * body_.capacity(), body_.size() + payload.size())));
   }
   body_.append(reinterpret_cast<const char*>(payload.data()), payload.size());
   if (body_.size() < header_->body_size) return Ok{};

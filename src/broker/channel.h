@@ -27,6 +27,10 @@ namespace hamq::broker {
 
 class Connection;
 
+// A message body is reserved up to this much when its header arrives, and grows with what
+// arrives after it.
+constexpr uint64_t body_reserved_up_front_bytes = 1 << 20;
+
 class Channel : public ConsumerSink {
  public:
   Channel(Connection& connection, uint16_t number);
