@@ -139,8 +139,14 @@ TEST(GroupCommitWriter, AFailedFsyncIsReportedOnceAndTheWriterStops) {
   std::mutex mutex;
   std::condition_variable failed;
   std::vector<Errc> failures;
+  size_t flushes = 0;
   GroupCommitWriter writer(
-      *wal, [](const FlushResult&) {},
+      *wal,
+      [&](const FlushResult&) {
+        std::lock_guard lock(mutex);
+        ++flushes;
+        failed.notify_all();
+      },
       [&](const Error& error) {
         std::lock_guard lock(mutex);
         failures.push_back(error.code);
@@ -148,7 +154,12 @@ TEST(GroupCommitWriter, AFailedFsyncIsReportedOnceAndTheWriterStops) {
       });
   append_range(*wal, GroupId{1}, 1, 1, 1);
   writer.notify();
-  while (wal->has_pending()) std::this_thread::yield();
+  {
+    // The first batch is synced before the next sync is made to fail (taken is not enough: its
+    // own sync could be the one that fails).
+    std::unique_lock lock(mutex);
+    ASSERT_TRUE(failed.wait_for(lock, std::chrono::seconds(30), [&] { return flushes > 0; }));
+  }
   fs.fail_next_sync();
   append_range(*wal, GroupId{1}, 2, 2, 1);
   writer.notify();
