@@ -111,15 +111,14 @@ void Broker::on_timer() {
     if (expiry && *expiry <= wall_clock_ms_ && queue->vhost != nullptr &&
         queue->vhost->find_queue(queue->name) == queue) {
       // Unused for its x-expires: deleted, its messages with it (not dead-lettered).
-      delete_queue(*queue->vhost, queue->name);
+      propose_queue_delete(queue);
       continue;
     }
     if (queue->dead_letter_retry_at_ms <= wall_clock_ms_) retry_dead_letters(queue);
     // Delivers, dead-letters and schedules the next wake-up (once applied, for a durable queue).
     execute(queue, command(queue::ExpireCommand{}));
   }
-  flush_hand_overs();     // retried dead letters that in-memory queues took
-  persist_definitions();  // an expired queue is gone for good
+  flush_hand_overs();  // retried dead letters that in-memory queues took
 }
 
 namespace {
@@ -315,19 +314,27 @@ void Broker::retry_dead_letters(const QueuePtr& queue) {
 void Broker::park(const QueuePtr& from, const std::shared_ptr<HandOver>& leaving,
                   const queue::Message& message) {
   VirtualHost& vhost = *from->vhost;
-  QueuePtr parking = vhost.find_queue(std::string(parking_queue_name));
-  if (!parking) {
-    auto declared = declare_queue(
-        vhost,
-        QueueDeclare{.name = std::string(parking_queue_name), .durable = true, .arguments = {}}, 0);
-    if (!declared.ok()) return;  // cannot happen: a plain durable queue with no arguments
-    parking = declared.value();
-  }
   DeadLetterRoute route =
       make_dead_letter(message, from->name, queue::DeadLetterReason::delivery_limit, "",
                        std::string(parking_queue_name), wall_clock_ms_ / 1000);
   ++vhost.messages_parked;
-  enqueue(parking, route.message, [this, leaving](bool taken) {
+  if (QueuePtr parking = vhost.find_queue(std::string(parking_queue_name))) {
+    park_into(parking, leaving, route.message);
+    return;
+  }
+  // Declared the first time it is needed, as any durable queue is.
+  change_definitions(
+      DeclareQueue{{vhost.name(), std::string(parking_queue_name), 0, false, {}, true, 0, 0}},
+      [this, vhost = &vhost, leaving, message = route.message](const DefinitionResult& declared) {
+        QueuePtr parking = vhost->find_queue(std::string(parking_queue_name));
+        // Else still leaving its queue: offered again at a restart.
+        if (declared.ok() && parking) park_into(parking, leaving, message);
+      });
+}
+
+void Broker::park_into(const QueuePtr& parking, const std::shared_ptr<HandOver>& leaving,
+                       queue::MessagePtr message) {
+  enqueue(parking, std::move(message), [this, leaving](bool taken) {
     if (taken) finish_hand_over(*leaving);  // else still leaving: offered again at a restart
   });
 }
@@ -374,11 +381,30 @@ ConsumerSink* Broker::find_reply_consumer(const std::string& name) const {
   return it == reply_consumers_.end() ? nullptr : it->second;
 }
 
-void Broker::delete_if_unused(const QueuePtr& queue) {
-  if (queue->auto_delete && queue->had_consumer && queue->machine.consumer_count() == 0 &&
-      queue->vhost != nullptr && queue->vhost->find_queue(queue->name) == queue) {
-    delete_queue(*queue->vhost, queue->name);
+void Broker::delete_if_unused(const QueuePtr& queue, std::function<void()> then) {
+  if (queue->auto_delete && queue->had_consumer && queue->machine.consumer_count() == 0) {
+    propose_queue_delete(queue, std::move(then));
+  } else if (then) {
+    then();
   }
+}
+
+void Broker::propose_queue_delete(const QueuePtr& queue, std::function<void()> then) {
+  if (queue->deleting || queue->vhost == nullptr ||
+      queue->vhost->find_queue(queue->name) != queue) {
+    if (then) then();
+    return;
+  }
+  queue->deleting = true;
+  change_definitions(
+      DeleteQueue{queue->vhost->name(), queue->name},
+      [weak = std::weak_ptr<Queue>(queue), then = std::move(then)](const DefinitionResult& result) {
+        // Not made (the log failed): a later trigger may propose it again.
+        if (QueuePtr alive = weak.lock(); alive && !result.ok()) {
+          alive->deleting = false;
+        }
+        if (then) then();
+      });
 }
 
 size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
@@ -387,7 +413,10 @@ size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
   memory_used_bytes_ -= queue->retained_dead_letter_bytes;  // they go with their queue
   if (queue->group != 0) {
     queue_groups_.erase(queue->group);
-    if (queue_store_ != nullptr) queue_store_->remove_group(queue->group);
+    // (While the metadata group replays, the queue groups are not open yet: those no queue
+    // keeps are removed when they are.)
+    if (queue_store_ != nullptr && !replaying_definitions_)
+      queue_store_->remove_group(queue->group);
     // What was proposed goes with the queue: a publish to it is done (as if consumed at once).
     queue::CommandEffects nothing;
     finish_pending_commands(queue, &nothing);
@@ -411,203 +440,230 @@ bool durable_queue(const Queue& queue) {
   return queue.durable && queue.exclusive_owner == 0;
 }
 
+ProtocolError no_vhost(const std::string& name) {
+  return ProtocolError{amqp::ReplyCode::not_found, "no vhost '" + name + "'"};
+}
+
 }  // namespace
+
+void Broker::change_definitions(MetadataCommand command, DefinitionDone done) {
+  if (definition_store_ == nullptr) {
+    DefinitionResult result =
+        apply_definition(command, LogPosition{0, ++definitions_applied_without_store_});
+    if (done) done(result);
+    return;
+  }
+  auto position = definition_store_->propose(command);
+  if (!position) {
+    if (done) {
+      done(unexpected(ProtocolError{amqp::ReplyCode::internal_error,
+                                    "cannot record the change: the metadata log refused it"}));
+    }
+    return;
+  }
+  pending_definitions_[position->index] = PendingDefinition{position->term, std::move(done)};
+}
+
+Broker::DefinitionResult Broker::apply_definition(const MetadataCommand& command,
+                                                  LogPosition position) {
+  DefinitionResult result = std::visit(
+      [&](const auto& body) -> DefinitionResult {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, DeclareExchange>) {
+          VirtualHost* vhost = find_virtual_host(body.exchange.vhost);
+          if (vhost == nullptr) return unexpected(no_vhost(body.exchange.vhost));
+          return apply_declare_exchange(*vhost, body.exchange, position.index);
+        } else if constexpr (std::is_same_v<T, DeleteExchange>) {
+          VirtualHost* vhost = find_virtual_host(body.vhost);
+          if (vhost == nullptr) return unexpected(no_vhost(body.vhost));
+          return apply_delete_exchange(*vhost, body);
+        } else if constexpr (std::is_same_v<T, DeclareQueue>) {
+          VirtualHost* vhost = find_virtual_host(body.queue.vhost);
+          if (vhost == nullptr) return unexpected(no_vhost(body.queue.vhost));
+          return apply_declare_queue(*vhost, body, position.index);
+        } else if constexpr (std::is_same_v<T, DeleteQueue>) {
+          VirtualHost* vhost = find_virtual_host(body.vhost);
+          if (vhost == nullptr) return unexpected(no_vhost(body.vhost));
+          return delete_queue(*vhost, body.name);
+        } else if constexpr (std::is_same_v<T, Bind> || std::is_same_v<T, Unbind>) {
+          const BindingDefinition& b = body.binding;
+          VirtualHost* vhost = find_virtual_host(b.vhost);
+          if (vhost == nullptr) return unexpected(no_vhost(b.vhost));
+          auto changed = std::is_same_v<T, Bind>
+                             ? vhost->bind(b.source, b.binding, body.requester)
+                             : vhost->unbind(b.source, b.binding, body.requester);
+          if (!changed.ok()) return unexpected(changed.error());
+          return uint64_t{0};
+        }
+      },
+      command);
+  // The proposals of this node up to this entry are answered: the one at this position by what
+  // it did; one whose index another leader's entry took was never made.
+  std::vector<std::pair<DefinitionDone, bool>> answered;
+  while (!pending_definitions_.empty() && pending_definitions_.begin()->first <= position.index) {
+    auto it = pending_definitions_.begin();
+    bool ours = it->first == position.index && it->second.term == position.term;
+    answered.emplace_back(std::move(it->second.done), ours);
+    pending_definitions_.erase(it);
+  }
+  for (auto& [done, ours] : answered) {
+    if (!done) continue;
+    if (ours) {
+      done(result);
+    } else {
+      done(unexpected(ProtocolError{amqp::ReplyCode::internal_error,
+                                    "the change was lost in a change of metadata leader"}));
+    }
+  }
+  return result;
+}
+
+Broker::DefinitionResult Broker::apply_declare_exchange(VirtualHost& vhost,
+                                                        const ExchangeDefinition& definition,
+                                                        uint64_t index) {
+  bool existed = vhost.find_exchange(definition.name) != nullptr;
+  auto declared = vhost.declare_exchange(ExchangeDeclare{.name = definition.name,
+                                                         .type = definition.type,
+                                                         .passive = false,
+                                                         .durable = definition.durable,
+                                                         .auto_delete = definition.auto_delete,
+                                                         .internal = definition.internal,
+                                                         .arguments = definition.arguments});
+  if (!declared.ok()) return unexpected(declared.error());
+  Exchange* exchange = vhost.find_exchange(definition.name);
+  if (existed || exchange == nullptr) return uint64_t{0};
+  exchange->home = definition.home;
+  if (!exchange->durable || !exchange->delay_queue || queue_store_ == nullptr) return uint64_t{0};
+  // A durable delayed exchange keeps its delayed messages in a log of their own.
+  uint64_t group = definition.group != 0 ? definition.group : queue_group_of(index);
+  if (!replaying_definitions_) queue_store_->create_group(group);
+  attach_group(exchange->delay_queue, group);
+  return uint64_t{0};
+}
+
+Broker::DefinitionResult Broker::apply_delete_exchange(VirtualHost& vhost,
+                                                       const DeleteExchange& command) {
+  const Exchange* exchange = vhost.find_exchange(command.name);
+  QueuePtr delay_queue = exchange != nullptr ? exchange->delay_queue : nullptr;
+  auto deleted = vhost.delete_exchange(command.name, command.if_unused);
+  if (!deleted.ok()) return unexpected(deleted.error());
+  if (delay_queue && delay_queue->group != 0) {
+    // Its delayed messages go with it.
+    queue_groups_.erase(delay_queue->group);
+    if (queue_store_ != nullptr && !replaying_definitions_) {
+      queue_store_->remove_group(delay_queue->group);
+    }
+    delay_queue->group = 0;
+  }
+  return uint64_t{0};
+}
+
+Broker::DefinitionResult Broker::apply_declare_queue(VirtualHost& vhost,
+                                                     const DeclareQueue& command, uint64_t index) {
+  const QueueDefinition& definition = command.queue;
+  bool existed = vhost.find_queue(definition.name) != nullptr;
+  auto declared = vhost.declare_queue(
+      QueueDeclare{.name = definition.name,
+                   .passive = false,
+                   .durable = definition.durable,
+                   .exclusive = definition.exclusive_owner != 0,
+                   .auto_delete = definition.auto_delete,
+                   .arguments = definition.arguments},
+      definition.exclusive_owner != 0 ? definition.exclusive_owner : command.requester);
+  if (!declared.ok()) return unexpected(declared.error());
+  const QueuePtr& queue = declared.value();
+  if (existed) return uint64_t{0};
+  queue->home = definition.home;
+  queue->last_used_ms = wall_clock_ms_;
+  if (queue->exclusive_owner >> queue::holder_node_shift == node_id_ &&
+      !live_connections_.contains(queue->exclusive_owner) && !replaying_definitions_) {
+    // Its owner closed before the declare was applied: it goes as if it had been there.
+    propose_queue_delete(queue);
+  }
+  if (queue_store_ == nullptr || !durable_queue(*queue)) return uint64_t{0};
+  uint64_t group = definition.group != 0 ? definition.group : queue_group_of(index);
+  if (!replaying_definitions_) queue_store_->create_group(group);
+  attach_group(queue, group);
+  return uint64_t{0};
+}
 
 Definitions Broker::current_definitions() const {
   Definitions definitions;
   for (const auto& [vhost_name, vhost_ptr] : virtual_hosts_) {
-    const VirtualHost& vhost = *vhost_ptr;  // (clang 14 cannot capture a structured binding)
-    auto durable_destination = [&vhost](const Binding& binding) {
-      if (binding.destination_is_queue) {
-        auto it = vhost.queues().find(binding.destination);
-        return it != vhost.queues().end() && durable_queue(*it->second);
-      }
-      auto it = vhost.exchanges().find(binding.destination);
-      return it != vhost.exchanges().end() && it->second.durable;
-    };
+    const VirtualHost& vhost = *vhost_ptr;
     for (const auto& [name, exchange] : vhost.exchanges()) {
-      if (!exchange.durable || name.empty()) continue;
-      bool predeclared = name.starts_with("amq.");
-      if (!predeclared) {
-        std::string type(exchange.delayed ? delayed_exchange_type
-                                          : exchange_type_name(exchange.type));
-        uint64_t group = exchange.delay_queue ? exchange.delay_queue->group : 0;
-        definitions.apply(DeclareExchange{{vhost_name, name, type, exchange.auto_delete,
-                                           exchange.internal, exchange.arguments, group}});
-      }
-      for (const Binding& binding : exchange.bindings) {
-        if (durable_destination(binding)) definitions.apply(Bind{{vhost_name, name, binding}});
-      }
+      if (name.empty() || name.starts_with("amq.")) continue;  // predeclared
+      std::string type(exchange.delayed ? delayed_exchange_type
+                                        : exchange_type_name(exchange.type));
+      uint64_t group = exchange.delay_queue ? exchange.delay_queue->group : 0;
+      definitions.apply(
+          DeclareExchange{{vhost_name, name, type, exchange.auto_delete, exchange.internal,
+                           exchange.arguments, group, exchange.durable, exchange.home}});
     }
     for (const auto& [name, queue] : vhost.queues()) {
-      if (!durable_queue(*queue)) continue;
       definitions.apply(
-          DeclareQueue{{vhost_name, name, queue->group, queue->auto_delete, queue->arguments}});
+          DeclareQueue{{vhost_name, name, queue->group, queue->auto_delete, queue->arguments,
+                        queue->durable, queue->exclusive_owner, queue->home}});
+    }
+    for (const auto& [name, exchange] : vhost.exchanges()) {
+      for (const Binding& binding : exchange.bindings) {
+        definitions.apply(Bind{{vhost_name, name, binding}});
+      }
     }
   }
   return definitions;
 }
 
-void Broker::persist_definitions() {
-  if (definition_store_ == nullptr) return;
-  uint64_t generation = 0;
-  for (const auto& [name, vhost] : virtual_hosts_) generation += vhost->definitions_generation();
-  if (generation == definitions_generation_seen_) return;
-  definitions_generation_seen_ = generation;
-  Definitions now = current_definitions();
-  if (now == recorded_definitions_) return;
-  // The difference, in an order that replays cleanly: unbinds, deletes, declares, binds.
-  std::vector<MetadataCommand> commands;
-  const auto& old_bindings = recorded_definitions_.bindings();
-  const auto& new_bindings = now.bindings();
-  for (const auto& binding : old_bindings) {
-    if (std::find(new_bindings.begin(), new_bindings.end(), binding) == new_bindings.end()) {
-      commands.push_back(Unbind{binding});
-    }
+Result<void, std::string> Broker::restore_definitions(std::string_view snapshot) {
+  auto commands = Definitions::snapshot_commands(snapshot);
+  if (!commands.ok()) return unexpected(commands.error());
+  for (const MetadataCommand& command : *commands) {
+    auto applied = apply_definition(command, LogPosition{});
+    if (!applied.ok()) return unexpected("the snapshot does not apply: " + applied.error().text);
   }
-  for (const auto& [key, queue] : recorded_definitions_.queues()) {
-    if (!now.queues().contains(key)) commands.push_back(DeleteQueue{key.first, key.second});
+  return Ok{};
+}
+
+size_t Broker::declare_parking_queues() {
+  size_t count = 0;
+  for (const auto& [name, vhost] : virtual_hosts_) {
+    if (vhost->find_queue(std::string(parking_queue_name))) continue;
+    change_definitions(
+        DeclareQueue{{name, std::string(parking_queue_name), 0, false, {}, true, 0, 0}});
+    ++count;
   }
-  for (const auto& [key, exchange] : recorded_definitions_.exchanges()) {
-    if (!now.exchanges().contains(key)) commands.push_back(DeleteExchange{key.first, key.second});
-  }
-  for (const auto& [key, exchange] : now.exchanges()) {
-    auto old = recorded_definitions_.exchanges().find(key);
-    if (old == recorded_definitions_.exchanges().end() || !(old->second == exchange)) {
-      commands.push_back(DeclareExchange{exchange});
-    }
-  }
-  for (const auto& [key, queue] : now.queues()) {
-    auto old = recorded_definitions_.queues().find(key);
-    if (old == recorded_definitions_.queues().end() || !(old->second == queue)) {
-      commands.push_back(DeclareQueue{queue});
-    }
-  }
-  for (const auto& binding : new_bindings) {
-    if (std::find(old_bindings.begin(), old_bindings.end(), binding) == old_bindings.end()) {
-      commands.push_back(Bind{binding});
-    }
-  }
-  if (definition_store_->record(commands)) {
-    recorded_definitions_ = std::move(now);
-  } else {
-    ++definition_failures_;
-    definitions_generation_seen_ = 0;  // try again after the next change
+  return count;
+}
+
+void Broker::found_missing_groups() {
+  if (queue_store_ == nullptr) return;
+  for (const auto& [group, queue] : queue_groups_) {
+    if (!queue_store_->has_group(group)) queue_store_->create_group(group);
   }
 }
 
-void Broker::restore_definitions(const Definitions& definitions) {
-  for (const auto& [key, exchange] : definitions.exchanges()) {
-    VirtualHost* vhost = find_virtual_host(key.first);
-    if (vhost == nullptr) continue;
-    ExchangeDeclare declare{.name = exchange.name,
-                            .type = exchange.type,
-                            .passive = false,
-                            .durable = true,
-                            .auto_delete = exchange.auto_delete,
-                            .internal = exchange.internal,
-                            .arguments = exchange.arguments};
-    if (exchange.group != 0 && queue_store_ != nullptr && queue_store_->has_group(exchange.group)) {
-      // Its delayed messages wait in that group's log.
-      if (vhost->declare_exchange(declare).ok()) {
-        const Exchange* declared = vhost->find_exchange(exchange.name);
-        if (declared != nullptr && declared->delay_queue) {
-          attach_group(declared->delay_queue, exchange.group);
-        }
+size_t Broker::drop_transient_definitions() {
+  std::vector<MetadataCommand> deletes;
+  for (const auto& [vhost_name, vhost] : virtual_hosts_) {
+    for (const auto& [name, queue] : vhost->queues()) {
+      if (!durable_queue(*queue) && queue->home == node_id_) {
+        deletes.push_back(DeleteQueue{vhost_name, name});
       }
-      continue;
     }
-    (void)declare_exchange(*vhost, declare);
-  }
-  for (const auto& [key, queue] : definitions.queues()) {
-    VirtualHost* vhost = find_virtual_host(key.first);
-    if (vhost == nullptr) continue;
-    auto declared = vhost->declare_queue(QueueDeclare{.name = queue.name,
-                                                      .passive = false,
-                                                      .durable = true,
-                                                      .exclusive = false,
-                                                      .auto_delete = queue.auto_delete,
-                                                      .arguments = queue.arguments},
-                                         0);
-    if (!declared.ok()) continue;
-    const QueuePtr& restored = declared.value();
-    restored->last_used_ms = wall_clock_ms_;
-    if (queue_store_ == nullptr) continue;
-    if (queue.group != 0 && queue_store_->has_group(queue.group)) {
-      attach_group(restored, queue.group);
-    } else if (uint64_t group = queue_store_->create_group(); group != 0) {
-      // Its log was removed before its definition was (a crash while it was deleted): it
-      // starts again, empty, and the definition records its new group below.
-      attach_group(restored, group);
+    for (const auto& [name, exchange] : vhost->exchanges()) {
+      if (!exchange.durable && exchange.home == node_id_ && !name.empty()) {
+        deletes.push_back(DeleteExchange{vhost_name, name});
+      }
     }
   }
-  for (const BindingDefinition& binding : definitions.bindings()) {
-    VirtualHost* vhost = find_virtual_host(binding.vhost);
-    if (vhost != nullptr) (void)vhost->bind(binding.source, binding.binding, 0);
-  }
-  // What was kept is what is recorded: any difference (a queue's new group) is recorded now.
-  recorded_definitions_ = definitions;
-  definitions_generation_seen_ = 0;
-  persist_definitions();
+  for (MetadataCommand& command : deletes) change_definitions(std::move(command));
+  return deletes.size();
 }
 
 std::set<uint64_t> Broker::queue_groups() const {
   std::set<uint64_t> groups;
   for (const auto& [group, queue] : queue_groups_) groups.insert(group);
   return groups;
-}
-
-Result<void, ProtocolError> Broker::declare_exchange(VirtualHost& vhost,
-                                                     const ExchangeDeclare& declare) {
-  auto declared = vhost.declare_exchange(declare);
-  if (!declared.ok()) return declared;
-  const Exchange* exchange = vhost.find_exchange(declare.name);
-  if (exchange == nullptr || !exchange->durable || !exchange->delay_queue ||
-      exchange->delay_queue->group != 0 || queue_store_ == nullptr) {
-    return declared;
-  }
-  // A durable delayed exchange keeps its delayed messages in a log of their own.
-  uint64_t group = queue_store_->create_group();
-  if (group == 0) {
-    (void)vhost.delete_exchange(declare.name, false);
-    return unexpected(ProtocolError{amqp::ReplyCode::internal_error,
-                                    "cannot create the log of exchange '" + declare.name +
-                                        "' in vhost '" + vhost.name() + "'"});
-  }
-  attach_group(exchange->delay_queue, group);
-  return declared;
-}
-
-Result<void, ProtocolError> Broker::delete_exchange(VirtualHost& vhost, const std::string& name,
-                                                    bool if_unused) {
-  const Exchange* exchange = vhost.find_exchange(name);
-  QueuePtr delay_queue = exchange != nullptr ? exchange->delay_queue : nullptr;
-  auto deleted = vhost.delete_exchange(name, if_unused);
-  if (deleted.ok() && delay_queue && delay_queue->group != 0) {
-    // Its delayed messages go with it.
-    queue_groups_.erase(delay_queue->group);
-    if (queue_store_ != nullptr) queue_store_->remove_group(delay_queue->group);
-    delay_queue->group = 0;
-  }
-  return deleted;
-}
-
-Result<QueuePtr, ProtocolError> Broker::declare_queue(VirtualHost& vhost,
-                                                      const QueueDeclare& declare,
-                                                      ConnectionId owner) {
-  auto declared = vhost.declare_queue(declare, owner);
-  if (!declared.ok()) return declared;
-  const QueuePtr& queue = declared.value();
-  if (queue_store_ == nullptr || queue->group != 0 || !durable_queue(*queue)) return declared;
-  uint64_t group = queue_store_->create_group();
-  if (group == 0) {
-    vhost.remove_queue(queue->name);
-    return unexpected(ProtocolError{
-        amqp::ReplyCode::internal_error,
-        "cannot create the log of queue '" + queue->name + "' in vhost '" + vhost.name() + "'"});
-  }
-  attach_group(queue, group);
-  return declared;
 }
 
 void Broker::attach_group(const QueuePtr& queue, uint64_t group) {
@@ -660,6 +716,7 @@ void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string
     queue->pending_bytes -= node.mapped().bytes;
     if (node.mapped().done) node.mapped().done(queue, nullptr);
   }
+  if (data.empty()) return;  // a new leader's first entry: nothing to run
   if (!pending.empty() && pending.begin()->first == index) {
     // Proposed here: run the command as it was made (the same bytes are in the log).
     auto node = pending.extract(pending.begin());
@@ -685,7 +742,12 @@ void Broker::maybe_snapshot(const QueuePtr& queue, bool asked) {
   // come to at most a quarter of what its log takes.
   uint64_t due = std::max(asked ? 1 : queue_snapshot_log_bytes_,
                           queue_snapshot_log_ratio * queue->last_snapshot_bytes);
-  if (queue->log_bytes_since_snapshot < due || queue->group == 0 || queue_store_ == nullptr) {
+  // An idle queue whose log holds only entries that changed nothing (a leader's first) snapshots
+  // when asked, or those would keep the oldest segment forever.
+  bool idle_behind =
+      asked && queue->log_bytes_since_snapshot == 0 && queue->applied_index > queue->snapshot_index;
+  if ((queue->log_bytes_since_snapshot < due && !idle_behind) || queue->group == 0 ||
+      queue_store_ == nullptr) {
     return;
   }
   uint64_t cut = queue->machine.reference_cut(queue_snapshot_carried_bytes_);
@@ -695,6 +757,7 @@ void Broker::maybe_snapshot(const QueuePtr& queue, bool asked) {
   queue->log_bytes_since_snapshot = 0;
   queue->last_snapshot_bytes = snapshot->size();
   if (snapshot->size() > queue_snapshot_bytes_max) return;  // too many messages: try later
+  queue->snapshot_index = queue->applied_index;
   queue_store_->compact(queue->group, queue->applied_index, std::move(*snapshot),
                         cut == UINT64_MAX ? 0 : cut);
 }
@@ -724,6 +787,14 @@ queue::MessagePtr Broker::load_message(const Queue& queue, uint64_t stored_at) {
 void Broker::fail_pending_commands() {
   for (auto& [group, weak] : queue_groups_) {
     if (QueuePtr queue = weak.lock()) finish_pending_commands(queue, nullptr);
+  }
+  auto definitions = std::move(pending_definitions_);
+  pending_definitions_.clear();
+  for (auto& [index, pending] : definitions) {
+    if (pending.done) {
+      pending.done(unexpected(ProtocolError{amqp::ReplyCode::internal_error,
+                                            "cannot record the change: the metadata log failed"}));
+    }
   }
 }
 

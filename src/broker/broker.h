@@ -14,6 +14,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "broker/definitions.h"
@@ -83,14 +84,6 @@ class ConsumerSink {
 constexpr std::string_view reply_to_queue = "amq.rabbitmq.reply-to";
 constexpr std::string_view reply_to_prefix = "amq.rabbitmq.reply-to.";
 
-// Where durable definitions are kept (the metadata group, in the runtime). record() returns
-// once the commands are durable, or false when they cannot be made so.
-class DefinitionStore {
- public:
-  virtual ~DefinitionStore() = default;
-  virtual bool record(const std::vector<MetadataCommand>& commands) = 0;
-};
-
 // Where an entry sits in a group's log. A proposal is the entry applied at its position only if
 // both match: after a leader change another leader's entry can take the same index (Raft §5.3).
 struct LogPosition {
@@ -99,14 +92,25 @@ struct LogPosition {
   bool operator==(const LogPosition&) const = default;
 };
 
+// Where definitions are kept: the metadata group, in the runtime. A change is proposed there and
+// comes back, committed, through Broker::apply_definition, on every node.
+class DefinitionStore {
+ public:
+  virtual ~DefinitionStore() = default;
+  // Appends the change to the metadata group's log: where it was put, or nothing when the log
+  // refuses it.
+  virtual std::optional<LogPosition> propose(const MetadataCommand& command) = 0;
+};
+
 // Where durable queues keep their commands: the queue groups on the node's log, in the runtime.
 // The broker proposes a command and runs it on the queue's machine when the store hands the
 // entry back, applied, through Broker::apply_queue_entry.
 class QueueStore {
  public:
   virtual ~QueueStore() = default;
-  // A new group for a durable queue, durable when this returns; 0 when none can be made.
-  virtual uint64_t create_group() = 0;
+  // Founds the group of a durable queue (named by its declare: queue_group_of). It takes
+  // proposals at once; false when the log refuses it.
+  virtual bool create_group(uint64_t group) = 0;
   // The log holds this group (a queue kept from before a restart has its messages there).
   virtual bool has_group(uint64_t group) const = 0;
   // The queue is gone: its group and what its log holds go too.
@@ -170,8 +174,13 @@ class Broker {
   void connection_opened() { ++open_connections_; }
   void connection_closed() { --open_connections_; }
   ConnectionId new_connection_id() {
-    return node_id_ << queue::holder_node_shift | next_connection_id_++;
+    ConnectionId id = node_id_ << queue::holder_node_shift | next_connection_id_++;
+    live_connections_.insert(id);
+    return id;
   }
+  // The connection is gone: an exclusive queue declared for it that is applied after this is
+  // deleted again.
+  void connection_gone(ConnectionId id) { live_connections_.erase(id); }
   // "amq.gen-..." and "amq.ctag-...": a prefix and 22 random base64url characters.
   std::string random_name(std::string_view prefix);
 
@@ -205,34 +214,45 @@ class Broker {
   void unregister_reply_consumer(const std::string& name) { reply_consumers_.erase(name); }
   ConsumerSink* find_reply_consumer(const std::string& name) const;
 
-  // Durable exchanges, durable queues (not exclusive ones) and the bindings between durable
-  // things survive a restart: after each change the broker records the difference in the store,
-  // before any reply to it leaves (persist_definitions, called when a connection's input has been
-  // handled). Without a store (tests), nothing is kept.
+  // Definitions (exchanges, queues, bindings) change through the metadata group's log: a change
+  // is proposed, and made when its entry is applied, on every node alike, with the checks that
+  // decide whether it is allowed (RabbitMQ's equivalence rules). `done` learns the verdict: a
+  // count (queue.delete-ok's messages) or the error to report. Without a store (tests) the change
+  // is applied before this returns.
+  using DefinitionResult = Result<uint64_t, ProtocolError>;
+  using DefinitionDone = std::function<void(const DefinitionResult&)>;
   void set_definition_store(DefinitionStore* store) { definition_store_ = store; }
-  // At start, before any connection: declares what was kept.
-  void restore_definitions(const Definitions& definitions);
-  void persist_definitions();
+  void change_definitions(MetadataCommand command, DefinitionDone done = {});
+  // A committed entry of the metadata group, in log order (and, at a restart, replayed).
+  DefinitionResult apply_definition(const MetadataCommand& command, LogPosition position);
+  // The metadata group's snapshot replaces the (empty) model, at a restart.
+  Result<void, std::string> restore_definitions(std::string_view snapshot);
+  // The model as the metadata group's snapshot states it.
   Definitions current_definitions() const;
-  // Changes that could not be made durable (the store failed); for the log and metrics.
-  uint64_t definition_failures() const { return definition_failures_; }
+  // While the metadata group replays at a restart, queues get their groups' names but the
+  // groups are not founded: the queue groups are opened after it (NodeLog::open_queue_groups),
+  // and then found_missing_groups() founds those the log lacks (a crash came between a declare
+  // and its group's founding).
+  void begin_definition_replay() { replaying_definitions_ = true; }
+  void end_definition_replay() { replaying_definitions_ = false; }
+  void found_missing_groups();
+  // Proposes deleting what this node's previous life declared that does not outlive it:
+  // transient exchanges and queues, exclusive queues. Returns how many.
+  size_t drop_transient_definitions();
+  // Proposes declaring each vhost's parking queue (parking_queue_name) where it is missing, so
+  // that it is there before a message is parked in it. Returns how many.
+  size_t declare_parking_queues();
+  // Changes proposed by this node and not yet applied.
+  size_t pending_definition_count() const { return pending_definitions_.size(); }
+  // Proposes deleting a queue (auto-delete, x-expires, its exclusive owner left); once. `then`
+  // runs when the delete is applied (at once if it was proposed before).
+  void propose_queue_delete(const QueuePtr& queue, std::function<void()> then = {});
   // Queue log entries that did not decode (skipped); for the log and metrics.
   uint64_t undecodable_entries() const { return undecodable_entries_; }
 
-  // An auto-delete queue that has had a consumer is deleted once it has none.
-  void delete_if_unused(const QueuePtr& queue);
-  // Deletes a queue and tells its consumers. Returns the ready messages it had.
-  size_t delete_queue(VirtualHost& vhost, const std::string& name);
-  // Declares an exchange (VirtualHost::declare_exchange); a new durable delayed one gets a group
-  // in the store for its delayed messages (541 when the store cannot make one).
-  Result<void, ProtocolError> declare_exchange(VirtualHost& vhost, const ExchangeDeclare& declare);
-  // Deletes an exchange (VirtualHost::delete_exchange), and the log of its delayed messages.
-  Result<void, ProtocolError> delete_exchange(VirtualHost& vhost, const std::string& name,
-                                              bool if_unused);
-  // Declares a queue (VirtualHost::declare_queue); a new durable one gets its group in the
-  // store, or the declaration fails with 541 when the store cannot make one.
-  Result<QueuePtr, ProtocolError> declare_queue(VirtualHost& vhost, const QueueDeclare& declare,
-                                                ConnectionId owner);
+  // An auto-delete queue that has had a consumer is deleted once it has none; `then` runs once
+  // it is (at once if it is not).
+  void delete_if_unused(const QueuePtr& queue, std::function<void()> then = {});
 
   // Durable queues keep their messages in the store's groups. Without a store (tests), every
   // queue lives in memory.
@@ -322,9 +342,24 @@ class Broker {
   uint64_t queue_snapshot_carried_bytes_ = queue_snapshot_carried_bytes_default;
   std::unordered_map<uint64_t, std::weak_ptr<Queue>> queue_groups_;  // by group
   DefinitionStore* definition_store_ = nullptr;
-  Definitions recorded_definitions_;
-  uint64_t definitions_generation_seen_ = 0;
-  uint64_t definition_failures_ = 0;
+  struct PendingDefinition {
+    uint64_t term = 0;
+    DefinitionDone done;
+  };
+  std::map<uint64_t, PendingDefinition> pending_definitions_;  // by index in the metadata log
+  uint64_t definitions_applied_without_store_ = 0;
+  bool replaying_definitions_ = false;
+  // The changes, as apply_definition makes them.
+  DefinitionResult apply_declare_exchange(VirtualHost& vhost, const ExchangeDefinition& exchange,
+                                          uint64_t index);
+  DefinitionResult apply_delete_exchange(VirtualHost& vhost, const DeleteExchange& command);
+  DefinitionResult apply_declare_queue(VirtualHost& vhost, const DeclareQueue& command,
+                                       uint64_t index);
+  // Deletes a queue and tells its consumers. Returns the ready messages it had.
+  size_t delete_queue(VirtualHost& vhost, const std::string& name);
+  // Puts a dead letter in the vhost's parking queue, which exists.
+  void park_into(const QueuePtr& parking, const std::shared_ptr<HandOver>& hand_over,
+                 queue::MessagePtr message);
   uint64_t undecodable_entries_ = 0;
   uint64_t unreadable_messages_ = 0;
   // Queue wake-ups by time; stale ones (the queue's wake_at_ms moved) are skipped.
@@ -340,6 +375,7 @@ class Broker {
   uint64_t next_holder_ = 1;
   uint32_t open_connections_ = 0;
   ConnectionId next_connection_id_ = 1;
+  std::unordered_set<ConnectionId> live_connections_;
   std::mt19937_64 random_;
 };
 

@@ -133,33 +133,124 @@ Result<void, ProtocolError> Channel::handle_method(const Method& method) {
       method);
 }
 
+// Definitions ------------------------------------------------------------------------------------
+
+Result<void, ProtocolError> Channel::change_definitions(MetadataCommand command, uint16_t class_id,
+                                                        uint16_t method_id, DefinitionReply reply) {
+  // The change is made when the metadata log applies it: the reply, and every frame after it on
+  // this connection, wait until then. Without a log it is applied before the broker returns.
+  struct Call {
+    bool returned = false;
+    std::optional<Broker::DefinitionResult> result;
+  };
+  auto call = std::make_shared<Call>();
+  await_reply();
+  connection_.broker().change_definitions(
+      std::move(command), [handle = handle(), call, reply, class_id,
+                           method_id](const Broker::DefinitionResult& result) {
+        if (!call->returned) {
+          call->result = result;
+          return;
+        }
+        Channel* channel = from(handle);
+        if (channel == nullptr) return;
+        channel->reply_done();
+        if (!result.ok()) {
+          ProtocolError failed = result.error();
+          failed.class_id = class_id;
+          failed.method_id = method_id;
+          channel->connection_.fail_later(channel->number_, failed);  // may destroy the channel
+          return;
+        }
+        reply(*channel, result.value());
+      });
+  call->returned = true;
+  if (!call->result) return Ok{};
+  reply_done();
+  if (!call->result->ok()) return unexpected(call->result->error());
+  reply(*this, call->result->value());
+  return Ok{};
+}
+
+uint64_t Channel::home_of(bool transient) const {
+  return transient ? connection_.broker().node_id() : 0;
+}
+
 // Exchanges --------------------------------------------------------------------------------------
 
 Result<void, ProtocolError> Channel::exchange_declare(const amqp::ExchangeDeclare& m) {
-  auto result = connection_.broker().declare_exchange(
-      vhost(), {m.exchange, m.type, m.passive, m.durable, m.auto_delete, m.internal, m.arguments});
-  if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeDeclareOk{});
-  return result;
+  using M = amqp::ExchangeDeclare;
+  if (m.passive || m.exchange.empty() || vhost().find_exchange(m.exchange) != nullptr) {
+    // A look, or a redeclare: checked here (it changes nothing).
+    auto result = vhost().declare_exchange(
+        {m.exchange, m.type, m.passive, m.durable, m.auto_delete, m.internal, m.arguments});
+    if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeDeclareOk{});
+    return result;
+  }
+  return change_definitions(
+      DeclareExchange{{vhost().name(), m.exchange, m.type, m.auto_delete, m.internal, m.arguments,
+                       0, m.durable, home_of(!m.durable)}},
+      M::amqp_class_id, M::amqp_method_id, [nowait = m.nowait](Channel& channel, uint64_t) {
+        if (!nowait) channel.connection_.send(channel.number_, amqp::ExchangeDeclareOk{});
+      });
 }
 
 Result<void, ProtocolError> Channel::exchange_delete(const amqp::ExchangeDelete& m) {
-  auto result = connection_.broker().delete_exchange(vhost(), m.exchange, m.if_unused);
-  if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeDeleteOk{});
-  return result;
+  using M = amqp::ExchangeDelete;
+  auto deleted = [nowait = m.nowait](Channel& channel, uint64_t) {
+    if (!nowait) channel.connection_.send(channel.number_, amqp::ExchangeDeleteOk{});
+  };
+  if (!m.exchange.empty() && vhost().find_exchange(m.exchange) == nullptr &&
+      !m.exchange.starts_with("amq.")) {
+    deleted(*this, 0);  // nothing to delete
+    return Ok{};
+  }
+  return change_definitions(DeleteExchange{vhost().name(), m.exchange, m.if_unused},
+                            M::amqp_class_id, M::amqp_method_id, deleted);
+}
+
+Result<void, ProtocolError> Channel::bind(const std::string& source, Binding binding, bool nowait,
+                                          uint16_t class_id, uint16_t method_id,
+                                          const amqp::Method& ok) {
+  auto reply = [nowait, ok](Channel& channel, uint64_t) {
+    if (!nowait) channel.connection_.send(channel.number_, ok);
+  };
+  if (vhost().has_binding(source, binding)) {
+    // Bound already: the checks are made here (it changes nothing).
+    auto checked = vhost().bind(source, binding, connection_.id());
+    if (checked.ok()) reply(*this, 0);
+    return checked;
+  }
+  return change_definitions(Bind{{vhost().name(), source, std::move(binding)}, connection_.id()},
+                            class_id, method_id, reply);
+}
+
+Result<void, ProtocolError> Channel::unbind(const std::string& source, Binding binding, bool nowait,
+                                            uint16_t class_id, uint16_t method_id,
+                                            const amqp::Method& ok) {
+  auto reply = [nowait, ok](Channel& channel, uint64_t) {
+    if (!nowait) channel.connection_.send(channel.number_, ok);
+  };
+  if (!vhost().has_binding(source, binding)) {
+    // Not bound: the checks are made here (it changes nothing).
+    auto checked = vhost().unbind(source, binding, connection_.id());
+    if (checked.ok()) reply(*this, 0);
+    return checked;
+  }
+  return change_definitions(Unbind{{vhost().name(), source, std::move(binding)}, connection_.id()},
+                            class_id, method_id, reply);
 }
 
 Result<void, ProtocolError> Channel::exchange_bind(const amqp::ExchangeBind& m) {
-  auto result =
-      vhost().bind(m.source, {m.destination, false, m.routing_key, m.arguments}, connection_.id());
-  if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeBindOk{});
-  return result;
+  using M = amqp::ExchangeBind;
+  return bind(m.source, {m.destination, false, m.routing_key, m.arguments}, m.nowait,
+              M::amqp_class_id, M::amqp_method_id, amqp::ExchangeBindOk{});
 }
 
 Result<void, ProtocolError> Channel::exchange_unbind(const amqp::ExchangeUnbind& m) {
-  auto result = vhost().unbind(m.source, {m.destination, false, m.routing_key, m.arguments},
-                               connection_.id());
-  if (result.ok() && !m.nowait) connection_.send(number_, amqp::ExchangeUnbindOk{});
-  return result;
+  using M = amqp::ExchangeUnbind;
+  return unbind(m.source, {m.destination, false, m.routing_key, m.arguments}, m.nowait,
+                M::amqp_class_id, M::amqp_method_id, amqp::ExchangeUnbindOk{});
 }
 
 // Queues -----------------------------------------------------------------------------------------
@@ -173,6 +264,7 @@ Result<std::string, ProtocolError> Channel::resolve_queue_name(const std::string
 }
 
 Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) {
+  using M = amqp::QueueDeclare;
   std::string name = m.queue;
   if (name == reply_to_queue || name.starts_with(reply_to_prefix)) {
     // The pseudo-queue always "exists"; a reply name exists while its requester consumes.
@@ -194,41 +286,67 @@ Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) 
     return unexpected(error(ReplyCode::access_refused,
                             "queue name '" + name + "' contains reserved prefix 'amq.*'"));
   }
-  auto queue = connection_.broker().declare_queue(
-      vhost(), {name, m.passive, m.durable, m.exclusive, m.auto_delete, m.arguments},
-      connection_.id());
-  if (!queue.ok()) return unexpected(queue.error());
+  if (m.passive || vhost().find_queue(name) != nullptr) {
+    // A look, or a redeclare: checked here (it changes nothing).
+    auto queue = vhost().declare_queue(
+        {name, m.passive, m.durable, m.exclusive, m.auto_delete, m.arguments}, connection_.id());
+    if (!queue.ok()) return unexpected(queue.error());
+    queue_declared(queue.value(), name, m.passive, m.nowait);
+    return Ok{};
+  }
+  bool transient = !m.durable || m.exclusive;
+  return change_definitions(
+      DeclareQueue{{vhost().name(), name, 0, m.auto_delete, m.arguments, m.durable,
+                    m.exclusive ? connection_.id() : 0, home_of(transient)},
+                   connection_.id()},
+      M::amqp_class_id, M::amqp_method_id, [name, nowait = m.nowait](Channel& channel, uint64_t) {
+        QueuePtr queue = channel.vhost().find_queue(name);
+        if (!queue) {
+          // Deleted again before this reply could go (an expiry, another connection).
+          channel.connection_.fail_later(
+              channel.number_,
+              ProtocolError{ReplyCode::not_found,
+                            "no queue '" + name + "' in vhost '" + channel.vhost().name() + "'",
+                            M::amqp_class_id, M::amqp_method_id});
+          return;
+        }
+        channel.queue_declared(queue, name, false, nowait);
+      });
+}
+
+void Channel::queue_declared(const QueuePtr& queue, const std::string& name, bool passive,
+                             bool nowait) {
   last_declared_queue_ = name;
   // A redeclare renews an x-expires lease; a passive one (a look) does not, nor does any for a
   // quorum queue (reference: quorum-queues.md).
-  const auto* type = queue.value()->arguments.find("x-queue-type");
+  const auto* type = queue->arguments.find("x-queue-type");
   bool quorum = type != nullptr && *type == amqp::FieldValue("quorum");
-  if (!m.passive && !quorum) connection_.broker().queue_used(queue.value());
-  if (m.nowait) return Ok{};
+  if (!passive && !quorum) connection_.broker().queue_used(queue);
+  if (nowait) return;
   auto declare_ok = [name](const QueuePtr& declared) {
     return amqp::QueueDeclareOk{name, static_cast<uint32_t>(declared->machine.ready_count()),
                                 static_cast<uint32_t>(declared->machine.consumer_count())};
   };
-  if (queue.value()->pending_commands.empty()) {
-    connection_.send(number_, declare_ok(queue.value()));
-    return Ok{};
+  if (queue->pending_commands.empty()) {
+    connection_.send(number_, declare_ok(queue));
+    return;
   }
   // The counts include what was proposed before (a message just published is counted): the
   // reply waits for a command that changes nothing to be applied after those.
   await_reply();
   Broker& broker = connection_.broker();
   broker.execute(
-      queue.value(), broker.command(queue::ExpireCommand{}),
+      queue, broker.command(queue::ExpireCommand{}),
       [handle = handle(), declare_ok](const QueuePtr& declared, const queue::CommandEffects*) {
         Channel* channel = from(handle);
         if (channel == nullptr) return;
         channel->connection_.send(channel->number_, declare_ok(declared));
         channel->reply_done();
       });
-  return Ok{};
 }
 
 Result<void, ProtocolError> Channel::queue_bind(const amqp::QueueBind& m) {
+  using M = amqp::QueueBind;
   auto name = resolve_queue_name(m.queue);
   if (!name.ok()) return unexpected(name.error());
   if (name.value().starts_with(reply_to_queue)) {
@@ -236,19 +354,18 @@ Result<void, ProtocolError> Channel::queue_bind(const amqp::QueueBind& m) {
   }
   // An empty queue name and routing key bind with the queue's own name (reference §11.1).
   std::string key = m.queue.empty() && m.routing_key.empty() ? name.value() : m.routing_key;
-  auto result = vhost().bind(m.exchange, {name.value(), true, key, m.arguments}, connection_.id());
-  if (result.ok() && !m.nowait) connection_.send(number_, amqp::QueueBindOk{});
-  return result;
+  return bind(m.exchange, {name.value(), true, key, m.arguments}, m.nowait, M::amqp_class_id,
+              M::amqp_method_id, amqp::QueueBindOk{});
 }
 
 Result<void, ProtocolError> Channel::queue_unbind(const amqp::QueueUnbind& m) {
+  using M = amqp::QueueUnbind;
   auto name = resolve_queue_name(m.queue);
   if (!name.ok()) return unexpected(name.error());
   std::string key = m.queue.empty() && m.routing_key.empty() ? name.value() : m.routing_key;
-  auto result =
-      vhost().unbind(m.exchange, {name.value(), true, key, m.arguments}, connection_.id());
-  if (result.ok()) connection_.send(number_, amqp::QueueUnbindOk{});
-  return result;
+  // queue.unbind has no nowait: the reply always goes.
+  return unbind(m.exchange, {name.value(), true, key, m.arguments}, false, M::amqp_class_id,
+                M::amqp_method_id, amqp::QueueUnbindOk{});
 }
 
 Result<void, ProtocolError> Channel::queue_purge(const amqp::QueuePurge& m) {
@@ -289,9 +406,14 @@ Result<void, ProtocolError> Channel::queue_delete(const amqp::QueueDelete& m) {
   if (m.if_empty && machine.ready_count() > 0) {
     return unexpected(error(ReplyCode::precondition_failed, where + " not empty"));
   }
-  size_t count = connection_.broker().delete_queue(vhost(), name.value());
-  if (!m.nowait) connection_.send(number_, amqp::QueueDeleteOk{static_cast<uint32_t>(count)});
-  return Ok{};
+  using M = amqp::QueueDelete;
+  return change_definitions(
+      DeleteQueue{vhost().name(), name.value()}, M::amqp_class_id, M::amqp_method_id,
+      [nowait = m.nowait](Channel& channel, uint64_t count) {
+        if (nowait) return;
+        channel.connection_.send(channel.number_,
+                                 amqp::QueueDeleteOk{static_cast<uint32_t>(count)});
+      });
 }
 
 // Consuming --------------------------------------------------------------------------------------
@@ -436,32 +558,38 @@ Result<void, ProtocolError> Channel::basic_cancel(const amqp::BasicCancel& m) {
   }
   auto it = consumers_.find(m.consumer_tag);
   QueuePtr queue = it == consumers_.end() ? nullptr : it->second.queue.lock();
+  // cancel-ok goes once the consumer is gone, and with it an auto-delete queue it was the last
+  // consumer of.
+  await_reply();
+  auto cancelled = [handle = handle(), tag = m.consumer_tag, nowait = m.nowait] {
+    Channel* channel = from(handle);
+    if (channel == nullptr) return;
+    if (!nowait) channel->connection_.send(channel->number_, amqp::BasicCancelOk{tag});
+    channel->reply_done();
+  };
   if (queue && queue->group != 0) {
     // Deliveries made before the cancel is applied still reach the consumer; cancel-ok follows
     // them.
-    await_reply();
     Broker& broker = connection_.broker();
     broker.execute(queue, broker.command(queue::CancelCommand{it->second.holder}),
-                   [handle = handle(), tag = m.consumer_tag, nowait = m.nowait](
+                   [handle = handle(), tag = m.consumer_tag, cancelled](
                        const QueuePtr&, const queue::CommandEffects*) {
                      Channel* channel = from(handle);
-                     if (channel == nullptr) return;
-                     channel->cancel_consumer(tag);
-                     if (!nowait)
-                       channel->connection_.send(channel->number_, amqp::BasicCancelOk{tag});
-                     channel->reply_done();
+                     if (channel != nullptr) channel->cancel_consumer(tag, cancelled);
                    });
     return Ok{};
   }
   // An unknown tag is not an error: the broker may have cancelled it already (reference §7).
-  cancel_consumer(m.consumer_tag);
-  if (!m.nowait) connection_.send(number_, amqp::BasicCancelOk{m.consumer_tag});
+  cancel_consumer(m.consumer_tag, cancelled);
   return Ok{};
 }
 
-void Channel::cancel_consumer(const std::string& tag) {
+void Channel::cancel_consumer(const std::string& tag, std::function<void()> then) {
   auto it = consumers_.find(tag);
-  if (it == consumers_.end()) return;
+  if (it == consumers_.end()) {
+    if (then) then();
+    return;
+  }
   Consumer consumer = std::move(it->second);
   consumers_.erase(it);
   consumer_tags_.erase(consumer.holder.value);
@@ -470,7 +598,9 @@ void Channel::cancel_consumer(const std::string& tag) {
     if (queue->group == 0) queue->machine.cancel(consumer.holder);  // (else: applied already)
     connection_.broker().check_flow(*queue);
     connection_.broker().queue_used(queue);
-    connection_.broker().delete_if_unused(queue);
+    connection_.broker().delete_if_unused(queue, std::move(then));
+  } else if (then) {
+    then();
   }
 }
 

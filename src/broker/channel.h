@@ -84,6 +84,20 @@ class Channel : public ConsumerSink {
   };
   enum class Settle { ack, requeue, discard };
 
+  // Proposes a change of definitions (Broker::change_definitions); `reply` answers the method
+  // once it is made, with the count it returns. A refused change fails the method, the channel
+  // (or the connection) closed with the error as class_id.method_id's.
+  using DefinitionReply = std::function<void(Channel&, uint64_t count)>;
+  Result<void, ProtocolError> change_definitions(MetadataCommand command, uint16_t class_id,
+                                                 uint16_t method_id, DefinitionReply reply);
+  // The node a transient definition belongs to (0 for a durable one).
+  uint64_t home_of(bool transient) const;
+  Result<void, ProtocolError> bind(const std::string& source, Binding binding, bool nowait,
+                                   uint16_t class_id, uint16_t method_id, const amqp::Method& ok);
+  Result<void, ProtocolError> unbind(const std::string& source, Binding binding, bool nowait,
+                                     uint16_t class_id, uint16_t method_id, const amqp::Method& ok);
+  // queue.declare-ok for a queue that exists (it may wait for the queue's log).
+  void queue_declared(const QueuePtr& queue, const std::string& name, bool passive, bool nowait);
   Result<void, ProtocolError> exchange_declare(const amqp::ExchangeDeclare& m);
   Result<void, ProtocolError> exchange_delete(const amqp::ExchangeDelete& m);
   Result<void, ProtocolError> exchange_bind(const amqp::ExchangeBind& m);
@@ -127,7 +141,9 @@ class Channel : public ConsumerSink {
   Result<void, ProtocolError> settle_now(std::vector<uint64_t> tags, Settle how);
   // The queue a method names: "" means the last one declared on this channel.
   Result<std::string, ProtocolError> resolve_queue_name(const std::string& name) const;
-  void cancel_consumer(const std::string& tag);
+  // `then` runs once the consumer is gone, and its queue if it was auto-delete and this its last
+  // consumer.
+  void cancel_consumer(const std::string& tag, std::function<void()> then = {});
   void reset_global_credit();
   void deliver_with_new_credit();
   void suspend_consumers(bool suspend);

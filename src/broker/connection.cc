@@ -88,13 +88,16 @@ void Connection::release() {
   if (released_) return;
   released_ = true;
   if (counted_) broker_.connection_closed();
+  broker_.connection_gone(id_);
   broker_.forget_publisher(this);
   flow_waits_.clear();
   for (auto& [number, channel] : channels_) channel->release();
   channels_.clear();
-  broker_.persist_definitions();  // auto-delete queues may have gone with the consumers
+  // Its exclusive queues go with it.
   if (vhost_ != nullptr) {
-    for (const auto& name : vhost_->queues_owned_by(id_)) broker_.delete_queue(*vhost_, name);
+    for (const auto& name : vhost_->queues_owned_by(id_)) {
+      if (QueuePtr queue = vhost_->find_queue(name)) broker_.propose_queue_delete(queue);
+    }
   }
   broker_.update_memory_alarm();
 }
@@ -129,8 +132,6 @@ void Connection::process_input(uint64_t now_ms) {
     if (!next.value()) break;
     handle_frame(*next.value(), now_ms);
   }
-  // Durable definitions changed by this input are made durable before any reply leaves.
-  broker_.persist_definitions();
   for (auto& [number, channel] : channels_) channel->flush_confirms();
   broker_.update_memory_alarm();
   if (published_in_batch_ && broker_.publishing_blocked() && !blocked_ && state_ == State::open) {
@@ -148,6 +149,12 @@ void Connection::process_input(uint64_t now_ms) {
 void Connection::wake() {
   deferred_ = true;
   if (output_listener_) output_listener_();
+}
+
+void Connection::fail_later(uint16_t channel, const amqp::ProtocolError& error) {
+  if (state_ != State::open || !channels_.contains(channel)) return;
+  fail(channel, error, nullptr, now_ms_);
+  wake();
 }
 
 void Connection::reply_done() {

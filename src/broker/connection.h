@@ -124,6 +124,9 @@ class Connection : public BlockedPublisher {
   void await_reply() { ++awaiting_replies_; }
   void reply_done();
   void replies_abandoned(size_t count) { awaiting_replies_ -= count; }
+  // A channel's method failed after its handling returned (its change was not committed, or
+  // the metadata log refused it): the channel or the connection is closed as the error says.
+  void fail_later(uint16_t channel, const amqp::ProtocolError& error);
   // A message was published on this connection (it is blocked while the memory alarm lasts).
   void note_publish() { published_in_batch_ = true; }
   Broker& broker() { return broker_; }

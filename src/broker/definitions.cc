@@ -8,7 +8,9 @@ namespace hamq::broker {
 
 namespace {
 
-constexpr uint8_t metadata_format_version = 1;
+// Version 1 knew durable definitions only; 2 adds transient and exclusive ones (their home node
+// and owner) and who asked for each change (docs/formats/metadata.md).
+constexpr uint8_t metadata_format_version = 2;
 constexpr uint32_t snapshot_commands_max = 1u << 24;
 
 enum class Kind : uint8_t {
@@ -76,10 +78,13 @@ std::string encode_metadata_command(const MetadataCommand& command) {
                                       (e.group != 0 ? 4 : 0)));
           if (e.group != 0) out.u64(e.group);
           amqp::encode_field_table(out, e.arguments);
+          out.u8(e.durable ? 1 : 0);
+          out.u64(e.home);
         } else if constexpr (std::is_same_v<T, DeleteExchange>) {
           out.u8(static_cast<uint8_t>(Kind::delete_exchange));
           put_string(out, body.vhost);
           put_string(out, body.name);
+          out.u8(body.if_unused ? 1 : 0);
         } else if constexpr (std::is_same_v<T, DeclareQueue>) {
           const QueueDefinition& q = body.queue;
           out.u8(static_cast<uint8_t>(Kind::declare_queue));
@@ -88,6 +93,10 @@ std::string encode_metadata_command(const MetadataCommand& command) {
           out.u64(q.group);
           out.u8(q.auto_delete ? 1 : 0);
           amqp::encode_field_table(out, q.arguments);
+          out.u8(q.durable ? 1 : 0);
+          out.u64(q.exclusive_owner);
+          out.u64(q.home);
+          out.u64(body.requester);
         } else if constexpr (std::is_same_v<T, DeleteQueue>) {
           out.u8(static_cast<uint8_t>(Kind::delete_queue));
           put_string(out, body.vhost);
@@ -95,9 +104,11 @@ std::string encode_metadata_command(const MetadataCommand& command) {
         } else if constexpr (std::is_same_v<T, Bind>) {
           out.u8(static_cast<uint8_t>(Kind::bind));
           put_binding(out, body.binding);
+          out.u64(body.requester);
         } else if constexpr (std::is_same_v<T, Unbind>) {
           out.u8(static_cast<uint8_t>(Kind::unbind));
           put_binding(out, body.binding);
+          out.u64(body.requester);
         }
       },
       command);
@@ -107,9 +118,16 @@ std::string encode_metadata_command(const MetadataCommand& command) {
 Result<MetadataCommand, std::string> decode_metadata_command(std::string_view bytes) {
   amqp::WireReader in({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
   uint8_t version = in.u8();
-  if (!in.failed() && version != metadata_format_version) {
+  if (!in.failed() && (version == 0 || version > metadata_format_version)) {
     return unexpected("unknown metadata format version " + std::to_string(version));
   }
+  bool v2 = version >= 2;
+  // A boolean written as one byte: 0 or 1, nothing else.
+  auto get_bool = [&in](bool& out) {
+    uint8_t byte = in.u8();
+    out = byte == 1;
+    return !in.failed() && byte <= 1;
+  };
   auto kind = static_cast<Kind>(in.u8());
   if (in.failed()) return unexpected(std::string("truncated"));
   MetadataCommand command;
@@ -127,6 +145,10 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
         ok = ok && e.group != 0;
       }
       if (ok) amqp::decode_field_table(in, e.arguments);
+      if (ok && v2) {
+        ok = get_bool(e.durable);
+        e.home = in.u64();
+      }
       command = DeclareExchange{std::move(e)};
       break;
     }
@@ -135,8 +157,10 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
       std::string vhost;
       std::string name;
       ok = get_string(in, vhost) && get_string(in, name);
+      bool if_unused = false;
+      if (ok && v2 && kind == Kind::delete_exchange) ok = get_bool(if_unused);
       if (kind == Kind::delete_exchange) {
-        command = DeleteExchange{std::move(vhost), std::move(name)};
+        command = DeleteExchange{std::move(vhost), std::move(name), if_unused};
       } else {
         command = DeleteQueue{std::move(vhost), std::move(name)};
       }
@@ -150,17 +174,25 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
       ok = ok && auto_delete <= 1;
       q.auto_delete = auto_delete == 1;
       if (ok) amqp::decode_field_table(in, q.arguments);
-      command = DeclareQueue{std::move(q)};
+      uint64_t requester = 0;
+      if (ok && v2) {
+        ok = get_bool(q.durable);
+        q.exclusive_owner = in.u64();
+        q.home = in.u64();
+        requester = in.u64();
+      }
+      command = DeclareQueue{std::move(q), requester};
       break;
     }
     case Kind::bind:
     case Kind::unbind: {
       BindingDefinition b;
       ok = get_binding(in, b);
+      uint64_t requester = v2 ? in.u64() : 0;
       if (kind == Kind::bind) {
-        command = Bind{std::move(b)};
+        command = Bind{std::move(b), requester};
       } else {
-        command = Unbind{std::move(b)};
+        command = Unbind{std::move(b), requester};
       }
       break;
     }
@@ -208,8 +240,22 @@ void Definitions::apply(const MetadataCommand& command) {
 std::string Definitions::snapshot() const {
   std::vector<MetadataCommand> commands;
   for (const auto& [key, exchange] : exchanges_) commands.push_back(DeclareExchange{exchange});
-  for (const auto& [key, queue] : queues_) commands.push_back(DeclareQueue{queue});
-  for (const BindingDefinition& binding : bindings_) commands.push_back(Bind{binding});
+  for (const auto& [key, queue] : queues_) {
+    commands.push_back(DeclareQueue{queue, queue.exclusive_owner});
+  }
+  for (const BindingDefinition& binding : bindings_) {
+    // Bound by whoever may: the owner of an exclusive destination.
+    uint64_t requester = 0;
+    if (binding.binding.destination_is_queue) {
+      auto it = queues_.find({binding.vhost, binding.binding.destination});
+      if (it != queues_.end()) requester = it->second.exclusive_owner;
+    }
+    commands.push_back(Bind{binding, requester});
+  }
+  return snapshot_of(commands);
+}
+
+std::string Definitions::snapshot_of(const std::vector<MetadataCommand>& commands) {
   std::vector<uint8_t> bytes;
   amqp::WireWriter out(bytes);
   out.u32(static_cast<uint32_t>(commands.size()));
@@ -217,19 +263,28 @@ std::string Definitions::snapshot() const {
   return std::string(bytes.begin(), bytes.end());
 }
 
-Result<Definitions, std::string> Definitions::from_snapshot(std::string_view bytes) {
+Result<std::vector<MetadataCommand>, std::string> Definitions::snapshot_commands(
+    std::string_view bytes) {
   amqp::WireReader in({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
   uint32_t count = in.u32();
   if (in.failed() || count > snapshot_commands_max) return unexpected(std::string("bad count"));
-  Definitions definitions;
+  std::vector<MetadataCommand> commands;
   for (uint32_t i = 0; i < count; ++i) {
     std::string encoded;
     if (!get_string(in, encoded)) return unexpected(std::string("truncated"));
     auto command = decode_metadata_command(encoded);
     if (!command.ok()) return unexpected(command.error());
-    definitions.apply(*command);
+    commands.push_back(std::move(*command));
   }
   if (in.remaining() != 0) return unexpected(std::string("trailing bytes"));
+  return commands;
+}
+
+Result<Definitions, std::string> Definitions::from_snapshot(std::string_view bytes) {
+  auto commands = snapshot_commands(bytes);
+  if (!commands.ok()) return unexpected(commands.error());
+  Definitions definitions;
+  for (const MetadataCommand& command : *commands) definitions.apply(command);
   return definitions;
 }
 

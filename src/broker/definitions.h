@@ -1,10 +1,12 @@
-// Definitions: what a node must remember of its broker model across a restart (and, in a
-// cluster, share): durable exchanges, durable queues with the Raft group that holds each, and
-// the bindings between durable things. It is the state machine of the metadata group: every
-// change is a MetadataCommand in that group's log, applied here in log order.
+// Definitions: the broker model that every node of a cluster shares: exchanges, queues (durable
+// ones with the Raft group that holds each; transient and exclusive ones with their home node)
+// and bindings. Every change is a MetadataCommand in the metadata group's log; the broker applies
+// it in log order to its virtual hosts, with RabbitMQ's equivalence checks (Broker::
+// apply_definition), so every node reaches the same model and the same verdicts. The log's
+// format is docs/formats/metadata.md.
 //
 // decode_metadata_command() never trusts its input; Definitions::apply() accepts any decoded
-// command (a delete of something absent changes nothing).
+// command (a delete of something absent changes nothing): it is the model of a snapshot.
 #pragma once
 
 #include <cstdint>
@@ -29,15 +31,22 @@ struct ExchangeDefinition {
   bool internal = false;
   amqp::FieldTable arguments;
   uint64_t group = 0;  // a delayed exchange's: the Raft group holding its delayed messages
+  bool durable = true;
+  uint64_t home = 0;  // a transient one's: the node that declared it (it goes when that restarts)
   bool operator==(const ExchangeDefinition&) const = default;
 };
 
 struct QueueDefinition {
   std::string vhost;
   std::string name;
-  uint64_t group = 0;  // the Raft group holding its messages
+  // The Raft group holding a durable queue's messages. 0 in a proposed declare: the group is
+  // named after the declare's entry (queue_group_of), the same on every node.
+  uint64_t group = 0;
   bool auto_delete = false;
   amqp::FieldTable arguments;
+  bool durable = true;
+  uint64_t exclusive_owner = 0;  // the owning connection (node and counter); 0: not exclusive
+  uint64_t home = 0;             // a transient queue's node (it goes when that node restarts)
   bool operator==(const QueueDefinition&) const = default;
 };
 
@@ -54,23 +63,37 @@ struct DeclareExchange {
 struct DeleteExchange {
   std::string vhost;
   std::string name;
+  bool if_unused = false;
 };
 struct DeclareQueue {
   QueueDefinition queue;
+  // The connection declaring it: an existing exclusive queue is only its owner's.
+  uint64_t requester = 0;
 };
 struct DeleteQueue {
   std::string vhost;
   std::string name;
 };
+// requester: the connection binding (a queue exclusive to another cannot be bound).
 struct Bind {
   BindingDefinition binding;
+  uint64_t requester = 0;
 };
 struct Unbind {
   BindingDefinition binding;
+  uint64_t requester = 0;
 };
 
 using MetadataCommand =
     std::variant<DeclareExchange, DeleteExchange, DeclareQueue, DeleteQueue, Bind, Unbind>;
+
+// The group a durable queue (or delayed exchange) declared by the metadata entry at `index` gets:
+// named by the entry, so every node names it alike. Above the ids of groups made before (a
+// counter from 2), which entries and snapshots still carry.
+inline constexpr uint64_t queue_group_base = uint64_t{1} << 32;
+inline uint64_t queue_group_of(uint64_t metadata_index) {
+  return queue_group_base + metadata_index;
+}
 
 std::string encode_metadata_command(const MetadataCommand& command);
 Result<MetadataCommand, std::string> decode_metadata_command(std::string_view bytes);
@@ -88,6 +111,10 @@ class Definitions {
   // The whole state as the metadata group's snapshot: the commands that rebuild it.
   std::string snapshot() const;
   static Result<Definitions, std::string> from_snapshot(std::string_view bytes);
+  // The commands of a snapshot, in the order that rebuilds it.
+  static Result<std::vector<MetadataCommand>, std::string> snapshot_commands(
+      std::string_view bytes);
+  static std::string snapshot_of(const std::vector<MetadataCommand>& commands);
 
   bool operator==(const Definitions&) const = default;
 

@@ -97,75 +97,165 @@ TEST(Definitions, FuzzSeedsAreOneOfEachKind) {
   }
 }
 
-// A store that keeps what it is given, replaying it as the metadata group would.
-struct RecordingStore : DefinitionStore {
-  bool record(const std::vector<MetadataCommand>& commands) override {
-    ++calls;
-    for (const auto& command : commands) replayed.apply(command);
-    return !fail;
+// The metadata group as a list: proposals are appended; commit() applies the entries in order to
+// every broker given (the nodes of a cluster), as each node's log would.
+struct ManualMetadataLog : DefinitionStore {
+  std::optional<LogPosition> propose(const MetadataCommand& command) override {
+    if (refuse) return std::nullopt;
+    entries.push_back({LogPosition{term, entries.size() + 1}, encode_metadata_command(command)});
+    return entries.back().first;
   }
-  Definitions replayed;
-  int calls = 0;
-  bool fail = false;
+  // Applies the entries not yet applied to each broker; returns the verdicts (of the first).
+  std::vector<bool> commit(const std::vector<Broker*>& brokers) {
+    std::vector<bool> verdicts;
+    for (; applied < entries.size(); ++applied) {
+      auto command = decode_metadata_command(entries[applied].second);
+      EXPECT_TRUE(command.ok());
+      bool first = true;
+      for (Broker* broker : brokers) {
+        bool ok = broker->apply_definition(*command, entries[applied].first).ok();
+        if (first) verdicts.push_back(ok);
+        first = false;
+      }
+    }
+    return verdicts;
+  }
+  std::vector<std::pair<LogPosition, std::string>> entries;
+  size_t applied = 0;
+  uint64_t term = 1;
+  bool refuse = false;
 };
 
-TEST(BrokerDefinitions, ChangesToDurableThingsAreRecordedAsTheirDifference) {
-  Broker broker({"/"}, 1);
-  RecordingStore store;
-  broker.set_definition_store(&store);
-  VirtualHost& vhost = *broker.find_virtual_host("/");
-  ASSERT_TRUE(vhost.declare_exchange({.name = "x", .type = "topic", .durable = true}).ok());
-  ASSERT_TRUE(vhost.declare_exchange({.name = "t", .type = "fanout", .durable = false}).ok());
-  ASSERT_TRUE(vhost.declare_queue({.name = "q", .durable = true}, 0).ok());
-  ASSERT_TRUE(vhost.declare_queue({.name = "mine", .durable = true, .exclusive = true}, 9).ok());
-  ASSERT_TRUE(vhost.bind("x", Binding{"q", true, "a.#", {}}, 0).ok());
-  ASSERT_TRUE(vhost.bind("t", Binding{"q", true, "", {}}, 0).ok());     // from a transient one
-  ASSERT_TRUE(vhost.bind("x", Binding{"mine", true, "", {}}, 9).ok());  // to an exclusive one
-  broker.persist_definitions();
-  EXPECT_EQ(store.calls, 1);
-  EXPECT_EQ(store.replayed, broker.current_definitions());
-  EXPECT_EQ(store.replayed.exchanges().size(), 1u);
-  EXPECT_EQ(store.replayed.queues().size(), 1u);
-  ASSERT_EQ(store.replayed.bindings().size(), 1u);
-  broker.persist_definitions();  // nothing changed: nothing recorded
-  EXPECT_EQ(store.calls, 1);
-  broker.delete_queue(vhost, "q");
-  broker.persist_definitions();
-  EXPECT_EQ(store.replayed, broker.current_definitions());
-  EXPECT_TRUE(store.replayed.queues().empty());
-  EXPECT_TRUE(store.replayed.bindings().empty());
+QueueDefinition queue_definition(std::string name, bool durable, uint64_t owner = 0,
+                                 uint64_t home = 0) {
+  return QueueDefinition{"/", std::move(name), 0, false, {}, durable, owner, home};
 }
 
-TEST(BrokerDefinitions, RestoredDefinitionsAreDeclaredAndNotRecordedAgain) {
-  Definitions kept;
-  kept.apply(DeclareExchange{{"/", "x", "direct", false, false, {}}});
-  kept.apply(DeclareQueue{{"/", "q", 0, false, {}}});
-  kept.apply(Bind{{"/", "x", Binding{"q", true, "k", {}}}});
+TEST(BrokerDefinitions, AChangeIsMadeWhenItsEntryIsAppliedNotWhenProposed) {
   Broker broker({"/"}, 1);
-  broker.restore_definitions(kept);
-  RecordingStore store;
-  broker.set_definition_store(&store);
-  broker.persist_definitions();
-  EXPECT_EQ(store.calls, 0);
-  EXPECT_EQ(broker.current_definitions(), kept);
-  auto routed = broker.find_virtual_host("/")->route("x", "k", {}, nullptr);
-  ASSERT_EQ(routed.size(), 1u);
-  EXPECT_EQ(routed[0]->name, "q");
+  ManualMetadataLog log;
+  broker.set_definition_store(&log);
+  std::optional<bool> verdict;
+  broker.change_definitions(DeclareQueue{queue_definition("q", true), 7},
+                            [&](const Broker::DefinitionResult& result) { verdict = result.ok(); });
+  EXPECT_EQ(broker.find_virtual_host("/")->find_queue("q"), nullptr);
+  EXPECT_FALSE(verdict.has_value());
+  EXPECT_EQ(broker.pending_definition_count(), 1u);
+  log.commit({&broker});
+  EXPECT_NE(broker.find_virtual_host("/")->find_queue("q"), nullptr);
+  EXPECT_EQ(verdict, true);
+  EXPECT_EQ(broker.pending_definition_count(), 0u);
 }
 
-TEST(BrokerDefinitions, AFailedRecordIsCountedAndTriedAgain) {
+TEST(BrokerDefinitions, TwoNodesDeclaringOneNameDifferentlyGetOneWinnerOnBoth) {
+  Broker a({"/"}, 1);
+  Broker b({"/"}, 2);
+  a.set_node_id(1);
+  b.set_node_id(2);
+  ManualMetadataLog log;
+  a.set_definition_store(&log);
+  b.set_definition_store(&log);
+  std::optional<Broker::DefinitionResult> from_a;
+  std::optional<Broker::DefinitionResult> from_b;
+  // Both proposed before either is applied: each node saw no queue of that name.
+  a.change_definitions(DeclareQueue{queue_definition("q", true), 1 << 20},
+                       [&](const Broker::DefinitionResult& r) { from_a = r; });
+  b.change_definitions(DeclareQueue{queue_definition("q", false, 0, 2), 2 << 20},
+                       [&](const Broker::DefinitionResult& r) { from_b = r; });
+  EXPECT_EQ(log.commit({&a, &b}), (std::vector<bool>{true, false}));
+  ASSERT_TRUE(from_a && from_b);
+  EXPECT_TRUE(from_a->ok());
+  ASSERT_FALSE(from_b->ok());
+  EXPECT_EQ(from_b->error().code, amqp::ReplyCode::precondition_failed);
+  EXPECT_NE(from_b->error().text.find("inequivalent arg 'durable'"), std::string::npos);
+  EXPECT_EQ(a.current_definitions(), b.current_definitions());
+  EXPECT_TRUE(a.find_virtual_host("/")->find_queue("q")->durable);
+}
+
+TEST(BrokerDefinitions, AProposalWhoseIndexAnotherLeaderTookIsNotMade) {
   Broker broker({"/"}, 1);
-  RecordingStore store;
-  store.fail = true;
-  broker.set_definition_store(&store);
-  ASSERT_TRUE(broker.find_virtual_host("/")->declare_queue({.name = "q", .durable = true}, 0).ok());
-  broker.persist_definitions();
-  EXPECT_EQ(broker.definition_failures(), 1u);
-  store.fail = false;
-  ASSERT_TRUE(broker.find_virtual_host("/")->declare_queue({.name = "r", .durable = true}, 0).ok());
-  broker.persist_definitions();
-  EXPECT_EQ(broker.current_definitions().queues().size(), 2u);
-  EXPECT_EQ(store.calls, 2);
+  ManualMetadataLog log;
+  broker.set_definition_store(&log);
+  std::optional<Broker::DefinitionResult> verdict;
+  broker.change_definitions(DeclareQueue{queue_definition("mine", true), 1},
+                            [&](const Broker::DefinitionResult& r) { verdict = r; });
+  // A new leader's entry took index 1: it declares another queue.
+  log.entries[0] = {LogPosition{2, 1},
+                    encode_metadata_command(DeclareQueue{queue_definition("theirs", true), 9})};
+  log.commit({&broker});
+  ASSERT_TRUE(verdict.has_value());
+  EXPECT_FALSE(verdict->ok());
+  EXPECT_EQ(broker.find_virtual_host("/")->find_queue("mine"), nullptr);
+  EXPECT_NE(broker.find_virtual_host("/")->find_queue("theirs"), nullptr);
+}
+
+TEST(BrokerDefinitions, ExclusiveQueuesAreTheOwnersAlsoInTheLog) {
+  Broker broker({"/"}, 1);
+  ManualMetadataLog log;
+  broker.set_definition_store(&log);
+  broker.change_definitions(DeclareQueue{queue_definition("mine", true, 5, 1), 5});
+  broker.change_definitions(Bind{{"/", "amq.direct", Binding{"mine", true, "k", {}}}, 6});
+  broker.change_definitions(Bind{{"/", "amq.direct", Binding{"mine", true, "k", {}}}, 5});
+  EXPECT_EQ(log.commit({&broker}), (std::vector<bool>{true, false, true}));
+  QueuePtr mine = broker.find_virtual_host("/")->find_queue("mine");
+  ASSERT_NE(mine, nullptr);
+  EXPECT_EQ(mine->exclusive_owner, 5u);
+  EXPECT_FALSE(mine->durable);  // exclusive queues never are
+}
+
+TEST(BrokerDefinitions, TheSnapshotRestoresTheSameModel) {
+  Broker broker({"/"}, 1);
+  broker.set_node_id(3);
+  ASSERT_TRUE(
+      broker
+          .apply_definition(DeclareExchange{{"/", "x", "topic", false, false, {}, 0, true}}, {1, 1})
+          .ok());
+  ASSERT_TRUE(broker
+                  .apply_definition(
+                      DeclareExchange{{"/", "t", "fanout", true, false, {}, 0, false, 3}}, {1, 2})
+                  .ok());
+  ASSERT_TRUE(broker.apply_definition(DeclareQueue{queue_definition("q", true)}, {1, 3}).ok());
+  ASSERT_TRUE(
+      broker.apply_definition(DeclareQueue{queue_definition("mine", false, 9, 3), 9}, {1, 4}).ok());
+  ASSERT_TRUE(
+      broker.apply_definition(Bind{{"/", "x", Binding{"q", true, "a.#", {}}}, 0}, {1, 5}).ok());
+  ASSERT_TRUE(
+      broker.apply_definition(Bind{{"/", "t", Binding{"mine", true, "", {}}}, 9}, {1, 6}).ok());
+  ASSERT_TRUE(
+      broker.apply_definition(Bind{{"/", "x", Binding{"t", false, "#", {}}}, 0}, {1, 7}).ok());
+  Definitions model = broker.current_definitions();
+  EXPECT_EQ(model.exchanges().size(), 2u);
+  EXPECT_EQ(model.queues().size(), 2u);
+  EXPECT_EQ(model.bindings().size(), 3u);
+  Broker restored({"/"}, 2);
+  auto done = restored.restore_definitions(model.snapshot());
+  ASSERT_TRUE(done.ok()) << done.error();
+  EXPECT_EQ(restored.current_definitions(), model);
+  auto routed = restored.find_virtual_host("/")->route("x", "a.b", {}, nullptr);
+  ASSERT_EQ(routed.size(), 2u);
+  // The transient things of node 3 go when it restarts; those of other nodes stay.
+  restored.set_node_id(4);
+  EXPECT_EQ(restored.drop_transient_definitions(), 0u);
+  restored.set_node_id(3);
+  EXPECT_EQ(restored.drop_transient_definitions(), 2u);
+  EXPECT_EQ(restored.current_definitions().exchanges().size(), 1u);
+  EXPECT_EQ(restored.current_definitions().queues().size(), 1u);
+  EXPECT_EQ(restored.current_definitions().bindings().size(), 1u);
+}
+
+TEST(BrokerDefinitions, ARefusedOrFailedLogAnswersEveryChange) {
+  Broker broker({"/"}, 1);
+  ManualMetadataLog log;
+  broker.set_definition_store(&log);
+  std::vector<bool> verdicts;
+  auto record = [&](const Broker::DefinitionResult& r) { verdicts.push_back(r.ok()); };
+  broker.change_definitions(DeclareQueue{queue_definition("a", true)}, record);
+  log.refuse = true;
+  broker.change_definitions(DeclareQueue{queue_definition("b", true)}, record);
+  EXPECT_EQ(verdicts, std::vector<bool>{false});  // refused at once
+  broker.fail_pending_commands();                 // the log failed: "a" will never be applied
+  EXPECT_EQ(verdicts, (std::vector<bool>{false, false}));
+  EXPECT_EQ(broker.pending_definition_count(), 0u);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 // log refuses is nacked; bodies wait on disk and are read back when delivered.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <map>
 
 #include "broker/test_client.h"
@@ -15,9 +17,12 @@ using testing::Client;
 // A log per group, applied only when the test says (as a real one applies once durable).
 class ManualStore final : public QueueStore {
  public:
-  uint64_t create_group() override { return next_group_++; }
-  bool has_group(uint64_t group) const override { return group < next_group_; }
-  void remove_group(uint64_t group) override { logs_.erase(group); }
+  bool create_group(uint64_t group) override { return groups_.insert(group).second; }
+  bool has_group(uint64_t group) const override { return groups_.contains(group); }
+  void remove_group(uint64_t group) override {
+    groups_.erase(group);
+    logs_.erase(group);
+  }
   std::optional<LogPosition> propose(uint64_t group, std::string command) override {
     if (refuse) return std::nullopt;
     auto& log = logs_[group];
@@ -97,7 +102,7 @@ class ManualStore final : public QueueStore {
     broker.apply_queue_entry(group, {entry_term, index}, data);
   }
 
-  uint64_t next_group_ = 2;
+  std::set<uint64_t> groups_;
   std::map<uint64_t, std::vector<std::pair<uint64_t, std::string>>> logs_;  // (term, command)
   std::vector<std::pair<uint64_t, uint64_t>> unapplied_;
 };
@@ -173,8 +178,10 @@ TEST_F(DurableQueue, ARestartDetachesOnlyThisNodesHoldersOfItsPreviousLife) {
   Definitions definitions = client.broker.current_definitions();
   Broker restarted({"/"}, 2);  // node 1, as before
   restarted.set_queue_store(&store);
+  restarted.begin_definition_replay();
+  ASSERT_TRUE(restarted.restore_definitions(definitions.snapshot()).ok());
+  restarted.end_definition_replay();
   restarted.begin_replay();
-  restarted.restore_definitions(definitions);
   store.replay(restarted);
   restarted.end_replay();
   restarted.detach_previous_holders();
@@ -345,8 +352,10 @@ TEST_F(DurableQueue, ADeadLetterSurvivesACrashBetweenItsQueueAndItsTarget) {
 
   auto restart = [&](Broker& broker) {
     broker.set_queue_store(&store);
+    broker.begin_definition_replay();
+    EXPECT_TRUE(broker.restore_definitions(definitions.snapshot()).ok());
+    broker.end_definition_replay();
     broker.begin_replay();
-    broker.restore_definitions(definitions);
     store.replay(broker);
     broker.end_replay();
     broker.detach_previous_holders();

@@ -178,6 +178,18 @@ const Exchange* VirtualHost::find_exchange(const std::string& name) const {
   return it == exchanges_.end() ? nullptr : &it->second;
 }
 
+Exchange* VirtualHost::find_exchange(const std::string& name) {
+  auto it = exchanges_.find(name);
+  return it == exchanges_.end() ? nullptr : &it->second;
+}
+
+bool VirtualHost::has_binding(const std::string& source, const Binding& binding) const {
+  const Exchange* exchange = find_exchange(source);
+  if (exchange == nullptr) return false;
+  return std::find(exchange->bindings.begin(), exchange->bindings.end(), binding) !=
+         exchange->bindings.end();
+}
+
 Result<void, ProtocolError> VirtualHost::declare_exchange(const ExchangeDeclare& declare) {
   if (declare.name.empty()) {
     return unexpected(

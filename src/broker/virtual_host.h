@@ -57,6 +57,7 @@ struct Exchange {
   bool durable = false;
   bool auto_delete = false;
   bool internal = false;
+  uint64_t home = 0;  // a transient one's node (Definitions)
   amqp::FieldTable arguments;
   std::vector<Binding> bindings;
 
@@ -82,6 +83,8 @@ struct Queue {
   bool durable = false;
   bool auto_delete = false;
   ConnectionId exclusive_owner = 0;
+  uint64_t home = 0;      // a transient queue's node (Definitions)
+  bool deleting = false;  // its delete is proposed (Broker::propose_queue_delete)
   amqp::FieldTable arguments;
   queue::QueueMachine machine;
   // The Raft group whose log holds the queue's commands (a durable queue on a node with a
@@ -100,6 +103,7 @@ struct Queue {
   uint64_t log_bytes_since_snapshot = 0;
   uint64_t last_snapshot_bytes = 0;
   uint64_t applied_index = 0;        // the last entry of its log applied
+  uint64_t snapshot_index = 0;       // where its last snapshot (of this life) was taken
   bool had_consumer = false;         // auto-delete applies only after a first consumer
   uint64_t wake_at_ms = UINT64_MAX;  // when the broker's timer will next serve it
   // x-expires: the queue is deleted once it has gone this long without consumers, basic.get or
@@ -191,6 +195,9 @@ class VirtualHost {
   Result<void, ProtocolError> declare_exchange(const ExchangeDeclare& declare);
   Result<void, ProtocolError> delete_exchange(const std::string& name, bool if_unused);
   const Exchange* find_exchange(const std::string& name) const;
+  Exchange* find_exchange(const std::string& name);
+  // The binding exists already.
+  bool has_binding(const std::string& source, const Binding& binding) const;
 
   // Creates the queue or checks that the existing one is equivalent; returns it.
   Result<QueuePtr, ProtocolError> declare_queue(const QueueDeclare& declare, ConnectionId owner);

@@ -14,9 +14,20 @@ GroupHost::GroupHost(storage::Wal& wal, raft::NodeId self, uint64_t incarnation,
       defaults_(defaults),
       callbacks_(std::move(callbacks)) {}
 
-GroupHost::Group& GroupHost::start(raft::GroupId id) {
+void GroupHost::mark(raft::GroupId id, Group& group) {
+  if (group.active) return;
+  group.active = true;
+  active_.push_back(id);
+}
+
+GroupHost::Group& GroupHost::start(raft::GroupId id, const std::string* founding_payload) {
   Group& group = groups_[id];
+  mark(id, group);
   group.storage = std::make_unique<WalLogStorage>(wal_, id, incarnation_);
+  if (founding_payload != nullptr) {
+    group.storage->found(raft::SnapshotMeta{.index = raft::LogIndex{1}, .term = raft::Term{1}},
+                         *founding_payload);
+  }
   raft::Config config = defaults_;
   config.id = self_;
   config.group = id;
@@ -25,7 +36,9 @@ GroupHost::Group& GroupHost::start(raft::GroupId id) {
   group.written_hard_state = group.storage->initial_state().hard_state;
   raft::SnapshotMeta snapshot = group.storage->snapshot_meta();
   if (snapshot.index.value > 0 && callbacks_.restore) {
-    auto payload = wal_.snapshot_data(group.storage->storage_group());
+    auto payload = founding_payload != nullptr
+                       ? Result<std::string, storage::Error>(*founding_payload)
+                       : wal_.snapshot_data(group.storage->storage_group());
     raft::ConfState conf;
     std::string data;
     if (payload.ok() && decode_snapshot_payload(*payload, conf, data)) {
@@ -38,26 +51,35 @@ GroupHost::Group& GroupHost::start(raft::GroupId id) {
   return group;
 }
 
-Result<void, std::string> GroupHost::create_group(raft::GroupId id, const raft::ConfState& conf,
-                                                  std::string data) {
+Result<void, std::string> GroupHost::found_group(raft::GroupId id, const raft::ConfState& conf,
+                                                 std::string data) {
   if (groups_.contains(id)) return unexpected(std::string("the group exists"));
   storage::GroupId stored{id.value};
   // As MemoryStorage::bootstrap: the first configuration as a snapshot at index 1, term 1.
-  auto saved =
-      wal_.save_snapshot(stored, storage::SnapshotMeta{{1}, {1}},
-                         storage::SnapshotMode::replace_log, encode_snapshot_payload(conf, data));
+  std::string payload = encode_snapshot_payload(conf, data);
+  auto saved = wal_.save_snapshot(stored, storage::SnapshotMeta{{1}, {1}},
+                                  storage::SnapshotMode::replace_log, payload);
   if (saved.ok()) {
     saved = wal_.save_hard_state(stored, storage::HardState{{1}, 0, {1}});
   }
   if (!saved.ok()) return unexpected(saved.error().detail);
-  // The group starts once its first state is durable.
+  // It runs at once, its storage reading the founding state until the Wal has it.
+  start(id, &payload);
+  process();
+  return Ok{};
+}
+
+Result<void, std::string> GroupHost::create_group(raft::GroupId id, const raft::ConfState& conf,
+                                                  std::string data) {
+  auto founded = found_group(id, conf, std::move(data));
+  if (!founded.ok()) return founded;
+  storage::GroupId stored{id.value};
   for (;;) {
+    auto meta = wal_.snapshot_meta(stored);
+    if (meta.ok() && meta->index.value == 1) break;
     auto flushed = flush_now();
     if (!flushed.ok()) return unexpected(flushed.error().detail);
-    if (wal_.snapshot_meta(stored).ok() && wal_.snapshot_meta(stored)->index.value == 1) break;
   }
-  start(id);
-  process();
   return Ok{};
 }
 
@@ -105,7 +127,10 @@ void GroupHost::sweep() {
 
 raft::Raft* GroupHost::find(raft::GroupId id) {
   auto it = groups_.find(id);
-  return it == groups_.end() || it->second.removed ? nullptr : it->second.raft.get();
+  if (it == groups_.end() || it->second.removed) return nullptr;
+  // The caller may change it (propose, step, campaign): processed on the next round.
+  mark(id, it->second);
+  return it->second.raft.get();
 }
 
 Result<raft::LogIndex, raft::ProposeError> GroupHost::propose(raft::GroupId id, std::string data) {
@@ -143,14 +168,32 @@ void GroupHost::step(const raft::Message& message) {
 
 void GroupHost::tick() {
   for (auto& [id, group] : groups_) {
-    if (!group.removed) group.raft->tick();
+    if (group.removed) continue;
+    group.raft->tick();
+    mark(id, group);
   }
 }
 
 size_t GroupHost::process() {
+  // Only the groups something happened to since the last round: with thousands of idle groups
+  // a round costs what the busy ones do.
+  ++processing_depth_;
   size_t taken = 0;
-  for (auto& [id, group] : groups_) taken += process(id, group) ? 1 : 0;
-  sweep();
+  std::vector<raft::GroupId> round = std::move(active_);
+  active_.clear();
+  for (raft::GroupId id : round) {
+    auto it = groups_.find(id);
+    if (it == groups_.end()) continue;
+    Group& group = it->second;
+    group.active = false;
+    taken += process(id, group) ? 1 : 0;
+    // Still something to do: a Ready held back by a busy Wal, or one that could not be taken
+    // while its own callbacks ran further up.
+    bool pending = (group.in_flight && !group.submitted) ||
+                   (!group.in_flight && !group.removed && group.raft->has_ready());
+    if (pending && !failed_) mark(id, group);
+  }
+  if (--processing_depth_ == 0) sweep();
   return taken;
 }
 
@@ -276,6 +319,7 @@ void GroupHost::complete(raft::GroupId id, Group& group) {
   group.in_callbacks = false;
   if (group.removed) return;  // by what it applied
   group.raft->advance(ready);
+  mark(id, group);  // the next Ready may be waiting
 }
 
 Result<void, storage::Error> GroupHost::flush_now() {

@@ -44,7 +44,11 @@ class GroupHost {
             GroupHostCallbacks callbacks);
 
   // Founds a group with these members and the state machine's initial data; a group whose only
-  // voter is this node elects itself at once.
+  // voter is this node elects itself at once. It runs at once; its founding state becomes
+  // durable with the next flush, before anything the group writes after it.
+  Result<void, std::string> found_group(raft::GroupId group, const raft::ConfState& conf,
+                                        std::string data);
+  // The same, flushing on this thread until the founding state is durable.
   Result<void, std::string> create_group(raft::GroupId group, const raft::ConfState& conf,
                                          std::string data);
   // Starts every group the Wal holds (after a restart): each restores its snapshot and replays
@@ -87,6 +91,7 @@ class GroupHost {
     bool removed = false;        // by remove_group; erased by sweep()
     bool in_callbacks = false;   // its entries are being applied (process() leaves it alone)
     bool submitted = false;      // its writes are in the Wal (false: refused as busy, retried)
+    bool active = false;         // in active_: process() looks at it next round
     std::optional<raft::LogIndex> entries_needed;
     bool hard_state_needed = false;
     bool snapshot_needed = false;
@@ -96,7 +101,8 @@ class GroupHost {
     raft::HardState written_hard_state;
   };
 
-  Group& start(raft::GroupId group);
+  // founding_payload: the group is being founded with this snapshot (found_group).
+  Group& start(raft::GroupId group, const std::string* founding_payload = nullptr);
   bool process(raft::GroupId id, Group& group);
   // Submits the in-flight Ready's writes; false if the Wal is busy (try after the next flush).
   bool submit(raft::GroupId id, Group& group);
@@ -109,6 +115,10 @@ class GroupHost {
   raft::Config defaults_;
   GroupHostCallbacks callbacks_;
   std::map<raft::GroupId, Group> groups_;
+  // The groups process() looks at next: those proposed to, stepped, ticked, found, completed.
+  std::vector<raft::GroupId> active_;
+  int processing_depth_ = 0;  // process() runs inside a callback of process(): sweep after
+  void mark(raft::GroupId id, Group& group);
   bool failed_ = false;
   bool removed_any_ = false;
 };

@@ -68,7 +68,25 @@ raft::HardState from_storage(const storage::HardState& state) {
                          .commit = raft::LogIndex{state.commit.value}};
 }
 
+void WalLogStorage::found(const raft::SnapshotMeta& meta, std::string payload) {
+  StoredSnapshot snapshot;
+  snapshot.meta = meta;
+  if (!decode_snapshot_payload(payload, snapshot.meta.conf, snapshot.data)) return;
+  founding_ = std::move(snapshot);
+}
+
+bool WalLogStorage::founding() const {
+  if (!founding_) return false;
+  auto meta = wal_.snapshot_meta(storage_group());
+  if (meta.ok() && meta->index.value != 0) {
+    founding_.reset();  // durable now: the Wal answers
+    return false;
+  }
+  return true;
+}
+
 std::optional<WalLogStorage::StoredSnapshot> WalLogStorage::stored_snapshot() const {
+  if (founding()) return founding_;
   auto meta = wal_.snapshot_meta(storage_group());
   if (!meta.ok() || meta->index.value == 0) return std::nullopt;
   auto payload = wal_.snapshot_data(storage_group());
@@ -82,7 +100,10 @@ std::optional<WalLogStorage::StoredSnapshot> WalLogStorage::stored_snapshot() co
 
 raft::InitialState WalLogStorage::initial_state() const {
   raft::InitialState initial;
-  if (auto state = wal_.hard_state(storage_group()); state.ok()) {
+  if (founding()) {
+    initial.hard_state = raft::HardState{
+        .term = founding_->meta.term, .vote = raft::no_node, .commit = founding_->meta.index};
+  } else if (auto state = wal_.hard_state(storage_group()); state.ok()) {
     initial.hard_state = from_storage(*state);
   }
   initial.snapshot = snapshot_meta();
@@ -91,14 +112,21 @@ raft::InitialState WalLogStorage::initial_state() const {
 }
 
 raft::LogIndex WalLogStorage::first_index() const {
+  if (founding()) return raft::LogIndex{founding_->meta.index.value + 1};
   return raft::LogIndex{wal_.first_index(storage_group()).value};
 }
 
 raft::LogIndex WalLogStorage::last_index() const {
+  if (founding()) return founding_->meta.index;
   return raft::LogIndex{wal_.last_index(storage_group()).value};
 }
 
 Result<raft::Term, raft::StorageError> WalLogStorage::term(raft::LogIndex index) const {
+  if (founding()) {
+    if (index == founding_->meta.index) return founding_->meta.term;
+    return unexpected(index < founding_->meta.index ? raft::StorageError::compacted
+                                                    : raft::StorageError::unavailable);
+  }
   auto found = wal_.term(storage_group(), storage::LogIndex{index.value});
   if (!found.ok()) return unexpected(to_raft(found.error()));
   return raft::Term{found->value};

@@ -3,7 +3,8 @@
 //
 // A snapshot is stored as one record whose payload is the group's configuration followed by the
 // state machine's data (the storage engine knows nothing of configurations); Raft sees the data
-// alone. The Wal outlives the adapter; reads see what the Wal made durable.
+// alone. The Wal outlives the adapter; reads see what the Wal made durable, except for a group
+// being founded (found()): until its first snapshot is durable, the adapter reads as if it were.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +34,12 @@ class WalLogStorage final : public raft::LogStorage {
 
   storage::GroupId storage_group() const { return storage::GroupId{group_.value}; }
 
+  // The group is new: its founding snapshot (`meta`, `payload` as the Wal keeps it) and hard
+  // state are submitted to the Wal, not yet durable. Until they are, reads answer as if they
+  // were: the group can run meanwhile, since nothing it writes later is durable before them (the
+  // Wal writes in submission order).
+  void found(const raft::SnapshotMeta& meta, std::string payload);
+
  private:
   // The stored snapshot payload split into its configuration and the state machine's data.
   struct StoredSnapshot {
@@ -40,6 +47,9 @@ class WalLogStorage final : public raft::LogStorage {
     std::string data;
   };
   std::optional<StoredSnapshot> stored_snapshot() const;
+  // The founding snapshot while it is not yet durable (cleared once it is).
+  bool founding() const;
+  mutable std::optional<StoredSnapshot> founding_;
 
   storage::Wal& wal_;
   raft::GroupId group_;

@@ -11,26 +11,34 @@ constexpr uint64_t metadata_entries_per_snapshot = 1000;
 
 }  // namespace
 
-Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(NodeLog& log) {
-  std::unique_ptr<MetadataStore> store(new MetadataStore(log));
+Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(NodeLog& log,
+                                                                        broker::Broker& broker) {
+  std::unique_ptr<MetadataStore> store(new MetadataStore(log, broker));
   MetadataStore* self = store.get();
   log.set_metadata_handler(NodeLog::Handler{
       .restore =
           [self](const std::string& data) {
-            auto restored = broker::Definitions::from_snapshot(data);
-            if (restored.ok()) {
-              self->definitions_ = std::move(*restored);
-            } else {
-              self->failure_ = "the metadata snapshot does not decode: " + restored.error();
+            auto restored = self->broker_.restore_definitions(data);
+            if (!restored.ok()) {
+              self->failure_ = "the metadata snapshot does not restore: " + restored.error();
             }
           },
       .apply =
           [self](const raft::Entry& entry) {
             auto command = broker::decode_metadata_command(entry.data);
-            if (command.ok()) {
-              self->definitions_.apply(*command);
-            } else {
+            if (!command.ok()) {
+              // Every node skips it alike: the model stays the same on each.
+              spdlog::error("metadata entry {} does not decode and is skipped: {}",
+                            entry.index.value, command.error());
               self->failure_ = "a metadata entry does not decode: " + command.error();
+              return;
+            }
+            // A refused change (an inequivalent redeclare, ...) is an answer, not a failure.
+            (void)self->broker_.apply_definition(*command, {entry.term.value, entry.index.value});
+            // Now and then the whole state replaces the log that built it, so a restart reads
+            // little.
+            if (++self->applied_since_snapshot_ >= metadata_entries_per_snapshot) {
+              self->compact_at(entry.index.value);
             }
           },
       .compact = [self] { self->compact(); }});
@@ -39,39 +47,33 @@ Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(NodeLog&
                                            broker::Definitions().snapshot());
     if (!created.ok()) return unexpected("cannot create the metadata group: " + created.error());
   }
-  if (!store->settle() || !store->failure_.empty()) {
+  if (!log.settle([&log] { return log.caught_up(metadata_group); }) || !store->failure_.empty()) {
     return unexpected("cannot replay the metadata group: " +
                       (store->failure_.empty() ? std::string("the log failed") : store->failure_));
   }
   return store;
 }
 
-bool MetadataStore::settle() {
-  return log_.settle([this] { return log_.caught_up(metadata_group); });
-}
-
-bool MetadataStore::record(const std::vector<broker::MetadataCommand>& commands) {
-  for (const broker::MetadataCommand& command : commands) {
-    auto proposed = log_.host().propose(metadata_group, broker::encode_metadata_command(command));
-    if (!proposed.ok()) {
-      spdlog::error("cannot record a definition: {}", raft::propose_error_name(proposed.error()));
-      return false;
-    }
-  }
-  if (!settle()) {
-    spdlog::error("cannot make definitions durable: the write-ahead log failed");
-    return false;
-  }
-  // Now and then the whole state replaces the log that built it, so a restart reads little.
-  raft::Raft* raft = log_.host().find(metadata_group);
-  if (raft->applied().value >= raft->log().first_index().value + metadata_entries_per_snapshot) {
-    compact();
-  }
-  return true;
+std::optional<broker::LogPosition> MetadataStore::propose(const broker::MetadataCommand& command) {
+  auto position = log_.propose(metadata_group.value, broker::encode_metadata_command(command));
+  if (!position) spdlog::error("the metadata log refused a change");
+  return position;
 }
 
 void MetadataStore::compact() {
-  if (auto compacted = log_.host().compact(metadata_group, definitions_.snapshot());
+  applied_since_snapshot_ = 0;
+  if (auto compacted =
+          log_.host().compact(metadata_group, broker_.current_definitions().snapshot());
+      !compacted.ok()) {
+    spdlog::warn("cannot compact the metadata log: {}", compacted.error());
+  }
+}
+
+void MetadataStore::compact_at(uint64_t index) {
+  applied_since_snapshot_ = 0;
+  if (auto compacted =
+          log_.host().compact_at(metadata_group, raft::LogIndex{index},
+                                 broker_.current_definitions().snapshot(), raft::LogIndex{0});
       !compacted.ok()) {
     spdlog::warn("cannot compact the metadata log: {}", compacted.error());
   }

@@ -1,14 +1,14 @@
-// MetadataStore: the broker's durable definitions (broker/definitions.h) kept in the metadata
-// Raft group on the node's log (server/node_log.h). On a single node the group has one member: a
-// change is durable once its entry is committed, which is once it is fsynced.
+// MetadataStore: the metadata Raft group on the node's log (server/node_log.h), which holds the
+// broker's definitions (broker/definitions.h). The broker proposes each change through it and
+// applies each committed entry, in log order (Broker::apply_definition); the group's snapshot
+// is the broker's model (Broker::current_definitions).
 //
-// Thread: the event loop's. record() waits for the entries on the calling thread: definitions
-// change rarely, and a declare's reply must not leave before the declaration is durable.
+// Thread: the event loop's. Nothing waits on the loop: a change's reply goes when its entry is
+// applied. Only open() settles, at start-up, before the loop runs.
 #pragma once
 
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "broker/broker.h"
 #include "common/result.h"
@@ -18,22 +18,24 @@ namespace hamq::server {
 
 class MetadataStore final : public broker::DefinitionStore {
  public:
-  // Starts (creating) the metadata group on `log` and replays it. The error says what failed.
-  static Result<std::unique_ptr<MetadataStore>, std::string> open(NodeLog& log);
+  // Starts (creating) the metadata group on `log` and replays it into `broker`. The error says
+  // what failed.
+  static Result<std::unique_ptr<MetadataStore>, std::string> open(NodeLog& log,
+                                                                  broker::Broker& broker);
 
-  const broker::Definitions& definitions() const { return definitions_; }
-  bool record(const std::vector<broker::MetadataCommand>& commands) override;
+  std::optional<broker::LogPosition> propose(const broker::MetadataCommand& command) override;
 
  private:
-  explicit MetadataStore(NodeLog& log) : log_(log) {}
-  // Waits until the metadata group has applied everything it was given (or the log failed).
-  bool settle();
-  // The definitions replace the metadata group's log up to what it applied.
+  MetadataStore(NodeLog& log, broker::Broker& broker) : log_(log), broker_(broker) {}
+  // The definitions replace the metadata group's log up to what it applied (at `index`, from
+  // inside the apply of that entry).
   void compact();
+  void compact_at(uint64_t index);
 
   NodeLog& log_;
-  broker::Definitions definitions_;
-  std::string failure_;
+  broker::Broker& broker_;
+  std::string failure_;  // of the replay at open
+  uint64_t applied_since_snapshot_ = 0;
 };
 
 }  // namespace hamq::server

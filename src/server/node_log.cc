@@ -46,9 +46,6 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
     spdlog::error("group {} of the write-ahead log is damaged and was not started: {}",
                   failed.group.value, failed.reason);
   }
-  for (storage::GroupId group : log->wal_->groups()) {
-    log->next_group_ = std::max(log->next_group_, group.value + 1);
-  }
   NodeLog* self_log = log.get();
   log->host_ = std::make_unique<replication::GroupHost>(
       *log->wal_, self, incarnation, raft::Config{},
@@ -72,8 +69,9 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
               },
           .apply =
               [self_log](raft::GroupId group, const raft::Entry& entry) {
-                if (entry.type != raft::EntryType::normal || entry.data.empty()) return;
+                if (entry.type != raft::EntryType::normal) return;
                 if (group == metadata_group) {
+                  if (entry.data.empty()) return;  // a new leader's first entry
                   if (self_log->metadata_handler_.apply) self_log->metadata_handler_.apply(entry);
                 } else if (self_log->broker_ != nullptr) {
                   self_log->broker_->apply_queue_entry(
@@ -93,7 +91,6 @@ bool NodeLog::open_queue_groups(const std::set<uint64_t>& keep) {
       (void)host_->remove_group(raft::GroupId{stored.value});
     }
   }
-  if (!keep.empty()) next_group_ = std::max(next_group_, *keep.rbegin() + 1);
   return settle([this] {
     for (raft::GroupId group : host_->group_ids()) {
       if (!caught_up(group)) return false;
@@ -238,18 +235,15 @@ void NodeLog::schedule_process() {
   });
 }
 
-uint64_t NodeLog::create_group() {
-  raft::GroupId group{next_group_++};
-  auto created = host_->create_group(group, raft::ConfState{.voters = {self_}, .learners = {}}, "");
+bool NodeLog::create_group(uint64_t group) {
+  auto created = host_->found_group(raft::GroupId{group},
+                                    raft::ConfState{.voters = {self_}, .learners = {}}, "");
   if (!created.ok()) {
-    spdlog::error("cannot create the log of a queue: {}", created.error());
-    return 0;
+    spdlog::error("cannot create the log of group {}: {}", group, created.error());
+    return false;
   }
-  if (!settle([this, group] { return caught_up(group); })) {
-    spdlog::error("the log of a new queue did not start");
-    return 0;
-  }
-  return group.value;
+  schedule_process();
+  return true;
 }
 
 bool NodeLog::has_group(uint64_t group) const {

@@ -85,7 +85,7 @@ class NodeLog final : public broker::QueueStore {
   bool failed() const { return host_->failed() || wal_->failed(); }
 
   // broker::QueueStore
-  uint64_t create_group() override;
+  bool create_group(uint64_t group) override;
   bool has_group(uint64_t group) const override;
   void remove_group(uint64_t group) override;
   std::optional<broker::LogPosition> propose(uint64_t group, std::string command) override;
@@ -107,7 +107,6 @@ class NodeLog final : public broker::QueueStore {
   storage::RecoveryReport recovery_;
   Handler metadata_handler_;
   broker::Broker* broker_ = nullptr;
-  uint64_t next_group_ = metadata_group.value + 1;
   uint64_t ticks_ = 0;
 
   std::function<void(std::function<void()>)> post_;

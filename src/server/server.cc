@@ -485,37 +485,46 @@ Result<void, std::string> Server::start() {
   const storage::RecoveryReport& report = node_log.recovery();
   spdlog::info("write-ahead log: {} segment(s), {} record(s) read, {} torn byte(s) cut",
                report.segments, report.records, report.torn_bytes_cut);
-  auto metadata = MetadataStore::open(node_log);
-  if (!metadata.ok()) return unexpected(metadata.error());
-  impl_->metadata = std::move(metadata.value());
   broker::Broker& broker = impl_->broker;
   broker.set_node_id(impl_->identity.node_id);
   broker.set_wall_clock_ms(unix_ms());
-  broker.set_definition_store(impl_->metadata.get());
   broker.set_queue_store(&node_log);
   node_log.set_broker(&broker);
-  const broker::Definitions kept = impl_->metadata->definitions();
-  broker.begin_replay();
-  broker.restore_definitions(kept);
-  // Each durable queue's log replays onto its queue; then what the previous life's consumers
-  // held is theirs no more (ready again, redelivered).
+  // The definitions: the metadata group replays into the broker's virtual hosts. Then each
+  // durable queue's log replays onto its queue, and what the previous life's consumers held is
+  // theirs no more (ready again, redelivered).
   auto replay_started = std::chrono::steady_clock::now();
+  broker.begin_definition_replay();
+  auto metadata = MetadataStore::open(node_log, broker);
+  if (!metadata.ok()) return unexpected(metadata.error());
+  broker.end_definition_replay();
+  impl_->metadata = std::move(metadata.value());
+  broker.set_definition_store(impl_->metadata.get());
+  broker.begin_replay();
   if (!node_log.open_queue_groups(broker.queue_groups())) {
     return unexpected(std::string("cannot replay the queues' logs: the write-ahead log failed"));
   }
+  broker.found_missing_groups();
   // Messages still leaving a queue for another are offered again (at least once).
   broker.end_replay();
   broker.detach_previous_holders();
-  if (!node_log.settle([&broker] { return broker.pending_command_count() == 0; })) {
+  // What did not outlive the previous life (transient and exclusive queues, transient
+  // exchanges) goes.
+  size_t dropped = broker.drop_transient_definitions();
+  broker.declare_parking_queues();
+  if (!node_log.settle([&broker] {
+        return broker.pending_command_count() == 0 && broker.pending_definition_count() == 0;
+      })) {
     return unexpected(std::string("cannot settle the queues' logs: the write-ahead log failed"));
   }
   auto replay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                        std::chrono::steady_clock::now() - replay_started)
                        .count();
+  const broker::Definitions kept = broker.current_definitions();
   spdlog::info(
-      "restored {} durable exchange(s), {} durable queue(s), {} binding(s); queues "
-      "replayed in {} ms",
-      kept.exchanges().size(), kept.queues().size(), kept.bindings().size(), replay_ms);
+      "restored {} exchange(s), {} queue(s), {} binding(s) ({} transient dropped); replayed in "
+      "{} ms",
+      kept.exchanges().size(), kept.queues().size(), kept.bindings().size(), dropped, replay_ms);
   node_log.start_writer(
       [this](std::function<void()> work) {
         asio::post(impl_->io, [this, work = std::move(work)] {
