@@ -453,15 +453,19 @@ void Broker::change_definitions(MetadataCommand command, DefinitionDone done) {
     if (done) done(result);
     return;
   }
-  auto position = definition_store_->propose(command);
-  if (!position) {
-    if (done) {
-      done(unexpected(ProtocolError{amqp::ReplyCode::internal_error,
-                                    "cannot record the change: the metadata log refused it"}));
-    }
-    return;
-  }
-  pending_definitions_[position->index] = PendingDefinition{position->term, std::move(done)};
+  definition_store_->propose(
+      command, [this, done = std::move(done)](std::optional<LogPosition> position) mutable {
+        auto failed = [&done](std::string why) {
+          if (done)
+            done(unexpected(ProtocolError{amqp::ReplyCode::internal_error, std::move(why)}));
+        };
+        if (!position) return failed("cannot record the change: the metadata group has no leader");
+        // (Applied already: the answer came after the entry, which a forwarded proposal's never
+        // does; its verdict is not known here.)
+        if (position->index <= last_definition_index_)
+          return failed("the change's outcome is lost");
+        pending_definitions_[position->index] = PendingDefinition{position->term, std::move(done)};
+      });
 }
 
 Broker::DefinitionResult Broker::apply_definition(const MetadataCommand& command,
@@ -497,6 +501,7 @@ Broker::DefinitionResult Broker::apply_definition(const MetadataCommand& command
         }
       },
       command);
+  last_definition_index_ = std::max(last_definition_index_, position.index);
   // The proposals of this node up to this entry are answered: the one at this position by what
   // it did; one whose index another leader's entry took was never made.
   std::vector<std::pair<DefinitionDone, bool>> answered;
@@ -533,7 +538,10 @@ Broker::DefinitionResult Broker::apply_declare_exchange(VirtualHost& vhost,
   Exchange* exchange = vhost.find_exchange(definition.name);
   if (existed || exchange == nullptr) return uint64_t{0};
   exchange->home = definition.home;
-  if (!exchange->durable || !exchange->delay_queue || queue_store_ == nullptr) return uint64_t{0};
+  if (!exchange->durable || !exchange->delay_queue || queue_store_ == nullptr ||
+      (definition.home != 0 && definition.home != node_id_)) {
+    return uint64_t{0};
+  }
   // A durable delayed exchange keeps its delayed messages in a log of their own.
   uint64_t group = definition.group != 0 ? definition.group : queue_group_of(index);
   if (!replaying_definitions_) queue_store_->create_group(group);
@@ -582,6 +590,12 @@ Broker::DefinitionResult Broker::apply_declare_queue(VirtualHost& vhost,
   }
   if (queue_store_ == nullptr || !durable_queue(*queue)) return uint64_t{0};
   uint64_t group = definition.group != 0 ? definition.group : queue_group_of(index);
+  if (definition.home != 0 && definition.home != node_id_) {
+    // Its log is on its home node (replicated on several nodes: issue 15); commands to it from
+    // here are refused meanwhile.
+    queue->group = group;
+    return uint64_t{0};
+  }
   if (!replaying_definitions_) queue_store_->create_group(group);
   attach_group(queue, group);
   return uint64_t{0};

@@ -97,9 +97,10 @@ struct LogPosition {
 class DefinitionStore {
  public:
   virtual ~DefinitionStore() = default;
-  // Appends the change to the metadata group's log: where it was put, or nothing when the log
-  // refuses it.
-  virtual std::optional<LogPosition> propose(const MetadataCommand& command) = 0;
+  // Appends the change to the metadata group's log, through its leader: `placed` learns where
+  // it was put, or nothing when it was not (at once, or once the leader answered).
+  using Placed = std::function<void(std::optional<LogPosition>)>;
+  virtual void propose(const MetadataCommand& command, Placed placed) = 0;
 };
 
 // Where durable queues keep their commands: the queue groups on the node's log, in the runtime.
@@ -349,6 +350,7 @@ class Broker {
   std::map<uint64_t, PendingDefinition> pending_definitions_;  // by index in the metadata log
   uint64_t definitions_applied_without_store_ = 0;
   bool replaying_definitions_ = false;
+  uint64_t last_definition_index_ = 0;  // of the last metadata entry applied
   // The changes, as apply_definition makes them.
   DefinitionResult apply_declare_exchange(VirtualHost& vhost, const ExchangeDefinition& exchange,
                                           uint64_t index);

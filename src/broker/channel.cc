@@ -172,10 +172,6 @@ Result<void, ProtocolError> Channel::change_definitions(MetadataCommand command,
   return Ok{};
 }
 
-uint64_t Channel::home_of(bool transient) const {
-  return transient ? connection_.broker().node_id() : 0;
-}
-
 // Exchanges --------------------------------------------------------------------------------------
 
 Result<void, ProtocolError> Channel::exchange_declare(const amqp::ExchangeDeclare& m) {
@@ -189,7 +185,7 @@ Result<void, ProtocolError> Channel::exchange_declare(const amqp::ExchangeDeclar
   }
   return change_definitions(
       DeclareExchange{{vhost().name(), m.exchange, m.type, m.auto_delete, m.internal, m.arguments,
-                       0, m.durable, home_of(!m.durable)}},
+                       0, m.durable, connection_.broker().node_id()}},
       M::amqp_class_id, M::amqp_method_id, [nowait = m.nowait](Channel& channel, uint64_t) {
         if (!nowait) channel.connection_.send(channel.number_, amqp::ExchangeDeclareOk{});
       });
@@ -294,10 +290,9 @@ Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) 
     queue_declared(queue.value(), name, m.passive, m.nowait);
     return Ok{};
   }
-  bool transient = !m.durable || m.exclusive;
   return change_definitions(
       DeclareQueue{{vhost().name(), name, 0, m.auto_delete, m.arguments, m.durable,
-                    m.exclusive ? connection_.id() : 0, home_of(transient)},
+                    m.exclusive ? connection_.id() : 0, connection_.broker().node_id()},
                    connection_.id()},
       M::amqp_class_id, M::amqp_method_id, [name, nowait = m.nowait](Channel& channel, uint64_t) {
         QueuePtr queue = channel.vhost().find_queue(name);

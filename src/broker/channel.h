@@ -90,8 +90,6 @@ class Channel : public ConsumerSink {
   using DefinitionReply = std::function<void(Channel&, uint64_t count)>;
   Result<void, ProtocolError> change_definitions(MetadataCommand command, uint16_t class_id,
                                                  uint16_t method_id, DefinitionReply reply);
-  // The node a transient definition belongs to (0 for a durable one).
-  uint64_t home_of(bool transient) const;
   Result<void, ProtocolError> bind(const std::string& source, Binding binding, bool nowait,
                                    uint16_t class_id, uint16_t method_id, const amqp::Method& ok);
   Result<void, ProtocolError> unbind(const std::string& source, Binding binding, bool nowait,

@@ -21,11 +21,13 @@ std::vector<MetadataCommand> one_of_each() {
   return {
       DeclareExchange{{"/", "orders", "x-delayed-message", false, true,
                        table("x-delayed-type", amqp::FieldValue("topic")), 17}},
-      DeclareExchange{{"/", "plain", "direct", true, false, {}}},
-      DeleteExchange{"/", "old"},
-      DeclareQueue{{"/", "work", 42, false, table("x-max-length", amqp::FieldValue(int32_t{10}))}},
+      DeclareExchange{{"/", "plain", "direct", true, false, {}, 0, false, 3}},
+      DeleteExchange{"/", "old", true},
+      DeclareQueue{{"/", "work", 42, false, table("x-max-length", amqp::FieldValue(int32_t{10})),
+                    false, uint64_t{3} << 40 | 5, 3},
+                   uint64_t{3} << 40 | 5},
       DeleteQueue{"/", "gone"},
-      Bind{{"/", "orders", Binding{"work", true, "eu.#", {}}}},
+      Bind{{"/", "orders", Binding{"work", true, "eu.#", {}}}, uint64_t{3} << 40 | 5},
       Unbind{
           {"/", "orders", Binding{"audit", false, "", table("x-match", amqp::FieldValue("all"))}}},
   };
@@ -39,6 +41,32 @@ TEST(Definitions, EveryCommandRoundTrips) {
     EXPECT_EQ(encode_metadata_command(*decoded), bytes);
     EXPECT_EQ(decoded->index(), command.index());
   }
+}
+
+TEST(Definitions, AVersion1EntryReadsAsDurableWithNoOwner) {
+  // A declare and a bind as version 1 wrote them (fuzz/corpus/metadata_command_fuzzer/v1-*).
+  auto bytes = [](std::string_view hex) {
+    std::string out;
+    for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+      out.push_back(static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+    }
+    return out;
+  };
+  auto declare = decode_metadata_command(
+      bytes("0103000000012f00000004776f726b000000000000002a00000000120c782d6d61782d6c656e6774684900"
+            "00000a"));
+  ASSERT_TRUE(declare.ok()) << declare.error();
+  const auto& queue = std::get<DeclareQueue>(*declare);
+  EXPECT_EQ(queue.queue.name, "work");
+  EXPECT_EQ(queue.queue.group, 42u);
+  EXPECT_TRUE(queue.queue.durable);
+  EXPECT_EQ(queue.queue.exclusive_owner, 0u);
+  EXPECT_EQ(queue.queue.home, 0u);
+  auto bind = decode_metadata_command(
+      bytes("0105000000012f000000066f726465727300000004776f726b010000000465752e2300000000"));
+  ASSERT_TRUE(bind.ok()) << bind.error();
+  EXPECT_EQ(std::get<Bind>(*bind).binding.binding.key, "eu.#");
+  EXPECT_EQ(std::get<Bind>(*bind).requester, 0u);
 }
 
 TEST(Definitions, TruncatedOrDamagedCommandsAreRefused) {
@@ -100,10 +128,10 @@ TEST(Definitions, FuzzSeedsAreOneOfEachKind) {
 // The metadata group as a list: proposals are appended; commit() applies the entries in order to
 // every broker given (the nodes of a cluster), as each node's log would.
 struct ManualMetadataLog : DefinitionStore {
-  std::optional<LogPosition> propose(const MetadataCommand& command) override {
-    if (refuse) return std::nullopt;
+  void propose(const MetadataCommand& command, Placed placed) override {
+    if (refuse) return placed(std::nullopt);
     entries.push_back({LogPosition{term, entries.size() + 1}, encode_metadata_command(command)});
-    return entries.back().first;
+    placed(entries.back().first);
   }
   // Applies the entries not yet applied to each broker; returns the verdicts (of the first).
   std::vector<bool> commit(const std::vector<Broker*>& brokers) {

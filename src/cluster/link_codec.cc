@@ -155,6 +155,14 @@ void encode_body(std::vector<uint8_t>& out, const LinkFrame& frame) {
           writer.short_string(body.nonce);
         } else if constexpr (std::is_same_v<T, HelloProof>) {
           writer.short_string(body.proof);
+        } else if constexpr (std::is_same_v<T, Propose>) {
+          writer.u64(body.request);
+          writer.u64(body.group);
+          writer.long_string(body.data);
+        } else if constexpr (std::is_same_v<T, Proposed>) {
+          writer.u64(body.request);
+          writer.u64(body.term);
+          writer.u64(body.index);
         } else {
           const raft::NodeBatch& batch = body.batch;
           writer.u64(batch.from.value);
@@ -171,6 +179,8 @@ void encode_body(std::vector<uint8_t>& out, const LinkFrame& frame) {
 LinkFrameType type_of(const LinkFrame& frame) {
   if (std::holds_alternative<Hello>(frame)) return LinkFrameType::hello;
   if (std::holds_alternative<HelloProof>(frame)) return LinkFrameType::hello_proof;
+  if (std::holds_alternative<Propose>(frame)) return LinkFrameType::propose;
+  if (std::holds_alternative<Proposed>(frame)) return LinkFrameType::proposed;
   return LinkFrameType::raft_batch;
 }
 
@@ -223,6 +233,22 @@ Result<LinkFrame, std::string> decode_body(LinkFrameType type, std::span<const u
       raft.batch.messages.resize(count(in, message_bytes_min));
       for (raft::Message& message : raft.batch.messages) message = decode_message(in);
       frame = std::move(raft);
+      break;
+    }
+    case LinkFrameType::propose: {
+      Propose propose;
+      propose.request = in.u64();
+      propose.group = in.u64();
+      in.long_string(propose.data);
+      frame = std::move(propose);
+      break;
+    }
+    case LinkFrameType::proposed: {
+      Proposed proposed;
+      proposed.request = in.u64();
+      proposed.term = in.u64();
+      proposed.index = in.u64();
+      frame = proposed;
       break;
     }
     default:

@@ -38,6 +38,8 @@ enum class LinkFrameType : uint8_t {
   hello = 1,        // who the sender is; first frame each way
   hello_proof = 2,  // proof of the cluster secret, bound to the peer's nonce
   raft_batch = 3,   // the Raft messages of every group from the sender to the receiver
+  propose = 4,      // a proposal for a group the receiver leads (the sender does not)
+  proposed = 5,     // where the leader put a proposal, or that it did not
 };
 
 inline constexpr size_t link_nonce_bytes = 16;
@@ -60,7 +62,22 @@ struct RaftBatch {
   raft::NodeBatch batch;
 };
 
-using LinkFrame = std::variant<Hello, HelloProof, RaftBatch>;
+// A proposal forwarded to the group's leader; answered by Proposed with the same request id.
+struct Propose {
+  uint64_t request = 0;
+  uint64_t group = 0;
+  std::string data;
+  bool operator==(const Propose&) const = default;
+};
+
+struct Proposed {
+  uint64_t request = 0;
+  uint64_t term = 0;   // of the entry the leader appended
+  uint64_t index = 0;  // where; 0: not appended (not the leader any more, or the log refused)
+  bool operator==(const Proposed&) const = default;
+};
+
+using LinkFrame = std::variant<Hello, HelloProof, RaftBatch, Propose, Proposed>;
 
 // Appends one frame. The body must not exceed link_body_bytes_max (a programmer error).
 void encode_frame(std::vector<uint8_t>& out, const LinkFrame& frame);

@@ -100,6 +100,8 @@ TEST(LinkCodec, EveryFrameTypeRoundTripsWhateverTheChunking) {
   encode_frame(bytes, hello());
   encode_frame(bytes, HelloProof{std::string(32, 'p')});
   encode_frame(bytes, RaftBatch{full_batch()});
+  encode_frame(bytes, Propose{7, 1, std::string("declare\0queue", 13)});
+  encode_frame(bytes, Proposed{7, 3, 42});
   for (size_t chunk : {bytes.size(), size_t{1}, size_t{7}, size_t{4096}}) {
     LinkReader reader;
     reader.set_body_bytes_max(link_body_bytes_max);
@@ -110,10 +112,12 @@ TEST(LinkCodec, EveryFrameTypeRoundTripsWhateverTheChunking) {
       auto more = read_all(reader);
       for (auto& frame : more) frames.push_back(std::move(frame));
     }
-    ASSERT_EQ(frames.size(), 3u) << "chunk " << chunk;
+    ASSERT_EQ(frames.size(), 5u) << "chunk " << chunk;
     EXPECT_EQ(std::get<Hello>(frames[0]), hello());
     EXPECT_EQ(std::get<HelloProof>(frames[1]).proof, std::string(32, 'p'));
     expect_same_batch(std::get<RaftBatch>(frames[2]).batch, full_batch());
+    EXPECT_EQ(std::get<Propose>(frames[3]), (Propose{7, 1, std::string("declare\0queue", 13)}));
+    EXPECT_EQ(std::get<Proposed>(frames[4]), (Proposed{7, 3, 42}));
     EXPECT_EQ(reader.buffered(), 0u);
   }
 }

@@ -34,6 +34,17 @@ int main(int argc, char** argv) {
         return name.empty() || name.size() > 255 ? std::string("1 to 255 characters")
                                                  : std::string();
       });
+  app.add_option("--cluster-port", config.cluster_port,
+                 "Port the node listens on for its peers (on the --bind address)")
+      ->capture_default_str();
+  std::string seeds;
+  app.add_option("--cluster-seeds", seeds,
+                 "The nodes that found the cluster, NAME@HOST:PORT,... in the same order on "
+                 "each (none, or only this node: a cluster of one)");
+  std::string secret_file;
+  app.add_option("--cluster-secret-file", secret_file,
+                 "The secret peers share, made there when missing; copy it to every node "
+                 "(default: DATA_DIR/cluster-secret)");
   app.add_option("--heartbeat", config.connection.heartbeat_s,
                  "Heartbeat interval proposed to clients, in seconds (0: off)")
       ->capture_default_str();
@@ -75,6 +86,13 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%l] %v");
   config.data_dir = data_dir;
+  config.cluster_secret_file = secret_file;
+  auto parsed_seeds = hamq::server::parse_cluster_seeds(seeds);
+  if (!parsed_seeds.ok()) {
+    spdlog::critical("--cluster-seeds: {}", parsed_seeds.error());
+    return 1;
+  }
+  config.cluster_seeds = std::move(parsed_seeds.value());
 
   hamq::server::Server server(config);
   auto started = server.start();
@@ -82,10 +100,6 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", started.error());
     return 1;
   }
-  spdlog::info("hamq-server {} listening on [{}]:{}, data in {}", config.connection.product_version,
-               config.bind_address, server.port(), data_dir);
-  spdlog::default_logger()->flush();
-  std::fflush(stdout);
   server.run();
   spdlog::info("hamq-server stopped");
   return 0;

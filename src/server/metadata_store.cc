@@ -13,6 +13,18 @@ constexpr uint64_t metadata_entries_per_snapshot = 1000;
 
 Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(NodeLog& log,
                                                                         broker::Broker& broker) {
+  auto started = start(log, broker, {log.self()});
+  if (!started.ok()) return started;
+  std::unique_ptr<MetadataStore> store = std::move(started.value());
+  if (!log.settle([&log] { return log.caught_up(metadata_group); }) || !store->failure_.empty()) {
+    return unexpected("cannot replay the metadata group: " +
+                      (store->failure_.empty() ? std::string("the log failed") : store->failure_));
+  }
+  return store;
+}
+
+Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::start(
+    NodeLog& log, broker::Broker& broker, std::vector<raft::NodeId> voters) {
   std::unique_ptr<MetadataStore> store(new MetadataStore(log, broker));
   MetadataStore* self = store.get();
   log.set_metadata_handler(NodeLog::Handler{
@@ -43,21 +55,18 @@ Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(NodeLog&
           },
       .compact = [self] { self->compact(); }});
   if (!log.host().open_group(metadata_group)) {
-    auto created = log.host().create_group(metadata_group, raft::ConfState{.voters = {log.self()}},
-                                           broker::Definitions().snapshot());
+    // Every seed founds it alike: the same members, the same empty model at index 1.
+    auto created =
+        log.host().found_group(metadata_group, raft::ConfState{.voters = std::move(voters)},
+                               broker::Definitions().snapshot());
     if (!created.ok()) return unexpected("cannot create the metadata group: " + created.error());
-  }
-  if (!log.settle([&log] { return log.caught_up(metadata_group); }) || !store->failure_.empty()) {
-    return unexpected("cannot replay the metadata group: " +
-                      (store->failure_.empty() ? std::string("the log failed") : store->failure_));
   }
   return store;
 }
 
-std::optional<broker::LogPosition> MetadataStore::propose(const broker::MetadataCommand& command) {
-  auto position = log_.propose(metadata_group.value, broker::encode_metadata_command(command));
-  if (!position) spdlog::error("the metadata log refused a change");
-  return position;
+void MetadataStore::propose(const broker::MetadataCommand& command, Placed placed) {
+  log_.propose_anywhere(metadata_group.value, broker::encode_metadata_command(command),
+                        std::move(placed));
 }
 
 void MetadataStore::compact() {

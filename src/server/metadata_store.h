@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "broker/broker.h"
 #include "common/result.h"
@@ -18,12 +19,18 @@ namespace hamq::server {
 
 class MetadataStore final : public broker::DefinitionStore {
  public:
-  // Starts (creating) the metadata group on `log` and replays it into `broker`. The error says
-  // what failed.
+  // Starts (creating) the metadata group on `log` and replays it into `broker`, settling on this
+  // thread. The error says what failed.
   static Result<std::unique_ptr<MetadataStore>, std::string> open(NodeLog& log,
                                                                   broker::Broker& broker);
+  // The same without waiting (a cluster: the group replays as its leader tells it what is
+  // committed; NodeLog::member_caught_up says when). A new group is founded with `voters`.
+  static Result<std::unique_ptr<MetadataStore>, std::string> start(
+      NodeLog& log, broker::Broker& broker, std::vector<raft::NodeId> voters);
+  // The replay found a snapshot or entry it could not apply; empty if none.
+  const std::string& failure() const { return failure_; }
 
-  std::optional<broker::LogPosition> propose(const broker::MetadataCommand& command) override;
+  void propose(const broker::MetadataCommand& command, Placed placed) override;
 
  private:
   MetadataStore(NodeLog& log, broker::Broker& broker) : log_(log), broker_(broker) {}

@@ -121,11 +121,13 @@ std::string default_node_name() {
 
 Result<NodeIdentity, std::string> load_or_create_identity(const std::filesystem::path& data_dir,
                                                           const std::string& node_name,
-                                                          bool log_is_new, uint64_t now_us) {
+                                                          bool log_is_new, uint64_t now_us,
+                                                          const Founding& founding) {
   auto path = data_dir / file_name;
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
-    NodeIdentity identity{random_cluster_id(), node_name, 1, now_us};
+    NodeIdentity identity{founding.cluster_id.empty() ? random_cluster_id() : founding.cluster_id,
+                          node_name, founding.node_id, now_us};
     if (auto written = write_identity(data_dir, identity); !written.ok()) {
       return unexpected(written.error());
     }

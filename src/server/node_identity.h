@@ -35,8 +35,15 @@ std::string default_node_name();
 // segment yet, so a kept identity gets a new incarnation (the log it stood for is gone).
 // `now_us`: the wall clock, for a new incarnation. Errors name the file and, for a bad line, the
 // line.
+// `founding`: the cluster a new directory joins, as its seeds determine it (cluster_config.h);
+// by default a new cluster of one (a random cluster id, node id 1).
+struct Founding {
+  std::string cluster_id;  // empty: a random one
+  uint64_t node_id = 1;
+};
 Result<NodeIdentity, std::string> load_or_create_identity(const std::filesystem::path& data_dir,
                                                           const std::string& node_name,
-                                                          bool log_is_new, uint64_t now_us);
+                                                          bool log_is_new, uint64_t now_us,
+                                                          const Founding& founding = {});
 
 }  // namespace hamq::server

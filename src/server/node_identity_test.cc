@@ -55,6 +55,20 @@ TEST_F(NodeIdentityTest, ALogStartedAnewIsANewIncarnation) {
   EXPECT_EQ(kept->incarnation, 9'000u);
 }
 
+TEST_F(NodeIdentityTest, ASeedTakesTheClusterAndNodeIdItsSeedsGiveIt) {
+  auto made = load_or_create_identity(dir, "n2", true, 1'000,
+                                      {.cluster_id = std::string(32, 'a'), .node_id = 2});
+  ASSERT_TRUE(made.ok()) << made.error();
+  EXPECT_EQ(made->cluster_id, std::string(32, 'a'));
+  EXPECT_EQ(made->node_id, 2u);
+  // Once written it is what the directory is, whatever the seeds say later.
+  auto kept = load_or_create_identity(dir, "n2", false, 2'000,
+                                      {.cluster_id = std::string(32, 'c'), .node_id = 3});
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(kept->cluster_id, std::string(32, 'a'));
+  EXPECT_EQ(kept->node_id, 2u);
+}
+
 TEST_F(NodeIdentityTest, ADirectoryRefusesAnotherNodeName) {
   ASSERT_TRUE(load_or_create_identity(dir, "n1", true, 1'000).ok());
   auto refused = load_or_create_identity(dir, "n2", false, 2'000);

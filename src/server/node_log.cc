@@ -1,5 +1,7 @@
 #include "server/node_log.h"
 
+#include "server/peer_transport.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -50,7 +52,11 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
   log->host_ = std::make_unique<replication::GroupHost>(
       *log->wal_, self, incarnation, raft::Config{},
       replication::GroupHostCallbacks{
-          .send = [](const raft::Message&) {},  // one member per group: nobody to tell
+          .send =
+              [self_log](const raft::Message& message) {
+                // Alone (no transport): a group of one has nobody to tell.
+                if (self_log->outbox_) self_log->outbox_->add(message);
+              },
           .restore =
               [self_log](raft::GroupId group, const raft::SnapshotMeta&, const std::string& data) {
                 if (group == metadata_group) {
@@ -195,8 +201,110 @@ size_t NodeLog::process_host() {
   return taken;
 }
 
+void NodeLog::attach_transport(PeerTransport* transport,
+                               std::map<uint64_t, std::string> peer_names) {
+  transport_ = transport;
+  peer_names_ = std::move(peer_names);
+  outbox_ = std::make_unique<raft::Outbox>(self_);
+}
+
+void NodeLog::receive(const raft::NodeBatch& batch) {
+  for (const raft::Message& message : raft::expand(batch)) host_->step(message);
+  schedule_process();
+}
+
+void NodeLog::propose_anywhere(uint64_t group, std::string data, Placed placed) {
+  raft::Raft* raft = host_->find(raft::GroupId{group});
+  if (raft == nullptr || raft->role() == raft::Role::leader || transport_ == nullptr) {
+    placed(propose(group, std::move(data)));
+    return;
+  }
+  auto leader = peer_names_.find(raft->leader().value);
+  if (raft->leader() == raft::no_node || leader == peer_names_.end()) {
+    placed(std::nullopt);  // no leader known: an election is under way
+    return;
+  }
+  uint64_t request = next_request_++;
+  if (!transport_->send_frame(leader->second, cluster::Propose{request, group, std::move(data)})) {
+    placed(std::nullopt);
+    return;
+  }
+  forwarded_[request] = Forwarded{leader->second, std::move(placed)};
+}
+
+void NodeLog::on_propose(const std::string& peer, const cluster::Propose& forwarded) {
+  raft::Raft* raft = host_->find(raft::GroupId{forwarded.group});
+  std::optional<broker::LogPosition> position;
+  if (raft != nullptr && raft->role() == raft::Role::leader) {
+    position = propose(forwarded.group, forwarded.data);
+  }
+  transport_->send_frame(peer, cluster::Proposed{forwarded.request, position ? position->term : 0,
+                                                 position ? position->index : 0});
+}
+
+void NodeLog::on_proposed(const cluster::Proposed& proposed) {
+  auto it = forwarded_.find(proposed.request);
+  if (it == forwarded_.end()) return;
+  Placed placed = std::move(it->second.placed);
+  forwarded_.erase(it);
+  if (proposed.index == 0) {
+    placed(std::nullopt);
+  } else {
+    placed(broker::LogPosition{proposed.term, proposed.index});
+  }
+}
+
+void NodeLog::on_peer_down(const std::string& peer) {
+  std::vector<Placed> lost;
+  for (auto it = forwarded_.begin(); it != forwarded_.end();) {
+    if (it->second.peer == peer) {
+      lost.push_back(std::move(it->second.placed));
+      it = forwarded_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (Placed& placed : lost) placed(std::nullopt);
+}
+
+void NodeLog::flush_outbox() {
+  if (!outbox_ || outbox_->empty()) return;
+  for (const raft::NodeBatch& batch : outbox_->take()) {
+    auto name = peer_names_.find(batch.to.value);
+    // Not connected, or its queue full: dropped; Raft sends again what was not acknowledged.
+    if (name != peer_names_.end() && transport_ != nullptr) transport_->send(name->second, batch);
+  }
+}
+
+void NodeLog::open_queue_groups_async(const std::set<uint64_t>& keep) {
+  for (storage::GroupId stored : wal_->groups()) {
+    if (stored.value == metadata_group.value) continue;
+    if (keep.contains(stored.value)) {
+      host_->open_group(raft::GroupId{stored.value});
+    } else {
+      spdlog::info("removing the log of group {}: no durable queue has it", stored.value);
+      (void)host_->remove_group(raft::GroupId{stored.value});
+    }
+  }
+  schedule_process();
+}
+
+bool NodeLog::queue_groups_caught_up() {
+  for (raft::GroupId group : host_->group_ids()) {
+    if (group != metadata_group && !caught_up(group)) return false;
+  }
+  return true;
+}
+
+bool NodeLog::member_caught_up(raft::GroupId group) {
+  raft::Raft* raft = host_->find(group);
+  return raft != nullptr && raft->leader() != raft::no_node &&
+         raft->applied() == raft->committed() && raft->committed() == raft->log().last_index();
+}
+
 void NodeLog::process() {
   process_host();
+  flush_outbox();
   if (writer_ && wal_->has_pending()) writer_->notify();
   if (failed() && !failure_reported_) {
     failure_reported_ = true;

@@ -17,20 +17,26 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 
 #include "broker/broker.h"
+#include "cluster/link_codec.h"
 #include "common/result.h"
+#include "raft/coalescer.h"
 #include "replication/group_host.h"
 #include "storage/file_system.h"
 #include "storage/group_commit_writer.h"
 #include "storage/wal.h"
 
 namespace hamq::server {
+
+class PeerTransport;
 
 // The metadata group's id; queue groups take the ids after it.
 inline constexpr raft::GroupId metadata_group{1};
@@ -65,6 +71,30 @@ class NodeLog final : public broker::QueueStore {
   // others (queues deleted before a crash let their log go). Then settles.
   bool open_queue_groups(const std::set<uint64_t>& keep);
 
+  // In a cluster: the groups' messages to other nodes leave through `transport`, one batch per
+  // node after each round (raft::Outbox), to the peer of each node id in `peer_names`.
+  void attach_transport(PeerTransport* transport, std::map<uint64_t, std::string> peer_names);
+  // A batch of Raft messages from another node.
+  void receive(const raft::NodeBatch& batch);
+  // Proposes to `group` here if this node leads it, else through its leader (a propose frame);
+  // `placed` learns where the entry was appended, or nothing if it was not (no leader known, the
+  // leader refused or its link went down). Here, it is told before this returns.
+  using Placed = std::function<void(std::optional<broker::LogPosition>)>;
+  void propose_anywhere(uint64_t group, std::string data, Placed placed);
+  // A proposal another node forwarded: proposed here and answered.
+  void on_propose(const std::string& peer, const cluster::Propose& propose);
+  void on_proposed(const cluster::Proposed& proposed);
+  // The link to a peer went down: what was forwarded through it was not placed.
+  void on_peer_down(const std::string& peer);
+  // Starts the queue groups in `keep` the log holds and removes the others, without waiting.
+  void open_queue_groups_async(const std::set<uint64_t>& keep);
+  // True once every group on this node has applied what it committed and leads (the queue
+  // groups, one member each until issue 15).
+  bool queue_groups_caught_up();
+  // True once the group knows a leader and has applied everything in its log, committed: what
+  // the cluster decided up to now is in the broker (a member, leader or not).
+  bool member_caught_up(raft::GroupId group);
+
   // Flushes on this thread until `done` holds; false if the log failed first.
   bool settle(const std::function<bool()>& done);
   // True once the group leads and has applied everything in its log.
@@ -94,6 +124,8 @@ class NodeLog final : public broker::QueueStore {
 
  private:
   NodeLog() = default;
+  // Sends the messages the last round made, one batch per node.
+  void flush_outbox();
   // Completes the Readies whose writes the writer made durable.
   void take_results();
   void schedule_process();
@@ -107,6 +139,15 @@ class NodeLog final : public broker::QueueStore {
   storage::RecoveryReport recovery_;
   Handler metadata_handler_;
   broker::Broker* broker_ = nullptr;
+  PeerTransport* transport_ = nullptr;
+  std::map<uint64_t, std::string> peer_names_;
+  std::unique_ptr<raft::Outbox> outbox_;
+  struct Forwarded {
+    std::string peer;
+    Placed placed;
+  };
+  std::map<uint64_t, Forwarded> forwarded_;  // by request id
+  uint64_t next_request_ = 1;
   uint64_t ticks_ = 0;
 
   std::function<void(std::function<void()>)> post_;

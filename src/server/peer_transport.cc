@@ -135,6 +135,12 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
       handle_proof(*proof);
     } else if (!established_) {
       close("Raft messages before the handshake", true);
+    } else if (auto* propose = std::get_if<cluster::Propose>(&frame)) {
+      if (owner_->callbacks_.on_propose) {
+        owner_->callbacks_.on_propose(peer_name_, std::move(*propose));
+      }
+    } else if (auto* proposed = std::get_if<cluster::Proposed>(&frame)) {
+      if (owner_->callbacks_.on_proposed) owner_->callbacks_.on_proposed(peer_name_, *proposed);
     } else if (owner_->callbacks_.on_batch) {
       owner_->callbacks_.on_batch(peer_name_, std::move(std::get<cluster::RaftBatch>(frame).batch));
     }
@@ -358,13 +364,17 @@ void PeerTransport::link_closed(const std::shared_ptr<Link>& link, const std::st
 }
 
 bool PeerTransport::send(const std::string& peer_name, const raft::NodeBatch& batch) {
+  return send_frame(peer_name, cluster::RaftBatch{batch});
+}
+
+bool PeerTransport::send_frame(const std::string& peer_name, const cluster::LinkFrame& body) {
   auto found = peers_.find(peer_name);
   if (found == peers_.end() || !found->second.up) {
     ++dropped_batches_;
     return false;
   }
   std::vector<uint8_t> frame;
-  cluster::encode_frame(frame, cluster::RaftBatch{batch});
+  cluster::encode_frame(frame, body);
   if (!found->second.link->queue(std::move(frame))) {
     ++dropped_batches_;
     return false;

@@ -34,14 +34,9 @@
 
 #include "cluster/link_codec.h"
 #include "common/result.h"
+#include "server/cluster_config.h"
 
 namespace hamq::server {
-
-struct PeerAddress {
-  std::string name;   // its --node-name
-  std::string host;   // its --bind address
-  uint16_t port = 0;  // its --cluster-port
-};
 
 struct PeerTransportConfig {
   std::string cluster_id;
@@ -63,6 +58,9 @@ struct PeerTransportCallbacks {
   // The connection to a peer that was up is gone.
   std::function<void(const std::string& peer_name)> on_peer_down;
   std::function<void(const std::string& peer_name, raft::NodeBatch batch)> on_batch;
+  // A proposal forwarded by the peer, and the answer to one this node forwarded.
+  std::function<void(const std::string& peer_name, cluster::Propose propose)> on_propose;
+  std::function<void(const std::string& peer_name, const cluster::Proposed& proposed)> on_proposed;
 };
 
 class PeerTransport {
@@ -80,6 +78,8 @@ class PeerTransport {
   void add_peer(const PeerAddress& peer);
   // Queues a batch for the peer: false when it was dropped (not connected, or queue full).
   bool send(const std::string& peer_name, const raft::NodeBatch& batch);
+  // Queues a propose or proposed frame for the peer, as send() does a batch.
+  bool send_frame(const std::string& peer_name, const cluster::LinkFrame& frame);
   bool connected(const std::string& peer_name) const;
   // Closes every link and the listener; nothing is reported after it.
   void stop();

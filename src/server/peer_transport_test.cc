@@ -39,7 +39,13 @@ struct Node {
             .on_batch =
                 [this](const std::string& from, raft::NodeBatch batch) {
                   received.emplace_back(from, std::move(batch));
-                }});
+                },
+            .on_propose =
+                [this](const std::string& from, cluster::Propose propose) {
+                  proposes.emplace_back(from, std::move(propose));
+                },
+            .on_proposed = [this](const std::string&,
+                                  const cluster::Proposed& answer) { answers.push_back(answer); }});
     auto started = transport->start();
     EXPECT_TRUE(started.ok()) << (started.ok() ? "" : started.error());
   }
@@ -50,6 +56,8 @@ struct Node {
   std::vector<std::string> up;
   std::vector<std::string> down;
   std::vector<std::pair<std::string, raft::NodeBatch>> received;
+  std::vector<std::pair<std::string, cluster::Propose>> proposes;
+  std::vector<cluster::Proposed> answers;
 };
 
 raft::NodeBatch batch_with_beat(uint64_t group) {
@@ -79,6 +87,20 @@ TEST(PeerTransport, PeersShakeHandsAndCarryBatchesBothWays) {
   EXPECT_EQ(n1.received[0].second.heartbeats, batch_with_beat(8).heartbeats);
   EXPECT_EQ(n1.transport->refused(), 0u);
   EXPECT_EQ(n2.transport->refused(), 0u);
+}
+
+TEST(PeerTransport, AForwardedProposalAndItsAnswerCrossTheLink) {
+  asio::io_context io;
+  Node n1(io, "n1"), n2(io, "n2");
+  introduce(n1, n2);
+  ASSERT_TRUE(run_until(io, [&] { return n1.transport->connected("n2"); }));
+  EXPECT_TRUE(n1.transport->send_frame("n2", cluster::Propose{5, 1, "declare"}));
+  ASSERT_TRUE(run_until(io, [&] { return !n2.proposes.empty(); }));
+  EXPECT_EQ(n2.proposes[0].first, "n1");
+  EXPECT_EQ(n2.proposes[0].second, (cluster::Propose{5, 1, "declare"}));
+  EXPECT_TRUE(n2.transport->send_frame("n1", cluster::Proposed{5, 2, 9}));
+  ASSERT_TRUE(run_until(io, [&] { return !n1.answers.empty(); }));
+  EXPECT_EQ(n1.answers[0], (cluster::Proposed{5, 2, 9}));
 }
 
 TEST(PeerTransport, APeerWithoutTheSecretIsRefusedAndGetsNothingThrough) {

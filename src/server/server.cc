@@ -16,6 +16,7 @@
 #include "server/metadata_store.h"
 #include "server/node_identity.h"
 #include "server/node_log.h"
+#include "server/peer_transport.h"
 
 namespace hamq::server {
 namespace {
@@ -296,7 +297,8 @@ struct Server::Impl {
         broker_timer(io),
         trim_timer(io),
         tick_timer(io),
-        disk_timer(io) {
+        disk_timer(io),
+        startup_timer(io) {
     uint64_t watermark = config.memory_high_watermark_bytes;
     if (watermark == 0) watermark = physical_memory_bytes() / 10 * 4;
     broker.set_memory_high_watermark(watermark);
@@ -396,6 +398,67 @@ struct Server::Impl {
     });
   }
 
+  // Serves clients from now on.
+  void begin_accepting() {
+    asio::error_code ec;
+    spdlog::info("hamq-server {} listening on [{}]:{}, data in {}",
+                 config.connection.product_version, config.bind_address,
+                 acceptor.local_endpoint(ec).port(), config.data_dir.string());
+    spdlog::default_logger()->flush();
+    accept();
+  }
+
+  // A node of a cluster starts on the loop: its metadata group replays as its leader tells it
+  // what is committed, then its queues' logs replay, then it serves clients.
+  void advance_startup() {
+    if (!metadata->failure().empty()) {
+      spdlog::critical("cannot replay the metadata group: {}", metadata->failure());
+      io.stop();
+      return;
+    }
+    if (startup_stage == 0) {
+      if (!log->member_caught_up(metadata_group)) return poll_startup();
+      broker.end_definition_replay();
+      broker.set_definition_store(metadata.get());
+      broker.begin_replay();
+      log->open_queue_groups_async(broker.queue_groups());
+      startup_stage = 1;
+    }
+    if (startup_stage == 1) {
+      if (!log->queue_groups_caught_up()) return poll_startup();
+      broker.found_missing_groups();
+      broker.end_replay();
+      broker.detach_previous_holders();
+      transient_dropped = broker.drop_transient_definitions();
+      broker.declare_parking_queues();
+      startup_stage = 2;
+    }
+    if (broker.pending_definition_count() != 0 || broker.pending_command_count() != 0) {
+      return poll_startup();
+    }
+    log_restored();
+    begin_accepting();
+  }
+
+  void poll_startup() {
+    startup_timer.expires_after(std::chrono::milliseconds(10));
+    startup_timer.async_wait([this](asio::error_code ec) {
+      if (!ec) advance_startup();
+    });
+  }
+
+  void log_restored() {
+    auto replay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - replay_started)
+                         .count();
+    const broker::Definitions kept = broker.current_definitions();
+    spdlog::info(
+        "restored {} exchange(s), {} queue(s), {} binding(s) ({} transient dropped); replayed "
+        "in {} ms",
+        kept.exchanges().size(), kept.queues().size(), kept.bindings().size(), transient_dropped,
+        replay_ms);
+  }
+
   void accept() {
     acceptor.async_accept([this](asio::error_code ec, asio::ip::tcp::socket socket) {
       if (ec) {
@@ -452,6 +515,15 @@ struct Server::Impl {
   asio::steady_timer trim_timer;
   asio::steady_timer tick_timer;
   asio::steady_timer disk_timer;
+  asio::steady_timer startup_timer;
+  std::unique_ptr<PeerTransport> transport;  // in a cluster
+  bool clustered = false;
+  int startup_stage = 0;
+  size_t transient_dropped = 0;
+  std::chrono::steady_clock::time_point replay_started;
+  Result<void, std::string> start_cluster();
+  Result<void, std::string> listen();
+  void start_writer();
   bool disk_refused_write = false;
   static constexpr uint64_t disk_check_interval_ms = 20;
   uint64_t disk_checked_at_ms = 0;
@@ -466,19 +538,31 @@ Server::Server(ServerConfig config) : impl_(std::make_unique<Impl>(std::move(con
 Server::~Server() = default;
 
 Result<void, std::string> Server::start() {
-  auto lock = DataDirLock::acquire(impl_->config.data_dir);
+  ServerConfig& config = impl_->config;
+  auto lock = DataDirLock::acquire(config.data_dir);
   if (!lock.ok()) return unexpected(lock.error());
   impl_->lock.emplace(std::move(lock.value()));
-  const std::string& name = impl_->config.node_name;
-  auto identity =
-      load_or_create_identity(impl_->config.data_dir, name.empty() ? default_node_name() : name,
-                              NodeLog::log_is_new(impl_->config.data_dir), unix_ms() * 1000);
+  const std::string name = config.node_name.empty() ? default_node_name() : config.node_name;
+  const auto& seeds = config.cluster_seeds;
+  impl_->clustered = std::any_of(seeds.begin(), seeds.end(),
+                                 [&name](const PeerAddress& seed) { return seed.name != name; });
+  Founding founding;
+  if (impl_->clustered) {
+    auto position = seed_node_id(seeds, name);
+    if (!position) {
+      return unexpected("node '" + name +
+                        "' is not among --cluster-seeds: a seed founds the cluster with the "
+                        "others (give every node the same list)");
+    }
+    founding = Founding{seeds_cluster_id(seeds), *position};
+  }
+  auto identity = load_or_create_identity(
+      config.data_dir, name, NodeLog::log_is_new(config.data_dir), unix_ms() * 1000, founding);
   if (!identity.ok()) return unexpected(identity.error());
   impl_->identity = identity.value();
   spdlog::info("node {} (id {}, incarnation {}) of cluster {}", identity->node_name,
                identity->node_id, identity->incarnation, identity->cluster_id);
-  auto log =
-      NodeLog::open(impl_->config.data_dir, raft::NodeId{identity->node_id}, identity->incarnation);
+  auto log = NodeLog::open(config.data_dir, raft::NodeId{identity->node_id}, identity->incarnation);
   if (!log.ok()) return unexpected(log.error());
   impl_->log = std::move(log.value());
   NodeLog& node_log = *impl_->log;
@@ -490,73 +574,42 @@ Result<void, std::string> Server::start() {
   broker.set_wall_clock_ms(unix_ms());
   broker.set_queue_store(&node_log);
   node_log.set_broker(&broker);
-  // The definitions: the metadata group replays into the broker's virtual hosts. Then each
-  // durable queue's log replays onto its queue, and what the previous life's consumers held is
-  // theirs no more (ready again, redelivered).
-  auto replay_started = std::chrono::steady_clock::now();
-  broker.begin_definition_replay();
-  auto metadata = MetadataStore::open(node_log, broker);
-  if (!metadata.ok()) return unexpected(metadata.error());
-  broker.end_definition_replay();
-  impl_->metadata = std::move(metadata.value());
-  broker.set_definition_store(impl_->metadata.get());
-  broker.begin_replay();
-  if (!node_log.open_queue_groups(broker.queue_groups())) {
-    return unexpected(std::string("cannot replay the queues' logs: the write-ahead log failed"));
+  impl_->replay_started = std::chrono::steady_clock::now();
+  if (impl_->clustered) {
+    auto started = impl_->start_cluster();
+    if (!started.ok()) return started;
+  } else {
+    // The definitions: the metadata group replays into the broker's virtual hosts. Then each
+    // durable queue's log replays onto its queue, and what the previous life's consumers held
+    // is theirs no more (ready again, redelivered).
+    broker.begin_definition_replay();
+    auto metadata = MetadataStore::open(node_log, broker);
+    if (!metadata.ok()) return unexpected(metadata.error());
+    broker.end_definition_replay();
+    impl_->metadata = std::move(metadata.value());
+    broker.set_definition_store(impl_->metadata.get());
+    broker.begin_replay();
+    if (!node_log.open_queue_groups(broker.queue_groups())) {
+      return unexpected(std::string("cannot replay the queues' logs: the write-ahead log failed"));
+    }
+    broker.found_missing_groups();
+    // Messages still leaving a queue for another are offered again (at least once).
+    broker.end_replay();
+    broker.detach_previous_holders();
+    // What did not outlive the previous life (transient and exclusive queues, transient
+    // exchanges) goes.
+    impl_->transient_dropped = broker.drop_transient_definitions();
+    broker.declare_parking_queues();
+    if (!node_log.settle([&broker] {
+          return broker.pending_command_count() == 0 && broker.pending_definition_count() == 0;
+        })) {
+      return unexpected(std::string("cannot settle the queues' logs: the write-ahead log failed"));
+    }
+    impl_->log_restored();
+    impl_->start_writer();
   }
-  broker.found_missing_groups();
-  // Messages still leaving a queue for another are offered again (at least once).
-  broker.end_replay();
-  broker.detach_previous_holders();
-  // What did not outlive the previous life (transient and exclusive queues, transient
-  // exchanges) goes.
-  size_t dropped = broker.drop_transient_definitions();
-  broker.declare_parking_queues();
-  if (!node_log.settle([&broker] {
-        return broker.pending_command_count() == 0 && broker.pending_definition_count() == 0;
-      })) {
-    return unexpected(std::string("cannot settle the queues' logs: the write-ahead log failed"));
-  }
-  auto replay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::steady_clock::now() - replay_started)
-                       .count();
-  const broker::Definitions kept = broker.current_definitions();
-  spdlog::info(
-      "restored {} exchange(s), {} queue(s), {} binding(s) ({} transient dropped); replayed in "
-      "{} ms",
-      kept.exchanges().size(), kept.queues().size(), kept.bindings().size(), dropped, replay_ms);
-  node_log.start_writer(
-      [this](std::function<void()> work) {
-        asio::post(impl_->io, [this, work = std::move(work)] {
-          impl_->broker.set_wall_clock_ms(unix_ms());
-          work();
-          impl_->check_disk_soon();
-        });
-      },
-      [this] {
-        if (!impl_->disk_refused_write) spdlog::warn("the disk is full: writes wait for space");
-        impl_->disk_refused_write = true;
-        impl_->check_disk();
-      });
-  impl_->check_disk();
-
-  asio::error_code ec;
-  auto address = asio::ip::make_address(impl_->config.bind_address, ec);
-  if (ec) return unexpected("bad bind address '" + impl_->config.bind_address + "'");
-  asio::ip::tcp::endpoint endpoint(address, impl_->config.port);
-  auto& acceptor = impl_->acceptor;
-  if (acceptor.open(endpoint.protocol(), ec)) {
-    return unexpected("cannot open a socket: " + ec.message());
-  }
-  if (address.is_v6()) acceptor.set_option(asio::ip::v6_only(false), ec);
-  acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
-  if (acceptor.bind(endpoint, ec)) {
-    return unexpected("cannot listen on " + impl_->config.bind_address + " port " +
-                      std::to_string(impl_->config.port) + ": " + ec.message());
-  }
-  if (acceptor.listen(asio::socket_base::max_listen_connections, ec)) {
-    return unexpected("cannot listen: " + ec.message());
-  }
+  auto listened = impl_->listen();
+  if (!listened.ok()) return listened;
   // Caught from here on, before the caller says it listens: a SIGTERM that comes at once still
   // shuts down cleanly (handled when run() starts the loop).
   impl_->signals.add(SIGTERM);
@@ -567,13 +620,99 @@ Result<void, std::string> Server::start() {
   return Ok{};
 }
 
+void Server::Impl::start_writer() {
+  log->start_writer(
+      [this](std::function<void()> work) {
+        asio::post(io, [this, work = std::move(work)] {
+          broker.set_wall_clock_ms(unix_ms());
+          work();
+          check_disk_soon();
+        });
+      },
+      [this] {
+        if (!disk_refused_write) spdlog::warn("the disk is full: writes wait for space");
+        disk_refused_write = true;
+        check_disk();
+      });
+  check_disk();
+}
+
+Result<void, std::string> Server::Impl::start_cluster() {
+  std::filesystem::path secret_path = config.cluster_secret_file.empty()
+                                          ? config.data_dir / "cluster-secret"
+                                          : config.cluster_secret_file;
+  auto secret = load_or_create_cluster_secret(secret_path);
+  if (!secret.ok()) return unexpected(secret.error());
+  PeerTransportConfig link{.cluster_id = identity.cluster_id,
+                           .node_name = identity.node_name,
+                           .node_id = identity.node_id,
+                           .incarnation = identity.incarnation,
+                           .bind_address = config.bind_address,
+                           .port = config.cluster_port,
+                           .secret = *secret};
+  transport = std::make_unique<PeerTransport>(
+      io, link,
+      PeerTransportCallbacks{
+          .on_peer_up = [](const cluster::Hello&) {},
+          .on_peer_down = [this](const std::string& peer) { log->on_peer_down(peer); },
+          .on_batch = [this](const std::string&, raft::NodeBatch batch) { log->receive(batch); },
+          .on_propose = [this](const std::string& peer,
+                               cluster::Propose propose) { log->on_propose(peer, propose); },
+          .on_proposed = [this](
+                             const std::string&,
+                             const cluster::Proposed& proposed) { log->on_proposed(proposed); }});
+  auto listening = transport->start();
+  if (!listening.ok()) return unexpected(listening.error());
+  std::map<uint64_t, std::string> names;
+  std::vector<raft::NodeId> voters;
+  for (size_t i = 0; i < config.cluster_seeds.size(); ++i) {
+    const PeerAddress& seed = config.cluster_seeds[i];
+    names[i + 1] = seed.name;
+    voters.push_back(raft::NodeId{i + 1});
+    if (seed.name != identity.node_name) transport->add_peer(seed);
+  }
+  log->attach_transport(transport.get(), std::move(names));
+  spdlog::info("cluster of {} seed(s); peers on port {}", config.cluster_seeds.size(),
+               transport->port());
+  broker.begin_definition_replay();
+  auto started = MetadataStore::start(*log, broker, std::move(voters));
+  if (!started.ok()) return unexpected(started.error());
+  metadata = std::move(started.value());
+  start_writer();
+  return Ok{};
+}
+
+Result<void, std::string> Server::Impl::listen() {
+  asio::error_code ec;
+  auto address = asio::ip::make_address(config.bind_address, ec);
+  if (ec) return unexpected("bad bind address '" + config.bind_address + "'");
+  asio::ip::tcp::endpoint endpoint(address, config.port);
+  if (acceptor.open(endpoint.protocol(), ec)) {
+    return unexpected("cannot open a socket: " + ec.message());
+  }
+  if (address.is_v6()) acceptor.set_option(asio::ip::v6_only(false), ec);
+  acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
+  if (acceptor.bind(endpoint, ec)) {
+    return unexpected("cannot listen on " + config.bind_address + " port " +
+                      std::to_string(config.port) + ": " + ec.message());
+  }
+  if (acceptor.listen(asio::socket_base::max_listen_connections, ec)) {
+    return unexpected("cannot listen: " + ec.message());
+  }
+  return Ok{};
+}
+
 uint16_t Server::port() const {
   asio::error_code ec;
   return impl_->acceptor.local_endpoint(ec).port();
 }
 
 void Server::run() {
-  impl_->accept();
+  if (impl_->clustered) {
+    impl_->advance_startup();
+  } else {
+    impl_->begin_accepting();
+  }
   impl_->trim_memory_now_and_then();
   impl_->tick();
   impl_->check_disk_every_second();

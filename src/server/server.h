@@ -12,6 +12,7 @@
 
 #include "broker/connection.h"
 #include "common/result.h"
+#include "server/cluster_config.h"
 
 namespace hamq::server {
 
@@ -20,6 +21,13 @@ struct ServerConfig {
   uint16_t port = 5672;  // 0: any free port
   std::filesystem::path data_dir = "hamq-data";
   std::string node_name;  // --node-name; empty: default_node_name()
+  // The cluster: the peer listener's port, and the nodes a blank node founds a cluster with
+  // (cluster_config.h). No seeds, or only this node: a cluster of one.
+  uint16_t cluster_port = 25672;
+  std::vector<PeerAddress> cluster_seeds;
+  // The shared secret peers prove (made there on first start when missing); empty:
+  // DATA_DIR/cluster-secret.
+  std::filesystem::path cluster_secret_file;
   broker::ConnectionConfig connection;
   // Bytes of messages held in queues above which publishers are blocked; 0: 40% of the
   // machine's memory, as RabbitMQ's default vm_memory_high_watermark.

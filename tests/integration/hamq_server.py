@@ -30,11 +30,13 @@ class HamqServer:
         self.log = []
         self._reader = None
 
-    def start(self):
+    def start(self, wait=True):
+        """`wait=False`: returns once the process runs; wait_listening() waits for it to serve."""
         self.port = None
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
         listening = threading.Event()
+        self._listening = listening
 
         def read_log():
             for line in self.process.stdout:
@@ -46,7 +48,12 @@ class HamqServer:
 
         self._reader = threading.Thread(target=read_log, daemon=True)
         self._reader.start()
-        if not listening.wait(START_TIMEOUT_S):
+        if wait:
+            self.wait_listening()
+        return self
+
+    def wait_listening(self, timeout_s=START_TIMEOUT_S):
+        if not self._listening.wait(timeout_s):
             self.process.kill()
             raise RuntimeError("hamq-server did not start:\n" + "\n".join(self.log))
         return self

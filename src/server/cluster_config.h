@@ -1,0 +1,40 @@
+// The cluster a node belongs to, as its command line states it: --cluster-seeds (the nodes a
+// blank node founds a cluster with, as RabbitMQ's classic_config peer discovery) and the shared
+// secret peers prove to each other (--cluster-secret-file, RabbitMQ's Erlang cookie).
+//
+// Seeds are NAME@HOST:PORT (HOST may be [IPv6]), comma-separated, in the same order on every
+// node: a node's id is its position in the list, from 1, and the cluster's id is a digest of the
+// list, so that the seeds agree on both without talking.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace hamq::server {
+
+struct PeerAddress {
+  std::string name;   // its --node-name
+  std::string host;   // its --bind address
+  uint16_t port = 0;  // its --cluster-port
+  bool operator==(const PeerAddress&) const = default;
+};
+
+// The error names the item that is wrong and why.
+Result<std::vector<PeerAddress>, std::string> parse_cluster_seeds(std::string_view text);
+// 32 lowercase hex digits: the first half of SHA-256 over the list as given.
+std::string seeds_cluster_id(const std::vector<PeerAddress>& seeds);
+// The node's position in the list, from 1; nothing if it is not in it.
+std::optional<uint64_t> seed_node_id(const std::vector<PeerAddress>& seeds, std::string_view name);
+
+// The secret in `path` (its first line, which must not be empty), or a new one (32 random bytes
+// as hex) written there, readable by its owner only, when the file does not exist. Copy the file
+// to every node of the cluster. Errors name the file.
+Result<std::string, std::string> load_or_create_cluster_secret(const std::filesystem::path& path);
+
+}  // namespace hamq::server

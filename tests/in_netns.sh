@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs a command in a network namespace of its own (unshare --net), with only its loopback up:
+# the nodes of a cluster test listen on 127.0.0.11, .12, ... and iptables rules inside cut the
+# links between them, without touching the machine's network. The namespace goes when the
+# command ends. Needs root (or CAP_SYS_ADMIN).
+#   tests/in_netns.sh COMMAND [ARGS...]
+set -euo pipefail
+if [[ "${HAMQ_NETNS:-}" != 1 ]]; then
+  export HAMQ_NETNS=1
+  exec unshare --net -- "$0" "$@"
+fi
+ip link set lo up
+exec "$@"

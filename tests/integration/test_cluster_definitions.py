@@ -1,0 +1,101 @@
+"""Three hamq-server nodes form a cluster; definitions declared through any node are the same on
+every node, survive a node killed with SIGKILL and reach it when it restarts, and reach a node
+cut off from the others once the link heals (issue 14).
+
+Runs in a network namespace of its own (tests/in_netns.sh): nodes on 127.0.0.11-13."""
+
+import pika
+import pytest
+
+from hamq_cluster import Cluster, eventually
+
+
+@pytest.fixture
+def cluster():
+    cluster = Cluster(3).start()
+    yield cluster
+    cluster.stop()
+
+
+def exists(cluster, i, kind, name):
+    connection = cluster.connect(i)
+    try:
+        channel = connection.channel()
+        if kind == "queue":
+            channel.queue_declare(name, passive=True)
+        else:
+            channel.exchange_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as closed:
+        assert closed.reply_code == 404
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def declare_through(cluster, i, suffix):
+    connection = cluster.connect(i)
+    channel = connection.channel()
+    channel.exchange_declare("orders-" + suffix, "topic", durable=True)
+    channel.queue_declare("work-" + suffix, durable=True)
+    channel.queue_bind("work-" + suffix, "orders-" + suffix, "eu.#")
+    connection.close()
+
+
+def test_definitions_declared_through_any_node_are_on_every_node(cluster):
+    for i in (1, 2, 3):
+        declare_through(cluster, i, "from-%d" % i)
+    for i in (1, 2, 3):
+        for j in (1, 2, 3):
+            eventually(lambda: exists(cluster, i, "queue", "work-from-%d" % j),
+                       what="node %d sees the queue declared through node %d" % (i, j))
+            eventually(lambda: exists(cluster, i, "exchange", "orders-from-%d" % j),
+                       what="node %d sees the exchange declared through node %d" % (i, j))
+    # A delete through one node is a delete everywhere.
+    connection = cluster.connect(2)
+    connection.channel().queue_delete("work-from-1")
+    connection.close()
+    for i in (1, 2, 3):
+        eventually(lambda: not exists(cluster, i, "queue", "work-from-1"),
+                   what="node %d no longer sees the deleted queue" % i)
+
+
+def test_two_nodes_declaring_one_name_differently_cannot_both_succeed(cluster):
+    first = cluster.connect(1)
+    first.channel().queue_declare("contested", durable=True)
+    second = cluster.connect(3)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        second.channel().queue_declare("contested", durable=False)
+    assert refused.value.reply_code == 406
+    assert "inequivalent arg 'durable'" in refused.value.reply_text
+    first.close()
+    second.close()
+
+
+def test_a_killed_node_misses_nothing_once_it_restarts(cluster):
+    declare_through(cluster, 1, "before")
+    cluster.nodes[3].kill()
+    # Two of three still decide (after an election, if the killed node led).
+    eventually(lambda: declare_through(cluster, 1, "while-down") or True,
+               what="a declare with one node down")
+    eventually(lambda: exists(cluster, 2, "queue", "work-while-down"))
+    cluster.nodes[3].start()
+    assert exists(cluster, 3, "queue", "work-before")
+    eventually(lambda: exists(cluster, 3, "queue", "work-while-down"),
+               what="the restarted node catches up")
+
+
+def test_a_node_cut_off_catches_up_when_the_link_heals(cluster):
+    declare_through(cluster, 2, "before")
+    eventually(lambda: exists(cluster, 3, "queue", "work-before"))
+    cluster.cut(3, [1, 2])
+    try:
+        eventually(lambda: declare_through(cluster, 1, "while-cut") or True,
+                   what="a declare through the majority")
+        # The cut-off node cannot decide anything alone, and does not see it.
+        assert not exists(cluster, 3, "queue", "work-while-cut")
+    finally:
+        cluster.heal()
+    eventually(lambda: exists(cluster, 3, "queue", "work-while-cut"), timeout_s=20,
+               what="the healed node catches up")
