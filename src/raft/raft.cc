@@ -197,6 +197,15 @@ void Raft::campaign_now() {
   campaign(config_.pre_vote ? CampaignKind::pre_vote : CampaignKind::vote);
 }
 
+void Raft::leader_lost(NodeId node, bool campaign_at_once) {
+  if (failed_ || role_ == Role::leader || leader_ != node || node == no_node) return;
+  leader_ = no_node;
+  if (campaign_at_once && promotable()) {
+    election_elapsed_ = 0;
+    campaign(config_.pre_vote ? CampaignKind::pre_vote : CampaignKind::vote);
+  }
+}
+
 Raft::VoteOutcome Raft::record_vote(NodeId from, bool granted) {
   if (!is_voter(conf_, from)) return VoteOutcome::pending;
   votes_.emplace(from, granted);

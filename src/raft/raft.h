@@ -118,6 +118,12 @@ class Raft {
   bool transfer_leadership(NodeId target);
   // Starts an election now (a member that was asked to, or in tests).
   void campaign_now();
+  // The runtime saw the link to `node` close (its process died, or the connection broke). If it
+  // is the leader this member follows, the member stops counting on it: it no longer refuses
+  // votes for the leader's sake (its lease ends), and campaigns now if `campaign` (the runtime
+  // picks one member to, so that the others do not split the vote). A leader that is in fact
+  // alive keeps its place: its next heartbeat makes it the leader again, or it wins the vote.
+  void leader_lost(NodeId node, bool campaign);
 
   bool has_ready() const;
   Ready ready();

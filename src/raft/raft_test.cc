@@ -490,6 +490,29 @@ TEST(RaftCheckQuorum, MemberWithinLeaseIgnoresVoteRequests) {
   EXPECT_NE(cluster[n(3)].role(), Role::leader);
 }
 
+TEST(RaftCheckQuorum, ALeaderWhoseLinkClosedIsReplacedWithoutWaitingForTheLease) {
+  TestCluster cluster(3, Config{});
+  cluster.elect(n(1));
+  ASSERT_TRUE(cluster[n(1)].propose("a").ok());
+  cluster.settle();
+  cluster.isolate(n(1));  // its process died: its links closed
+  // Only 2 campaigns; 3 stops counting on the old leader, so it votes without a timeout.
+  cluster[n(3)].leader_lost(n(1), false);
+  cluster[n(2)].leader_lost(n(1), true);
+  cluster.settle();
+  EXPECT_EQ(cluster[n(2)].role(), Role::leader);
+  EXPECT_EQ(cluster[n(3)].leader(), n(2));
+}
+
+TEST(RaftCheckQuorum, ALostLinkToAMemberThatDoesNotLeadChangesNothing) {
+  TestCluster cluster(3, Config{});
+  cluster.elect(n(1));
+  cluster[n(2)].leader_lost(n(3), true);  // 3 is not its leader
+  cluster.settle();
+  EXPECT_EQ(cluster[n(2)].leader(), n(1));
+  EXPECT_EQ(cluster[n(1)].role(), Role::leader);
+}
+
 // --- leadership transfer (thesis §3.10) ---
 
 TEST(RaftTransfer, LeadershipMovesToACaughtUpTarget) {

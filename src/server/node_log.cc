@@ -50,7 +50,8 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
   }
   NodeLog* self_log = log.get();
   log->host_ = std::make_unique<replication::GroupHost>(
-      *log->wal_, self, incarnation, raft::Config{},
+      *log->wal_, self, incarnation,
+      raft::Config{.election_ticks = raft_election_ticks, .heartbeat_ticks = raft_heartbeat_ticks},
       replication::GroupHostCallbacks{
           .send =
               [self_log](const raft::Message& message) {
@@ -255,6 +256,29 @@ void NodeLog::on_proposed(const cluster::Proposed& proposed) {
 }
 
 void NodeLog::on_peer_down(const std::string& peer) {
+  // Its groups' leadership moves at once (the process is most likely dead): in each group it
+  // led, the first of the other voters whose link is up (this one included) campaigns now, the
+  // others stop counting on the old leader, so that failover takes an election, not a timeout.
+  uint64_t lost_node = 0;
+  for (const auto& [id, name] : peer_names_) {
+    if (name == peer) lost_node = id;
+  }
+  if (lost_node != 0) {
+    for (raft::GroupId group : host_->group_ids()) {
+      raft::Raft* raft = host_->find(group);
+      if (raft == nullptr || raft->leader().value != lost_node) continue;
+      raft::NodeId first = raft::no_node;
+      for (raft::NodeId voter : raft->conf().voters) {
+        if (voter.value == lost_node) continue;
+        auto name = peer_names_.find(voter.value);
+        bool up = voter == self_ || (name != peer_names_.end() && transport_ != nullptr &&
+                                     transport_->connected(name->second));
+        if (up && (first == raft::no_node || voter < first)) first = voter;
+      }
+      raft->leader_lost(raft::NodeId{lost_node}, first == self_);
+    }
+    schedule_process();
+  }
   std::vector<Placed> lost;
   for (auto it = forwarded_.begin(); it != forwarded_.end();) {
     if (it->second.peer == peer) {
@@ -315,8 +339,8 @@ void NodeLog::process() {
 
 void NodeLog::tick() {
   host_->tick();
-  // Every second (ten ticks), once the log has a few segments.
-  constexpr uint64_t ticks_per_check = 10;
+  // Every second, once the log has a few segments.
+  constexpr uint64_t ticks_per_check = 1000 / raft_tick_ms;
   constexpr uint64_t segments_before_asking = 3;
   if (++ticks_ % ticks_per_check != 0 || wal_->space().segment_count < segments_before_asking) {
     return;

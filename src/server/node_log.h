@@ -41,6 +41,14 @@ class PeerTransport;
 // The metadata group's id; queue groups take the ids after it.
 inline constexpr raft::GroupId metadata_group{1};
 
+// Raft's clock on a node (docs/raft.md, "Timing"): a tick every 50 ms; a leader heartbeats every
+// tick; a follower that hears nothing for 4 to 8 ticks (200 to 400 ms) campaigns, so a hung or
+// cut-off leader is replaced within about half a second; a link to a leader that closes (its
+// process died) starts an election at once (NodeLog::on_peer_down).
+inline constexpr uint64_t raft_tick_ms = 50;
+inline constexpr uint32_t raft_heartbeat_ticks = 1;
+inline constexpr uint32_t raft_election_ticks = 4;
+
 class NodeLog final : public broker::QueueStore {
  public:
   // Opens (creating) the log, recovering what is there; no group is started yet. The groups'

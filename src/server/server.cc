@@ -498,7 +498,7 @@ struct Server::Impl {
     poll->async_wait([this, poll](asio::error_code) { wait_for_sessions(); });
   }
 
-  static constexpr std::chrono::milliseconds raft_tick{100};
+  static constexpr std::chrono::milliseconds raft_tick{raft_tick_ms};
 
   ServerConfig config;
   broker::Broker broker;
