@@ -631,6 +631,35 @@ Definitions Broker::current_definitions() const {
 Result<void, std::string> Broker::restore_definitions(std::string_view snapshot) {
   auto commands = Definitions::snapshot_commands(snapshot);
   if (!commands.ok()) return unexpected(commands.error());
+  // A member that fell too far behind gets the leader's snapshot while it runs: what it has that
+  // the snapshot has not (or has otherwise) goes first, then the snapshot's are declared (those it
+  // has alike stay as they are, with their messages).
+  Definitions target;
+  for (const MetadataCommand& command : *commands) target.apply(command);
+  Definitions current = current_definitions();
+  for (const BindingDefinition& binding : current.bindings()) {
+    const auto& kept = target.bindings();
+    if (std::find(kept.begin(), kept.end(), binding) != kept.end()) continue;
+    if (VirtualHost* vhost = find_virtual_host(binding.vhost)) {
+      QueuePtr destination = binding.binding.destination_is_queue
+                                 ? vhost->find_queue(binding.binding.destination)
+                                 : nullptr;
+      (void)vhost->unbind(binding.source, binding.binding,
+                          destination ? destination->exclusive_owner : 0);
+    }
+  }
+  for (const auto& [key, queue] : current.queues()) {
+    auto kept = target.queues().find(key);
+    if (kept != target.queues().end() && kept->second == queue) continue;
+    if (VirtualHost* vhost = find_virtual_host(key.first)) delete_queue(*vhost, key.second);
+  }
+  for (const auto& [key, exchange] : current.exchanges()) {
+    auto kept = target.exchanges().find(key);
+    if (kept != target.exchanges().end() && kept->second == exchange) continue;
+    if (VirtualHost* vhost = find_virtual_host(key.first)) {
+      (void)apply_delete_exchange(*vhost, DeleteExchange{key.first, key.second});
+    }
+  }
   for (const MetadataCommand& command : *commands) {
     auto applied = apply_definition(command, LogPosition{});
     if (!applied.ok()) return unexpected("the snapshot does not apply: " + applied.error().text);

@@ -271,6 +271,39 @@ TEST(BrokerDefinitions, TheSnapshotRestoresTheSameModel) {
   EXPECT_EQ(restored.current_definitions().bindings().size(), 1u);
 }
 
+TEST(BrokerDefinitions, ASnapshotGivenToARunningMemberReplacesWhatDiffers) {
+  Broker leader({"/"}, 1);
+  Broker behind({"/"}, 2);
+  for (Broker* broker : {&leader, &behind}) {
+    ASSERT_TRUE(
+        broker->apply_definition(DeclareQueue{queue_definition("kept", true)}, {1, 1}).ok());
+    ASSERT_TRUE(
+        broker->apply_definition(DeclareQueue{queue_definition("gone", true)}, {1, 2}).ok());
+    ASSERT_TRUE(
+        broker->apply_definition(DeclareQueue{queue_definition("changed", true)}, {1, 3}).ok());
+    ASSERT_TRUE(
+        broker->apply_definition(Bind{{"/", "amq.topic", Binding{"kept", true, "a", {}}}}, {1, 4})
+            .ok());
+  }
+  QueuePtr kept = behind.find_virtual_host("/")->find_queue("kept");
+  // What the member missed: "gone" deleted, "changed" redeclared transient, the binding moved.
+  ASSERT_TRUE(leader.apply_definition(DeleteQueue{"/", "gone"}, {1, 5}).ok());
+  ASSERT_TRUE(leader.apply_definition(DeleteQueue{"/", "changed"}, {1, 6}).ok());
+  ASSERT_TRUE(
+      leader.apply_definition(DeclareQueue{queue_definition("changed", false, 0, 1)}, {1, 7}).ok());
+  ASSERT_TRUE(
+      leader.apply_definition(Unbind{{"/", "amq.topic", Binding{"kept", true, "a", {}}}}, {1, 8})
+          .ok());
+  ASSERT_TRUE(
+      leader.apply_definition(Bind{{"/", "amq.topic", Binding{"kept", true, "b", {}}}}, {1, 9})
+          .ok());
+  auto restored = behind.restore_definitions(leader.current_definitions().snapshot());
+  ASSERT_TRUE(restored.ok()) << restored.error();
+  EXPECT_EQ(behind.current_definitions(), leader.current_definitions());
+  // A queue that did not change is the same queue (its messages stay).
+  EXPECT_EQ(behind.find_virtual_host("/")->find_queue("kept"), kept);
+}
+
 TEST(BrokerDefinitions, ARefusedOrFailedLogAnswersEveryChange) {
   Broker broker({"/"}, 1);
   ManualMetadataLog log;

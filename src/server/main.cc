@@ -37,6 +37,9 @@ int main(int argc, char** argv) {
   app.add_option("--cluster-port", config.cluster_port,
                  "Port the node listens on for its peers (on the --bind address)")
       ->capture_default_str();
+  app.add_option("--management-port", config.management_port,
+                 "Port of the management listener, which hamqctl talks to (0: any free port)")
+      ->capture_default_str();
   std::string seeds;
   app.add_option("--cluster-seeds", seeds,
                  "The nodes that found the cluster, NAME@HOST:PORT,... in the same order on "

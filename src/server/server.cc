@@ -4,6 +4,7 @@
 
 #include <asio.hpp>
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <unordered_set>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "server/data_dir.h"
+#include "server/management.h"
 #include "server/metadata_store.h"
 #include "server/node_identity.h"
 #include "server/node_log.h"
@@ -517,6 +519,21 @@ struct Server::Impl {
   asio::steady_timer disk_timer;
   asio::steady_timer startup_timer;
   std::unique_ptr<PeerTransport> transport;  // in a cluster
+  std::unique_ptr<ManagementListener> management;
+  // Node names by node id: the seeds in a cluster, this node alone otherwise.
+  std::map<uint64_t, std::string> node_names;
+  std::string node_name(uint64_t id) const {
+    auto it = node_names.find(id);
+    return it == node_names.end() ? "node-" + std::to_string(id) : it->second;
+  }
+  bool node_running(uint64_t id) const {
+    if (id == identity.node_id) return true;
+    auto it = node_names.find(id);
+    return it != node_names.end() && transport != nullptr && transport->connected(it->second);
+  }
+  HttpResponse handle_management(const HttpRequest& request, bool from_loopback);
+  nlohmann::json cluster_status();
+  nlohmann::json queues();
   bool clustered = false;
   int startup_stage = 0;
   size_t transient_dropped = 0;
@@ -610,6 +627,17 @@ Result<void, std::string> Server::start() {
   }
   auto listened = impl_->listen();
   if (!listened.ok()) return listened;
+  impl_->node_names[impl_->identity.node_id] = impl_->identity.node_name;
+  for (size_t i = 0; impl_->clustered && i < config.cluster_seeds.size(); ++i) {
+    impl_->node_names[i + 1] = config.cluster_seeds[i].name;
+  }
+  impl_->management = std::make_unique<ManagementListener>(
+      impl_->io, [this](const HttpRequest& request, bool from_loopback) {
+        return impl_->handle_management(request, from_loopback);
+      });
+  auto managed = impl_->management->start(config.bind_address, config.management_port);
+  if (!managed.ok()) return managed;
+  spdlog::info("management listening on [{}]:{}", config.bind_address, impl_->management->port());
   // Caught from here on, before the caller says it listens: a SIGTERM that comes at once still
   // shuts down cleanly (handled when run() starts the loop).
   impl_->signals.add(SIGTERM);
@@ -635,6 +663,111 @@ void Server::Impl::start_writer() {
         check_disk();
       });
   check_disk();
+}
+
+HttpResponse Server::Impl::handle_management(const HttpRequest& request, bool from_loopback) {
+  HttpResponse response;
+  auto fail = [&response](int status, const std::string& reason) {
+    response.status = status;
+    response.body =
+        nlohmann::json{{"error", std::string(status_text(status))}, {"reason", reason}}.dump() +
+        "\n";
+    return response;
+  };
+  // As for AMQP: the default user, from loopback only, until users come (the security issue).
+  auto credentials = basic_credentials(request);
+  if (!credentials || credentials->first != "guest" || credentials->second != "guest" ||
+      !from_loopback) {
+    response.headers["WWW-Authenticate"] = "Basic realm=\"hamq\"";
+    return fail(401, "guest/guest, from a loopback address, is the only user so far");
+  }
+  if (request.method != "GET") return fail(405, "only GET is served so far");
+  if (request.path == "/api/cluster-status") {
+    response.body = cluster_status().dump() + "\n";
+  } else if (request.path == "/api/queues") {
+    response.body = queues().dump() + "\n";
+  } else {
+    return fail(404, "no such path: " + request.path);
+  }
+  return response;
+}
+
+nlohmann::json Server::Impl::cluster_status() {
+  nlohmann::json nodes = nlohmann::json::array();
+  nlohmann::json disk_nodes = nlohmann::json::array();
+  nlohmann::json running_nodes = nlohmann::json::array();
+  for (const auto& [id, name] : node_names) {
+    bool running = node_running(id);
+    std::string address;
+    for (const PeerAddress& seed : config.cluster_seeds) {
+      if (seed.name == name) address = seed.host + ":" + std::to_string(seed.port);
+    }
+    nodes.push_back(
+        {{"name", name}, {"id", id}, {"cluster_address", address}, {"running", running}});
+    disk_nodes.push_back(name);
+    if (running) running_nodes.push_back(name);
+  }
+  raft::Raft* raft = log->host().find(metadata_group);
+  nlohmann::json leader = nullptr;
+  if (raft != nullptr && raft->leader() != raft::no_node) leader = node_name(raft->leader().value);
+  return {{"cluster_name", identity.cluster_id},
+          {"cluster_id", identity.cluster_id},
+          {"node", identity.node_name},
+          {"disk_nodes", disk_nodes},
+          {"running_nodes", running_nodes},
+          {"metadata_leader", leader},
+          {"nodes", nodes},
+          {"alarms", nlohmann::json::array()}};
+}
+
+nlohmann::json Server::Impl::queues() {
+  nlohmann::json out = nlohmann::json::array();
+  broker::VirtualHost* vhost = broker.find_virtual_host("/");
+  if (vhost == nullptr) return out;
+  std::vector<std::string> names;
+  for (const auto& [name, queue] : vhost->queues()) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    broker::QueuePtr queue = vhost->find_queue(name);
+    std::string type = "classic";
+    if (const amqp::FieldValue* declared = queue->arguments.find("x-queue-type")) {
+      if (const auto* text = std::get_if<std::string>(&declared->value)) type = *text;
+    }
+    // Where it lives: its group's leader (its home, until groups have several members).
+    uint64_t home = queue->home != 0 ? queue->home : identity.node_id;
+    uint64_t leader = home;
+    if (queue->group != 0) {
+      if (raft::Raft* raft = log->host().find(raft::GroupId{queue->group})) {
+        if (raft->leader() != raft::no_node) leader = raft->leader().value;
+      }
+    }
+    bool here = home == identity.node_id;
+    nlohmann::json online = nlohmann::json::array();
+    if (node_running(home)) online.push_back(node_name(home));
+    nlohmann::json row = {{"name", name},
+                          {"vhost", vhost->name()},
+                          {"type", type},
+                          {"durable", queue->durable},
+                          {"auto_delete", queue->auto_delete},
+                          {"exclusive", queue->exclusive_owner != 0},
+                          {"leader", node_name(leader)},
+                          {"members", nlohmann::json::array({node_name(home)})},
+                          {"online", online}};
+    // Counts are known where the queue lives; another node answers null.
+    if (here) {
+      row["messages_ready"] = queue->machine.ready_count();
+      row["messages_unacknowledged"] = queue->machine.checked_out_count();
+      row["messages"] = queue->machine.ready_count() + queue->machine.checked_out_count();
+      row["consumers"] = queue->machine.consumer_count();
+    } else {
+      row["messages_ready"] = nullptr;
+      row["messages_unacknowledged"] = nullptr;
+      row["messages"] = nullptr;
+      row["consumers"] = nullptr;
+    }
+    out.push_back(std::move(row));
+  }
+  return out;
 }
 
 Result<void, std::string> Server::Impl::start_cluster() {

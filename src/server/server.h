@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "broker/connection.h"
 #include "common/result.h"
@@ -28,6 +29,9 @@ struct ServerConfig {
   // The shared secret peers prove (made there on first start when missing); empty:
   // DATA_DIR/cluster-secret.
   std::filesystem::path cluster_secret_file;
+  // The management listener (hamqctl, the management API), on the --bind address; 0: any free
+  // port.
+  uint16_t management_port = 15672;
   broker::ConnectionConfig connection;
   // Bytes of messages held in queues above which publishers are blocked; 0: 40% of the
   // machine's memory, as RabbitMQ's default vm_memory_high_watermark.

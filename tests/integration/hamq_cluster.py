@@ -17,6 +17,7 @@ from hamq_server import HamqServer
 
 CLIENT_PORT = 5672
 CLUSTER_PORT = 25672
+MANAGEMENT_PORT = 15672
 
 
 def require_own_network_namespace():
@@ -47,7 +48,7 @@ class Cluster:
         node.args = [node.args[0], "--node-name", "n%d" % i, "--bind", address(i),
                      "--port", str(CLIENT_PORT), "--cluster-port", str(CLUSTER_PORT),
                      "--cluster-seeds", self.seeds, "--cluster-secret-file", self.secret,
-                     "--data-dir", data_dir]
+                     "--management-port", str(MANAGEMENT_PORT), "--data-dir", data_dir]
         return node
 
     def start(self):
@@ -67,6 +68,14 @@ class Cluster:
         return pika.BlockingConnection(pika.ConnectionParameters(
             host=address(i), port=CLIENT_PORT, connection_attempts=1, socket_timeout=5,
             blocked_connection_timeout=10))
+
+    def hamqctl(self, i, *args):
+        """Runs hamqctl against node i; returns its stdout (it must succeed)."""
+        from hamq_server import BIN_DIR
+        done = subprocess.run([str(BIN_DIR / "hamqctl"), "-n", "%s:%d" % (address(i), MANAGEMENT_PORT),
+                               *args], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, "hamqctl %s: %s%s" % (args, done.stdout, done.stderr)
+        return done.stdout
 
     @staticmethod
     def cut(i, others):

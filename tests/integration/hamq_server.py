@@ -24,7 +24,9 @@ class HamqServer:
         """`data_dir`: a directory of the caller's (kept); by default a temporary one."""
         self.data_dir = None if data_dir else tempfile.TemporaryDirectory(prefix="hamq-test-")
         self.args = [str(BIN_DIR / "hamq-server"), "--port", "0", "--bind", "127.0.0.1",
-                     "--data-dir", data_dir or self.data_dir.name, *extra_args]
+                     "--management-port", "0", "--data-dir", data_dir or self.data_dir.name,
+                     *extra_args]
+        self.management_port = None
         self.process = None
         self.port = None
         self.log = []
@@ -41,6 +43,10 @@ class HamqServer:
         def read_log():
             for line in self.process.stdout:
                 self.log.append(line.rstrip("\n"))
+                managed = re.search(r"management listening on \[[^\]]*\]:(\d+)", line)
+                if managed:
+                    self.management_port = int(managed.group(1))
+                    continue
                 match = re.search(r"listening on \[[^\]]*\]:(\d+)", line)
                 if match and self.port is None:
                     self.port = int(match.group(1))

@@ -99,3 +99,43 @@ def test_a_node_cut_off_catches_up_when_the_link_heals(cluster):
         cluster.heal()
     eventually(lambda: exists(cluster, 3, "queue", "work-while-cut"), timeout_s=20,
                what="the healed node catches up")
+
+
+def test_hamqctl_shows_the_cluster_and_where_each_queue_lives(cluster):
+    import json
+    status = json.loads(cluster.hamqctl(1, "cluster_status", "--formatter", "json"))
+    assert status["node"] == "n1"
+    assert status["disk_nodes"] == ["n1", "n2", "n3"]
+    eventually(lambda: json.loads(cluster.hamqctl(2, "cluster_status", "--formatter", "json"))
+               ["running_nodes"] == ["n1", "n2", "n3"], what="every node running")
+    assert status["metadata_leader"] in ("n1", "n2", "n3")
+    text = cluster.hamqctl(1, "cluster_status").splitlines()
+    assert text[0] == "Cluster status of node n1 ..."
+    assert text[text.index("Disk Nodes") + 2:text.index("Disk Nodes") + 5] == ["n1", "n2", "n3"]
+    connection = cluster.connect(2)
+    channel = connection.channel()
+    channel.queue_declare("jobs", durable=True)
+    channel.basic_publish("", "jobs", b"one")
+    channel.basic_publish("", "jobs", b"two")
+    channel.basic_consume("jobs", lambda *args: None)
+    columns = ["name", "type", "durable", "leader", "members", "online", "messages", "consumers"]
+
+    def jobs_row(i):
+        rows = json.loads(cluster.hamqctl(i, "list_queues", *columns, "--formatter", "json"))
+        assert all(list(row) == columns for row in rows)
+        return next(row for row in rows if row["name"] == "jobs")
+
+    # Node 2 holds it: its counts are there (two messages, delivered to the consumer).
+    row = eventually(lambda: jobs_row(2), what="node 2 lists jobs")
+    assert row == {"name": "jobs", "type": "classic", "durable": True, "leader": "n2",
+                   "members": ["n2"], "online": ["n2"], "messages": 2, "consumers": 1}
+    # Another node knows where it lives, not its counts.
+    row = eventually(lambda: jobs_row(3), what="node 3 lists jobs")
+    assert (row["leader"], row["members"], row["messages"]) == ("n2", ["n2"], None)
+    connection.close()
+    table = cluster.hamqctl(1, "list_queues", "name", "leader")
+    assert "name\tleader" in table.splitlines()
+    assert "jobs\tn2" in table.splitlines()
+    cluster.nodes[3].kill()
+    eventually(lambda: json.loads(cluster.hamqctl(1, "cluster_status", "--formatter", "json"))
+               ["running_nodes"] == ["n1", "n2"], what="n3 seen down")
