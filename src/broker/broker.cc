@@ -498,6 +498,8 @@ Broker::DefinitionResult Broker::apply_definition(const MetadataCommand& command
                              : vhost->unbind(b.source, b.binding, body.requester);
           if (!changed.ok()) return unexpected(changed.error());
           return uint64_t{0};
+        } else if constexpr (std::is_same_v<T, Barrier>) {
+          return uint64_t{0};
         }
       },
       command);

@@ -223,6 +223,9 @@ class Broker {
   using DefinitionResult = Result<uint64_t, ProtocolError>;
   using DefinitionDone = std::function<void(const DefinitionResult&)>;
   void set_definition_store(DefinitionStore* store) { definition_store_ = store; }
+  // Part of a cluster: this node's model may lag behind what another node has committed.
+  void set_clustered(bool clustered) { clustered_ = clustered; }
+  bool clustered() const { return clustered_; }
   void change_definitions(MetadataCommand command, DefinitionDone done = {});
   // A committed entry of the metadata group, in log order (and, at a restart, replayed).
   DefinitionResult apply_definition(const MetadataCommand& command, LogPosition position);
@@ -350,6 +353,7 @@ class Broker {
   std::map<uint64_t, PendingDefinition> pending_definitions_;  // by index in the metadata log
   uint64_t definitions_applied_without_store_ = 0;
   bool replaying_definitions_ = false;
+  bool clustered_ = false;
   uint64_t last_definition_index_ = 0;  // of the last metadata entry applied
   // The changes, as apply_definition makes them.
   DefinitionResult apply_declare_exchange(VirtualHost& vhost, const ExchangeDefinition& exchange,

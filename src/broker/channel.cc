@@ -172,10 +172,40 @@ Result<void, ProtocolError> Channel::change_definitions(MetadataCommand command,
   return Ok{};
 }
 
+Result<void, ProtocolError> Channel::after_barrier(
+    uint16_t class_id, uint16_t method_id,
+    std::function<Result<void, ProtocolError>(Channel&)> look) {
+  // Whether the barrier passed or not (no leader can be reached: this node is cut off), the look
+  // is answered from what this node has then: stale rather than unavailable.
+  await_reply();
+  connection_.broker().change_definitions(
+      Barrier{}, [handle = handle(), look = std::move(look), class_id,
+                  method_id](const Broker::DefinitionResult&) {
+        Channel* channel = from(handle);
+        if (channel == nullptr) return;
+        channel->reply_done();
+        channel->looking_after_barrier_ = true;
+        auto looked = look(*channel);
+        channel->looking_after_barrier_ = false;
+        if (!looked.ok()) {
+          ProtocolError failed = looked.error();
+          failed.class_id = class_id;
+          failed.method_id = method_id;
+          channel->connection_.fail_later(channel->number_, failed);  // may destroy the channel
+        }
+      });
+  return Ok{};
+}
+
 // Exchanges --------------------------------------------------------------------------------------
 
 Result<void, ProtocolError> Channel::exchange_declare(const amqp::ExchangeDeclare& m) {
   using M = amqp::ExchangeDeclare;
+  if (m.passive && !m.exchange.empty() && vhost().find_exchange(m.exchange) == nullptr &&
+      connection_.broker().clustered() && !looking_after_barrier_) {
+    return after_barrier(M::amqp_class_id, M::amqp_method_id,
+                         [m](Channel& channel) { return channel.exchange_declare(m); });
+  }
   if (m.passive || m.exchange.empty() || vhost().find_exchange(m.exchange) != nullptr) {
     // A look, or a redeclare: checked here (it changes nothing).
     auto result = vhost().declare_exchange(
@@ -281,6 +311,13 @@ Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) 
   } else if (!m.passive && name.starts_with("amq.")) {
     return unexpected(error(ReplyCode::access_refused,
                             "queue name '" + name + "' contains reserved prefix 'amq.*'"));
+  }
+  if (m.passive && vhost().find_queue(name) == nullptr && connection_.broker().clustered() &&
+      !looking_after_barrier_) {
+    amqp::QueueDeclare again = m;
+    again.queue = name;
+    return after_barrier(M::amqp_class_id, M::amqp_method_id,
+                         [again](Channel& channel) { return channel.queue_declare(again); });
   }
   if (m.passive || vhost().find_queue(name) != nullptr) {
     // A look, or a redeclare: checked here (it changes nothing).

@@ -94,6 +94,13 @@ class Channel : public ConsumerSink {
                                    uint16_t class_id, uint16_t method_id, const amqp::Method& ok);
   Result<void, ProtocolError> unbind(const std::string& source, Binding binding, bool nowait,
                                      uint16_t class_id, uint16_t method_id, const amqp::Method& ok);
+  // In a cluster, a look (a passive declare) that finds nothing here first waits until this node
+  // has applied everything committed (a Barrier through the metadata log), then looks again:
+  // what a declare-ok through another node said exists is then seen here too.
+  Result<void, ProtocolError> after_barrier(
+      uint16_t class_id, uint16_t method_id,
+      std::function<Result<void, ProtocolError>(Channel&)> look);
+  bool looking_after_barrier_ = false;
   // queue.declare-ok for a queue that exists (it may wait for the queue's log).
   void queue_declared(const QueuePtr& queue, const std::string& name, bool passive, bool nowait);
   Result<void, ProtocolError> exchange_declare(const amqp::ExchangeDeclare& m);

@@ -20,6 +20,7 @@ enum class Kind : uint8_t {
   delete_queue = 4,
   bind = 5,
   unbind = 6,
+  barrier = 7,
 };
 
 // Names are short strings in AMQP; a definition field longer than that is written as a long
@@ -109,6 +110,8 @@ std::string encode_metadata_command(const MetadataCommand& command) {
           out.u8(static_cast<uint8_t>(Kind::unbind));
           put_binding(out, body.binding);
           out.u64(body.requester);
+        } else if constexpr (std::is_same_v<T, Barrier>) {
+          out.u8(static_cast<uint8_t>(Kind::barrier));
         }
       },
       command);
@@ -196,6 +199,10 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
       }
       break;
     }
+    case Kind::barrier:
+      ok = v2;
+      command = Barrier{};
+      break;
     default:
       return unexpected("unknown metadata command " + std::to_string(static_cast<int>(kind)));
   }

@@ -84,8 +84,12 @@ struct Unbind {
   uint64_t requester = 0;
 };
 
+// Changes nothing: once a node has applied it, it has applied everything committed before it (a
+// read through a node that may lag behind the leader waits for one).
+struct Barrier {};
+
 using MetadataCommand =
-    std::variant<DeclareExchange, DeleteExchange, DeclareQueue, DeleteQueue, Bind, Unbind>;
+    std::variant<DeclareExchange, DeleteExchange, DeclareQueue, DeleteQueue, Bind, Unbind, Barrier>;
 
 // The group a durable queue (or delayed exchange) declared by the metadata entry at `index` gets:
 // named by the entry, so every node names it alike. Above the ids of groups made before (a

@@ -27,6 +27,7 @@ std::vector<MetadataCommand> one_of_each() {
                     false, uint64_t{3} << 40 | 5, 3},
                    uint64_t{3} << 40 | 5},
       DeleteQueue{"/", "gone"},
+      Barrier{},
       Bind{{"/", "orders", Binding{"work", true, "eu.#", {}}}, uint64_t{3} << 40 | 5},
       Unbind{
           {"/", "orders", Binding{"audit", false, "", table("x-match", amqp::FieldValue("all"))}}},

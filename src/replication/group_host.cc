@@ -20,6 +20,21 @@ void GroupHost::mark(raft::GroupId id, Group& group) {
   active_.push_back(id);
 }
 
+namespace {
+
+bool alone_leading(const raft::Raft& raft) {
+  return raft.role() == raft::Role::leader && raft.conf().voters.size() == 1 &&
+         raft.conf().learners.empty();
+}
+
+}  // namespace
+
+void GroupHost::tick_if_needed(raft::GroupId id, Group& group) {
+  if (group.ticking || group.removed || alone_leading(*group.raft)) return;
+  group.ticking = true;
+  ticking_.push_back(id);
+}
+
 GroupHost::Group& GroupHost::start(raft::GroupId id, const std::string* founding_payload) {
   Group& group = groups_[id];
   mark(id, group);
@@ -48,6 +63,7 @@ GroupHost::Group& GroupHost::start(raft::GroupId id, const std::string* founding
   // Alone in its group: no one to wait for.
   const auto& voters = group.raft->conf().voters;
   if (voters.size() == 1 && voters[0] == self_) group.raft->campaign_now();
+  tick_if_needed(id, group);
   return group;
 }
 
@@ -90,8 +106,7 @@ void GroupHost::open_existing_groups() {
 bool GroupHost::open_group(raft::GroupId id) {
   if (groups_.contains(id)) return true;
   storage::GroupId stored{id.value};
-  auto held = wal_.groups();
-  if (std::find(held.begin(), held.end(), stored) == held.end() || wal_.group_failure(stored)) {
+  if (!wal_.holds(stored) || wal_.group_failure(stored)) {
     return false;
   }
   process(id, start(id));
@@ -167,10 +182,17 @@ void GroupHost::step(const raft::Message& message) {
 }
 
 void GroupHost::tick() {
-  for (auto& [id, group] : groups_) {
-    if (group.removed) continue;
-    group.raft->tick();
-    mark(id, group);
+  for (size_t i = 0; i < ticking_.size();) {
+    auto it = groups_.find(ticking_[i]);
+    if (it == groups_.end() || it->second.removed || alone_leading(*it->second.raft)) {
+      if (it != groups_.end()) it->second.ticking = false;
+      ticking_[i] = ticking_.back();
+      ticking_.pop_back();
+      continue;
+    }
+    it->second.raft->tick();
+    mark(it->first, it->second);
+    ++i;
   }
 }
 
@@ -319,7 +341,8 @@ void GroupHost::complete(raft::GroupId id, Group& group) {
   group.in_callbacks = false;
   if (group.removed) return;  // by what it applied
   group.raft->advance(ready);
-  mark(id, group);  // the next Ready may be waiting
+  mark(id, group);            // the next Ready may be waiting
+  tick_if_needed(id, group);  // (its role or members may have changed)
 }
 
 Result<void, storage::Error> GroupHost::flush_now() {

@@ -92,6 +92,7 @@ class GroupHost {
     bool in_callbacks = false;   // its entries are being applied (process() leaves it alone)
     bool submitted = false;      // its writes are in the Wal (false: refused as busy, retried)
     bool active = false;         // in active_: process() looks at it next round
+    bool ticking = false;        // in ticking_: tick() ticks it
     std::optional<raft::LogIndex> entries_needed;
     bool hard_state_needed = false;
     bool snapshot_needed = false;
@@ -117,6 +118,10 @@ class GroupHost {
   std::map<raft::GroupId, Group> groups_;
   // The groups process() looks at next: those proposed to, stepped, ticked, found, completed.
   std::vector<raft::GroupId> active_;
+  // The groups whose clock matters: all but those alone and leading (nobody to heartbeat,
+  // nothing to elect), so that thousands of single-member groups cost nothing per tick.
+  std::vector<raft::GroupId> ticking_;
+  void tick_if_needed(raft::GroupId id, Group& group);
   int processing_depth_ = 0;  // process() runs inside a callback of process(): sweep after
   void mark(raft::GroupId id, Group& group);
   bool failed_ = false;

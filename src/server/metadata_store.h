@@ -43,6 +43,8 @@ class MetadataStore final : public broker::DefinitionStore {
   broker::Broker& broker_;
   std::string failure_;  // of the replay at open
   uint64_t applied_since_snapshot_ = 0;
+  uint64_t last_snapshot_definitions_ = 0;  // how many definitions the last snapshot held
+  std::string snapshot_now();
 };
 
 }  // namespace hamq::server

@@ -39,7 +39,9 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
   log->self_ = self;
   log->fs_ = storage::make_posix_file_system();
   std::string dir = (data_dir / "wal").string();
-  auto wal = storage::Wal::open(*log->fs_, dir, {}, &log->recovery_);
+  storage::WalOptions options;
+  options.reclaim_scan_interval_ms = 500;
+  auto wal = storage::Wal::open(*log->fs_, dir, options, &log->recovery_);
   if (!wal.ok()) {
     return unexpected("cannot open the write-ahead log in " + dir + ": " + wal.error().detail);
   }
@@ -230,7 +232,7 @@ void NodeLog::propose_anywhere(uint64_t group, std::string data, Placed placed) 
     placed(std::nullopt);
     return;
   }
-  forwarded_[request] = Forwarded{leader->second, std::move(placed)};
+  forwarded_[request] = Forwarded{leader->second, std::move(placed), ticks_};
 }
 
 void NodeLog::on_propose(const std::string& peer, const cluster::Propose& forwarded) {
@@ -339,12 +341,23 @@ void NodeLog::process() {
 
 void NodeLog::tick() {
   host_->tick();
+  if (!forwarded_.empty() &&
+      forwarded_.begin()->second.sent_at_tick + forward_timeout_ticks < ticks_) {
+    std::vector<Placed> expired;
+    while (!forwarded_.empty() &&
+           forwarded_.begin()->second.sent_at_tick + forward_timeout_ticks < ticks_) {
+      expired.push_back(std::move(forwarded_.begin()->second.placed));
+      forwarded_.erase(forwarded_.begin());
+    }
+    for (Placed& placed : expired) placed(std::nullopt);
+  }
   // Every second, once the log has a few segments.
   constexpr uint64_t ticks_per_check = 1000 / raft_tick_ms;
   constexpr uint64_t segments_before_asking = 3;
-  if (++ticks_ % ticks_per_check != 0 || wal_->space().segment_count < segments_before_asking) {
-    return;
-  }
+  if (++ticks_ % ticks_per_check != 0) return;
+  // A flush of nothing lets the log release segments it put off releasing (an idle log).
+  if (writer_) writer_->notify();
+  if (wal_->space().segment_count < segments_before_asking) return;
   for (storage::GroupId group : wal_->groups_pinning_oldest_segment(16)) {
     if (group.value == metadata_group.value) {
       if (metadata_handler_.compact) metadata_handler_.compact();
@@ -379,8 +392,7 @@ bool NodeLog::create_group(uint64_t group) {
 }
 
 bool NodeLog::has_group(uint64_t group) const {
-  auto groups = wal_->groups();
-  return std::find(groups.begin(), groups.end(), storage::GroupId{group}) != groups.end();
+  return wal_->holds(storage::GroupId{group});
 }
 
 void NodeLog::remove_group(uint64_t group) {

@@ -150,9 +150,13 @@ class NodeLog final : public broker::QueueStore {
   PeerTransport* transport_ = nullptr;
   std::map<uint64_t, std::string> peer_names_;
   std::unique_ptr<raft::Outbox> outbox_;
+  // A forwarded proposal the leader has not answered within this long is given up (a leader
+  // that hangs, or a link cut silently, closes nothing).
+  static constexpr uint64_t forward_timeout_ticks = 2000 / raft_tick_ms;
   struct Forwarded {
     std::string peer;
     Placed placed;
+    uint64_t sent_at_tick = 0;
   };
   std::map<uint64_t, Forwarded> forwarded_;  // by request id
   uint64_t next_request_ = 1;

@@ -805,6 +805,7 @@ Result<void, std::string> Server::Impl::start_cluster() {
     if (seed.name != identity.node_name) transport->add_peer(seed);
   }
   log->attach_transport(transport.get(), std::move(names));
+  broker.set_clustered(true);
   spdlog::info("cluster of {} seed(s); peers on port {}", config.cluster_seeds.size(),
                transport->port());
   broker.begin_definition_replay();

@@ -45,8 +45,9 @@ void GroupCommitWriter::run() {
       wake_.wait(lock, [this] { return work_ || stopping_; });
       work_ = false;
     }
-    // Flush until nothing is pending: what arrives during one fdatasync is the next batch.
-    while (wal_.has_pending()) {
+    // Flush until nothing is pending: what arrives during one fdatasync is the next batch. A
+    // flush of nothing releases the segments the log put off releasing (an idle log).
+    while (wal_.has_pending() || wal_.reclaim_due()) {
       auto flushed = wal_.flush();
       if (!flushed) {
         if (flushed.error().code == Errc::no_space && !wal_.failed()) {

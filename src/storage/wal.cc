@@ -181,6 +181,13 @@ Result<void, Error> Wal::remove_group(GroupId group) {
   return Ok{};
 }
 
+bool Wal::reclaim_due() const {
+  std::lock_guard lock(mutex_);
+  if (!reclaim_wanted_ || failed() || segments_.size() < 2) return false;
+  return options_.reclaim_scan_interval_ms == 0 || segment_rolled_ ||
+         std::chrono::steady_clock::now() >= next_reclaim_scan_;
+}
+
 bool Wal::has_pending() const {
   std::lock_guard lock(mutex_);
   return !pending_->empty() || !internal_->empty() || retry_ != nullptr;
@@ -279,6 +286,7 @@ Result<void, Error> Wal::roll_segment() {
   active_first_batch_ = 0;
   active_sealed_ = false;
   reclaim_wanted_ = true;
+  segment_rolled_ = true;
   return Ok{};
 }
 
@@ -583,6 +591,12 @@ void Wal::reclaim() {
 
   std::lock_guard lock(mutex_);
   if (!reclaim_wanted_ || failed() || segments_.empty()) return;
+  if (options_.reclaim_scan_interval_ms != 0) {
+    auto now = std::chrono::steady_clock::now();
+    if (!segment_rolled_ && now < next_reclaim_scan_) return;  // still wanted: a later flush
+    next_reclaim_scan_ = now + std::chrono::milliseconds(options_.reclaim_scan_interval_ms);
+  }
+  segment_rolled_ = false;
   reclaim_wanted_ = false;
   // 2. Record how far segments are free; they go once that record is durable.
   uint64_t needed = oldest_needed_segment_locked();
@@ -699,6 +713,12 @@ Result<std::string, Error> Wal::read_record(GroupId group, Location location,
   }
   bytes.erase(0, wf::record_header_bytes);
   return bytes;
+}
+
+bool Wal::holds(GroupId group) const {
+  std::lock_guard lock(mutex_);
+  auto found = groups_.find(group.value);
+  return found != groups_.end() && !found->second->durable_blank();
 }
 
 std::vector<GroupId> Wal::groups() const {

@@ -36,6 +36,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -63,6 +64,10 @@ struct WalOptions {
   uint64_t pending_bytes_max = 8ull << 20;
   // At most this many bytes of hard states and snapshots are copied forward per flush.
   uint64_t carry_forward_bytes_max = 8ull << 20;
+  // Finding which segments may go walks every group: with tens of thousands of groups it is done
+  // at most this often (0: after every flush that may have freed one), and whenever a segment
+  // rolls. A flush of nothing (GroupCommitWriter::notify) lets an idle log catch up.
+  uint64_t reclaim_scan_interval_ms = 0;
 };
 
 // What one flush made durable for one group.
@@ -136,11 +141,16 @@ class Wal {
   // Writes everything pending as one batch, one append and one fdatasync.
   Result<FlushResult, Error> flush();
   bool has_pending() const;
+  // A flush, even of nothing, would now look for segments to release (see
+  // WalOptions::reclaim_scan_interval_ms).
+  bool reclaim_due() const;
   uint64_t pending_bytes() const;
   bool failed() const { return failed_.load(std::memory_order_acquire); }
 
   // --- Reading durable state (any thread). A group never written reads as empty.
   std::vector<GroupId> groups() const;
+  // The group is among groups() (without listing them all).
+  bool holds(GroupId group) const;
   LogIndex first_index(GroupId group) const;  // snapshot index + 1 (the Raft log's first)
   LogIndex last_index(GroupId group) const;   // snapshot index when no entry follows it
   Result<Term, Error> term(GroupId group, LogIndex index) const;
@@ -226,6 +236,8 @@ class Wal {
   uint64_t released_below_ = 1;   // durable: segments below are free
   uint64_t release_pending_ = 0;  // a release record is waiting to be written
   bool reclaim_wanted_ = false;
+  bool segment_rolled_ = false;  // since the last scan of the groups in reclaim()
+  std::chrono::steady_clock::time_point next_reclaim_scan_{};
   std::vector<uint64_t> removed_in_batch_;
   uint64_t segments_deleted_ = 0;
   uint64_t carried_forward_bytes_ = 0;

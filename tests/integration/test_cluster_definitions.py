@@ -61,6 +61,23 @@ def test_definitions_declared_through_any_node_are_on_every_node(cluster):
                    what="node %d no longer sees the deleted queue" % i)
 
 
+def test_a_declare_ok_through_one_node_is_seen_at_once_through_the_others(cluster):
+    # declare-ok means committed; a look through another node that has not applied it yet
+    # waits until it has (a barrier through the metadata log) before it answers 404.
+    connections = {i: cluster.connect(i) for i in (1, 2, 3)}
+    channels = {i: connections[i].channel() for i in (1, 2, 3)}
+    for round in range(10):
+        for i in (1, 2, 3):
+            name = "at-once-%d-%d" % (round, i)
+            channels[i].queue_declare(name, durable=round % 2 == 0)
+            channels[i].exchange_declare("x-" + name, "fanout")
+            for j in (1, 2, 3):
+                channels[j].queue_declare(name, passive=True)
+                channels[j].exchange_declare("x-" + name, passive=True)
+    for connection in connections.values():
+        connection.close()
+
+
 def test_two_nodes_declaring_one_name_differently_cannot_both_succeed(cluster):
     first = cluster.connect(1)
     first.channel().queue_declare("contested", durable=True)
