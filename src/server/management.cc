@@ -85,7 +85,7 @@ class ManagementListener::Exchange : public std::enable_shared_from_this<Exchang
 };
 
 ManagementListener::ManagementListener(asio::io_context& io, Handler handler)
-    : io_(io), handler_(std::move(handler)), acceptor_(io) {}
+    : handler_(std::move(handler)), acceptor_(io) {}
 
 ManagementListener::~ManagementListener() {
   stop();

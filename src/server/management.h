@@ -33,7 +33,6 @@ class ManagementListener {
   class Exchange;
   void accept();
 
-  asio::io_context& io_;
   Handler handler_;
   asio::ip::tcp::acceptor acceptor_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
