@@ -123,6 +123,11 @@ void Broker::on_timer() {
 
 namespace {
 
+// The vhost's parking queue: a plain durable queue, local to every node for now (home 0).
+MetadataCommand declare_parking_queue(const std::string& vhost) {
+  return DeclareQueue{{vhost, std::string(parking_queue_name), 0, false, {}, true, 0, 0}};
+}
+
 // A delayed message whose time has come, as it is routed: its x-delay negated (so that publishing
 // it again does not delay it again), its BCC keys taken out of the headers into `extra_keys`.
 queue::MessagePtr released_message(const queue::Message& message,
@@ -324,7 +329,7 @@ void Broker::park(const QueuePtr& from, const std::shared_ptr<HandOver>& leaving
   }
   // Declared the first time it is needed, as any durable queue is.
   change_definitions(
-      DeclareQueue{{vhost.name(), std::string(parking_queue_name), 0, false, {}, true, 0, 0}},
+      declare_parking_queue(vhost.name()),
       [this, vhost = &vhost, leaving, message = route.message](const DefinitionResult& declared) {
         QueuePtr parking = vhost->find_queue(std::string(parking_queue_name));
         // Else still leaving its queue: offered again at a restart.
@@ -673,8 +678,7 @@ size_t Broker::declare_parking_queues() {
   size_t count = 0;
   for (const auto& [name, vhost] : virtual_hosts_) {
     if (vhost->find_queue(std::string(parking_queue_name))) continue;
-    change_definitions(
-        DeclareQueue{{name, std::string(parking_queue_name), 0, false, {}, true, 0, 0}});
+    change_definitions(declare_parking_queue(name));
     ++count;
   }
   return count;

@@ -249,7 +249,6 @@ Result<void, ProtocolError> VirtualHost::declare_exchange(const ExchangeDeclare&
       exchange.delay_queue->delayed_exchange = declare.name;
     }
     exchanges_.emplace(declare.name, std::move(exchange));
-    ++definitions_generation_;
     return Ok{};
   }
   const Exchange& existing = it->second;
@@ -327,7 +326,6 @@ Result<QueuePtr, ProtocolError> VirtualHost::declare_queue(const QueueDeclare& d
     queue->exclusive_owner = declare.exclusive ? owner : 0;
     queue->arguments = declare.arguments;
     queues_.emplace(declare.name, queue);
-    ++definitions_generation_;
     return queue;
   }
   QueuePtr queue = it->second;
@@ -402,12 +400,10 @@ QueuePtr VirtualHost::remove_queue(const std::string& name) {
   QueuePtr queue = std::move(it->second);
   queues_.erase(it);
   remove_bindings_to(name, /*is_queue=*/true);
-  ++definitions_generation_;
   return queue;
 }
 
 void VirtualHost::remove_bindings_to(const std::string& destination, bool is_queue) {
-  ++definitions_generation_;  // an exchange or queue went: so did its bindings
   std::vector<std::string> emptied;
   for (auto& [name, exchange] : exchanges_) {
     auto& bindings = exchange.bindings;
@@ -460,7 +456,6 @@ Result<void, ProtocolError> VirtualHost::bind(const std::string& source, const B
   auto& bindings = it->second.bindings;
   if (std::find(bindings.begin(), bindings.end(), binding) == bindings.end()) {
     bindings.push_back(binding);
-    ++definitions_generation_;
   }
   return Ok{};
 }
@@ -479,7 +474,6 @@ Result<void, ProtocolError> VirtualHost::unbind(const std::string& source, const
   auto found = std::find(bindings.begin(), bindings.end(), binding);
   if (found != bindings.end()) {
     bindings.erase(found);
-    ++definitions_generation_;
     if (bindings.empty()) auto_delete_if_unbound(source);
   }
   return Ok{};

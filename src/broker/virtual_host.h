@@ -187,8 +187,6 @@ class VirtualHost {
   const std::string& name() const { return name_; }
   const std::map<std::string, Exchange>& exchanges() const { return exchanges_; }
   const std::unordered_map<std::string, QueuePtr>& queues() const { return queues_; }
-  // Raised by every change to exchanges, queues or bindings (the broker persists durable ones).
-  uint64_t definitions_generation() const { return definitions_generation_; }
   // Messages put in the parking queue since the start (a metric: each one is a poison message).
   uint64_t messages_parked = 0;
 
@@ -240,7 +238,6 @@ class VirtualHost {
   std::string name_;
   uint64_t* memory_counter_;
   std::map<std::string, Exchange> exchanges_;
-  uint64_t definitions_generation_ = 0;
   std::unordered_map<std::string, QueuePtr> queues_;
 };
 

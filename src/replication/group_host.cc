@@ -140,6 +140,11 @@ void GroupHost::sweep() {
   std::erase_if(groups_, [](const auto& entry) { return entry.second.removed; });
 }
 
+const raft::Raft* GroupHost::peek(raft::GroupId id) const {
+  auto it = groups_.find(id);
+  return it == groups_.end() || it->second.removed ? nullptr : it->second.raft.get();
+}
+
 raft::Raft* GroupHost::find(raft::GroupId id) {
   auto it = groups_.find(id);
   if (it == groups_.end() || it->second.removed) return nullptr;

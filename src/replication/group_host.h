@@ -60,6 +60,9 @@ class GroupHost {
   Result<void, std::string> remove_group(raft::GroupId group);
   std::vector<raft::GroupId> group_ids() const;
   raft::Raft* find(raft::GroupId group);
+  // The same to look at only: the group is not put on the next round (find() does, since its
+  // caller may change it).
+  const raft::Raft* peek(raft::GroupId group) const;
   size_t group_count() const { return groups_.size(); }
 
   Result<raft::LogIndex, raft::ProposeError> propose(raft::GroupId group, std::string data);

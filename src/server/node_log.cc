@@ -91,25 +91,12 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
 }
 
 bool NodeLog::open_queue_groups(const std::set<uint64_t>& keep) {
-  for (storage::GroupId stored : wal_->groups()) {
-    if (stored.value == metadata_group.value) continue;
-    if (keep.contains(stored.value)) {
-      host_->open_group(raft::GroupId{stored.value});
-    } else {
-      spdlog::info("removing the log of group {}: no durable queue has it", stored.value);
-      (void)host_->remove_group(raft::GroupId{stored.value});
-    }
-  }
-  return settle([this] {
-    for (raft::GroupId group : host_->group_ids()) {
-      if (!caught_up(group)) return false;
-    }
-    return true;
-  });
+  open_queue_groups_async(keep);
+  return settle([this] { return caught_up(metadata_group) && queue_groups_caught_up(); });
 }
 
 bool NodeLog::caught_up(raft::GroupId group) {
-  raft::Raft* raft = host_->find(group);
+  const raft::Raft* raft = host_->peek(group);
   return raft != nullptr && raft->role() == raft::Role::leader &&
          raft->applied() == raft->committed() && raft->committed() == raft->log().last_index();
 }
@@ -323,7 +310,7 @@ bool NodeLog::queue_groups_caught_up() {
 }
 
 bool NodeLog::member_caught_up(raft::GroupId group) {
-  raft::Raft* raft = host_->find(group);
+  const raft::Raft* raft = host_->peek(group);
   return raft != nullptr && raft->leader() != raft::no_node &&
          raft->applied() == raft->committed() && raft->committed() == raft->log().last_index();
 }

@@ -707,7 +707,7 @@ nlohmann::json Server::Impl::cluster_status() {
     disk_nodes.push_back(name);
     if (running) running_nodes.push_back(name);
   }
-  raft::Raft* raft = log->host().find(metadata_group);
+  const raft::Raft* raft = log->host().peek(metadata_group);
   nlohmann::json leader = nullptr;
   if (raft != nullptr && raft->leader() != raft::no_node) leader = node_name(raft->leader().value);
   return {{"cluster_name", identity.cluster_id},
@@ -737,7 +737,7 @@ nlohmann::json Server::Impl::queues() {
     uint64_t home = queue->home != 0 ? queue->home : identity.node_id;
     uint64_t leader = home;
     if (queue->group != 0) {
-      if (raft::Raft* raft = log->host().find(raft::GroupId{queue->group})) {
+      if (const raft::Raft* raft = log->host().peek(raft::GroupId{queue->group})) {
         if (raft->leader() != raft::no_node) leader = raft->leader().value;
       }
     }
