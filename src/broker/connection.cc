@@ -87,6 +87,7 @@ size_t Connection::open_channel_count() const {
 void Connection::release() {
   if (released_) return;
   released_ = true;
+  *alive_ = nullptr;
   if (counted_) broker_.connection_closed();
   broker_.connection_gone(id_);
   broker_.forget_publisher(this);
@@ -402,8 +403,7 @@ void Connection::handle_open(const amqp::ConnectionOpen& open, uint64_t now_ms) 
 
 void Connection::handle_connection_method(const Method& method, uint64_t now_ms) {
   if (std::holds_alternative<amqp::ConnectionClose>(method)) {
-    send(0, amqp::ConnectionCloseOk{});
-    end("");
+    close_by_peer();
     return;
   }
   if (std::holds_alternative<amqp::ConnectionCloseOk>(method)) {
@@ -627,6 +627,33 @@ void Connection::shut_down(uint64_t now_ms) {
   } else if (state_ != State::closing) {
     end("broker shut down");
   }
+}
+
+void Connection::close_by_peer() {
+  std::vector<QueuePtr> owned;
+  if (vhost_ != nullptr) {
+    for (const auto& name : vhost_->queues_owned_by(id_)) {
+      if (QueuePtr queue = vhost_->find_queue(name)) owned.push_back(std::move(queue));
+    }
+  }
+  if (owned.empty()) {
+    send(0, amqp::ConnectionCloseOk{});
+    end("");
+    return;
+  }
+  // No further frames are handled; close-ok goes out once every delete is decided.
+  await_reply();
+  auto pending = std::make_shared<size_t>(owned.size());
+  auto deleted = [weak = std::weak_ptr<Connection*>(alive_), pending] {
+    if (--*pending > 0) return;
+    auto alive = weak.lock();
+    if (!alive || *alive == nullptr) return;
+    Connection& self = **alive;
+    self.send(0, amqp::ConnectionCloseOk{});
+    self.end("");
+    self.wake();
+  };
+  for (const auto& queue : owned) broker_.propose_queue_delete(queue, deleted);
 }
 
 void Connection::end(std::string reason) {

@@ -183,6 +183,9 @@ class Connection : public BlockedPublisher {
   void drop_channel(uint16_t channel);
   // Ends without a close method (handshake errors, missed heartbeats).
   void end(std::string reason);
+  // The client's connection.close: its exclusive queues are deleted first, so that close-ok
+  // tells the client they are gone (a reconnecting client finds the name free).
+  void close_by_peer();
 
   const ConnectionConfig& config_;
   Broker& broker_;
@@ -197,7 +200,9 @@ class Connection : public BlockedPublisher {
   bool blocked_ = false;
   bool published_in_batch_ = false;
   size_t awaiting_replies_ = 0;
-  bool deferred_ = false;                 // run_deferred has work
+  bool deferred_ = false;  // run_deferred has work
+  // Cleared when the connection is released; what completes later finds no connection.
+  std::shared_ptr<Connection*> alive_ = std::make_shared<Connection*>(this);
   bool reset_liveness_ = false;           // after a block, silence so far does not count
   std::vector<const Queue*> flow_waits_;  // queues whose backlog pauses reading
   size_t bytes_in_flight_ = 0;
