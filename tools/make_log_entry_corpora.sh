@@ -14,5 +14,7 @@ HAMQ_WRITE_QUEUE_SNAPSHOT_CORPUS="$PWD/fuzz/corpus/queue_snapshot_fuzzer" \
   "$build/bin/queue_test" --gtest_filter='QueueSnapshot.FuzzSeeds*'
 HAMQ_WRITE_METADATA_COMMAND_CORPUS="$PWD/fuzz/corpus/metadata_command_fuzzer" \
   "$build/bin/broker_test" --gtest_filter='Definitions.FuzzSeeds*'
+HAMQ_WRITE_LINK_FRAME_CORPUS="$PWD/fuzz/corpus/link_frame_fuzzer" \
+  "$build/bin/cluster_test" --gtest_filter='LinkCodec.*FuzzSeeds*'
 ls -l fuzz/corpus/queue_command_fuzzer fuzz/corpus/queue_snapshot_fuzzer \
   fuzz/corpus/metadata_command_fuzzer

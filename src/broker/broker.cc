@@ -505,6 +505,10 @@ Broker::DefinitionResult Broker::apply_definition(const MetadataCommand& command
           return uint64_t{0};
         } else if constexpr (std::is_same_v<T, Barrier>) {
           return uint64_t{0};
+        } else if constexpr (std::is_same_v<T, AddNode>) {
+          return apply_add_node(body.node);
+        } else if constexpr (std::is_same_v<T, ForgetNode>) {
+          return apply_forget_node(body.name);
         }
       },
       command);
@@ -608,8 +612,57 @@ Broker::DefinitionResult Broker::apply_declare_queue(VirtualHost& vhost,
   return uint64_t{0};
 }
 
+Broker::DefinitionResult Broker::apply_add_node(const ClusterNode& node) {
+  ClusterNode added = node;
+  if (added.id == 0) {
+    // A join: refused for a name that is a member already.
+    for (const auto& [id, member] : cluster_nodes_) {
+      if (member.name == node.name && !member.forgotten) {
+        return unexpected(ProtocolError{amqp::ReplyCode::precondition_failed,
+                                        "node '" + node.name + "' is a member already"});
+      }
+    }
+    added.id = next_node_id(cluster_nodes_);
+  }
+  uint64_t id = added.id;
+  cluster_nodes_[id] = std::move(added);
+  if (nodes_listener_) nodes_listener_();
+  return id;
+}
+
+Broker::DefinitionResult Broker::apply_forget_node(const std::string& name) {
+  auto member = std::find_if(cluster_nodes_.begin(), cluster_nodes_.end(), [&](const auto& entry) {
+    return entry.second.name == name && !entry.second.forgotten;
+  });
+  if (member == cluster_nodes_.end()) {
+    return unexpected(
+        ProtocolError{amqp::ReplyCode::not_found, "no node '" + name + "' in the cluster"});
+  }
+  member->second.forgotten = true;
+  uint64_t id = member->first;
+  // What lived on that node alone goes with it: its transient and exclusive queues and
+  // exchanges, and the durable queues whose log it held (one member each until issue 15).
+  for (const auto& [vhost_name, vhost] : virtual_hosts_) {
+    std::vector<std::string> queues;
+    for (const auto& [queue_name, queue] : vhost->queues()) {
+      if (queue->home == id) queues.push_back(queue_name);
+    }
+    for (const std::string& queue_name : queues) delete_queue(*vhost, queue_name);
+    std::vector<std::string> exchanges;
+    for (const auto& [exchange_name, exchange] : vhost->exchanges()) {
+      if (exchange.home == id) exchanges.push_back(exchange_name);
+    }
+    for (const std::string& exchange_name : exchanges) {
+      (void)apply_delete_exchange(*vhost, DeleteExchange{vhost_name, exchange_name});
+    }
+  }
+  if (nodes_listener_) nodes_listener_();
+  return id;
+}
+
 Definitions Broker::current_definitions() const {
   Definitions definitions;
+  for (const auto& [id, node] : cluster_nodes_) definitions.apply(AddNode{node});
   for (const auto& [vhost_name, vhost_ptr] : virtual_hosts_) {
     const VirtualHost& vhost = *vhost_ptr;
     for (const auto& [name, exchange] : vhost.exchanges()) {
@@ -667,6 +720,7 @@ Result<void, std::string> Broker::restore_definitions(std::string_view snapshot)
       (void)apply_delete_exchange(*vhost, DeleteExchange{key.first, key.second});
     }
   }
+  cluster_nodes_.clear();  // the snapshot's nodes replace them
   for (const MetadataCommand& command : *commands) {
     auto applied = apply_definition(command, LogPosition{});
     if (!applied.ok()) return unexpected("the snapshot does not apply: " + applied.error().text);

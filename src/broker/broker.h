@@ -233,6 +233,10 @@ class Broker {
   Result<void, std::string> restore_definitions(std::string_view snapshot);
   // The model as the metadata group's snapshot states it.
   Definitions current_definitions() const;
+  // The cluster's nodes as the metadata group records them, by id (forgotten ones marked); the
+  // listener runs after each change (the server keeps its links and names in step).
+  const std::map<uint64_t, ClusterNode>& cluster_nodes() const { return cluster_nodes_; }
+  void set_nodes_listener(std::function<void()> listener) { nodes_listener_ = std::move(listener); }
   // While the metadata group replays at a restart, queues get their groups' names but the
   // groups are not founded: the queue groups are opened after it (NodeLog::open_queue_groups),
   // and then found_missing_groups() founds those the log lacks (a crash came between a declare
@@ -361,6 +365,10 @@ class Broker {
   DefinitionResult apply_delete_exchange(VirtualHost& vhost, const DeleteExchange& command);
   DefinitionResult apply_declare_queue(VirtualHost& vhost, const DeclareQueue& command,
                                        uint64_t index);
+  DefinitionResult apply_add_node(const ClusterNode& node);
+  DefinitionResult apply_forget_node(const std::string& name);
+  std::map<uint64_t, ClusterNode> cluster_nodes_;
+  std::function<void()> nodes_listener_;
   // Deletes a queue and tells its consumers. Returns the ready messages it had.
   size_t delete_queue(VirtualHost& vhost, const std::string& name);
   // Puts a dead letter in the vhost's parking queue, which exists.

@@ -21,6 +21,8 @@ enum class Kind : uint8_t {
   bind = 5,
   unbind = 6,
   barrier = 7,
+  add_node = 8,
+  forget_node = 9,
 };
 
 // Names are short strings in AMQP; a definition field longer than that is written as a long
@@ -112,6 +114,16 @@ std::string encode_metadata_command(const MetadataCommand& command) {
           out.u64(body.requester);
         } else if constexpr (std::is_same_v<T, Barrier>) {
           out.u8(static_cast<uint8_t>(Kind::barrier));
+        } else if constexpr (std::is_same_v<T, AddNode>) {
+          out.u8(static_cast<uint8_t>(Kind::add_node));
+          out.u64(body.node.id);
+          put_string(out, body.node.name);
+          put_string(out, body.node.host);
+          out.u16(body.node.port);
+          out.u8(body.node.forgotten ? 1 : 0);
+        } else if constexpr (std::is_same_v<T, ForgetNode>) {
+          out.u8(static_cast<uint8_t>(Kind::forget_node));
+          put_string(out, body.name);
         }
       },
       command);
@@ -203,6 +215,21 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
       ok = v2;
       command = Barrier{};
       break;
+    case Kind::add_node: {
+      ClusterNode node;
+      node.id = in.u64();
+      ok = v2 && get_string(in, node.name) && get_string(in, node.host);
+      node.port = in.u16();
+      ok = ok && get_bool(node.forgotten) && !node.name.empty();
+      command = AddNode{std::move(node)};
+      break;
+    }
+    case Kind::forget_node: {
+      std::string name;
+      ok = v2 && get_string(in, name);
+      command = ForgetNode{std::move(name)};
+      break;
+    }
     default:
       return unexpected("unknown metadata command " + std::to_string(static_cast<int>(kind)));
   }
@@ -239,13 +266,26 @@ void Definitions::apply(const MetadataCommand& command) {
           }
         } else if constexpr (std::is_same_v<T, Unbind>) {
           std::erase(bindings_, body.binding);
+        } else if constexpr (std::is_same_v<T, AddNode>) {
+          ClusterNode node = body.node;
+          if (node.id == 0) node.id = next_node_id(nodes_);
+          nodes_[node.id] = std::move(node);
+        } else if constexpr (std::is_same_v<T, ForgetNode>) {
+          for (auto& [id, node] : nodes_) {
+            if (node.name == body.name) node.forgotten = true;
+          }
         }
       },
       command);
 }
 
+uint64_t next_node_id(const std::map<uint64_t, ClusterNode>& nodes) {
+  return nodes.empty() ? 1 : nodes.rbegin()->first + 1;
+}
+
 std::string Definitions::snapshot() const {
   std::vector<MetadataCommand> commands;
+  for (const auto& [id, node] : nodes_) commands.push_back(AddNode{node});
   for (const auto& [key, exchange] : exchanges_) commands.push_back(DeclareExchange{exchange});
   for (const auto& [key, queue] : queues_) {
     commands.push_back(DeclareQueue{queue, queue.exclusive_owner});

@@ -88,8 +88,32 @@ struct Unbind {
 // read through a node that may lag behind the leader waits for one).
 struct Barrier {};
 
-using MetadataCommand =
-    std::variant<DeclareExchange, DeleteExchange, DeclareQueue, DeleteQueue, Bind, Unbind, Barrier>;
+// A node of the cluster: named by its --node-name, reached at its cluster address. Ids are given
+// by the metadata group in the order nodes joined (the seeds first, in their order) and never
+// given twice: a forgotten node stays, marked, so that its id is not reused.
+struct ClusterNode {
+  uint64_t id = 0;
+  std::string name;
+  std::string host;
+  uint16_t port = 0;
+  bool forgotten = false;
+  bool operator==(const ClusterNode&) const = default;
+};
+// A node joins (id 0: the apply gives it the next id) or, in a snapshot, is (with its id).
+struct AddNode {
+  ClusterNode node;
+};
+// A node leaves for good (hamqctl forget_cluster_node): its transient queues and exchanges, and
+// the durable queues whose log only it held, go with it.
+struct ForgetNode {
+  std::string name;
+};
+
+using MetadataCommand = std::variant<DeclareExchange, DeleteExchange, DeclareQueue, DeleteQueue,
+                                     Bind, Unbind, Barrier, AddNode, ForgetNode>;
+
+// The id the next node to join gets: above every id given so far.
+uint64_t next_node_id(const std::map<uint64_t, ClusterNode>& nodes);
 
 // The group a durable queue (or delayed exchange) declared by the metadata entry at `index` gets:
 // named by the entry, so every node names it alike. Above the ids of groups made before (a
@@ -111,6 +135,8 @@ class Definitions {
   const std::map<Key, ExchangeDefinition>& exchanges() const { return exchanges_; }
   const std::map<Key, QueueDefinition>& queues() const { return queues_; }
   const std::vector<BindingDefinition>& bindings() const { return bindings_; }
+  // By id, forgotten ones too.
+  const std::map<uint64_t, ClusterNode>& nodes() const { return nodes_; }
 
   // The whole state as the metadata group's snapshot: the commands that rebuild it.
   std::string snapshot() const;
@@ -126,6 +152,7 @@ class Definitions {
   std::map<Key, ExchangeDefinition> exchanges_;
   std::map<Key, QueueDefinition> queues_;
   std::vector<BindingDefinition> bindings_;  // in the order they were made
+  std::map<uint64_t, ClusterNode> nodes_;
 };
 
 }  // namespace hamq::broker

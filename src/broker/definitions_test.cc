@@ -31,6 +31,8 @@ std::vector<MetadataCommand> one_of_each() {
       Bind{{"/", "orders", Binding{"work", true, "eu.#", {}}}, uint64_t{3} << 40 | 5},
       Unbind{
           {"/", "orders", Binding{"audit", false, "", table("x-match", amqp::FieldValue("all"))}}},
+      AddNode{ClusterNode{4, "n4", "127.0.0.14", 25672, false}},
+      ForgetNode{"n2"},
   };
 }
 
@@ -270,6 +272,50 @@ TEST(BrokerDefinitions, TheSnapshotRestoresTheSameModel) {
   EXPECT_EQ(restored.current_definitions().exchanges().size(), 1u);
   EXPECT_EQ(restored.current_definitions().queues().size(), 1u);
   EXPECT_EQ(restored.current_definitions().bindings().size(), 1u);
+}
+
+TEST(BrokerDefinitions, NodesJoinWithIdsNeverGivenTwiceAndAForgottenNodesQueuesGo) {
+  Broker a({"/"}, 1);
+  Broker b({"/"}, 2);
+  b.set_node_id(2);
+  ManualMetadataLog log;
+  a.set_definition_store(&log);
+  size_t changes = 0;
+  a.set_nodes_listener([&] { ++changes; });
+  std::vector<uint64_t> ids;
+  auto join = [&](std::string name) {
+    a.change_definitions(
+        AddNode{ClusterNode{0, std::move(name), "127.0.0.1", 25672, false}},
+        [&](const Broker::DefinitionResult& result) { ids.push_back(result.ok() ? *result : 0); });
+  };
+  join("n1");
+  join("n2");
+  join("n2");  // a member already: refused
+  log.commit({&a, &b});
+  EXPECT_EQ(ids, (std::vector<uint64_t>{1, 2, 0}));
+  EXPECT_EQ(changes, 2u);
+  // n2's own queues, transient and durable, live there only: they go when it is forgotten.
+  a.change_definitions(DeclareQueue{queue_definition("on-n2", true, 0, 2)});
+  a.change_definitions(DeclareQueue{queue_definition("on-n1", true, 0, 1)});
+  a.change_definitions(ForgetNode{"n2"});
+  a.change_definitions(ForgetNode{"n2"});  // gone already: refused, nothing changes
+  log.commit({&a, &b});
+  for (Broker* broker : {&a, &b}) {
+    EXPECT_EQ(broker->find_virtual_host("/")->find_queue("on-n2"), nullptr);
+    EXPECT_NE(broker->find_virtual_host("/")->find_queue("on-n1"), nullptr);
+    EXPECT_TRUE(broker->cluster_nodes().at(2).forgotten);
+  }
+  // A node that joins later never gets a forgotten node's id, even under the same name.
+  ids.clear();
+  join("n2");
+  log.commit({&a, &b});
+  EXPECT_EQ(ids, (std::vector<uint64_t>{3}));
+  EXPECT_EQ(a.cluster_nodes(), b.cluster_nodes());
+  // The nodes are part of the snapshot.
+  Broker restored({"/"}, 3);
+  ASSERT_TRUE(restored.restore_definitions(a.current_definitions().snapshot()).ok());
+  EXPECT_EQ(restored.cluster_nodes(), a.cluster_nodes());
+  EXPECT_EQ(restored.current_definitions(), a.current_definitions());
 }
 
 TEST(BrokerDefinitions, ASnapshotGivenToARunningMemberReplacesWhatDiffers) {

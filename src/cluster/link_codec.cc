@@ -23,6 +23,7 @@ constexpr size_t beat_bytes = 32;
 constexpr size_t node_id_bytes = 8;
 constexpr size_t entry_bytes_min = 21;
 constexpr size_t message_bytes_min = 122;
+constexpr size_t member_bytes_min = 12;
 
 uint32_t load_u32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 |
@@ -163,6 +164,20 @@ void encode_body(std::vector<uint8_t>& out, const LinkFrame& frame) {
           writer.u64(body.request);
           writer.u64(body.term);
           writer.u64(body.index);
+        } else if constexpr (std::is_same_v<T, Join>) {
+          writer.short_string(body.host);
+          writer.u16(body.port);
+        } else if constexpr (std::is_same_v<T, JoinAnswer>) {
+          writer.long_string(body.refused);
+          writer.short_string(body.cluster_id);
+          writer.u64(body.node_id);
+          writer.u32(static_cast<uint32_t>(body.members.size()));
+          for (const LinkMember& member : body.members) {
+            writer.short_string(member.name);
+            writer.short_string(member.host);
+            writer.u16(member.port);
+            writer.u64(member.id);
+          }
         } else {
           const raft::NodeBatch& batch = body.batch;
           writer.u64(batch.from.value);
@@ -181,6 +196,8 @@ LinkFrameType type_of(const LinkFrame& frame) {
   if (std::holds_alternative<HelloProof>(frame)) return LinkFrameType::hello_proof;
   if (std::holds_alternative<Propose>(frame)) return LinkFrameType::propose;
   if (std::holds_alternative<Proposed>(frame)) return LinkFrameType::proposed;
+  if (std::holds_alternative<Join>(frame)) return LinkFrameType::join;
+  if (std::holds_alternative<JoinAnswer>(frame)) return LinkFrameType::join_answer;
   return LinkFrameType::raft_batch;
 }
 
@@ -249,6 +266,28 @@ Result<LinkFrame, std::string> decode_body(LinkFrameType type, std::span<const u
       proposed.term = in.u64();
       proposed.index = in.u64();
       frame = proposed;
+      break;
+    }
+    case LinkFrameType::join: {
+      Join join;
+      in.short_string(join.host);
+      join.port = in.u16();
+      frame = std::move(join);
+      break;
+    }
+    case LinkFrameType::join_answer: {
+      JoinAnswer answer;
+      in.long_string(answer.refused);
+      in.short_string(answer.cluster_id);
+      answer.node_id = in.u64();
+      answer.members.resize(count(in, member_bytes_min));
+      for (LinkMember& member : answer.members) {
+        in.short_string(member.name);
+        in.short_string(member.host);
+        member.port = in.u16();
+        member.id = in.u64();
+      }
+      frame = std::move(answer);
       break;
     }
     default:

@@ -40,6 +40,8 @@ enum class LinkFrameType : uint8_t {
   raft_batch = 3,   // the Raft messages of every group from the sender to the receiver
   propose = 4,      // a proposal for a group the receiver leads (the sender does not)
   proposed = 5,     // where the leader put a proposal, or that it did not
+  join = 6,         // a blank node asks to join the receiver's cluster (its only frame)
+  join_answer = 7,  // the cluster's answer to a join: the node's id and its peers, or why not
 };
 
 inline constexpr size_t link_nonce_bytes = 16;
@@ -77,7 +79,30 @@ struct Proposed {
   bool operator==(const Proposed&) const = default;
 };
 
-using LinkFrame = std::variant<Hello, HelloProof, RaftBatch, Propose, Proposed>;
+// A member of the cluster as the metadata group records it.
+struct LinkMember {
+  std::string name;
+  std::string host;
+  uint16_t port = 0;  // its cluster port
+  uint64_t id = 0;
+  bool operator==(const LinkMember&) const = default;
+};
+
+struct Join {
+  std::string host;  // where the joining node listens for peers
+  uint16_t port = 0;
+  bool operator==(const Join&) const = default;
+};
+
+struct JoinAnswer {
+  std::string refused;  // empty: joined
+  std::string cluster_id;
+  uint64_t node_id = 0;
+  std::vector<LinkMember> members;  // every member, the joined node too
+  bool operator==(const JoinAnswer&) const = default;
+};
+
+using LinkFrame = std::variant<Hello, HelloProof, RaftBatch, Propose, Proposed, Join, JoinAnswer>;
 
 // Appends one frame. The body must not exceed link_body_bytes_max (a programmer error).
 void encode_frame(std::vector<uint8_t>& out, const LinkFrame& frame);

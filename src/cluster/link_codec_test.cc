@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
 #include "common/crc32c.h"
 
 namespace hamq::cluster {
@@ -95,6 +99,17 @@ std::vector<LinkFrame> read_all(LinkReader& reader) {
   }
 }
 
+Join join() {
+  return Join{"127.0.0.14", 25672};
+}
+
+JoinAnswer join_answer() {
+  return JoinAnswer{"",
+                    "0123456789abcdef0123456789abcdef",
+                    4,
+                    {{"n1", "127.0.0.11", 25672, 1}, {"n4", "127.0.0.14", 25672, 4}}};
+}
+
 TEST(LinkCodec, EveryFrameTypeRoundTripsWhateverTheChunking) {
   std::vector<uint8_t> bytes;
   encode_frame(bytes, hello());
@@ -102,6 +117,8 @@ TEST(LinkCodec, EveryFrameTypeRoundTripsWhateverTheChunking) {
   encode_frame(bytes, RaftBatch{full_batch()});
   encode_frame(bytes, Propose{7, 1, std::string("declare\0queue", 13)});
   encode_frame(bytes, Proposed{7, 3, 42});
+  encode_frame(bytes, join());
+  encode_frame(bytes, join_answer());
   for (size_t chunk : {bytes.size(), size_t{1}, size_t{7}, size_t{4096}}) {
     LinkReader reader;
     reader.set_body_bytes_max(link_body_bytes_max);
@@ -112,13 +129,38 @@ TEST(LinkCodec, EveryFrameTypeRoundTripsWhateverTheChunking) {
       auto more = read_all(reader);
       for (auto& frame : more) frames.push_back(std::move(frame));
     }
-    ASSERT_EQ(frames.size(), 5u) << "chunk " << chunk;
+    ASSERT_EQ(frames.size(), 7u) << "chunk " << chunk;
     EXPECT_EQ(std::get<Hello>(frames[0]), hello());
     EXPECT_EQ(std::get<HelloProof>(frames[1]).proof, std::string(32, 'p'));
     expect_same_batch(std::get<RaftBatch>(frames[2]).batch, full_batch());
     EXPECT_EQ(std::get<Propose>(frames[3]), (Propose{7, 1, std::string("declare\0queue", 13)}));
     EXPECT_EQ(std::get<Proposed>(frames[4]), (Proposed{7, 3, 42}));
+    EXPECT_EQ(std::get<Join>(frames[5]), join());
+    EXPECT_EQ(std::get<JoinAnswer>(frames[6]), join_answer());
     EXPECT_EQ(reader.buffered(), 0u);
+  }
+}
+
+TEST(LinkCodec, ARefusedJoinSaysWhyAndJoinFramesAreFuzzSeeds) {
+  std::vector<std::pair<std::string, LinkFrame>> seeds = {{"join-00", join()},
+                                                          {"join-answer-00", join_answer()}};
+  // A refusal carries its reason and nothing else.
+  std::vector<uint8_t> refused;
+  encode_frame(refused, JoinAnswer{"node 'n4' is a member already", "", 0, {}});
+  LinkReader reader;
+  reader.append(refused);
+  auto next = reader.next();
+  ASSERT_TRUE(next.ok() && next.value());
+  EXPECT_EQ(std::get<JoinAnswer>(*next.value()).refused, "node 'n4' is a member already");
+  const char* dir = std::getenv("HAMQ_WRITE_LINK_FRAME_CORPUS");
+  if (dir == nullptr) return;
+  std::filesystem::create_directories(dir);
+  for (const auto& [name, frame] : seeds) {
+    std::vector<uint8_t> bytes;
+    encode_frame(bytes, frame);
+    std::ofstream(std::string(dir) + "/" + name, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()),
+               static_cast<std::streamsize>(bytes.size()));
   }
 }
 

@@ -103,6 +103,11 @@ void GroupHost::open_existing_groups() {
   for (storage::GroupId stored : wal_.groups()) open_group(raft::GroupId{stored.value});
 }
 
+void GroupHost::join_group(raft::GroupId id) {
+  if (groups_.contains(id)) return;
+  process(id, start(id));
+}
+
 bool GroupHost::open_group(raft::GroupId id) {
   if (groups_.contains(id)) return true;
   storage::GroupId stored{id.value};

@@ -54,6 +54,9 @@ class GroupHost {
   // Starts every group the Wal holds (after a restart): each restores its snapshot and replays
   // its committed entries as they come out of Raft.
   void open_existing_groups();
+  // Starts a member of a group that exists on other nodes and not here yet (this node was added
+  // to it): empty, it neither votes nor campaigns until the leader's snapshot or entries reach it.
+  void join_group(raft::GroupId group);
   // Starts one group the Wal holds; false if it holds none of that id (or it failed).
   bool open_group(raft::GroupId group);
   // Stops a group and drops what the Wal holds of it (its queue was deleted).

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 
 namespace hamq::server {
 
@@ -119,6 +120,56 @@ Result<std::string, std::string> load_or_create_cluster_secret(const std::filesy
   ::close(fd);
   if (!ok) return unexpected("cannot write the cluster secret file " + path.string());
   return secret;
+}
+
+}  // namespace hamq::server
+
+namespace hamq::server {
+
+Result<std::vector<KnownNode>, std::string> load_cluster_nodes(const std::filesystem::path& path) {
+  std::vector<KnownNode> nodes;
+  std::ifstream in(path);
+  if (!in) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) return nodes;
+    return unexpected("cannot read " + path.string());
+  }
+  std::string line;
+  for (size_t number = 1; std::getline(in, line); ++number) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    KnownNode node;
+    unsigned port = 0;
+    std::string rest;
+    if (!(fields >> node.id >> node.address.name >> node.address.host >> port) ||
+        (fields >> rest) || node.id == 0 || port == 0 || port > 65535) {
+      return unexpected(path.string() + ":" + std::to_string(number) +
+                        ": expected ID NAME HOST PORT");
+    }
+    node.address.port = static_cast<uint16_t>(port);
+    nodes.push_back(std::move(node));
+  }
+  return nodes;
+}
+
+Result<void, std::string> save_cluster_nodes(const std::filesystem::path& path,
+                                             const std::vector<KnownNode>& nodes) {
+  auto temporary = path;
+  temporary += ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << "# the cluster's members as this node last knew them: written by hamq-server\n";
+    for (const KnownNode& node : nodes) {
+      out << node.id << ' ' << node.address.name << ' ' << node.address.host << ' '
+          << node.address.port << '\n';
+    }
+    out.flush();
+    if (!out) return unexpected("cannot write " + temporary.string());
+  }
+  std::error_code ec;
+  std::filesystem::rename(temporary, path, ec);
+  if (ec) return unexpected("cannot rename " + temporary.string() + ": " + ec.message());
+  return Ok{};
 }
 
 }  // namespace hamq::server

@@ -32,6 +32,20 @@ std::string seeds_cluster_id(const std::vector<PeerAddress>& seeds);
 // The node's position in the list, from 1; nothing if it is not in it.
 std::optional<uint64_t> seed_node_id(const std::vector<PeerAddress>& seeds, std::string_view name);
 
+// The cluster's members as this node last knew them (DATA_DIR/cluster-nodes, one line per node:
+// ID NAME HOST PORT), so that a node that joined a running cluster, and has no seeds, finds its
+// peers again at a restart. Written whole and renamed into place on every change.
+struct KnownNode {
+  uint64_t id = 0;
+  PeerAddress address;
+  bool operator==(const KnownNode&) const = default;
+};
+inline constexpr const char* cluster_nodes_file = "cluster-nodes";
+// Nothing when the file does not exist; errors name the file and line.
+Result<std::vector<KnownNode>, std::string> load_cluster_nodes(const std::filesystem::path& path);
+Result<void, std::string> save_cluster_nodes(const std::filesystem::path& path,
+                                             const std::vector<KnownNode>& nodes);
+
 // The secret in `path` (its first line, which must not be empty), or a new one (32 random bytes
 // as hex) written there, readable by its owner only, when the file does not exist. Copy the file
 // to every node of the cluster. Errors name the file.

@@ -62,3 +62,28 @@ TEST(ClusterSecret, IsMadeOnceOwnerOnlyAndReadBack) {
 
 }  // namespace
 }  // namespace hamq::server
+
+namespace hamq::server {
+namespace {
+
+TEST(ClusterNodesFile, RoundTripsAndABadLineIsNamed) {
+  auto dir = std::filesystem::temp_directory_path() / ("hamq-nodes-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  auto path = dir / cluster_nodes_file;
+  auto none = load_cluster_nodes(path);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());  // no file: nothing known
+  std::vector<KnownNode> nodes = {{1, {"n1", "127.0.0.11", 25672}}, {4, {"n4", "::1", 25673}}};
+  ASSERT_TRUE(save_cluster_nodes(path, nodes).ok());
+  auto loaded = load_cluster_nodes(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.error();
+  EXPECT_EQ(*loaded, nodes);
+  std::ofstream(path, std::ios::app) << "5 n5 127.0.0.15\n";
+  auto bad = load_cluster_nodes(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error(), path.string() + ":4: expected ID NAME HOST PORT");
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace hamq::server

@@ -3,6 +3,12 @@
 //
 //   hamqctl [-n HOST:PORT] [--formatter json] cluster_status
 //   hamqctl [-n HOST:PORT] [--formatter json] list_queues [COLUMN...]
+//   hamqctl -n NEW_NODE:PORT join_cluster NAME@HOST:PORT
+//   hamqctl [-n HOST:PORT] forget_cluster_node NAME
+//
+// join_cluster is sent to the blank node that joins (as rabbitmqctl's): NAME@HOST:PORT is any
+// member of the cluster, at its cluster port; the cluster's secret file must be on the new node
+// first. forget_cluster_node removes a stopped node for good, through any other node.
 //
 // --formatter json prints what rabbitmqctl --formatter json does: for list_queues a JSON array of
 // objects keyed by the columns asked for, for cluster_status one object. Exit codes as
@@ -47,9 +53,10 @@ struct Reply {
   std::string body;
 };
 
-// GET `path` from the node; exits with 69 if it cannot be reached.
-Reply get(const std::string& node, const std::string& path, const std::string& user,
-          const std::string& password) {
+// `method` `path` (with a JSON `body` for a POST) to the node; exits with 69 if it cannot be
+// reached.
+Reply request(const std::string& method, const std::string& node, const std::string& path,
+              const std::string& user, const std::string& password, const std::string& body = "") {
   size_t colon = node.rfind(':');
   if (colon == std::string::npos || colon == 0) {
     std::cerr << "Error: -n expects HOST:PORT, got '" << node << "'\n";
@@ -65,10 +72,15 @@ Reply get(const std::string& node, const std::string& path, const std::string& u
     asio::ip::tcp::resolver resolver(io);
     asio::ip::tcp::socket socket(io);
     asio::connect(socket, resolver.resolve(host, port));
-    std::string request = "GET " + path + " HTTP/1.1\r\nHost: " + node +
-                          "\r\nAuthorization: Basic " + base64(user + ":" + password) +
-                          "\r\nAccept: application/json\r\nConnection: close\r\n\r\n";
-    asio::write(socket, asio::buffer(request));
+    std::string head = method + " " + path + " HTTP/1.1\r\nHost: " + node +
+                       "\r\nAuthorization: Basic " + base64(user + ":" + password) +
+                       "\r\nAccept: application/json\r\nConnection: close\r\n";
+    if (method == "POST") {
+      head += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+              "\r\n";
+    }
+    head += "\r\n" + body;
+    asio::write(socket, asio::buffer(head));
     std::string response;
     asio::error_code ec;
     char buffer[8192];
@@ -92,9 +104,10 @@ Reply get(const std::string& node, const std::string& path, const std::string& u
   }
 }
 
-nlohmann::json get_json(const std::string& node, const std::string& path, const std::string& user,
-                        const std::string& password) {
-  Reply reply = get(node, path, user, password);
+nlohmann::json ask_json(const std::string& method, const std::string& node, const std::string& path,
+                        const std::string& user, const std::string& password,
+                        const std::string& sent = "") {
+  Reply reply = request(method, node, path, user, password, sent);
   nlohmann::json body = nlohmann::json::parse(reply.body, nullptr, false);
   if (reply.status != 200) {
     std::string reason =
@@ -146,6 +159,15 @@ int main(int argc, char** argv) {
                           "Columns (default: name messages): name vhost type durable auto_delete "
                           "exclusive leader members online messages messages_ready "
                           "messages_unacknowledged consumers");
+  std::string member;
+  CLI::App* join_cluster =
+      app.add_subcommand("join_cluster", "Makes the node (-n, blank) a member of a cluster");
+  join_cluster->add_option("node", member, "A member of the cluster: NAME@HOST:CLUSTER_PORT")
+      ->required();
+  std::string forgotten;
+  CLI::App* forget_cluster_node =
+      app.add_subcommand("forget_cluster_node", "Removes a stopped node from the cluster for good");
+  forget_cluster_node->add_option("node", forgotten, "The node's name")->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -154,7 +176,7 @@ int main(int argc, char** argv) {
   }
 
   if (cluster_status->parsed()) {
-    nlohmann::json status = get_json(node, "/api/cluster-status", user, password);
+    nlohmann::json status = ask_json("GET", node, "/api/cluster-status", user, password);
     if (formatter == "json") {
       std::cout << status.dump() << "\n";
       return 0;
@@ -168,6 +190,19 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (join_cluster->parsed()) {
+    nlohmann::json joined = ask_json("POST", node, "/api/cluster/join", user, password,
+                                     nlohmann::json{{"node", member}}.dump());
+    std::cout << "Clustering node " << cell(joined["node"]) << " with " << member << "\n";
+    return 0;
+  }
+  if (forget_cluster_node->parsed()) {
+    ask_json("POST", node, "/api/cluster/forget", user, password,
+             nlohmann::json{{"node", forgotten}}.dump());
+    std::cout << "Removing node " << forgotten << " from the cluster\n";
+    return 0;
+  }
+
   if (columns.empty()) columns = {"name", "messages"};
   for (const std::string& column : columns) {
     if (std::find(queue_columns.begin(), queue_columns.end(), column) == queue_columns.end()) {
@@ -175,7 +210,7 @@ int main(int argc, char** argv) {
       return exit_usage;
     }
   }
-  nlohmann::json queues = get_json(node, "/api/queues", user, password);
+  nlohmann::json queues = ask_json("GET", node, "/api/queues", user, password);
   if (formatter == "json") {
     // Keys in the order of the columns asked for, as rabbitmqctl prints them.
     nlohmann::ordered_json out = nlohmann::ordered_json::array();

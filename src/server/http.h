@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -54,6 +55,7 @@ struct HttpResponse {
   std::string content_type = "application/json";
   std::string body;
   std::map<std::string, std::string> headers;  // extra ones (WWW-Authenticate, ...)
+  std::function<void()> after_sent;            // runs once the response is written (or failed)
 };
 
 std::string encode_response(const HttpResponse& response);

@@ -73,8 +73,11 @@ TEST(HttpRequestParser, BasicCredentialsAreDecodedAndMalformedOnesRefused) {
 }
 
 TEST(HttpResponse, IsEncodedWithItsLengthAndCloses) {
-  HttpResponse response{
-      .status = 404, .content_type = "text/plain", .body = "gone\n", .headers = {}};
+  HttpResponse response{.status = 404,
+                        .content_type = "text/plain",
+                        .body = "gone\n",
+                        .headers = {},
+                        .after_sent = {}};
   EXPECT_EQ(encode_response(response),
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
             "Connection: close\r\n\r\ngone\n");

@@ -97,13 +97,16 @@ int main(int argc, char** argv) {
   }
   config.cluster_seeds = std::move(parsed_seeds.value());
 
-  hamq::server::Server server(config);
-  auto started = server.start();
-  if (!started.ok()) {
-    spdlog::critical("{}", started.error());
-    return 1;
+  for (;;) {
+    hamq::server::Server server(config);
+    auto started = server.start();
+    if (!started.ok()) {
+      spdlog::critical("{}", started.error());
+      return 1;
+    }
+    if (!server.run()) break;
+    // It joined a cluster: it starts again, the same process, as the cluster's member.
   }
-  server.run();
   spdlog::info("hamq-server stopped");
   return 0;
 }

@@ -43,28 +43,35 @@ class ManagementListener::Exchange : public std::enable_shared_from_this<Exchang
 
  private:
   void read() {
-    socket_.async_read_some(asio::buffer(buffer_),
-                            [self = shared_from_this()](asio::error_code ec, size_t bytes) {
-                              if (ec) return self->close();
-                              self->parser_.append({self->buffer_.data(), bytes});
-                              auto next = self->parser_.next();
-                              if (!next.ok()) {
-                                HttpResponse refused;
-                                refused.status = next.error().status;
-                                refused.content_type = "text/plain";
-                                refused.body = next.error().reason + "\n";
-                                return self->respond(refused);
-                              }
-                              if (!next.value()) return self->read();
-                              if (self->alive_.expired()) return self->close();
-                              self->respond(self->handler_(*next.value(), self->from_loopback_));
-                            });
+    socket_.async_read_some(
+        asio::buffer(buffer_), [self = shared_from_this()](asio::error_code ec, size_t bytes) {
+          if (ec) return self->close();
+          self->parser_.append({self->buffer_.data(), bytes});
+          auto next = self->parser_.next();
+          if (!next.ok()) {
+            HttpResponse refused;
+            refused.status = next.error().status;
+            refused.content_type = "text/plain";
+            refused.body = next.error().reason + "\n";
+            return self->respond(refused);
+          }
+          if (!next.value()) return self->read();
+          if (self->alive_.expired()) return self->close();
+          self->handler_(*next.value(), self->from_loopback_,
+                         [self](const HttpResponse& response) { self->respond(response); });
+        });
   }
 
   void respond(const HttpResponse& response) {
+    if (responded_) return;
+    responded_ = true;
     output_ = encode_response(response);
-    asio::async_write(socket_, asio::buffer(output_),
-                      [self = shared_from_this()](asio::error_code, size_t) { self->close(); });
+    asio::async_write(
+        socket_, asio::buffer(output_),
+        [self = shared_from_this(), after = response.after_sent](asio::error_code, size_t) {
+          self->close();
+          if (after) after();
+        });
   }
 
   void close() {
@@ -79,6 +86,7 @@ class ManagementListener::Exchange : public std::enable_shared_from_this<Exchang
   Handler& handler_;
   std::weak_ptr<bool> alive_;
   bool from_loopback_ = false;
+  bool responded_ = false;
   HttpRequestParser parser_;
   std::array<uint8_t, 8192> buffer_{};
   std::string output_;

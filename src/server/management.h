@@ -18,8 +18,11 @@ namespace hamq::server {
 
 class ManagementListener {
  public:
-  // `from_loopback`: the client connected from a loopback address.
-  using Handler = std::function<HttpResponse(const HttpRequest& request, bool from_loopback)>;
+  // `from_loopback`: the client connected from a loopback address. The handler answers through
+  // `respond`, at once or later (a request that waits for the cluster).
+  using Respond = std::function<void(const HttpResponse&)>;
+  using Handler =
+      std::function<void(const HttpRequest& request, bool from_loopback, Respond respond)>;
   ManagementListener(asio::io_context& io, Handler handler);
   ~ManagementListener();
   ManagementListener(const ManagementListener&) = delete;

@@ -13,9 +13,9 @@ constexpr uint64_t metadata_entries_per_snapshot = 1000;
 
 }  // namespace
 
-Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(NodeLog& log,
-                                                                        broker::Broker& broker) {
-  auto started = start(log, broker, {log.self()});
+Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(
+    NodeLog& log, broker::Broker& broker, const broker::ClusterNode& self) {
+  auto started = start(log, broker, {self});
   if (!started.ok()) return started;
   std::unique_ptr<MetadataStore> store = std::move(started.value());
   if (!log.settle([&log] { return log.caught_up(metadata_group); }) || !store->failure_.empty()) {
@@ -26,7 +26,7 @@ Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(NodeLog&
 }
 
 Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::start(
-    NodeLog& log, broker::Broker& broker, std::vector<raft::NodeId> voters) {
+    NodeLog& log, broker::Broker& broker, const std::vector<broker::ClusterNode>& founders) {
   std::unique_ptr<MetadataStore> store(new MetadataStore(log, broker));
   MetadataStore* self = store.get();
   log.set_metadata_handler(NodeLog::Handler{
@@ -57,13 +57,21 @@ Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::start(
             }
           },
       .compact = [self] { self->compact(); }});
-  if (!log.host().open_group(metadata_group)) {
-    // Every seed founds it alike: the same members, the same empty model at index 1.
-    auto created =
-        log.host().found_group(metadata_group, raft::ConfState{.voters = std::move(voters)},
-                               broker::Definitions().snapshot());
-    if (!created.ok()) return unexpected("cannot create the metadata group: " + created.error());
+  if (log.host().open_group(metadata_group)) return store;
+  if (founders.empty()) {
+    log.host().join_group(metadata_group);
+    return store;
   }
+  // Every seed founds it alike: the same members, the same model at index 1 (the seeds as the
+  // cluster's first nodes).
+  broker::Definitions founding;
+  raft::ConfState conf;
+  for (const broker::ClusterNode& node : founders) {
+    founding.apply(broker::AddNode{node});
+    conf.voters.push_back(raft::NodeId{node.id});
+  }
+  auto created = log.host().found_group(metadata_group, conf, founding.snapshot());
+  if (!created.ok()) return unexpected("cannot create the metadata group: " + created.error());
   return store;
 }
 

@@ -21,12 +21,16 @@ class MetadataStore final : public broker::DefinitionStore {
  public:
   // Starts (creating) the metadata group on `log` and replays it into `broker`, settling on this
   // thread. The error says what failed.
+  // `self`: this node, which a new group records as its only member.
   static Result<std::unique_ptr<MetadataStore>, std::string> open(NodeLog& log,
-                                                                  broker::Broker& broker);
+                                                                  broker::Broker& broker,
+                                                                  const broker::ClusterNode& self);
   // The same without waiting (a cluster: the group replays as its leader tells it what is
-  // committed; NodeLog::member_caught_up says when). A new group is founded with `voters`.
+  // committed; NodeLog::member_caught_up says when). A new group is founded with `founders` as
+  // its voters and first nodes; with none, this node joined a running cluster: its member starts
+  // empty and waits for the leader's snapshot.
   static Result<std::unique_ptr<MetadataStore>, std::string> start(
-      NodeLog& log, broker::Broker& broker, std::vector<raft::NodeId> voters);
+      NodeLog& log, broker::Broker& broker, const std::vector<broker::ClusterNode>& founders);
   // The replay found a snapshot or entry it could not apply; empty if none.
   const std::string& failure() const { return failure_; }
 

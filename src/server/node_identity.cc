@@ -45,6 +45,8 @@ Result<void, std::string> sync_path(const std::filesystem::path& path, int flags
   return Ok{};
 }
 
+}  // namespace
+
 Result<void, std::string> write_identity(const std::filesystem::path& data_dir,
                                          const NodeIdentity& identity) {
   auto path = data_dir / file_name;
@@ -61,6 +63,8 @@ Result<void, std::string> write_identity(const std::filesystem::path& data_dir,
   if (ec) return unexpected("cannot rename " + temporary.string() + ": " + ec.message());
   return sync_path(data_dir, O_RDONLY | O_DIRECTORY);
 }
+
+namespace {
 
 bool parse_u64(const std::string& text, uint64_t& value) {
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);

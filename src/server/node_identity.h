@@ -41,6 +41,11 @@ struct Founding {
   std::string cluster_id;  // empty: a random one
   uint64_t node_id = 1;
 };
+// Writes the NODE file (whole, fsynced, renamed into place): a node that joined a cluster takes
+// the cluster's id and the node id it was given.
+Result<void, std::string> write_identity(const std::filesystem::path& data_dir,
+                                         const NodeIdentity& identity);
+
 Result<NodeIdentity, std::string> load_or_create_identity(const std::filesystem::path& data_dir,
                                                           const std::string& node_name,
                                                           bool log_is_new, uint64_t now_us,

@@ -82,6 +82,10 @@ class NodeLog final : public broker::QueueStore {
   // In a cluster: the groups' messages to other nodes leave through `transport`, one batch per
   // node after each round (raft::Outbox), to the peer of each node id in `peer_names`.
   void attach_transport(PeerTransport* transport, std::map<uint64_t, std::string> peer_names);
+  // The names of the nodes by id changed (a node joined or was forgotten).
+  void set_peer_names(std::map<uint64_t, std::string> peer_names) {
+    peer_names_ = std::move(peer_names);
+  }
   // A batch of Raft messages from another node.
   void receive(const raft::NodeBatch& batch);
   // Proposes to `group` here if this node leads it, else through its leader (a propose frame);

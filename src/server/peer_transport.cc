@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <deque>
+#include <optional>
 #include <random>
 
 namespace hamq::server {
@@ -47,12 +48,17 @@ std::string link_proof(const std::string& secret, const std::string& nonce,
 class PeerTransport::Link : public std::enable_shared_from_this<Link> {
  public:
   // `expected_peer`: the name of the dialled peer; empty for an accepted connection.
-  Link(PeerTransport& owner, asio::ip::tcp::socket socket, std::string expected_peer)
+  // `join`: the link of a blank node asking to join (request_join): it sends one Join once the
+  // handshake is done, and ends with the answer.
+  Link(PeerTransport& owner, asio::ip::tcp::socket socket, std::string expected_peer,
+       std::optional<cluster::Join> join = std::nullopt, JoinDone join_done = {})
       : owner_(&owner),
         socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         expected_peer_(std::move(expected_peer)),
-        nonce_(random_nonce()) {}
+        nonce_(random_nonce()),
+        join_(std::move(join)),
+        join_done_(std::move(join_done)) {}
 
   void start() {
     const PeerTransportConfig& config = owner_->config_;
@@ -86,6 +92,11 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
   void close(const std::string& reason, bool refused) {
     if (closed_) return;
     closed_ = true;
+    if (join_done_) {
+      auto done = std::move(join_done_);
+      join_done_ = {};
+      done(unexpected("no answer from the cluster: " + (reason.empty() ? "closed" : reason)));
+    }
     asio::error_code ignored;
     socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
@@ -135,6 +146,11 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
       handle_proof(*proof);
     } else if (!established_) {
       close("Raft messages before the handshake", true);
+    } else if (joiner_ || join_) {
+      handle_join_frame(frame);
+    } else if (std::holds_alternative<cluster::Join>(frame) ||
+               std::holds_alternative<cluster::JoinAnswer>(frame)) {
+      close("a join frame from a member", true);
     } else if (auto* propose = std::get_if<cluster::Propose>(&frame)) {
       if (owner_->callbacks_.on_propose) {
         owner_->callbacks_.on_propose(peer_name_, std::move(*propose));
@@ -157,8 +173,12 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
     if (!expected_peer_.empty() && hello.node_name != expected_peer_) {
       return close("dialled '" + expected_peer_ + "' but '" + hello.node_name + "' answered", true);
     }
-    if (expected_peer_.empty() &&
-        (!owner_->knows(hello.node_name) || !(hello.node_name < config.node_name))) {
+    if (expected_peer_.empty() && hello.cluster_id.empty() && !owner_->knows(hello.node_name) &&
+        !config.cluster_id.empty()) {
+      // A blank node that would join: it may prove itself and ask, nothing more.
+      joiner_ = true;
+    } else if (expected_peer_.empty() &&
+               (!owner_->knows(hello.node_name) || !(hello.node_name < config.node_name))) {
       return close("'" + hello.node_name + "' is not a peer that dials this node", true);
     }
     peer_name_ = hello.node_name;
@@ -178,9 +198,41 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
       return close("'" + peer_name_ + "' does not know the cluster secret", true);
     }
     established_ = true;
+    if (joiner_) return;  // the handshake timer stays: the join must come in time
+    if (join_) {
+      std::vector<uint8_t> frame;
+      cluster::encode_frame(frame, *join_);
+      queue(std::move(frame));
+      return;
+    }
     timer_.cancel();
     reader_.set_body_bytes_max(cluster::link_body_bytes_max);
     owner_->link_up(shared_from_this(), peer_hello_);
+  }
+
+  void handle_join_frame(cluster::LinkFrame& frame) {
+    if (join_) {
+      auto* answer = std::get_if<cluster::JoinAnswer>(&frame);
+      if (answer == nullptr) return close("not an answer to the join", true);
+      auto done = std::move(join_done_);
+      join_done_ = {};
+      if (done) done(std::move(*answer));
+      return close("", false);
+    }
+    auto* join = std::get_if<cluster::Join>(&frame);
+    if (join == nullptr || asked_) return close("a joining node sent more than its join", true);
+    asked_ = true;
+    timer_.cancel();
+    if (!owner_->callbacks_.on_join) return close("joins are not served here", true);
+    std::weak_ptr<Link> weak = shared_from_this();
+    owner_->callbacks_.on_join(peer_hello_, *join, [weak](const cluster::JoinAnswer& answer) {
+      auto self = weak.lock();
+      if (!self || self->closed_) return;
+      std::vector<uint8_t> bytes;
+      cluster::encode_frame(bytes, answer);
+      self->close_after_write_ = true;
+      self->queue(std::move(bytes));
+    });
   }
 
   void write() {
@@ -201,6 +253,10 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
                           self->close(ec.message(), false);
                           return;
                         }
+                        if (self->close_after_write_ && self->pending_.empty()) {
+                          self->close("", false);
+                          return;
+                        }
                         self->write();
                       });
   }
@@ -214,6 +270,11 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
   cluster::Hello peer_hello_;
   bool established_ = false;
   bool closed_ = false;
+  std::optional<cluster::Join> join_;  // a joining link's request
+  JoinDone join_done_;
+  bool joiner_ = false;  // an accepted link of a node asking to join
+  bool asked_ = false;   // the joiner's one Join came
+  bool close_after_write_ = false;
   cluster::LinkReader reader_;
   std::array<uint8_t, read_chunk_bytes> read_buffer_{};
   std::deque<std::vector<uint8_t>> pending_;
@@ -269,6 +330,43 @@ void PeerTransport::add_peer(const PeerAddress& address) {
   peer.address = address;
   peer.redial = std::make_unique<asio::steady_timer>(io_);
   if (config_.node_name < address.name) dial(peer);
+}
+
+void PeerTransport::remove_peer(const std::string& name) {
+  auto found = peers_.find(name);
+  if (found == peers_.end()) return;
+  Peer peer = std::move(found->second);
+  peers_.erase(found);
+  peer.redial->cancel();
+  if (peer.link) {
+    bool was_up = peer.up;
+    peer.link->detach();
+    if (was_up && callbacks_.on_peer_down) callbacks_.on_peer_down(name);
+  }
+}
+
+void PeerTransport::request_join(const PeerAddress& target, const cluster::Join& join,
+                                 JoinDone done) {
+  asio::error_code ec;
+  asio::ip::tcp::endpoint endpoint(asio::ip::make_address(target.host, ec), target.port);
+  if (ec) return done(unexpected("bad address '" + target.host + "': " + ec.message()));
+  auto socket = std::make_shared<asio::ip::tcp::socket>(io_);
+  socket->open(endpoint.protocol(), ec);
+  if (!ec) socket->bind({asio::ip::make_address(config_.bind_address, ec), 0}, ec);
+  if (ec) return done(unexpected("cannot bind to " + config_.bind_address + ": " + ec.message()));
+  socket->async_connect(
+      endpoint, [this, socket, target, join, done = std::move(done),
+                 alive = std::weak_ptr<bool>(alive_)](asio::error_code connect_error) mutable {
+        if (alive.expired() || stopped_) return;
+        if (connect_error) {
+          return done(unexpected("cannot connect to " + target.host + ":" +
+                                 std::to_string(target.port) + ": " + connect_error.message()));
+        }
+        auto link =
+            std::make_shared<Link>(*this, std::move(*socket), target.name, join, std::move(done));
+        handshaking_.push_back(link);
+        link->start();
+      });
 }
 
 void PeerTransport::dial(Peer& peer) {

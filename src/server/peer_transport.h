@@ -61,6 +61,11 @@ struct PeerTransportCallbacks {
   // A proposal forwarded by the peer, and the answer to one this node forwarded.
   std::function<void(const std::string& peer_name, cluster::Propose propose)> on_propose;
   std::function<void(const std::string& peer_name, const cluster::Proposed& proposed)> on_proposed;
+  // A blank node that proved it knows the cluster secret asks to join; `answer` sends the
+  // cluster's answer and closes the link (it may be called later, or never if the link closed).
+  using JoinAnswerFn = std::function<void(const cluster::JoinAnswer&)>;
+  std::function<void(const cluster::Hello& joiner, const cluster::Join& join, JoinAnswerFn answer)>
+      on_join;
 };
 
 class PeerTransport {
@@ -76,6 +81,12 @@ class PeerTransport {
   // Keeps a link to the peer: dialled from here if this node's name sorts first, else awaited.
   // Only known peers are accepted.
   void add_peer(const PeerAddress& peer);
+  // Stops keeping a link to the peer (it was forgotten) and closes the one there is.
+  void remove_peer(const std::string& name);
+  // On a blank node (cluster_id empty): asks `target`, a member of a cluster, to make this node
+  // one of its members. `done` gets the answer, or why there was none.
+  using JoinDone = std::function<void(Result<cluster::JoinAnswer, std::string>)>;
+  void request_join(const PeerAddress& target, const cluster::Join& join, JoinDone done);
   // Queues a batch for the peer: false when it was dropped (not connected, or queue full).
   bool send(const std::string& peer_name, const raft::NodeBatch& batch);
   // Queues a propose or proposed frame for the peer, as send() does a batch.

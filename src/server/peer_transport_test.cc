@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <optional>
 
 namespace hamq::server {
 namespace {
@@ -45,7 +46,22 @@ struct Node {
                   proposes.emplace_back(from, std::move(propose));
                 },
             .on_proposed = [this](const std::string&,
-                                  const cluster::Proposed& answer) { answers.push_back(answer); }});
+                                  const cluster::Proposed& answer) { answers.push_back(answer); },
+            .on_join =
+                [this](const cluster::Hello& joiner, const cluster::Join& join,
+                       PeerTransportCallbacks::JoinAnswerFn answer) {
+                  joins.emplace_back(joiner.node_name, join);
+                  cluster::JoinAnswer reply;
+                  if (joiner.node_name == "n9") {
+                    reply.refused = "not n9";
+                  } else {
+                    reply.cluster_id = config.cluster_id;
+                    reply.node_id = 4;
+                    reply.members = {{config.node_name, config.bind_address, 1, 1},
+                                     {joiner.node_name, join.host, join.port, 4}};
+                  }
+                  answer(reply);
+                }});
     auto started = transport->start();
     EXPECT_TRUE(started.ok()) << (started.ok() ? "" : started.error());
   }
@@ -58,6 +74,7 @@ struct Node {
   std::vector<std::pair<std::string, raft::NodeBatch>> received;
   std::vector<std::pair<std::string, cluster::Propose>> proposes;
   std::vector<cluster::Proposed> answers;
+  std::vector<std::pair<std::string, cluster::Join>> joins;
 };
 
 raft::NodeBatch batch_with_beat(uint64_t group) {
@@ -113,6 +130,47 @@ TEST(PeerTransport, APeerWithoutTheSecretIsRefusedAndGetsNothingThrough) {
   EXPECT_TRUE(n1.up.empty());
   EXPECT_FALSE(n1.transport->send("n2", batch_with_beat(1)));
   EXPECT_TRUE(n2.received.empty());
+}
+
+TEST(PeerTransport, ABlankNodeWithTheSecretAsksToJoinAndGetsTheAnswer) {
+  asio::io_context io;
+  Node n1(io, "n1");
+  Node blank(io, "n4", "s3cret", "");
+  std::optional<Result<cluster::JoinAnswer, std::string>> answer;
+  blank.transport->request_join(n1.address(), cluster::Join{"127.0.0.1", 25999},
+                                [&](auto result) { answer = std::move(result); });
+  ASSERT_TRUE(run_until(io, [&] { return answer.has_value(); }));
+  ASSERT_TRUE(answer->ok()) << answer->error();
+  EXPECT_EQ((*answer)->node_id, 4u);
+  EXPECT_EQ((*answer)->cluster_id, "c1");
+  ASSERT_EQ((*answer)->members.size(), 2u);
+  EXPECT_EQ((*answer)->members[1], (cluster::LinkMember{"n4", "127.0.0.1", 25999, 4}));
+  ASSERT_EQ(n1.joins.size(), 1u);
+  EXPECT_EQ(n1.joins[0].first, "n4");
+  // The joining link carried the join and nothing else: no peer came up.
+  EXPECT_TRUE(n1.up.empty());
+  EXPECT_FALSE(n1.transport->connected("n4"));
+}
+
+TEST(PeerTransport, AJoinIsRefusedWithTheClustersReasonOrWithoutTheSecret) {
+  asio::io_context io;
+  Node n1(io, "n1");
+  Node refused(io, "n9", "s3cret", "");
+  std::optional<Result<cluster::JoinAnswer, std::string>> answer;
+  refused.transport->request_join(n1.address(), cluster::Join{"127.0.0.1", 25999},
+                                  [&](auto result) { answer = std::move(result); });
+  ASSERT_TRUE(run_until(io, [&] { return answer.has_value(); }));
+  ASSERT_TRUE(answer->ok());
+  EXPECT_EQ((*answer)->refused, "not n9");
+
+  Node outsider(io, "n5", "guessed", "");
+  answer.reset();
+  outsider.transport->request_join(n1.address(), cluster::Join{"127.0.0.1", 25999},
+                                   [&](auto result) { answer = std::move(result); });
+  ASSERT_TRUE(run_until(io, [&] { return answer.has_value(); }));
+  EXPECT_FALSE(answer->ok());
+  EXPECT_EQ(n1.joins.size(), 1u);  // only n9's reached the cluster
+  EXPECT_GE(n1.transport->refused(), 1u);
 }
 
 TEST(PeerTransport, APeerOfAnotherClusterIsRefused) {

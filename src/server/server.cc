@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <unordered_set>
 
 #include <malloc.h>
@@ -24,6 +25,52 @@ namespace hamq::server {
 namespace {
 
 constexpr size_t read_chunk_bytes = 64 * 1024;
+// The metadata group's voters at most; further nodes follow it as learners.
+constexpr size_t metadata_voters_max = 5;
+// A join answered and not yet completed: the node's new identity and peers, moved into place
+// at the next start (complete_pending_join) after the log of its life alone is removed.
+constexpr const char* pending_join_dir = "join";
+
+Result<void, std::string> record_join(const std::filesystem::path& data_dir,
+                                      const NodeIdentity& identity,
+                                      const cluster::JoinAnswer& answer) {
+  auto staging = data_dir / (std::string(pending_join_dir) + ".tmp");
+  std::error_code ec;
+  std::filesystem::remove_all(staging, ec);
+  std::filesystem::create_directories(staging, ec);
+  if (ec) return unexpected("cannot create " + staging.string() + ": " + ec.message());
+  NodeIdentity joined = identity;
+  joined.cluster_id = answer.cluster_id;
+  joined.node_id = answer.node_id;
+  if (auto written = write_identity(staging, joined); !written.ok()) return written;
+  std::vector<KnownNode> nodes;
+  for (const cluster::LinkMember& member : answer.members) {
+    nodes.push_back(KnownNode{member.id, PeerAddress{member.name, member.host, member.port}});
+  }
+  if (auto saved = save_cluster_nodes(staging / cluster_nodes_file, nodes); !saved.ok()) {
+    return saved;
+  }
+  std::filesystem::rename(staging, data_dir / pending_join_dir, ec);
+  if (ec) return unexpected("cannot rename " + staging.string() + ": " + ec.message());
+  return Ok{};
+}
+
+// Completes a join recorded by record_join: each step can be done again after a crash.
+Result<void, std::string> complete_pending_join(const std::filesystem::path& data_dir) {
+  auto pending = data_dir / pending_join_dir;
+  std::error_code ec;
+  if (!std::filesystem::exists(pending, ec)) return Ok{};
+  spdlog::info("completing the join recorded in {}", pending.string());
+  std::filesystem::remove_all(data_dir / "wal", ec);
+  if (ec) return unexpected("cannot remove " + (data_dir / "wal").string() + ": " + ec.message());
+  for (const char* name : {"NODE", cluster_nodes_file}) {
+    if (!std::filesystem::exists(pending / name, ec)) continue;
+    std::filesystem::rename(pending / name, data_dir / name, ec);
+    if (ec) return unexpected("cannot move " + (pending / name).string() + ": " + ec.message());
+  }
+  std::filesystem::remove_all(pending, ec);
+  return Ok{};
+}
 // How long a finished connection waits for the client to close its end (see Session::linger).
 constexpr auto linger_timeout = std::chrono::seconds(3);
 constexpr size_t linger_read_bytes = 16 * 1024;
@@ -394,6 +441,7 @@ struct Server::Impl {
     tick_timer.expires_after(raft_tick);
     tick_timer.async_wait([this](asio::error_code ec) {
       if (ec) return;
+      reconcile_metadata_members();
       log->tick();
       log->process();
       tick();
@@ -478,8 +526,12 @@ struct Server::Impl {
   }
 
   void shut_down(int signal_number) {
-    spdlog::info("signal {} received: closing {} connection(s) and stopping", signal_number,
-                 sessions.size());
+    if (signal_number == 0) {
+      spdlog::info("closing {} connection(s) to start again as a cluster member", sessions.size());
+    } else {
+      spdlog::info("signal {} received: closing {} connection(s) and stopping", signal_number,
+                   sessions.size());
+    }
     asio::error_code ignored;
     acceptor.close(ignored);
     // Copy: a session may finish, and leave the set, while it is told to shut down.
@@ -531,7 +583,26 @@ struct Server::Impl {
     auto it = node_names.find(id);
     return it != node_names.end() && transport != nullptr && transport->connected(it->second);
   }
-  HttpResponse handle_management(const HttpRequest& request, bool from_loopback);
+  void handle_management(const HttpRequest& request, bool from_loopback,
+                         ManagementListener::Respond respond);
+  HttpResponse handle_read(const HttpRequest& request);
+  // POST /api/cluster/join on a blank node: asks a member of a cluster to take it in, and on
+  // success restarts the node as that cluster's member (Server::run returns true).
+  void join_cluster(const std::string& target, ManagementListener::Respond respond);
+  // POST /api/cluster/forget on any node: removes a node that is down for good.
+  void forget_cluster_node(const std::string& name, ManagementListener::Respond respond);
+  // A blank node asks this one to join the cluster (PeerTransportCallbacks::on_join).
+  void on_join(const cluster::Hello& joiner, const cluster::Join& join,
+               PeerTransportCallbacks::JoinAnswerFn answer);
+  // The metadata group's nodes changed: links, names and DATA_DIR/cluster-nodes follow.
+  void nodes_changed();
+  // On the metadata group's leader: one membership change at a time brings the group's
+  // members to the cluster's nodes (a new node as a learner, promoted to voter once it caught
+  // up, up to five voters; a forgotten one removed).
+  void reconcile_metadata_members();
+  std::unique_ptr<PeerTransport> join_transport;  // while this node asks to join
+  bool rejoin = false;  // joined a cluster: run() returns true, the node starts again
+  std::vector<KnownNode> known_nodes;  // DATA_DIR/cluster-nodes at start
   nlohmann::json cluster_status();
   nlohmann::json queues();
   bool clustered = false;
@@ -560,11 +631,21 @@ Result<void, std::string> Server::start() {
   if (!lock.ok()) return unexpected(lock.error());
   impl_->lock.emplace(std::move(lock.value()));
   const std::string name = config.node_name.empty() ? default_node_name() : config.node_name;
+  if (auto completed = complete_pending_join(config.data_dir); !completed.ok()) {
+    return unexpected(completed.error());
+  }
+  auto known = load_cluster_nodes(config.data_dir / cluster_nodes_file);
+  if (!known.ok()) return unexpected(known.error());
+  impl_->known_nodes = std::move(known.value());
   const auto& seeds = config.cluster_seeds;
-  impl_->clustered = std::any_of(seeds.begin(), seeds.end(),
-                                 [&name](const PeerAddress& seed) { return seed.name != name; });
+  bool seeded = std::any_of(seeds.begin(), seeds.end(),
+                            [&name](const PeerAddress& seed) { return seed.name != name; });
+  // A node that joined a running cluster has no seeds: it knows its peers from its last run.
+  bool joined = std::any_of(impl_->known_nodes.begin(), impl_->known_nodes.end(),
+                            [&name](const KnownNode& node) { return node.address.name != name; });
+  impl_->clustered = seeded || joined;
   Founding founding;
-  if (impl_->clustered) {
+  if (seeded) {
     auto position = seed_node_id(seeds, name);
     if (!position) {
       return unexpected("node '" + name +
@@ -600,7 +681,11 @@ Result<void, std::string> Server::start() {
     // durable queue's log replays onto its queue, and what the previous life's consumers held
     // is theirs no more (ready again, redelivered).
     broker.begin_definition_replay();
-    auto metadata = MetadataStore::open(node_log, broker);
+    auto metadata = MetadataStore::open(node_log, broker,
+                                        broker::ClusterNode{.id = impl_->identity.node_id,
+                                                            .name = impl_->identity.node_name,
+                                                            .host = config.bind_address,
+                                                            .port = config.cluster_port});
     if (!metadata.ok()) return unexpected(metadata.error());
     broker.end_definition_replay();
     impl_->metadata = std::move(metadata.value());
@@ -628,12 +713,10 @@ Result<void, std::string> Server::start() {
   auto listened = impl_->listen();
   if (!listened.ok()) return listened;
   impl_->node_names[impl_->identity.node_id] = impl_->identity.node_name;
-  for (size_t i = 0; impl_->clustered && i < config.cluster_seeds.size(); ++i) {
-    impl_->node_names[i + 1] = config.cluster_seeds[i].name;
-  }
   impl_->management = std::make_unique<ManagementListener>(
-      impl_->io, [this](const HttpRequest& request, bool from_loopback) {
-        return impl_->handle_management(request, from_loopback);
+      impl_->io,
+      [this](const HttpRequest& request, bool from_loopback, ManagementListener::Respond respond) {
+        impl_->handle_management(request, from_loopback, std::move(respond));
       });
   auto managed = impl_->management->start(config.bind_address, config.management_port);
   if (!managed.ok()) return managed;
@@ -665,23 +748,53 @@ void Server::Impl::start_writer() {
   check_disk();
 }
 
-HttpResponse Server::Impl::handle_management(const HttpRequest& request, bool from_loopback) {
+namespace {
+
+HttpResponse failure(int status, const std::string& reason) {
   HttpResponse response;
-  auto fail = [&response](int status, const std::string& reason) {
-    response.status = status;
-    response.body =
-        nlohmann::json{{"error", std::string(status_text(status))}, {"reason", reason}}.dump() +
-        "\n";
-    return response;
-  };
+  response.status = status;
+  response.body =
+      nlohmann::json{{"error", std::string(status_text(status))}, {"reason", reason}}.dump() + "\n";
+  return response;
+}
+
+HttpResponse json_response(const nlohmann::json& body) {
+  HttpResponse response;
+  response.body = body.dump() + "\n";
+  return response;
+}
+
+}  // namespace
+
+void Server::Impl::handle_management(const HttpRequest& request, bool from_loopback,
+                                     ManagementListener::Respond respond) {
   // As for AMQP: the default user, from loopback only, until users come (the security issue).
   auto credentials = basic_credentials(request);
   if (!credentials || credentials->first != "guest" || credentials->second != "guest" ||
       !from_loopback) {
-    response.headers["WWW-Authenticate"] = "Basic realm=\"hamq\"";
-    return fail(401, "guest/guest, from a loopback address, is the only user so far");
+    HttpResponse refused =
+        failure(401, "guest/guest, from a loopback address, is the only user so far");
+    refused.headers["WWW-Authenticate"] = "Basic realm=\"hamq\"";
+    return respond(refused);
   }
-  if (request.method != "GET") return fail(405, "only GET is served so far");
+  if (request.method == "GET") return respond(handle_read(request));
+  if (request.method != "POST") return respond(failure(405, "only GET and POST are served"));
+  if (request.path != "/api/cluster/join" && request.path != "/api/cluster/forget") {
+    return respond(failure(404, "no such path: " + request.path));
+  }
+  auto body = nlohmann::json::parse(request.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object() || !body.contains("node") ||
+      !body["node"].is_string()) {
+    return respond(failure(400, "the body must be a JSON object with \"node\", a string"));
+  }
+  std::string node = body["node"].get<std::string>();
+  if (request.path == "/api/cluster/join") return join_cluster(node, std::move(respond));
+  forget_cluster_node(node, std::move(respond));
+}
+
+HttpResponse Server::Impl::handle_read(const HttpRequest& request) {
+  HttpResponse response;
+  auto fail = [](int status, const std::string& reason) { return failure(status, reason); };
   if (request.path == "/api/cluster-status") {
     response.body = cluster_status().dump() + "\n";
   } else if (request.path == "/api/queues") {
@@ -690,6 +803,190 @@ HttpResponse Server::Impl::handle_management(const HttpRequest& request, bool fr
     return fail(404, "no such path: " + request.path);
   }
   return response;
+}
+
+void Server::Impl::nodes_changed() {
+  const auto& nodes = broker.cluster_nodes();
+  std::map<uint64_t, std::string> names;
+  std::vector<KnownNode> known;
+  for (const auto& [id, node] : nodes) {
+    PeerAddress address{node.name, node.host, node.port};
+    if (node.forgotten) {
+      if (transport != nullptr) transport->remove_peer(node.name);
+      continue;
+    }
+    names[id] = node.name;
+    known.push_back(KnownNode{id, address});
+    if (transport != nullptr && node.name != identity.node_name) transport->add_peer(address);
+  }
+  if (names.empty()) return;  // a log from before nodes were recorded: the seeds stay
+  node_names = names;
+  log->set_peer_names(std::move(names));
+  auto saved = save_cluster_nodes(config.data_dir / cluster_nodes_file, known);
+  if (!saved.ok()) spdlog::warn("cannot record the cluster's nodes: {}", saved.error());
+}
+
+void Server::Impl::reconcile_metadata_members() {
+  if (!clustered) return;
+  const raft::Raft* leader = log->host().peek(metadata_group);
+  if (leader == nullptr || leader->role() != raft::Role::leader) return;
+  std::set<uint64_t> wanted;
+  for (const auto& [id, node] : broker.cluster_nodes()) {
+    if (!node.forgotten) wanted.insert(id);
+  }
+  if (wanted.empty()) return;  // nodes not recorded (a log from before): nothing to reconcile
+  const raft::ConfState& conf = leader->conf();
+  std::optional<raft::ConfChange> change;
+  for (const auto& members : {conf.voters, conf.learners}) {
+    for (raft::NodeId member : members) {
+      if (!wanted.contains(member.value) && member != leader->id() && !change) {
+        change = raft::ConfChange{raft::ConfChangeType::remove_node, member};
+      }
+    }
+  }
+  for (uint64_t id : wanted) {
+    raft::NodeId node{id};
+    if (change) break;
+    if (!raft::is_voter(conf, node) && !raft::is_learner(conf, node)) {
+      change = raft::ConfChange{raft::ConfChangeType::add_learner, node};
+    } else if (raft::is_learner(conf, node) && conf.voters.size() < metadata_voters_max) {
+      // Promoted once it holds what is committed: it does not slow the group down meanwhile.
+      const raft::Progress* progress = leader->progress(node);
+      if (progress != nullptr && progress->match >= leader->committed()) {
+        change = raft::ConfChange{raft::ConfChangeType::add_voter, node};
+      }
+    }
+  }
+  if (!change) return;
+  raft::Raft* raft = log->host().find(metadata_group);
+  auto proposed = raft->propose_conf_change(*change);
+  if (proposed.ok()) {
+    auto node = broker.cluster_nodes().find(change->node.value);
+    spdlog::info(
+        "metadata group: {} node {}",
+        change->type == raft::ConfChangeType::remove_node   ? "removing"
+        : change->type == raft::ConfChangeType::add_learner ? "adding (as a learner)"
+                                                            : "promoting to voter",
+        node != broker.cluster_nodes().end() ? node->second.name : node_name(change->node.value));
+  }
+}
+
+void Server::Impl::on_join(const cluster::Hello& joiner, const cluster::Join& join,
+                           PeerTransportCallbacks::JoinAnswerFn answer) {
+  spdlog::info("node {} at {}:{} asks to join the cluster", joiner.node_name, join.host, join.port);
+  if (broker.cluster_nodes().empty()) {
+    // Founded before the metadata group recorded its nodes: a new node's id could be taken.
+    cluster::JoinAnswer refused;
+    refused.refused =
+        "this cluster's metadata does not record its nodes (founded by an older hamq): it cannot "
+        "take new nodes";
+    return answer(refused);
+  }
+  broker.change_definitions(
+      broker::AddNode{
+          broker::ClusterNode{.name = joiner.node_name, .host = join.host, .port = join.port}},
+      [this, answer = std::move(answer)](const broker::Broker::DefinitionResult& result) {
+        cluster::JoinAnswer reply;
+        if (!result.ok()) {
+          reply.refused = result.error().text;
+          return answer(reply);
+        }
+        reply.cluster_id = identity.cluster_id;
+        reply.node_id = *result;
+        for (const auto& [id, node] : broker.cluster_nodes()) {
+          if (!node.forgotten) reply.members.push_back({node.name, node.host, node.port, id});
+        }
+        answer(reply);
+      });
+}
+
+void Server::Impl::join_cluster(const std::string& target, ManagementListener::Respond respond) {
+  auto parsed = parse_cluster_seeds(target);
+  if (!parsed.ok() || parsed->size() != 1) {
+    return respond(
+        failure(400, "name one node of the cluster as NAME@HOST:PORT (its cluster port)" +
+                         (parsed.ok() ? std::string() : ": " + parsed.error())));
+  }
+  if (clustered) {
+    return respond(failure(409, "node " + identity.node_name +
+                                    " is a member of a cluster "
+                                    "already; only a blank node joins"));
+  }
+  if (join_transport != nullptr) return respond(failure(409, "a join is under way"));
+  // Joining starts the node anew as the cluster's member: what it holds would be lost.
+  broker::Definitions held = broker.current_definitions();
+  size_t queues = std::count_if(held.queues().begin(), held.queues().end(), [](const auto& q) {
+    return q.first.second != broker::parking_queue_name;
+  });
+  if (queues != 0 || !held.exchanges().empty() || !held.bindings().empty()) {
+    return respond(failure(
+        409, "node " + identity.node_name + " holds definitions (" + std::to_string(queues) +
+                 " queue(s), " + std::to_string(held.exchanges().size()) +
+                 " exchange(s)); only a blank node joins, since joining starts it anew"));
+  }
+  std::filesystem::path secret_path = config.cluster_secret_file.empty()
+                                          ? config.data_dir / "cluster-secret"
+                                          : config.cluster_secret_file;
+  std::error_code ec;
+  if (!std::filesystem::exists(secret_path, ec)) {
+    return respond(failure(409, "no cluster secret at " + secret_path.string() +
+                                    ": copy the cluster's secret there first"));
+  }
+  auto secret = load_or_create_cluster_secret(secret_path);
+  if (!secret.ok()) return respond(failure(500, secret.error()));
+  PeerAddress member = parsed->front();
+  join_transport =
+      std::make_unique<PeerTransport>(io,
+                                      PeerTransportConfig{.cluster_id = "",
+                                                          .node_name = identity.node_name,
+                                                          .incarnation = identity.incarnation,
+                                                          .bind_address = config.bind_address,
+                                                          .secret = *secret},
+                                      PeerTransportCallbacks{});
+  spdlog::info("asking {} to join its cluster", target);
+  join_transport->request_join(
+      member, cluster::Join{config.bind_address, config.cluster_port},
+      [this, respond = std::move(respond)](Result<cluster::JoinAnswer, std::string> answer) {
+        // The transport goes once this returns (it called this).
+        asio::post(io, [this] { join_transport.reset(); });
+        if (!answer.ok()) return respond(failure(502, answer.error()));
+        if (!answer->refused.empty()) return respond(failure(409, answer->refused));
+        auto recorded = record_join(config.data_dir, identity, *answer);
+        if (!recorded.ok()) return respond(failure(500, recorded.error()));
+        spdlog::info("joined cluster {} as node {}: starting again as its member",
+                     answer->cluster_id, answer->node_id);
+        rejoin = true;
+        HttpResponse joined = json_response({{"cluster_id", answer->cluster_id},
+                                             {"node", identity.node_name},
+                                             {"node_id", answer->node_id}});
+        // Once the answer is out, the node stops and starts again (Server::run returns true).
+        joined.after_sent = [this] { shut_down(0); };
+        respond(joined);
+      });
+}
+
+void Server::Impl::forget_cluster_node(const std::string& name,
+                                       ManagementListener::Respond respond) {
+  if (!clustered) return respond(failure(409, "this node is not in a cluster"));
+  if (name == identity.node_name) {
+    return respond(failure(409, "a node cannot forget itself; ask another node"));
+  }
+  const auto& nodes = broker.cluster_nodes();
+  bool known = std::any_of(nodes.begin(), nodes.end(), [&](const auto& entry) {
+    return entry.second.name == name && !entry.second.forgotten;
+  });
+  if (!known) return respond(failure(404, "no node '" + name + "' in the cluster"));
+  if (transport != nullptr && transport->connected(name)) {
+    // As rabbitmqctl: the node to forget must be stopped first.
+    return respond(failure(409, "node " + name + " is running: stop it first"));
+  }
+  broker.change_definitions(
+      broker::ForgetNode{name},
+      [name, respond = std::move(respond)](const broker::Broker::DefinitionResult& result) {
+        if (!result.ok()) return respond(failure(409, result.error().text));
+        spdlog::info("node {} is forgotten", name);
+        respond(json_response({{"forgotten", name}}));
+      });
 }
 
 nlohmann::json Server::Impl::cluster_status() {
@@ -702,6 +999,9 @@ nlohmann::json Server::Impl::cluster_status() {
     for (const PeerAddress& seed : config.cluster_seeds) {
       if (seed.name == name) address = seed.host + ":" + std::to_string(seed.port);
     }
+    if (auto node = broker.cluster_nodes().find(id); node != broker.cluster_nodes().end()) {
+      address = node->second.host + ":" + std::to_string(node->second.port);
+    }
     nodes.push_back(
         {{"name", name}, {"id", id}, {"cluster_address", address}, {"running", running}});
     disk_nodes.push_back(name);
@@ -710,12 +1010,21 @@ nlohmann::json Server::Impl::cluster_status() {
   const raft::Raft* raft = log->host().peek(metadata_group);
   nlohmann::json leader = nullptr;
   if (raft != nullptr && raft->leader() != raft::no_node) leader = node_name(raft->leader().value);
+  // The metadata group's members as this node last applied them.
+  nlohmann::json voters = nlohmann::json::array();
+  nlohmann::json learners = nlohmann::json::array();
+  if (raft != nullptr) {
+    for (raft::NodeId id : raft->conf().voters) voters.push_back(node_name(id.value));
+    for (raft::NodeId id : raft->conf().learners) learners.push_back(node_name(id.value));
+  }
   return {{"cluster_name", identity.cluster_id},
           {"cluster_id", identity.cluster_id},
           {"node", identity.node_name},
           {"disk_nodes", disk_nodes},
           {"running_nodes", running_nodes},
           {"metadata_leader", leader},
+          {"metadata_voters", voters},
+          {"metadata_learners", learners},
           {"nodes", nodes},
           {"alarms", nlohmann::json::array()}};
 }
@@ -791,25 +1100,40 @@ Result<void, std::string> Server::Impl::start_cluster() {
           .on_batch = [this](const std::string&, raft::NodeBatch batch) { log->receive(batch); },
           .on_propose = [this](const std::string& peer,
                                cluster::Propose propose) { log->on_propose(peer, propose); },
-          .on_proposed = [this](
-                             const std::string&,
-                             const cluster::Proposed& proposed) { log->on_proposed(proposed); }});
+          .on_proposed = [this](const std::string&,
+                                const cluster::Proposed& proposed) { log->on_proposed(proposed); },
+          .on_join =
+              [this](const cluster::Hello& joiner, const cluster::Join& join,
+                     PeerTransportCallbacks::JoinAnswerFn answer) {
+                on_join(joiner, join, std::move(answer));
+              }});
   auto listening = transport->start();
   if (!listening.ok()) return unexpected(listening.error());
-  std::map<uint64_t, std::string> names;
-  std::vector<raft::NodeId> voters;
-  for (size_t i = 0; i < config.cluster_seeds.size(); ++i) {
-    const PeerAddress& seed = config.cluster_seeds[i];
-    names[i + 1] = seed.name;
-    voters.push_back(raft::NodeId{i + 1});
-    if (seed.name != identity.node_name) transport->add_peer(seed);
+  // The peers: the seeds, and the members the node knew when it last ran (a node that joined
+  // has only those); the metadata group's nodes replace them as it replays (nodes_changed).
+  std::vector<KnownNode> peers = known_nodes;
+  std::vector<broker::ClusterNode> founders;
+  bool seed = seed_node_id(config.cluster_seeds, identity.node_name).has_value();
+  for (size_t i = 0; seed && i < config.cluster_seeds.size(); ++i) {
+    const PeerAddress& address = config.cluster_seeds[i];
+    peers.push_back(KnownNode{i + 1, address});
+    founders.push_back(broker::ClusterNode{
+        .id = i + 1, .name = address.name, .host = address.host, .port = address.port});
   }
-  log->attach_transport(transport.get(), std::move(names));
+  for (const KnownNode& peer : peers) {
+    node_names[peer.id] = peer.address.name;
+    if (peer.address.name != identity.node_name) transport->add_peer(peer.address);
+  }
+  node_names[identity.node_id] = identity.node_name;
+  log->attach_transport(transport.get(), node_names);
   broker.set_clustered(true);
-  spdlog::info("cluster of {} seed(s); peers on port {}", config.cluster_seeds.size(),
+  broker.set_nodes_listener([this] { nodes_changed(); });
+  spdlog::info("cluster of {} known node(s); peers on port {}", node_names.size(),
                transport->port());
   broker.begin_definition_replay();
-  auto started = MetadataStore::start(*log, broker, std::move(voters));
+  // A seed founds the metadata group with the other seeds if it has none; a node that joined
+  // starts an empty member, which the leader fills.
+  auto started = MetadataStore::start(*log, broker, founders);
   if (!started.ok()) return unexpected(started.error());
   metadata = std::move(started.value());
   start_writer();
@@ -841,7 +1165,7 @@ uint16_t Server::port() const {
   return impl_->acceptor.local_endpoint(ec).port();
 }
 
-void Server::run() {
+bool Server::run() {
   if (impl_->clustered) {
     impl_->advance_startup();
   } else {
@@ -852,6 +1176,7 @@ void Server::run() {
   impl_->check_disk_every_second();
   impl_->io.run();
   impl_->log->stop_posting();
+  return impl_->rejoin;
 }
 
 }  // namespace hamq::server

@@ -59,7 +59,9 @@ class Server {
   // The port actually listened on (after start).
   uint16_t port() const;
   // Serves until SIGTERM or SIGINT, then closes every connection with 320 CONNECTION_FORCED.
-  void run();
+  // Returns true when the node stopped because it joined a cluster (hamqctl join_cluster): the
+  // caller starts a new Server on the same configuration, which runs as the cluster's member.
+  bool run();
 
  private:
   struct Impl;

@@ -41,15 +41,24 @@ class Cluster:
                               for i in range(1, size + 1))
         self.nodes = {i: self._node(i) for i in range(1, size + 1)}
 
-    def _node(self, i):
+    def _node(self, i, seeds=True):
         data_dir = os.path.join(self.dir.name, "n%d" % i)
         os.makedirs(data_dir, exist_ok=True)
         node = HamqServer(data_dir=data_dir)
         node.args = [node.args[0], "--node-name", "n%d" % i, "--bind", address(i),
                      "--port", str(CLIENT_PORT), "--cluster-port", str(CLUSTER_PORT),
-                     "--cluster-seeds", self.seeds, "--cluster-secret-file", self.secret,
+                     "--cluster-secret-file", self.secret,
                      "--management-port", str(MANAGEMENT_PORT), "--data-dir", data_dir]
+        if seeds:
+            node.args += ["--cluster-seeds", self.seeds]
         return node
+
+    def add_blank_node(self, i):
+        """Starts node i alone, without seeds (a cluster of one), with the cluster's secret: a
+        node that `hamqctl join_cluster` can add."""
+        self.nodes[i] = self._node(i, seeds=False)
+        self.nodes[i].start()
+        return self.nodes[i]
 
     def start(self):
         for node in self.nodes.values():
@@ -76,6 +85,14 @@ class Cluster:
                                *args], capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, "hamqctl %s: %s%s" % (args, done.stdout, done.stderr)
         return done.stdout
+
+    def hamqctl_fails(self, i, *args):
+        """Runs hamqctl against node i, which must refuse; returns (exit code, stderr)."""
+        from hamq_server import BIN_DIR
+        done = subprocess.run([str(BIN_DIR / "hamqctl"), "-n", "%s:%d" % (address(i), MANAGEMENT_PORT),
+                               *args], capture_output=True, text=True, timeout=30)
+        assert done.returncode != 0, "hamqctl %s succeeded: %s" % (args, done.stdout)
+        return done.returncode, done.stderr
 
     @staticmethod
     def cut(i, others):
