@@ -165,9 +165,18 @@ Result<raft::LogIndex, raft::ProposeError> GroupHost::propose(raft::GroupId id, 
 }
 
 Result<void, std::string> GroupHost::compact(raft::GroupId id, std::string data) {
-  raft::Raft* raft = find(id);
-  if (raft == nullptr) return unexpected(std::string("no such group"));
-  return compact_at(id, raft->applied(), std::move(data));
+  auto found = groups_.find(id);
+  if (found == groups_.end() || found->second.removed) {
+    return unexpected(std::string("no such group"));
+  }
+  const Group& group = found->second;
+  raft::LogIndex applied = group.raft->applied();
+  // Entries given to the state machine when their Ready was taken are in `data` already,
+  // though Raft counts them applied only once the Ready's writes are durable.
+  if (group.in_flight && group.applied_early && !group.in_flight->committed_entries.empty()) {
+    applied = group.in_flight->committed_entries.back().index;
+  }
+  return compact_at(id, applied, std::move(data));
 }
 
 Result<void, std::string> GroupHost::compact_at(raft::GroupId id, raft::LogIndex applied,

@@ -69,8 +69,9 @@ class GroupHost {
   size_t group_count() const { return groups_.size(); }
 
   Result<raft::LogIndex, raft::ProposeError> propose(raft::GroupId group, std::string data);
-  // The state machine's snapshot (`data`) at everything applied so far: the log prefix it covers
-  // is dropped once the snapshot is durable (a restart restores it and replays what follows).
+  // The state machine's snapshot (`data`) at everything applied so far (what the state machine
+  // was given, also entries whose Ready is still being written): the log prefix it covers is
+  // dropped once the snapshot is durable (a restart restores it and replays what follows).
   Result<void, std::string> compact(raft::GroupId group, std::string data);
   // The same at `index`, a committed entry whose state `data` is (an apply callback compacts at
   // the entry it is applying, before Raft counts it applied). A `retain_from` (not 0) keeps the
