@@ -617,10 +617,11 @@ Broker::DefinitionResult Broker::apply_add_node(const ClusterNode& node) {
   if (added.id == 0) {
     // A join: refused for a name that is a member already.
     for (const auto& [id, member] : cluster_nodes_) {
-      if (member.name == node.name && !member.forgotten) {
-        return unexpected(ProtocolError{amqp::ReplyCode::precondition_failed,
-                                        "node '" + node.name + "' is a member already"});
-      }
+      if (member.name != node.name || member.forgotten) continue;
+      // The same node asking again (its answer was lost) gets the same id.
+      if (member.host == node.host && member.port == node.port) return id;
+      return unexpected(ProtocolError{amqp::ReplyCode::precondition_failed,
+                                      "node '" + node.name + "' is a member already"});
     }
     added.id = next_node_id(cluster_nodes_);
   }
@@ -650,7 +651,7 @@ Broker::DefinitionResult Broker::apply_forget_node(const std::string& name) {
     for (const std::string& queue_name : queues) delete_queue(*vhost, queue_name);
     std::vector<std::string> exchanges;
     for (const auto& [exchange_name, exchange] : vhost->exchanges()) {
-      if (exchange.home == id) exchanges.push_back(exchange_name);
+      if (exchange.home == id && !exchange.durable) exchanges.push_back(exchange_name);
     }
     for (const std::string& exchange_name : exchanges) {
       (void)apply_delete_exchange(*vhost, DeleteExchange{vhost_name, exchange_name});

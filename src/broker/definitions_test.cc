@@ -290,19 +290,29 @@ TEST(BrokerDefinitions, NodesJoinWithIdsNeverGivenTwiceAndAForgottenNodesQueuesG
   };
   join("n1");
   join("n2");
-  join("n2");  // a member already: refused
+  join("n2");  // the same node asking again (its answer was lost): the same id
+  a.change_definitions(AddNode{ClusterNode{0, "n2", "127.0.0.99", 25672, false}},
+                       [&](const Broker::DefinitionResult& result) {
+                         ids.push_back(result.ok() ? *result : 0);
+                       });  // another node under a member's name: refused
   log.commit({&a, &b});
-  EXPECT_EQ(ids, (std::vector<uint64_t>{1, 2, 0}));
+  EXPECT_EQ(ids, (std::vector<uint64_t>{1, 2, 2, 0}));
   EXPECT_EQ(changes, 2u);
   // n2's own queues, transient and durable, live there only: they go when it is forgotten.
   a.change_definitions(DeclareQueue{queue_definition("on-n2", true, 0, 2)});
   a.change_definitions(DeclareQueue{queue_definition("on-n1", true, 0, 1)});
+  // Exchanges are metadata only: a durable one declared through n2 stays, a transient one goes.
+  a.change_definitions(DeclareExchange{{"/", "durable-x", "topic", false, false, {}, 0, true, 2}});
+  a.change_definitions(
+      DeclareExchange{{"/", "transient-x", "topic", false, false, {}, 0, false, 2}});
   a.change_definitions(ForgetNode{"n2"});
   a.change_definitions(ForgetNode{"n2"});  // gone already: refused, nothing changes
   log.commit({&a, &b});
   for (Broker* broker : {&a, &b}) {
     EXPECT_EQ(broker->find_virtual_host("/")->find_queue("on-n2"), nullptr);
     EXPECT_NE(broker->find_virtual_host("/")->find_queue("on-n1"), nullptr);
+    EXPECT_NE(broker->find_virtual_host("/")->find_exchange("durable-x"), nullptr);
+    EXPECT_EQ(broker->find_virtual_host("/")->find_exchange("transient-x"), nullptr);
     EXPECT_TRUE(broker->cluster_nodes().at(2).forgotten);
   }
   // A node that joins later never gets a forgotten node's id, even under the same name.

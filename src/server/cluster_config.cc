@@ -5,6 +5,7 @@
 #include <openssl/rand.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -25,11 +26,7 @@ std::string hex(const unsigned char* bytes, size_t size) {
 }
 
 bool valid_name(std::string_view name) {
-  if (name.empty() || name.size() > 255) return false;
-  for (char c : name) {
-    if (c == ',' || c == ' ' || c == '\t' || c == '\n') return false;
-  }
-  return true;
+  return valid_node_name(name);
 }
 
 }  // namespace
@@ -126,6 +123,14 @@ Result<std::string, std::string> load_or_create_cluster_secret(const std::filesy
 
 namespace hamq::server {
 
+bool valid_node_name(std::string_view name) {
+  if (name.empty() || name.size() > 255) return false;
+  for (char c : name) {
+    if (c == ',' || std::isspace(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
 Result<std::vector<KnownNode>, std::string> load_cluster_nodes(const std::filesystem::path& path) {
   std::vector<KnownNode> nodes;
   std::ifstream in(path);
@@ -166,9 +171,20 @@ Result<void, std::string> save_cluster_nodes(const std::filesystem::path& path,
     out.flush();
     if (!out) return unexpected("cannot write " + temporary.string());
   }
+  if (auto synced = sync_file(temporary, false); !synced.ok()) return synced;
   std::error_code ec;
   std::filesystem::rename(temporary, path, ec);
   if (ec) return unexpected("cannot rename " + temporary.string() + ": " + ec.message());
+  return sync_file(path.parent_path().empty() ? "." : path.parent_path(), true);
+}
+
+Result<void, std::string> sync_file(const std::filesystem::path& path, bool directory) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0));
+  if (fd < 0) return unexpected("cannot open " + path.string() + ": " + std::strerror(errno));
+  int synced = ::fsync(fd);
+  int error = errno;
+  ::close(fd);
+  if (synced != 0) return unexpected("cannot fsync " + path.string() + ": " + std::strerror(error));
   return Ok{};
 }
 

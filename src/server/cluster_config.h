@@ -29,6 +29,9 @@ struct PeerAddress {
 Result<std::vector<PeerAddress>, std::string> parse_cluster_seeds(std::string_view text);
 // 32 lowercase hex digits: the first half of SHA-256 over the list as given.
 std::string seeds_cluster_id(const std::vector<PeerAddress>& seeds);
+// 1 to 255 characters, none of them a comma or white space (a name in the seeds and in
+// DATA_DIR/cluster-nodes).
+bool valid_node_name(std::string_view name);
 // The node's position in the list, from 1; nothing if it is not in it.
 std::optional<uint64_t> seed_node_id(const std::vector<PeerAddress>& seeds, std::string_view name);
 
@@ -45,6 +48,8 @@ inline constexpr const char* cluster_nodes_file = "cluster-nodes";
 Result<std::vector<KnownNode>, std::string> load_cluster_nodes(const std::filesystem::path& path);
 Result<void, std::string> save_cluster_nodes(const std::filesystem::path& path,
                                              const std::vector<KnownNode>& nodes);
+// fsync of a file or a directory; the error names it.
+Result<void, std::string> sync_file(const std::filesystem::path& path, bool directory);
 
 // The secret in `path` (its first line, which must not be empty), or a new one (32 random bytes
 // as hex) written there, readable by its owner only, when the file does not exist. Copy the file

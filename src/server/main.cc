@@ -31,8 +31,9 @@ int main(int argc, char** argv) {
                  "with")
       ->capture_default_str()
       ->check([](const std::string& name) {
-        return name.empty() || name.size() > 255 ? std::string("1 to 255 characters")
-                                                 : std::string();
+        return hamq::server::valid_node_name(name)
+                   ? std::string()
+                   : std::string("1 to 255 characters, no spaces or commas");
       });
   app.add_option("--cluster-port", config.cluster_port,
                  "Port the node listens on for its peers (on the --bind address)")

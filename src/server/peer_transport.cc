@@ -71,7 +71,13 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
     queue(std::move(hello));
     timer_.expires_after(std::chrono::milliseconds(config.handshake_timeout_ms));
     timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
-      if (!ec && !self->established_) self->close("no handshake in time", true);
+      // A join link must be answered in time as well (a joiner must ask in time).
+      if (ec) return;
+      if (!self->established_) {
+        self->close("no handshake in time", true);
+      } else if (self->join_ || (self->joiner_ && !self->asked_)) {
+        self->close("no join in time", self->joiner_);
+      }
     });
     read();
   }
@@ -223,6 +229,13 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
     if (join == nullptr || asked_) return close("a joining node sent more than its join", true);
     asked_ = true;
     timer_.cancel();
+    asio::error_code ec;
+    auto host = asio::ip::make_address(join->host, ec);
+    if (!ec && host.is_unspecified()) {
+      // It listens on every address (--bind 0.0.0.0 or ::): peers reach it where it came from.
+      auto remote = socket_.remote_endpoint(ec);
+      if (!ec) join->host = remote.address().to_string();
+    }
     if (!owner_->callbacks_.on_join) return close("joins are not served here", true);
     std::weak_ptr<Link> weak = shared_from_this();
     owner_->callbacks_.on_join(peer_hello_, *join, [weak](const cluster::JoinAnswer& answer) {
@@ -354,9 +367,18 @@ void PeerTransport::request_join(const PeerAddress& target, const cluster::Join&
   socket->open(endpoint.protocol(), ec);
   if (!ec) socket->bind({asio::ip::make_address(config_.bind_address, ec), 0}, ec);
   if (ec) return done(unexpected("cannot bind to " + config_.bind_address + ": " + ec.message()));
+  // A member that does not answer the connection (packets dropped) is given up in time.
+  auto deadline = std::make_shared<asio::steady_timer>(io_);
+  deadline->expires_after(std::chrono::milliseconds(config_.handshake_timeout_ms));
+  deadline->async_wait([socket](asio::error_code wait_error) {
+    if (wait_error) return;
+    asio::error_code ignored;
+    socket->close(ignored);
+  });
   socket->async_connect(
-      endpoint, [this, socket, target, join, done = std::move(done),
+      endpoint, [this, socket, target, join, deadline, done = std::move(done),
                  alive = std::weak_ptr<bool>(alive_)](asio::error_code connect_error) mutable {
+        deadline->cancel();
         if (alive.expired() || stopped_) return;
         if (connect_error) {
           return done(unexpected("cannot connect to " + target.host + ":" +
@@ -422,7 +444,13 @@ void PeerTransport::schedule_redial(Peer& peer) {
 
 void PeerTransport::link_up(const std::shared_ptr<Link>& link, const cluster::Hello& hello) {
   std::erase(handshaking_, link);
-  Peer& peer = peers_.at(hello.node_name);
+  auto known = peers_.find(hello.node_name);
+  if (known == peers_.end()) {
+    // Forgotten while its link was being set up.
+    link->close("not a peer any more", false);
+    return;
+  }
+  Peer& peer = known->second;
   if (peer.up && peer.link != link) {
     // The peer's old connection is still here: the new one replaces it (the peer restarted
     // and dialled again before this side saw the old one close).

@@ -51,6 +51,7 @@ struct Node {
                 [this](const cluster::Hello& joiner, const cluster::Join& join,
                        PeerTransportCallbacks::JoinAnswerFn answer) {
                   joins.emplace_back(joiner.node_name, join);
+                  if (joiner.node_name == "n8") return;  // never answered
                   cluster::JoinAnswer reply;
                   if (joiner.node_name == "n9") {
                     reply.refused = "not n9";
@@ -171,6 +172,26 @@ TEST(PeerTransport, AJoinIsRefusedWithTheClustersReasonOrWithoutTheSecret) {
   EXPECT_FALSE(answer->ok());
   EXPECT_EQ(n1.joins.size(), 1u);  // only n9's reached the cluster
   EXPECT_GE(n1.transport->refused(), 1u);
+}
+
+TEST(PeerTransport, AJoinFromEveryAddressIsRecordedWhereItCameFromAndAnUnansweredOneEnds) {
+  asio::io_context io;
+  Node n1(io, "n1");
+  Node blank(io, "n4", "s3cret", "");
+  std::optional<Result<cluster::JoinAnswer, std::string>> answer;
+  blank.transport->request_join(n1.address(), cluster::Join{"::", 25999},
+                                [&](auto result) { answer = std::move(result); });
+  ASSERT_TRUE(run_until(io, [&] { return answer.has_value(); }));
+  ASSERT_EQ(n1.joins.size(), 1u);
+  EXPECT_EQ(n1.joins[0].second.host, "127.0.0.1");  // not "::"
+  // A member that never answers: the joining side gives up after the handshake timeout.
+  Node waiting(io, "n8", "s3cret", "");
+  answer.reset();
+  waiting.transport->request_join(n1.address(), cluster::Join{"127.0.0.1", 25999},
+                                  [&](auto result) { answer = std::move(result); });
+  ASSERT_TRUE(run_until(io, [&] { return answer.has_value(); }));
+  ASSERT_FALSE(answer->ok());
+  EXPECT_NE(answer->error().find("no join in time"), std::string::npos) << answer->error();
 }
 
 TEST(PeerTransport, APeerOfAnotherClusterIsRefused) {

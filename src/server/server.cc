@@ -52,7 +52,7 @@ Result<void, std::string> record_join(const std::filesystem::path& data_dir,
   }
   std::filesystem::rename(staging, data_dir / pending_join_dir, ec);
   if (ec) return unexpected("cannot rename " + staging.string() + ": " + ec.message());
-  return Ok{};
+  return sync_file(data_dir, true);
 }
 
 // Completes a join recorded by record_join: each step can be done again after a crash.
@@ -455,6 +455,7 @@ struct Server::Impl {
                  config.connection.product_version, config.bind_address,
                  acceptor.local_endpoint(ec).port(), config.data_dir.string());
     spdlog::default_logger()->flush();
+    serving = true;
     accept();
   }
 
@@ -594,13 +595,21 @@ struct Server::Impl {
   // A blank node asks this one to join the cluster (PeerTransportCallbacks::on_join).
   void on_join(const cluster::Hello& joiner, const cluster::Join& join,
                PeerTransportCallbacks::JoinAnswerFn answer);
-  // The metadata group's nodes changed: links, names and DATA_DIR/cluster-nodes follow.
+  // The metadata group's nodes changed: links, names and DATA_DIR/cluster-nodes follow, soon.
   void nodes_changed();
+  void follow_nodes();
+  bool nodes_change_posted = false;
   // On the metadata group's leader: one membership change at a time brings the group's
   // members to the cluster's nodes (a new node as a learner, promoted to voter once it caught
   // up, up to five voters; a forgotten one removed).
   void reconcile_metadata_members();
   std::unique_ptr<PeerTransport> join_transport;  // while this node asks to join
+  // Serving clients: startup is over, changes go through the metadata group.
+  bool serving = false;
+  // Answers that wait for a metadata change, by id: held here, not by the broker's callbacks,
+  // so that they go before the event loop does.
+  std::map<uint64_t, ManagementListener::Respond> waiting_answers;
+  uint64_t next_waiting_answer = 1;
   bool rejoin = false;  // joined a cluster: run() returns true, the node starts again
   std::vector<KnownNode> known_nodes;  // DATA_DIR/cluster-nodes at start
   nlohmann::json cluster_status();
@@ -806,13 +815,29 @@ HttpResponse Server::Impl::handle_read(const HttpRequest& request) {
 }
 
 void Server::Impl::nodes_changed() {
+  // Outside the apply that changed them: dropping a link reports it to the groups, whose
+  // callbacks may come back into the broker.
+  if (nodes_change_posted) return;
+  nodes_change_posted = true;
+  asio::post(io, [this] {
+    nodes_change_posted = false;
+    follow_nodes();
+  });
+}
+
+void Server::Impl::follow_nodes() {
   const auto& nodes = broker.cluster_nodes();
   std::map<uint64_t, std::string> names;
   std::vector<KnownNode> known;
+  std::set<std::string> live;
+  for (const auto& [id, node] : nodes) {
+    if (!node.forgotten) live.insert(node.name);
+  }
   for (const auto& [id, node] : nodes) {
     PeerAddress address{node.name, node.host, node.port};
     if (node.forgotten) {
-      if (transport != nullptr) transport->remove_peer(node.name);
+      // (A forgotten name a new node took again stays linked.)
+      if (transport != nullptr && !live.contains(node.name)) transport->remove_peer(node.name);
       continue;
     }
     names[id] = node.name;
@@ -874,6 +899,19 @@ void Server::Impl::reconcile_metadata_members() {
 void Server::Impl::on_join(const cluster::Hello& joiner, const cluster::Join& join,
                            PeerTransportCallbacks::JoinAnswerFn answer) {
   spdlog::info("node {} at {}:{} asks to join the cluster", joiner.node_name, join.host, join.port);
+  auto refuse = [&answer](std::string why) {
+    cluster::JoinAnswer refused;
+    refused.refused = std::move(why);
+    answer(refused);
+  };
+  if (!serving) return refuse("node " + identity.node_name + " is starting: ask again soon");
+  asio::error_code ec;
+  asio::ip::make_address(join.host, ec);
+  if (!valid_node_name(joiner.node_name) || ec || join.port == 0) {
+    return refuse(
+        "a node name of 1 to 255 characters without spaces or commas, and an IP "
+        "address and port, are needed to join");
+  }
   if (broker.cluster_nodes().empty()) {
     // Founded before the metadata group recorded its nodes: a new node's id could be taken.
     cluster::JoinAnswer refused;
@@ -968,6 +1006,7 @@ void Server::Impl::join_cluster(const std::string& target, ManagementListener::R
 void Server::Impl::forget_cluster_node(const std::string& name,
                                        ManagementListener::Respond respond) {
   if (!clustered) return respond(failure(409, "this node is not in a cluster"));
+  if (!serving) return respond(failure(503, "this node is starting: ask again soon"));
   if (name == identity.node_name) {
     return respond(failure(409, "a node cannot forget itself; ask another node"));
   }
@@ -980,13 +1019,18 @@ void Server::Impl::forget_cluster_node(const std::string& name,
     // As rabbitmqctl: the node to forget must be stopped first.
     return respond(failure(409, "node " + name + " is running: stop it first"));
   }
-  broker.change_definitions(
-      broker::ForgetNode{name},
-      [name, respond = std::move(respond)](const broker::Broker::DefinitionResult& result) {
-        if (!result.ok()) return respond(failure(409, result.error().text));
-        spdlog::info("node {} is forgotten", name);
-        respond(json_response({{"forgotten", name}}));
-      });
+  uint64_t waiting = next_waiting_answer++;
+  waiting_answers[waiting] = std::move(respond);
+  broker.change_definitions(broker::ForgetNode{name},
+                            [this, name, waiting](const broker::Broker::DefinitionResult& result) {
+                              auto found = waiting_answers.find(waiting);
+                              if (found == waiting_answers.end()) return;
+                              ManagementListener::Respond answer = std::move(found->second);
+                              waiting_answers.erase(found);
+                              if (!result.ok()) return answer(failure(409, result.error().text));
+                              spdlog::info("node {} is forgotten", name);
+                              answer(json_response({{"forgotten", name}}));
+                            });
 }
 
 nlohmann::json Server::Impl::cluster_status() {
