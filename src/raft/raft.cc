@@ -52,6 +52,7 @@ Raft::Raft(Config config, const LogStorage& storage)
   vote_ = initial.hard_state.vote;
   // A commit index past the stored log can only come from a damaged disk; the log is what counts.
   log_.commit_to(std::min(initial.hard_state.commit, log_.last_index()));
+  restore_committed_conf();
   previous_hard_state_ = initial.hard_state;
   // A member with nothing on disk (new, or back after losing its disk) may have voted and
   // acknowledged entries in an earlier life: until it holds what a leader had committed when it
@@ -770,6 +771,31 @@ bool Raft::transfer_leadership(NodeId target) {
   return true;
 }
 
+void Raft::restore_committed_conf() {
+  // The membership changes committed after the snapshot count from the start, not from when
+  // their entries come out again to be applied: a member must not campaign in, or count votes
+  // for, its snapshot's configuration (a group that grew from one member would elect that member
+  // alone). Each change that was applied had its commit recorded with it (the runtime writes the
+  // hard state of a Ready that commits one), so the stored commit covers them.
+  LogIndex at{log_.first_index()};
+  while (at <= log_.committed()) {
+    auto batch = log_.entries(at, LogIndex{log_.committed().value + 1}, 4u << 20);
+    if (!batch.ok()) {
+      if (batch.error() == StorageError::io) failed_ = true;
+      return;
+    }
+    if (batch->empty()) return;
+    for (const Entry& entry : *batch) {
+      ConfChange change;
+      if (entry.type == EntryType::conf_change && decode_conf_change(entry.data, change)) {
+        apply_conf_change(change, conf_);
+        conf_restored_to_ = entry.index;
+      }
+    }
+    at = LogIndex{batch->back().index.value + 1};
+  }
+}
+
 void Raft::apply_conf(const ConfChange& change) {
   if (!apply_conf_change(change, conf_)) return;
   if (role_ != Role::leader) return;
@@ -861,7 +887,7 @@ void Raft::advance(const Ready& ready) {
     uint64_t applied_bytes = 0;
     for (const Entry& entry : ready.committed_entries) {
       applied_bytes += entry_size_bytes(entry);
-      if (entry.type != EntryType::conf_change) continue;
+      if (entry.type != EntryType::conf_change || entry.index <= conf_restored_to_) continue;
       ConfChange change;
       if (decode_conf_change(entry.data, change)) apply_conf(change);
     }

@@ -186,6 +186,10 @@ class Raft {
   // Progress of a member that speaks: false when the message is from an older incarnation.
   bool accept_incarnation(const Message& message, Progress& progress);
   void apply_conf(const ConfChange& change);
+  // At start: the configuration after the committed entries the log holds (their changes are
+  // not applied again when the entries come out).
+  void restore_committed_conf();
+  LogIndex conf_restored_to_{};
   void note_leader_commit(Term leader_term, LogIndex leader_commit);
   HardState hard_state() const;
   void stop_on_storage_failure();

@@ -558,6 +558,31 @@ TEST(RaftMembership, LearnerCatchesUpThenIsPromotedToVoter) {  // §6, thesis §
   EXPECT_EQ(cluster[n(1)].conf().voters.size(), 4u);
 }
 
+TEST(RaftMembership, AMemberRestartedAfterItsGroupGrewKeepsTheCommittedConfiguration) {
+  // A group of one grows to two; its first member restarts. Its snapshot still says it is alone:
+  // the committed changes in its log must count at once, or it elects itself alone.
+  TestCluster cluster(1);
+  cluster.elect(n(1));
+  cluster.start(n(2), no_lease, false);
+  ASSERT_TRUE(cluster[n(1)].propose_conf_change({ConfChangeType::add_learner, n(2)}).ok());
+  cluster.settle();
+  cluster.tick_all(2);
+  ASSERT_TRUE(cluster[n(1)].propose_conf_change({ConfChangeType::add_voter, n(2)}).ok());
+  cluster.settle();
+  ASSERT_EQ(cluster[n(1)].conf().voters.size(), 2u);
+  cluster.restart(n(1));
+  EXPECT_EQ(cluster[n(1)].conf().voters, (std::vector<NodeId>{n(1), n(2)}));
+  cluster.isolate(n(1));
+  cluster[n(1)].campaign_now();
+  cluster.settle();
+  EXPECT_NE(cluster[n(1)].role(), Role::leader);
+  // Healed, the two elect a leader and the change is not applied twice.
+  cluster.heal();
+  cluster.tick_all(20);
+  EXPECT_EQ(cluster[n(1)].conf().voters, (std::vector<NodeId>{n(1), n(2)}));
+  EXPECT_TRUE(cluster[n(1)].role() == Role::leader || cluster[n(2)].role() == Role::leader);
+}
+
 TEST(RaftMembership, OneChangeAtATime) {  // thesis §4.1
   TestCluster cluster(3);
   cluster.elect(n(1));

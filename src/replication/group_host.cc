@@ -303,7 +303,12 @@ bool GroupHost::submit(raft::GroupId id, Group& group) {
   if (ready.hard_state && !group.hard_state_needed) {
     raft::HardState commit_only = group.written_hard_state;
     commit_only.commit = ready.hard_state->commit;
-    skip_hard_state = commit_only == *ready.hard_state;  // nothing worth an fsync
+    // Nothing worth an fsync, unless it commits a membership change: a restart must know that
+    // it was committed (Raft::restore_committed_conf).
+    bool commits_conf_change = std::any_of(
+        ready.committed_entries.begin(), ready.committed_entries.end(),
+        [](const raft::Entry& entry) { return entry.type == raft::EntryType::conf_change; });
+    skip_hard_state = commit_only == *ready.hard_state && !commits_conf_change;
   }
   if (ready.hard_state && !group.hard_state_needed && !skip_hard_state) {
     auto saved = wal_.save_hard_state(stored, to_storage(*ready.hard_state));
