@@ -238,14 +238,17 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
     }
     if (!owner_->callbacks_.on_join) return close("joins are not served here", true);
     std::weak_ptr<Link> weak = shared_from_this();
-    owner_->callbacks_.on_join(peer_hello_, *join, [weak](const cluster::JoinAnswer& answer) {
-      auto self = weak.lock();
-      if (!self || self->closed_) return;
-      std::vector<uint8_t> bytes;
-      cluster::encode_frame(bytes, answer);
-      self->close_after_write_ = true;
-      self->queue(std::move(bytes));
-    });
+    auto local = socket_.local_endpoint(ec);
+    std::string reached_at = ec ? std::string() : local.address().to_string();
+    owner_->callbacks_.on_join(peer_hello_, *join, reached_at,
+                               [weak](const cluster::JoinAnswer& answer) {
+                                 auto self = weak.lock();
+                                 if (!self || self->closed_) return;
+                                 std::vector<uint8_t> bytes;
+                                 cluster::encode_frame(bytes, answer);
+                                 self->close_after_write_ = true;
+                                 self->queue(std::move(bytes));
+                               });
   }
 
   void write() {

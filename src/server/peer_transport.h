@@ -63,8 +63,10 @@ struct PeerTransportCallbacks {
   std::function<void(const std::string& peer_name, const cluster::Proposed& proposed)> on_proposed;
   // A blank node that proved it knows the cluster secret asks to join; `answer` sends the
   // cluster's answer and closes the link (it may be called later, or never if the link closed).
+  // `reached_at`: the address of this node the joining node connected to.
   using JoinAnswerFn = std::function<void(const cluster::JoinAnswer&)>;
-  std::function<void(const cluster::Hello& joiner, const cluster::Join& join, JoinAnswerFn answer)>
+  std::function<void(const cluster::Hello& joiner, const cluster::Join& join,
+                     const std::string& reached_at, JoinAnswerFn answer)>
       on_join;
 };
 

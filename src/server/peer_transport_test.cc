@@ -48,7 +48,7 @@ struct Node {
             .on_proposed = [this](const std::string&,
                                   const cluster::Proposed& answer) { answers.push_back(answer); },
             .on_join =
-                [this](const cluster::Hello& joiner, const cluster::Join& join,
+                [this](const cluster::Hello& joiner, const cluster::Join& join, const std::string&,
                        PeerTransportCallbacks::JoinAnswerFn answer) {
                   joins.emplace_back(joiner.node_name, join);
                   if (joiner.node_name == "n8") return;  // never answered

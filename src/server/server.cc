@@ -593,8 +593,9 @@ struct Server::Impl {
   // POST /api/cluster/forget on any node: removes a node that is down for good.
   void forget_cluster_node(const std::string& name, ManagementListener::Respond respond);
   // A blank node asks this one to join the cluster (PeerTransportCallbacks::on_join).
+  // `reached_at`: this node's address as the joining node reached it.
   void on_join(const cluster::Hello& joiner, const cluster::Join& join,
-               PeerTransportCallbacks::JoinAnswerFn answer);
+               const std::string& reached_at, PeerTransportCallbacks::JoinAnswerFn answer);
   // The metadata group's nodes changed: links, names and DATA_DIR/cluster-nodes follow, soon.
   void nodes_changed();
   void follow_nodes();
@@ -619,6 +620,8 @@ struct Server::Impl {
   size_t transient_dropped = 0;
   std::chrono::steady_clock::time_point replay_started;
   Result<void, std::string> start_cluster();
+  // The peer listener, served by a node alone too, so that nodes can join it.
+  Result<void, std::string> start_transport();
   Result<void, std::string> listen();
   void start_writer();
   bool disk_refused_write = false;
@@ -718,6 +721,12 @@ Result<void, std::string> Server::start() {
     }
     impl_->log_restored();
     impl_->start_writer();
+    // Alone, it still listens for peers: a blank node can join it (hamqctl join_cluster).
+    if (auto listening = impl_->start_transport(); listening.ok()) {
+      spdlog::info("peers on port {}", impl_->transport->port());
+    } else {
+      spdlog::warn("{}: no node can join this one", listening.error());
+    }
   }
   auto listened = impl_->listen();
   if (!listened.ok()) return listened;
@@ -845,6 +854,8 @@ void Server::Impl::follow_nodes() {
     if (transport != nullptr && node.name != identity.node_name) transport->add_peer(address);
   }
   if (names.empty()) return;  // a log from before nodes were recorded: the seeds stay
+  // A node that was alone is in a cluster once another joined it.
+  if (names.size() > 1) broker.set_clustered(true);
   node_names = names;
   log->set_peer_names(std::move(names));
   auto saved = save_cluster_nodes(config.data_dir / cluster_nodes_file, known);
@@ -852,7 +863,7 @@ void Server::Impl::follow_nodes() {
 }
 
 void Server::Impl::reconcile_metadata_members() {
-  if (!clustered) return;
+  if (transport == nullptr) return;
   const raft::Raft* leader = log->host().peek(metadata_group);
   if (leader == nullptr || leader->role() != raft::Role::leader) return;
   std::set<uint64_t> wanted;
@@ -897,6 +908,7 @@ void Server::Impl::reconcile_metadata_members() {
 }
 
 void Server::Impl::on_join(const cluster::Hello& joiner, const cluster::Join& join,
+                           const std::string& reached_at,
                            PeerTransportCallbacks::JoinAnswerFn answer) {
   spdlog::info("node {} at {}:{} asks to join the cluster", joiner.node_name, join.host, join.port);
   auto refuse = [&answer](std::string why) {
@@ -919,6 +931,17 @@ void Server::Impl::on_join(const cluster::Hello& joiner, const cluster::Join& jo
         "this cluster's metadata does not record its nodes (founded by an older hamq): it cannot "
         "take new nodes";
     return answer(refused);
+  }
+  // This node's own record, if it cannot be reached by it (a node that listens on every address,
+  // or on a port chosen at start, as a node alone may), is corrected first.
+  auto self = broker.cluster_nodes().find(identity.node_id);
+  if (self != broker.cluster_nodes().end()) {
+    broker::ClusterNode corrected = self->second;
+    asio::error_code unspecified_error;
+    auto recorded = asio::ip::make_address(corrected.host, unspecified_error);
+    if (unspecified_error || recorded.is_unspecified()) corrected.host = reached_at;
+    corrected.port = transport->port();
+    if (corrected != self->second) broker.change_definitions(broker::AddNode{corrected});
   }
   broker.change_definitions(
       broker::AddNode{
@@ -945,7 +968,7 @@ void Server::Impl::join_cluster(const std::string& target, ManagementListener::R
         failure(400, "name one node of the cluster as NAME@HOST:PORT (its cluster port)" +
                          (parsed.ok() ? std::string() : ": " + parsed.error())));
   }
-  if (clustered) {
+  if (clustered || node_names.size() > 1) {
     return respond(failure(409, "node " + identity.node_name +
                                     " is a member of a cluster "
                                     "already; only a blank node joins"));
@@ -1005,7 +1028,9 @@ void Server::Impl::join_cluster(const std::string& target, ManagementListener::R
 
 void Server::Impl::forget_cluster_node(const std::string& name,
                                        ManagementListener::Respond respond) {
-  if (!clustered) return respond(failure(409, "this node is not in a cluster"));
+  if (transport == nullptr || node_names.size() <= 1) {
+    return respond(failure(409, "this node is not in a cluster"));
+  }
   if (!serving) return respond(failure(503, "this node is starting: ask again soon"));
   if (name == identity.node_name) {
     return respond(failure(409, "a node cannot forget itself; ask another node"));
@@ -1123,7 +1148,7 @@ nlohmann::json Server::Impl::queues() {
   return out;
 }
 
-Result<void, std::string> Server::Impl::start_cluster() {
+Result<void, std::string> Server::Impl::start_transport() {
   std::filesystem::path secret_path = config.cluster_secret_file.empty()
                                           ? config.data_dir / "cluster-secret"
                                           : config.cluster_secret_file;
@@ -1148,11 +1173,22 @@ Result<void, std::string> Server::Impl::start_cluster() {
                                 const cluster::Proposed& proposed) { log->on_proposed(proposed); },
           .on_join =
               [this](const cluster::Hello& joiner, const cluster::Join& join,
-                     PeerTransportCallbacks::JoinAnswerFn answer) {
-                on_join(joiner, join, std::move(answer));
+                     const std::string& reached_at, PeerTransportCallbacks::JoinAnswerFn answer) {
+                on_join(joiner, join, reached_at, std::move(answer));
               }});
   auto listening = transport->start();
-  if (!listening.ok()) return unexpected(listening.error());
+  if (!listening.ok()) {
+    transport.reset();
+    return unexpected(listening.error());
+  }
+  node_names[identity.node_id] = identity.node_name;
+  log->attach_transport(transport.get(), node_names);
+  broker.set_nodes_listener([this] { nodes_changed(); });
+  return Ok{};
+}
+
+Result<void, std::string> Server::Impl::start_cluster() {
+  if (auto started = start_transport(); !started.ok()) return started;
   // The peers: the seeds, and the members the node knew when it last ran (a node that joined
   // has only those); the metadata group's nodes replace them as it replays (nodes_changed).
   std::vector<KnownNode> peers = known_nodes;
@@ -1169,9 +1205,8 @@ Result<void, std::string> Server::Impl::start_cluster() {
     if (peer.address.name != identity.node_name) transport->add_peer(peer.address);
   }
   node_names[identity.node_id] = identity.node_name;
-  log->attach_transport(transport.get(), node_names);
+  log->set_peer_names(node_names);
   broker.set_clustered(true);
-  broker.set_nodes_listener([this] { nodes_changed(); });
   spdlog::info("cluster of {} known node(s); peers on port {}", node_names.size(),
                transport->port());
   broker.begin_definition_replay();

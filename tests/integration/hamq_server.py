@@ -24,7 +24,8 @@ class HamqServer:
         """`data_dir`: a directory of the caller's (kept); by default a temporary one."""
         self.data_dir = None if data_dir else tempfile.TemporaryDirectory(prefix="hamq-test-")
         self.args = [str(BIN_DIR / "hamq-server"), "--port", "0", "--bind", "127.0.0.1",
-                     "--management-port", "0", "--data-dir", data_dir or self.data_dir.name,
+                     "--management-port", "0", "--cluster-port", "0",
+                     "--data-dir", data_dir or self.data_dir.name,
                      *extra_args]
         self.management_port = None
         self.process = None

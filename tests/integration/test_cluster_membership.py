@@ -113,3 +113,33 @@ def test_a_blank_node_joins_a_stopped_node_is_forgotten_and_the_joined_node_vote
     declare_exchange(cluster, 1, "after-n4-restart")
     eventually(lambda: exists(cluster, 4, "exchange", "after-n4-restart"),
                what="the restarted joined node follows the cluster")
+
+
+def test_a_node_started_alone_grows_into_a_cluster_and_carries_on_without_its_first_node():
+    cluster = Cluster(0)
+    try:
+        first = cluster.add_blank_node(1)
+        declare_exchange(cluster, 1, "from-the-start")
+        # A node alone with definitions takes members: each new one joins through any member.
+        cluster.add_blank_node(2)
+        cluster.hamqctl(2, "join_cluster", "n1@%s:%d" % (address(1), CLUSTER_PORT))
+        cluster.add_blank_node(3)
+        eventually(lambda: exists(cluster, 2, "exchange", "from-the-start"), timeout_s=20,
+                   what="n2 serves what n1 had alone")
+        cluster.hamqctl(3, "join_cluster", "n2@%s:%d" % (address(2), CLUSTER_PORT))
+        eventually(lambda: exists(cluster, 3, "exchange", "from-the-start"), timeout_s=20,
+                   what="n3 serves what n1 had alone")
+        eventually(lambda: sorted(status(cluster, 1)["metadata_voters"]) == ["n1", "n2", "n3"],
+                   what="the three nodes vote")
+        # Three voters: the first node is not needed any more.
+        first.kill()
+        eventually(lambda: declare_exchange(cluster, 3, "without-n1") or True, timeout_s=20,
+                   what="a declare through n3 with n1 dead")
+        eventually(lambda: exists(cluster, 2, "exchange", "without-n1"),
+                   what="n2 sees the declare made with n1 dead")
+        # n1 comes back as a member of the cluster it grew into.
+        first.start()
+        eventually(lambda: exists(cluster, 1, "exchange", "without-n1"), timeout_s=20,
+                   what="n1 catches up when it restarts")
+    finally:
+        cluster.stop()
