@@ -48,6 +48,7 @@ Raft::Raft(Config config, const LogStorage& storage)
   InitialState initial = storage_.initial_state();
   incarnation_ = initial.incarnation;
   conf_ = initial.snapshot.conf;
+  snapshot_conf_ = conf_;
   term_ = initial.hard_state.term;
   vote_ = initial.hard_state.vote;
   // A commit index past the stored log can only come from a damaged disk; the log is what counts.
@@ -598,6 +599,8 @@ void Raft::handle_snapshot_chunk(const Message& message) {
   // The whole snapshot is here: it replaces the log and the configuration.
   log_.restore(meta);
   conf_ = meta.conf;
+  snapshot_conf_ = meta.conf;
+  std::erase_if(conf_changes_, [&meta](const auto& change) { return change.first <= meta.index; });
   incoming_snapshot_.reset();
   note_leader_commit(message.term, meta.index);
   send(Message{.type = MessageType::append_response,
@@ -771,6 +774,15 @@ bool Raft::transfer_leadership(NodeId target) {
   return true;
 }
 
+ConfState Raft::conf_at(LogIndex index) const {
+  ConfState conf = snapshot_conf_;
+  for (const auto& [at, change] : conf_changes_) {
+    if (at > index) break;
+    apply_conf_change(change, conf);
+  }
+  return conf;
+}
+
 void Raft::restore_committed_conf() {
   // The membership changes committed after the snapshot count from the start, not from when
   // their entries come out again to be applied: a member must not campaign in, or count votes
@@ -790,6 +802,7 @@ void Raft::restore_committed_conf() {
       if (entry.type == EntryType::conf_change && decode_conf_change(entry.data, change)) {
         apply_conf_change(change, conf_);
         conf_restored_to_ = entry.index;
+        conf_changes_.emplace_back(entry.index, change);
       }
     }
     at = LogIndex{batch->back().index.value + 1};
@@ -854,6 +867,17 @@ Ready Raft::ready() {
     auto committed =
         log_.entries(log_.applied() + 1, apply_to + 1, config_.committed_bytes_per_ready_max);
     if (committed.ok()) ready.committed_entries = std::move(*committed);
+  }
+  for (const Entry& entry : ready.committed_entries) {
+    if (entry.type != EntryType::conf_change) continue;
+    // Its commit is made durable before the change is applied: a restart takes the change from
+    // the log up to the stored commit (restore_committed_conf).
+    ready.hard_state = current;
+    ConfChange change;
+    bool recorded = !conf_changes_.empty() && conf_changes_.back().first >= entry.index;
+    if (!recorded && decode_conf_change(entry.data, change)) {
+      conf_changes_.emplace_back(entry.index, change);
+    }
   }
   if (vote_changed) {
     // A new term or vote must be durable before anything this member says in it.

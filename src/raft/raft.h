@@ -136,6 +136,9 @@ class Raft {
   Term term() const { return term_; }
   NodeId vote() const { return vote_; }
   const ConfState& conf() const { return conf_; }
+  // The configuration as of a committed entry (from the last snapshot's on): what a snapshot at
+  // that entry must record, whatever was applied since or is being applied.
+  ConfState conf_at(LogIndex index) const;
   const RaftLog& log() const { return log_; }
   LogIndex committed() const { return log_.committed(); }
   LogIndex applied() const { return log_.applied(); }
@@ -190,6 +193,10 @@ class Raft {
   // not applied again when the entries come out).
   void restore_committed_conf();
   LogIndex conf_restored_to_{};
+  // The snapshot's configuration and the changes committed after it, in log order (those given
+  // to be applied included): conf_at().
+  ConfState snapshot_conf_{};
+  std::vector<std::pair<LogIndex, ConfChange>> conf_changes_;
   void note_leader_commit(Term leader_term, LogIndex leader_commit);
   HardState hard_state() const;
   void stop_on_storage_failure();

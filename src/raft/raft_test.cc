@@ -59,6 +59,13 @@ struct TestCluster {
     Raft& raft = *nodes.at(id);
     while (raft.has_ready()) {
       Ready ready = raft.ready();
+      // A Ready that commits a membership change carries the hard state, so that a runtime
+      // that writes it only when asked records the change's commit before applying it.
+      for (const Entry& entry : ready.committed_entries) {
+        if (entry.type == EntryType::conf_change) {
+          EXPECT_TRUE(ready.hard_state.has_value()) << "member " << id.value;
+        }
+      }
       for (Message& message : ready.messages) post(std::move(message));
       MemoryStorage& storage = *storages.at(id);
       for (const SnapshotChunk& chunk : ready.snapshot_chunks) storage.write_snapshot_chunk(chunk);
@@ -572,6 +579,10 @@ TEST(RaftMembership, AMemberRestartedAfterItsGroupGrewKeepsTheCommittedConfigura
   ASSERT_EQ(cluster[n(1)].conf().voters.size(), 2u);
   cluster.restart(n(1));
   EXPECT_EQ(cluster[n(1)].conf().voters, (std::vector<NodeId>{n(1), n(2)}));
+  // A snapshot at an entry before the changes records the configuration of then.
+  EXPECT_EQ(cluster[n(1)].conf_at(LogIndex{1}).voters, std::vector<NodeId>{n(1)});
+  EXPECT_EQ(cluster[n(1)].conf_at(cluster[n(1)].committed()).voters,
+            (std::vector<NodeId>{n(1), n(2)}));
   cluster.isolate(n(1));
   cluster[n(1)].campaign_now();
   cluster.settle();

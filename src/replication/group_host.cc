@@ -191,7 +191,7 @@ Result<void, std::string> GroupHost::compact_at(raft::GroupId id, raft::LogIndex
   auto saved = wal_.save_snapshot(
       storage::GroupId{id.value}, storage::SnapshotMeta{{applied.value}, {term->value}},
       retaining ? storage::SnapshotMode::compact_retaining : storage::SnapshotMode::compact_prefix,
-      encode_snapshot_payload(raft->conf(), data), storage::LogIndex{retain_from.value});
+      encode_snapshot_payload(raft->conf_at(applied), data), storage::LogIndex{retain_from.value});
   if (!saved.ok()) return unexpected(saved.error().detail);
   return Ok{};
 }
