@@ -24,6 +24,14 @@ std::string random_nonce() {
   return nonce;
 }
 
+// An IPv4 peer of a socket bound to :: shows as ::ffff:a.b.c.d: recorded as a.b.c.d.
+std::string plain_address(const asio::ip::address& address) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string();
+  }
+  return address.to_string();
+}
+
 }  // namespace
 
 std::string link_proof(const std::string& secret, const std::string& nonce,
@@ -234,12 +242,12 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
     if (!ec && host.is_unspecified()) {
       // It listens on every address (--bind 0.0.0.0 or ::): peers reach it where it came from.
       auto remote = socket_.remote_endpoint(ec);
-      if (!ec) join->host = remote.address().to_string();
+      if (!ec) join->host = plain_address(remote.address());
     }
     if (!owner_->callbacks_.on_join) return close("joins are not served here", true);
     std::weak_ptr<Link> weak = shared_from_this();
     auto local = socket_.local_endpoint(ec);
-    std::string reached_at = ec ? std::string() : local.address().to_string();
+    std::string reached_at = ec ? std::string() : plain_address(local.address());
     owner_->callbacks_.on_join(peer_hello_, *join, reached_at,
                                [weak](const cluster::JoinAnswer& answer) {
                                  auto self = weak.lock();

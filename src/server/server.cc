@@ -996,6 +996,7 @@ void Server::Impl::join_cluster(const std::string& target, ManagementListener::R
   auto secret = load_or_create_cluster_secret(secret_path);
   if (!secret.ok()) return respond(failure(500, secret.error()));
   PeerAddress member = parsed->front();
+  std::string secret_path_text = secret_path.string();
   join_transport =
       std::make_unique<PeerTransport>(io,
                                       PeerTransportConfig{.cluster_id = "",
@@ -1007,10 +1008,14 @@ void Server::Impl::join_cluster(const std::string& target, ManagementListener::R
   spdlog::info("asking {} to join its cluster", target);
   join_transport->request_join(
       member, cluster::Join{config.bind_address, config.cluster_port},
-      [this, respond = std::move(respond)](Result<cluster::JoinAnswer, std::string> answer) {
+      [this, secret_path_text,
+       respond = std::move(respond)](Result<cluster::JoinAnswer, std::string> answer) {
         // The transport goes once this returns (it called this).
         asio::post(io, [this] { join_transport.reset(); });
-        if (!answer.ok()) return respond(failure(502, answer.error()));
+        if (!answer.ok()) {
+          return respond(failure(502, answer.error() + " (is " + secret_path_text +
+                                          " a copy of the cluster's secret?)"));
+        }
         if (!answer->refused.empty()) return respond(failure(409, answer->refused));
         auto recorded = record_join(config.data_dir, identity, *answer);
         if (!recorded.ok()) return respond(failure(500, recorded.error()));
