@@ -10,6 +10,8 @@
 #include <random>
 #include <sstream>
 
+#include "server/cluster_config.h"
+
 namespace hamq::server {
 namespace {
 
@@ -35,16 +37,6 @@ std::string encode(const NodeIdentity& identity) {
   return out.str();
 }
 
-Result<void, std::string> sync_path(const std::filesystem::path& path, int flags) {
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) return unexpected("cannot open " + path.string() + ": " + std::strerror(errno));
-  int synced = ::fsync(fd);
-  int error = errno;
-  ::close(fd);
-  if (synced != 0) return unexpected("cannot fsync " + path.string() + ": " + std::strerror(error));
-  return Ok{};
-}
-
 }  // namespace
 
 Result<void, std::string> write_identity(const std::filesystem::path& data_dir,
@@ -57,11 +49,11 @@ Result<void, std::string> write_identity(const std::filesystem::path& data_dir,
     out.flush();
     if (!out) return unexpected("cannot write " + temporary.string());
   }
-  if (auto synced = sync_path(temporary, O_RDONLY); !synced.ok()) return synced;
+  if (auto synced = sync_file(temporary, false); !synced.ok()) return synced;
   std::error_code ec;
   std::filesystem::rename(temporary, path, ec);
   if (ec) return unexpected("cannot rename " + temporary.string() + ": " + ec.message());
-  return sync_path(data_dir, O_RDONLY | O_DIRECTORY);
+  return sync_file(data_dir, true);
 }
 
 namespace {

@@ -107,6 +107,24 @@ class Cluster:
         subprocess.run(["iptables", "-F", "INPUT"], check=True)
 
 
+def exists(cluster, i, kind, name):
+    """True if node i has the queue or exchange (a passive declare), False if it answers 404."""
+    connection = cluster.connect(i)
+    try:
+        channel = connection.channel()
+        if kind == "queue":
+            channel.queue_declare(name, passive=True)
+        else:
+            channel.exchange_declare(name, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as closed:
+        assert closed.reply_code == 404
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
 def eventually(condition, timeout_s=10, what="the condition"):
     """Polls `condition` until it returns a true value (which it returns) or time runs out."""
     deadline = time.monotonic() + timeout_s

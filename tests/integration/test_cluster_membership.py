@@ -5,11 +5,9 @@ forgotten through another; the metadata group's members follow, so that the join
 Runs in a network namespace of its own (tests/in_netns.sh): nodes on 127.0.0.11-14."""
 
 import json
-
-import pika
 import pytest
 
-from hamq_cluster import Cluster, address, eventually, CLUSTER_PORT
+from hamq_cluster import Cluster, address, eventually, exists, CLUSTER_PORT
 
 
 @pytest.fixture
@@ -17,23 +15,6 @@ def cluster():
     cluster = Cluster(3).start()
     yield cluster
     cluster.stop()
-
-
-def exists(cluster, i, kind, name):
-    connection = cluster.connect(i)
-    try:
-        channel = connection.channel()
-        if kind == "queue":
-            channel.queue_declare(name, passive=True)
-        else:
-            channel.exchange_declare(name, passive=True)
-        return True
-    except pika.exceptions.ChannelClosedByBroker as closed:
-        assert closed.reply_code == 404
-        return False
-    finally:
-        if connection.is_open:
-            connection.close()
 
 
 def declare_exchange(cluster, i, name):
