@@ -147,4 +147,18 @@ void ManagementListener::accept() {
   });
 }
 
+HttpResponse error_response(int status, const std::string& reason) {
+  HttpResponse response;
+  response.status = status;
+  response.body =
+      nlohmann::json{{"error", std::string(status_text(status))}, {"reason", reason}}.dump() + "\n";
+  return response;
+}
+
+HttpResponse json_response(const nlohmann::json& body) {
+  HttpResponse response;
+  response.body = body.dump() + "\n";
+  return response;
+}
+
 }  // namespace hamq::server

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "common/result.h"
@@ -40,5 +41,10 @@ class ManagementListener {
   asio::ip::tcp::acceptor acceptor_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
+
+// An answer with a JSON body: {"error": the status's text, "reason": `reason`}.
+HttpResponse error_response(int status, const std::string& reason);
+// A 200 answer with `body`.
+HttpResponse json_response(const nlohmann::json& body);
 
 }  // namespace hamq::server

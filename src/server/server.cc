@@ -4,73 +4,21 @@
 
 #include <asio.hpp>
 #include <chrono>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
-#include <set>
-#include <unordered_set>
 
 #include <malloc.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "server/data_dir.h"
-#include "server/management.h"
-#include "server/metadata_store.h"
 #include "server/node_identity.h"
-#include "server/node_log.h"
-#include "server/peer_transport.h"
+#include "server/server_impl.h"
 
 namespace hamq::server {
 namespace {
 
 constexpr size_t read_chunk_bytes = 64 * 1024;
-// The metadata group's voters at most; further nodes follow it as learners.
-constexpr size_t metadata_voters_max = 5;
-// A join answered and not yet completed: the node's new identity and peers, moved into place
-// at the next start (complete_pending_join) after the log of its life alone is removed.
-constexpr const char* pending_join_dir = "join";
-
-Result<void, std::string> record_join(const std::filesystem::path& data_dir,
-                                      const NodeIdentity& identity,
-                                      const cluster::JoinAnswer& answer) {
-  auto staging = data_dir / (std::string(pending_join_dir) + ".tmp");
-  std::error_code ec;
-  std::filesystem::remove_all(staging, ec);
-  std::filesystem::create_directories(staging, ec);
-  if (ec) return unexpected("cannot create " + staging.string() + ": " + ec.message());
-  NodeIdentity joined = identity;
-  joined.cluster_id = answer.cluster_id;
-  joined.node_id = answer.node_id;
-  if (auto written = write_identity(staging, joined); !written.ok()) return written;
-  std::vector<KnownNode> nodes;
-  for (const cluster::LinkMember& member : answer.members) {
-    nodes.push_back(KnownNode{member.id, PeerAddress{member.name, member.host, member.port}});
-  }
-  if (auto saved = save_cluster_nodes(staging / cluster_nodes_file, nodes); !saved.ok()) {
-    return saved;
-  }
-  std::filesystem::rename(staging, data_dir / pending_join_dir, ec);
-  if (ec) return unexpected("cannot rename " + staging.string() + ": " + ec.message());
-  return sync_file(data_dir, true);
-}
-
-// Completes a join recorded by record_join: each step can be done again after a crash.
-Result<void, std::string> complete_pending_join(const std::filesystem::path& data_dir) {
-  auto pending = data_dir / pending_join_dir;
-  std::error_code ec;
-  if (!std::filesystem::exists(pending, ec)) return Ok{};
-  spdlog::info("completing the join recorded in {}", pending.string());
-  std::filesystem::remove_all(data_dir / "wal", ec);
-  if (ec) return unexpected("cannot remove " + (data_dir / "wal").string() + ": " + ec.message());
-  for (const char* name : {"NODE", cluster_nodes_file}) {
-    if (!std::filesystem::exists(pending / name, ec)) continue;
-    std::filesystem::rename(pending / name, data_dir / name, ec);
-    if (ec) return unexpected("cannot move " + (pending / name).string() + ": " + ec.message());
-  }
-  std::filesystem::remove_all(pending, ec);
-  return Ok{};
-}
 // How long a finished connection waits for the client to close its end (see Session::linger).
 constexpr auto linger_timeout = std::chrono::seconds(3);
 constexpr size_t linger_read_bytes = 16 * 1024;
@@ -94,10 +42,7 @@ bool is_loopback(const asio::ip::address& address) {
   return address.is_loopback();
 }
 
-class Session;
-
-// The sessions the server knows of, so that shutdown can reach them.
-using SessionSet = std::unordered_set<Session*>;
+}  // namespace
 
 // One client socket driving one broker::Connection. Owned by the completion handlers in flight
 // (shared_ptr); registered in the server's SessionSet while alive.
@@ -325,8 +270,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<Session> keep_alive_;  // set while reading is paused
 };
 
-}  // namespace
-
 // How far the bytes held must fall before freed memory is given back to the system.
 constexpr uint64_t memory_trim_step_bytes = 32 << 20;
 
@@ -336,302 +279,206 @@ uint64_t physical_memory_bytes() {
   return pages > 0 && page_size > 0 ? static_cast<uint64_t>(pages) * page_size : 0;
 }
 
-struct Server::Impl {
-  explicit Impl(ServerConfig c)
-      : config(std::move(c)),
-        broker({"/"}, std::random_device{}()),
-        acceptor(io),
-        signals(io),
-        grace(io),
-        broker_timer(io),
-        trim_timer(io),
-        tick_timer(io),
-        disk_timer(io),
-        startup_timer(io) {
-    uint64_t watermark = config.memory_high_watermark_bytes;
-    if (watermark == 0) watermark = physical_memory_bytes() / 10 * 4;
-    broker.set_memory_high_watermark(watermark);
-    broker.set_queue_snapshot_log_bytes(config.queue_snapshot_log_bytes);
-    broker.set_queue_snapshot_carried_bytes(config.queue_snapshot_carried_bytes);
-    broker.set_timer_listener([this] { arm_broker_timer(); });
-  }
+Server::Impl::Impl(ServerConfig c)
+    : config(std::move(c)),
+      broker({"/"}, std::random_device{}()),
+      acceptor(io),
+      signals(io),
+      grace(io),
+      broker_timer(io),
+      trim_timer(io),
+      tick_timer(io),
+      disk_timer(io),
+      startup_timer(io) {
+  uint64_t watermark = config.memory_high_watermark_bytes;
+  if (watermark == 0) watermark = physical_memory_bytes() / 10 * 4;
+  broker.set_memory_high_watermark(watermark);
+  broker.set_queue_snapshot_log_bytes(config.queue_snapshot_log_bytes);
+  broker.set_queue_snapshot_carried_bytes(config.queue_snapshot_carried_bytes);
+  broker.set_timer_listener([this] { arm_broker_timer(); });
+}
 
-  // Queues free their messages as they go (consumed, expired), but the allocator keeps the freed
-  // pages; when the bytes held have fallen well below their last high point, give them back to
-  // the system, so the process's memory follows what it holds.
-  void trim_memory_now_and_then() {
-    trim_timer.expires_after(std::chrono::seconds(2));
-    trim_timer.async_wait([this](asio::error_code ec) {
-      if (ec) return;
-      uint64_t used = broker.memory_used();
-      memory_high_since_trim_bytes = std::max(memory_high_since_trim_bytes, used);
-      if (memory_high_since_trim_bytes > used + memory_trim_step_bytes) {
-        ::malloc_trim(0);
-        memory_high_since_trim_bytes = used;
-      }
-      trim_memory_now_and_then();
-    });
-  }
-
-  // One timer serves every queue's timed work (expiring messages): it is armed for the earliest
-  // time the broker asks for, and re-armed whenever that time comes earlier.
-  void arm_broker_timer() {
-    uint64_t at_ms = broker.next_timer_ms();
-    if (at_ms == broker_timer_at_ms) return;
-    broker_timer_at_ms = at_ms;
-    if (at_ms == UINT64_MAX) {
-      broker_timer.cancel();
-      return;
+void Server::Impl::trim_memory_now_and_then() {
+  trim_timer.expires_after(std::chrono::seconds(2));
+  trim_timer.async_wait([this](asio::error_code ec) {
+    if (ec) return;
+    uint64_t used = broker.memory_used();
+    memory_high_since_trim_bytes = std::max(memory_high_since_trim_bytes, used);
+    if (memory_high_since_trim_bytes > used + memory_trim_step_bytes) {
+      ::malloc_trim(0);
+      memory_high_since_trim_bytes = used;
     }
-    uint64_t now = unix_ms();
-    broker_timer.expires_after(std::chrono::milliseconds(at_ms > now ? at_ms - now : 0));
-    broker_timer.async_wait([this](asio::error_code ec) {
-      if (ec) return;  // re-armed or cancelled
-      broker_timer_at_ms = UINT64_MAX;
-      broker.set_wall_clock_ms(unix_ms());
-      broker.on_timer();
-      arm_broker_timer();
-    });
-  }
+    trim_memory_now_and_then();
+  });
+}
 
-  // The disk alarm: raised while the data directory's disk has less free space than the limit,
-  // or since it refused a write until it has that much again. Checked every second, and after
-  // writes at most every disk_check_interval (a fast publisher fills a disk in well under a
-  // second).
-  void check_disk_soon() {
-    uint64_t now = now_ms();
-    if (now < disk_checked_at_ms + disk_check_interval_ms) return;
-    check_disk();
+void Server::Impl::arm_broker_timer() {
+  uint64_t at_ms = broker.next_timer_ms();
+  if (at_ms == broker_timer_at_ms) return;
+  broker_timer_at_ms = at_ms;
+  if (at_ms == UINT64_MAX) {
+    broker_timer.cancel();
+    return;
   }
+  uint64_t now = unix_ms();
+  broker_timer.expires_after(std::chrono::milliseconds(at_ms > now ? at_ms - now : 0));
+  broker_timer.async_wait([this](asio::error_code ec) {
+    if (ec) return;  // re-armed or cancelled
+    broker_timer_at_ms = UINT64_MAX;
+    broker.set_wall_clock_ms(unix_ms());
+    broker.on_timer();
+    arm_broker_timer();
+  });
+}
 
-  void check_disk() {
-    disk_checked_at_ms = now_ms();
-    struct statvfs stats {};
-    uint64_t free_bytes = UINT64_MAX;
-    if (::statvfs(config.data_dir.c_str(), &stats) == 0) {
-      free_bytes = static_cast<uint64_t>(stats.f_bavail) * stats.f_frsize;
-    }
-    bool low = free_bytes < config.disk_free_limit_bytes || (disk_refused_write && free_bytes == 0);
-    if (!low) disk_refused_write = false;
-    low = low || disk_refused_write;
-    if (low != broker.disk_alarm()) {
-      if (low) {
-        spdlog::warn(
-            "disk alarm: {} bytes free on the data directory's disk (limit {}): "
-            "publishers are blocked",
-            free_bytes, config.disk_free_limit_bytes);
-      } else {
-        spdlog::info("disk alarm cleared: {} bytes free", free_bytes);
-      }
-      broker.set_disk_alarm(low);
-    }
+void Server::Impl::check_disk_soon() {
+  uint64_t now = now_ms();
+  if (now < disk_checked_at_ms + disk_check_interval_ms) return;
+  check_disk();
+}
+
+void Server::Impl::check_disk() {
+  disk_checked_at_ms = now_ms();
+  struct statvfs stats {};
+  uint64_t free_bytes = UINT64_MAX;
+  if (::statvfs(config.data_dir.c_str(), &stats) == 0) {
+    free_bytes = static_cast<uint64_t>(stats.f_bavail) * stats.f_frsize;
   }
-
-  void check_disk_every_second() {
-    disk_timer.expires_after(std::chrono::seconds(1));
-    disk_timer.async_wait([this](asio::error_code ec) {
-      if (ec) return;
-      check_disk();
-      check_disk_every_second();
-    });
-  }
-
-  // Raft's clock: every group's elections and heartbeats count in ticks.
-  void tick() {
-    tick_timer.expires_after(raft_tick);
-    tick_timer.async_wait([this](asio::error_code ec) {
-      if (ec) return;
-      reconcile_metadata_members();
-      log->tick();
-      log->process();
-      tick();
-    });
-  }
-
-  // Serves clients from now on.
-  void begin_accepting() {
-    asio::error_code ec;
-    spdlog::info("hamq-server {} listening on [{}]:{}, data in {}",
-                 config.connection.product_version, config.bind_address,
-                 acceptor.local_endpoint(ec).port(), config.data_dir.string());
-    spdlog::default_logger()->flush();
-    serving = true;
-    accept();
-  }
-
-  // A node of a cluster starts on the loop: its metadata group replays as its leader tells it
-  // what is committed, then its queues' logs replay, then it serves clients.
-  void advance_startup() {
-    if (!metadata->failure().empty()) {
-      spdlog::critical("cannot replay the metadata group: {}", metadata->failure());
-      io.stop();
-      return;
-    }
-    if (startup_stage == 0) {
-      if (!log->member_caught_up(metadata_group)) return poll_startup();
-      broker.end_definition_replay();
-      broker.set_definition_store(metadata.get());
-      broker.begin_replay();
-      log->open_queue_groups_async(broker.queue_groups());
-      startup_stage = 1;
-    }
-    if (startup_stage == 1) {
-      if (!log->queue_groups_caught_up()) return poll_startup();
-      broker.found_missing_groups();
-      broker.end_replay();
-      broker.detach_previous_holders();
-      transient_dropped = broker.drop_transient_definitions();
-      broker.declare_parking_queues();
-      startup_stage = 2;
-    }
-    if (broker.pending_definition_count() != 0 || broker.pending_command_count() != 0) {
-      return poll_startup();
-    }
-    log_restored();
-    begin_accepting();
-  }
-
-  void poll_startup() {
-    startup_timer.expires_after(std::chrono::milliseconds(10));
-    startup_timer.async_wait([this](asio::error_code ec) {
-      if (!ec) advance_startup();
-    });
-  }
-
-  void log_restored() {
-    auto replay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::steady_clock::now() - replay_started)
-                         .count();
-    const broker::Definitions kept = broker.current_definitions();
-    spdlog::info(
-        "restored {} exchange(s), {} queue(s), {} binding(s) ({} transient dropped); replayed "
-        "in {} ms",
-        kept.exchanges().size(), kept.queues().size(), kept.bindings().size(), transient_dropped,
-        replay_ms);
-  }
-
-  void accept() {
-    acceptor.async_accept([this](asio::error_code ec, asio::ip::tcp::socket socket) {
-      if (ec) {
-        if (ec != asio::error::operation_aborted) {
-          spdlog::warn("accept failed: {}", ec.message());
-          accept();
-        }
-        return;
-      }
-      asio::error_code ignored;
-      socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-      std::make_shared<Session>(std::move(socket), config.connection, broker, sessions)->start();
-      accept();
-    });
-  }
-
-  void shut_down(int signal_number) {
-    if (signal_number == 0) {
-      spdlog::info("closing {} connection(s) to start again as a cluster member", sessions.size());
+  bool low = free_bytes < config.disk_free_limit_bytes || (disk_refused_write && free_bytes == 0);
+  if (!low) disk_refused_write = false;
+  low = low || disk_refused_write;
+  if (low != broker.disk_alarm()) {
+    if (low) {
+      spdlog::warn(
+          "disk alarm: {} bytes free on the data directory's disk (limit {}): "
+          "publishers are blocked",
+          free_bytes, config.disk_free_limit_bytes);
     } else {
-      spdlog::info("signal {} received: closing {} connection(s) and stopping", signal_number,
-                   sessions.size());
+      spdlog::info("disk alarm cleared: {} bytes free", free_bytes);
+    }
+    broker.set_disk_alarm(low);
+  }
+}
+
+void Server::Impl::check_disk_every_second() {
+  disk_timer.expires_after(std::chrono::seconds(1));
+  disk_timer.async_wait([this](asio::error_code ec) {
+    if (ec) return;
+    check_disk();
+    check_disk_every_second();
+  });
+}
+
+void Server::Impl::tick() {
+  tick_timer.expires_after(raft_tick);
+  tick_timer.async_wait([this](asio::error_code ec) {
+    if (ec) return;
+    reconcile_metadata_members();
+    log->tick();
+    log->process();
+    tick();
+  });
+}
+
+void Server::Impl::begin_accepting() {
+  asio::error_code ec;
+  spdlog::info("hamq-server {} listening on [{}]:{}, data in {}", config.connection.product_version,
+               config.bind_address, acceptor.local_endpoint(ec).port(), config.data_dir.string());
+  spdlog::default_logger()->flush();
+  serving = true;
+  accept();
+}
+
+void Server::Impl::advance_startup() {
+  if (!metadata->failure().empty()) {
+    spdlog::critical("cannot replay the metadata group: {}", metadata->failure());
+    io.stop();
+    return;
+  }
+  if (startup_stage == 0) {
+    if (!log->member_caught_up(metadata_group)) return poll_startup();
+    broker.end_definition_replay();
+    broker.set_definition_store(metadata.get());
+    broker.begin_replay();
+    log->open_queue_groups_async(broker.queue_groups());
+    startup_stage = 1;
+  }
+  if (startup_stage == 1) {
+    if (!log->queue_groups_caught_up()) return poll_startup();
+    broker.found_missing_groups();
+    broker.end_replay();
+    broker.detach_previous_holders();
+    transient_dropped = broker.drop_transient_definitions();
+    broker.declare_parking_queues();
+    startup_stage = 2;
+  }
+  if (broker.pending_definition_count() != 0 || broker.pending_command_count() != 0) {
+    return poll_startup();
+  }
+  log_restored();
+  begin_accepting();
+}
+
+void Server::Impl::poll_startup() {
+  startup_timer.expires_after(std::chrono::milliseconds(10));
+  startup_timer.async_wait([this](asio::error_code ec) {
+    if (!ec) advance_startup();
+  });
+}
+
+void Server::Impl::log_restored() {
+  auto replay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - replay_started)
+                       .count();
+  const broker::Definitions kept = broker.current_definitions();
+  spdlog::info(
+      "restored {} exchange(s), {} queue(s), {} binding(s) ({} transient dropped); replayed "
+      "in {} ms",
+      kept.exchanges().size(), kept.queues().size(), kept.bindings().size(), transient_dropped,
+      replay_ms);
+}
+
+void Server::Impl::accept() {
+  acceptor.async_accept([this](asio::error_code ec, asio::ip::tcp::socket socket) {
+    if (ec) {
+      if (ec != asio::error::operation_aborted) {
+        spdlog::warn("accept failed: {}", ec.message());
+        accept();
+      }
+      return;
     }
     asio::error_code ignored;
-    acceptor.close(ignored);
-    // Copy: a session may finish, and leave the set, while it is told to shut down.
-    std::vector<Session*> open(sessions.begin(), sessions.end());
-    for (Session* session : open) session->shut_down();
-    grace.expires_after(std::chrono::milliseconds(config.shutdown_grace_ms));
-    grace.async_wait([this](asio::error_code) { io.stop(); });
-    wait_for_sessions();
-  }
+    socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+    std::make_shared<Session>(std::move(socket), config.connection, broker, sessions)->start();
+    accept();
+  });
+}
 
-  // Polls until every session is gone, then stops the loop before the grace period ends.
-  void wait_for_sessions() {
-    if (sessions.empty()) {
-      io.stop();
-      return;
-    }
-    auto poll = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(20));
-    poll->async_wait([this, poll](asio::error_code) { wait_for_sessions(); });
+void Server::Impl::shut_down(int signal_number) {
+  if (signal_number == 0) {
+    spdlog::info("closing {} connection(s) to start again as a cluster member", sessions.size());
+  } else {
+    spdlog::info("signal {} received: closing {} connection(s) and stopping", signal_number,
+                 sessions.size());
   }
+  asio::error_code ignored;
+  acceptor.close(ignored);
+  // Copy: a session may finish, and leave the set, while it is told to shut down.
+  std::vector<Session*> open(sessions.begin(), sessions.end());
+  for (Session* session : open) session->shut_down();
+  grace.expires_after(std::chrono::milliseconds(config.shutdown_grace_ms));
+  grace.async_wait([this](asio::error_code) { io.stop(); });
+  wait_for_sessions();
+}
 
-  static constexpr std::chrono::milliseconds raft_tick{raft_tick_ms};
-
-  ServerConfig config;
-  broker::Broker broker;
-  // Before the event loop: sessions ended when it is destroyed may still record definitions
-  // and propose to queues.
-  std::unique_ptr<NodeLog> log;
-  std::unique_ptr<MetadataStore> metadata;
-  asio::io_context io;
-  asio::ip::tcp::acceptor acceptor;
-  asio::signal_set signals;
-  asio::steady_timer grace;
-  asio::steady_timer broker_timer;
-  uint64_t broker_timer_at_ms = UINT64_MAX;
-  asio::steady_timer trim_timer;
-  asio::steady_timer tick_timer;
-  asio::steady_timer disk_timer;
-  asio::steady_timer startup_timer;
-  std::unique_ptr<PeerTransport> transport;  // in a cluster
-  std::unique_ptr<ManagementListener> management;
-  // Node names by node id: the seeds in a cluster, this node alone otherwise.
-  std::map<uint64_t, std::string> node_names;
-  std::string node_name(uint64_t id) const {
-    auto it = node_names.find(id);
-    return it == node_names.end() ? "node-" + std::to_string(id) : it->second;
+void Server::Impl::wait_for_sessions() {
+  if (sessions.empty()) {
+    io.stop();
+    return;
   }
-  bool node_running(uint64_t id) const {
-    if (id == identity.node_id) return true;
-    auto it = node_names.find(id);
-    return it != node_names.end() && transport != nullptr && transport->connected(it->second);
-  }
-  void handle_management(const HttpRequest& request, bool from_loopback,
-                         ManagementListener::Respond respond);
-  HttpResponse handle_read(const HttpRequest& request);
-  // POST /api/cluster/join on a blank node: asks a member of a cluster to take it in, and on
-  // success restarts the node as that cluster's member (Server::run returns true).
-  void join_cluster(const std::string& target, ManagementListener::Respond respond);
-  // POST /api/cluster/forget on any node: removes a node that is down for good.
-  void forget_cluster_node(const std::string& name, ManagementListener::Respond respond);
-  // A blank node asks this one to join the cluster (PeerTransportCallbacks::on_join).
-  // `reached_at`: this node's address as the joining node reached it.
-  void on_join(const cluster::Hello& joiner, const cluster::Join& join,
-               const std::string& reached_at, PeerTransportCallbacks::JoinAnswerFn answer);
-  // The metadata group's nodes changed: links, names and DATA_DIR/cluster-nodes follow, soon.
-  void nodes_changed();
-  void follow_nodes();
-  bool nodes_change_posted = false;
-  // On the metadata group's leader: one membership change at a time brings the group's
-  // members to the cluster's nodes (a new node as a learner, promoted to voter once it caught
-  // up, up to five voters; a forgotten one removed).
-  void reconcile_metadata_members();
-  std::unique_ptr<PeerTransport> join_transport;  // while this node asks to join
-  // Serving clients: startup is over, changes go through the metadata group.
-  bool serving = false;
-  // Answers that wait for a metadata change, by id: held here, not by the broker's callbacks,
-  // so that they go before the event loop does.
-  std::map<uint64_t, ManagementListener::Respond> waiting_answers;
-  uint64_t next_waiting_answer = 1;
-  bool rejoin = false;  // joined a cluster: run() returns true, the node starts again
-  std::vector<KnownNode> known_nodes;  // DATA_DIR/cluster-nodes at start
-  nlohmann::json cluster_status();
-  nlohmann::json queues();
-  bool clustered = false;
-  int startup_stage = 0;
-  size_t transient_dropped = 0;
-  std::chrono::steady_clock::time_point replay_started;
-  Result<void, std::string> start_cluster();
-  // The peer listener, served by a node alone too, so that nodes can join it.
-  Result<void, std::string> start_transport();
-  Result<void, std::string> listen();
-  void start_writer();
-  bool disk_refused_write = false;
-  static constexpr uint64_t disk_check_interval_ms = 20;
-  uint64_t disk_checked_at_ms = 0;
-  uint64_t memory_high_since_trim_bytes = 0;
-  SessionSet sessions;
-  std::optional<DataDirLock> lock;
-  NodeIdentity identity;
-};
+  auto poll = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(20));
+  poll->async_wait([this, poll](asio::error_code) { wait_for_sessions(); });
+}
 
 Server::Server(ServerConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 
@@ -764,393 +611,6 @@ void Server::Impl::start_writer() {
         check_disk();
       });
   check_disk();
-}
-
-namespace {
-
-HttpResponse failure(int status, const std::string& reason) {
-  HttpResponse response;
-  response.status = status;
-  response.body =
-      nlohmann::json{{"error", std::string(status_text(status))}, {"reason", reason}}.dump() + "\n";
-  return response;
-}
-
-HttpResponse json_response(const nlohmann::json& body) {
-  HttpResponse response;
-  response.body = body.dump() + "\n";
-  return response;
-}
-
-}  // namespace
-
-void Server::Impl::handle_management(const HttpRequest& request, bool from_loopback,
-                                     ManagementListener::Respond respond) {
-  // As for AMQP: the default user, from loopback only, until users come (the security issue).
-  auto credentials = basic_credentials(request);
-  if (!credentials || credentials->first != "guest" || credentials->second != "guest" ||
-      !from_loopback) {
-    HttpResponse refused =
-        failure(401, "guest/guest, from a loopback address, is the only user so far");
-    refused.headers["WWW-Authenticate"] = "Basic realm=\"hamq\"";
-    return respond(refused);
-  }
-  if (request.method == "GET") return respond(handle_read(request));
-  if (request.method != "POST") return respond(failure(405, "only GET and POST are served"));
-  if (request.path != "/api/cluster/join" && request.path != "/api/cluster/forget") {
-    return respond(failure(404, "no such path: " + request.path));
-  }
-  auto body = nlohmann::json::parse(request.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object() || !body.contains("node") ||
-      !body["node"].is_string()) {
-    return respond(failure(400, "the body must be a JSON object with \"node\", a string"));
-  }
-  std::string node = body["node"].get<std::string>();
-  if (request.path == "/api/cluster/join") return join_cluster(node, std::move(respond));
-  forget_cluster_node(node, std::move(respond));
-}
-
-HttpResponse Server::Impl::handle_read(const HttpRequest& request) {
-  HttpResponse response;
-  auto fail = [](int status, const std::string& reason) { return failure(status, reason); };
-  if (request.path == "/api/cluster-status") {
-    response.body = cluster_status().dump() + "\n";
-  } else if (request.path == "/api/queues") {
-    response.body = queues().dump() + "\n";
-  } else {
-    return fail(404, "no such path: " + request.path);
-  }
-  return response;
-}
-
-void Server::Impl::nodes_changed() {
-  // Outside the apply that changed them: dropping a link reports it to the groups, whose
-  // callbacks may come back into the broker.
-  if (nodes_change_posted) return;
-  nodes_change_posted = true;
-  asio::post(io, [this] {
-    nodes_change_posted = false;
-    follow_nodes();
-  });
-}
-
-void Server::Impl::follow_nodes() {
-  const auto& nodes = broker.cluster_nodes();
-  std::map<uint64_t, std::string> names;
-  std::vector<KnownNode> known;
-  std::set<std::string> live;
-  for (const auto& [id, node] : nodes) {
-    if (!node.forgotten) live.insert(node.name);
-  }
-  for (const auto& [id, node] : nodes) {
-    PeerAddress address{node.name, node.host, node.port};
-    if (node.forgotten) {
-      // (A forgotten name a new node took again stays linked.)
-      if (transport != nullptr && !live.contains(node.name)) transport->remove_peer(node.name);
-      continue;
-    }
-    names[id] = node.name;
-    known.push_back(KnownNode{id, address});
-    if (transport != nullptr && node.name != identity.node_name) transport->add_peer(address);
-  }
-  if (names.empty()) return;  // a log from before nodes were recorded: the seeds stay
-  // A node that was alone is in a cluster once another joined it.
-  if (names.size() > 1) broker.set_clustered(true);
-  node_names = names;
-  log->set_peer_names(std::move(names));
-  auto saved = save_cluster_nodes(config.data_dir / cluster_nodes_file, known);
-  if (!saved.ok()) spdlog::warn("cannot record the cluster's nodes: {}", saved.error());
-}
-
-void Server::Impl::reconcile_metadata_members() {
-  if (transport == nullptr) return;
-  const raft::Raft* leader = log->host().peek(metadata_group);
-  if (leader == nullptr || leader->role() != raft::Role::leader) return;
-  std::set<uint64_t> wanted;
-  for (const auto& [id, node] : broker.cluster_nodes()) {
-    if (!node.forgotten) wanted.insert(id);
-  }
-  if (wanted.empty()) return;  // nodes not recorded (a log from before): nothing to reconcile
-  const raft::ConfState& conf = leader->conf();
-  std::optional<raft::ConfChange> change;
-  for (const auto& members : {conf.voters, conf.learners}) {
-    for (raft::NodeId member : members) {
-      if (!wanted.contains(member.value) && member != leader->id() && !change) {
-        change = raft::ConfChange{raft::ConfChangeType::remove_node, member};
-      }
-    }
-  }
-  for (uint64_t id : wanted) {
-    raft::NodeId node{id};
-    if (change) break;
-    if (!raft::is_voter(conf, node) && !raft::is_learner(conf, node)) {
-      change = raft::ConfChange{raft::ConfChangeType::add_learner, node};
-    } else if (raft::is_learner(conf, node) && conf.voters.size() < metadata_voters_max) {
-      // Promoted once it holds what is committed: it does not slow the group down meanwhile.
-      const raft::Progress* progress = leader->progress(node);
-      if (progress != nullptr && progress->match >= leader->committed()) {
-        change = raft::ConfChange{raft::ConfChangeType::add_voter, node};
-      }
-    }
-  }
-  if (!change) return;
-  raft::Raft* raft = log->host().find(metadata_group);
-  auto proposed = raft->propose_conf_change(*change);
-  if (proposed.ok()) {
-    auto node = broker.cluster_nodes().find(change->node.value);
-    spdlog::info(
-        "metadata group: {} node {}",
-        change->type == raft::ConfChangeType::remove_node   ? "removing"
-        : change->type == raft::ConfChangeType::add_learner ? "adding (as a learner)"
-                                                            : "promoting to voter",
-        node != broker.cluster_nodes().end() ? node->second.name : node_name(change->node.value));
-  }
-}
-
-void Server::Impl::on_join(const cluster::Hello& joiner, const cluster::Join& join,
-                           const std::string& reached_at,
-                           PeerTransportCallbacks::JoinAnswerFn answer) {
-  spdlog::info("node {} at {}:{} asks to join the cluster", joiner.node_name, join.host, join.port);
-  auto refuse = [&answer](std::string why) {
-    cluster::JoinAnswer refused;
-    refused.refused = std::move(why);
-    answer(refused);
-  };
-  if (!serving) return refuse("node " + identity.node_name + " is starting: ask again soon");
-  asio::error_code ec;
-  asio::ip::make_address(join.host, ec);
-  if (!valid_node_name(joiner.node_name) || ec || join.port == 0) {
-    return refuse(
-        "a node name of 1 to 255 characters without spaces or commas, and an IP "
-        "address and port, are needed to join");
-  }
-  if (broker.cluster_nodes().empty()) {
-    // Founded before the metadata group recorded its nodes: a new node's id could be taken.
-    cluster::JoinAnswer refused;
-    refused.refused =
-        "this cluster's metadata does not record its nodes (founded by an older hamq): it cannot "
-        "take new nodes";
-    return answer(refused);
-  }
-  // This node's own record, if it cannot be reached by it (a node that listens on every address,
-  // or on a port chosen at start, as a node alone may), is corrected first.
-  auto self = broker.cluster_nodes().find(identity.node_id);
-  if (self != broker.cluster_nodes().end()) {
-    broker::ClusterNode corrected = self->second;
-    asio::error_code unspecified_error;
-    auto recorded = asio::ip::make_address(corrected.host, unspecified_error);
-    if (unspecified_error || recorded.is_unspecified()) corrected.host = reached_at;
-    corrected.port = transport->port();
-    if (corrected != self->second) broker.change_definitions(broker::AddNode{corrected});
-  }
-  broker.change_definitions(
-      broker::AddNode{
-          broker::ClusterNode{.name = joiner.node_name, .host = join.host, .port = join.port}},
-      [this, answer = std::move(answer)](const broker::Broker::DefinitionResult& result) {
-        cluster::JoinAnswer reply;
-        if (!result.ok()) {
-          reply.refused = result.error().text;
-          return answer(reply);
-        }
-        reply.cluster_id = identity.cluster_id;
-        reply.node_id = *result;
-        for (const auto& [id, node] : broker.cluster_nodes()) {
-          if (!node.forgotten) reply.members.push_back({node.name, node.host, node.port, id});
-        }
-        answer(reply);
-      });
-}
-
-void Server::Impl::join_cluster(const std::string& target, ManagementListener::Respond respond) {
-  auto parsed = parse_cluster_seeds(target);
-  if (!parsed.ok() || parsed->size() != 1) {
-    return respond(
-        failure(400, "name one node of the cluster as NAME@HOST:PORT (its cluster port)" +
-                         (parsed.ok() ? std::string() : ": " + parsed.error())));
-  }
-  if (clustered || node_names.size() > 1) {
-    return respond(failure(409, "node " + identity.node_name +
-                                    " is a member of a cluster "
-                                    "already; only a blank node joins"));
-  }
-  if (join_transport != nullptr) return respond(failure(409, "a join is under way"));
-  // Joining starts the node anew as the cluster's member: what it holds would be lost.
-  broker::Definitions held = broker.current_definitions();
-  size_t queues = std::count_if(held.queues().begin(), held.queues().end(), [](const auto& q) {
-    return q.first.second != broker::parking_queue_name;
-  });
-  if (queues != 0 || !held.exchanges().empty() || !held.bindings().empty()) {
-    return respond(failure(
-        409, "node " + identity.node_name + " holds definitions (" + std::to_string(queues) +
-                 " queue(s), " + std::to_string(held.exchanges().size()) +
-                 " exchange(s)); only a blank node joins, since joining starts it anew"));
-  }
-  std::filesystem::path secret_path = config.cluster_secret_file.empty()
-                                          ? config.data_dir / "cluster-secret"
-                                          : config.cluster_secret_file;
-  std::error_code ec;
-  if (!std::filesystem::exists(secret_path, ec)) {
-    return respond(failure(409, "no cluster secret at " + secret_path.string() +
-                                    ": copy the cluster's secret there first"));
-  }
-  auto secret = load_or_create_cluster_secret(secret_path);
-  if (!secret.ok()) return respond(failure(500, secret.error()));
-  PeerAddress member = parsed->front();
-  std::string secret_path_text = secret_path.string();
-  join_transport =
-      std::make_unique<PeerTransport>(io,
-                                      PeerTransportConfig{.cluster_id = "",
-                                                          .node_name = identity.node_name,
-                                                          .incarnation = identity.incarnation,
-                                                          .bind_address = config.bind_address,
-                                                          .secret = *secret},
-                                      PeerTransportCallbacks{});
-  spdlog::info("asking {} to join its cluster", target);
-  join_transport->request_join(
-      member, cluster::Join{config.bind_address, config.cluster_port},
-      [this, secret_path_text,
-       respond = std::move(respond)](Result<cluster::JoinAnswer, std::string> answer) {
-        // The transport goes once this returns (it called this).
-        asio::post(io, [this] { join_transport.reset(); });
-        if (!answer.ok()) {
-          return respond(failure(502, answer.error() + " (is " + secret_path_text +
-                                          " a copy of the cluster's secret?)"));
-        }
-        if (!answer->refused.empty()) return respond(failure(409, answer->refused));
-        auto recorded = record_join(config.data_dir, identity, *answer);
-        if (!recorded.ok()) return respond(failure(500, recorded.error()));
-        spdlog::info("joined cluster {} as node {}: starting again as its member",
-                     answer->cluster_id, answer->node_id);
-        rejoin = true;
-        HttpResponse joined = json_response({{"cluster_id", answer->cluster_id},
-                                             {"node", identity.node_name},
-                                             {"node_id", answer->node_id}});
-        // Once the answer is out, the node stops and starts again (Server::run returns true).
-        joined.after_sent = [this] { shut_down(0); };
-        respond(joined);
-      });
-}
-
-void Server::Impl::forget_cluster_node(const std::string& name,
-                                       ManagementListener::Respond respond) {
-  if (transport == nullptr || node_names.size() <= 1) {
-    return respond(failure(409, "this node is not in a cluster"));
-  }
-  if (!serving) return respond(failure(503, "this node is starting: ask again soon"));
-  if (name == identity.node_name) {
-    return respond(failure(409, "a node cannot forget itself; ask another node"));
-  }
-  const auto& nodes = broker.cluster_nodes();
-  bool known = std::any_of(nodes.begin(), nodes.end(), [&](const auto& entry) {
-    return entry.second.name == name && !entry.second.forgotten;
-  });
-  if (!known) return respond(failure(404, "no node '" + name + "' in the cluster"));
-  if (transport != nullptr && transport->connected(name)) {
-    // As rabbitmqctl: the node to forget must be stopped first.
-    return respond(failure(409, "node " + name + " is running: stop it first"));
-  }
-  uint64_t waiting = next_waiting_answer++;
-  waiting_answers[waiting] = std::move(respond);
-  broker.change_definitions(broker::ForgetNode{name},
-                            [this, name, waiting](const broker::Broker::DefinitionResult& result) {
-                              auto found = waiting_answers.find(waiting);
-                              if (found == waiting_answers.end()) return;
-                              ManagementListener::Respond answer = std::move(found->second);
-                              waiting_answers.erase(found);
-                              if (!result.ok()) return answer(failure(409, result.error().text));
-                              spdlog::info("node {} is forgotten", name);
-                              answer(json_response({{"forgotten", name}}));
-                            });
-}
-
-nlohmann::json Server::Impl::cluster_status() {
-  nlohmann::json nodes = nlohmann::json::array();
-  nlohmann::json disk_nodes = nlohmann::json::array();
-  nlohmann::json running_nodes = nlohmann::json::array();
-  for (const auto& [id, name] : node_names) {
-    bool running = node_running(id);
-    std::string address;
-    for (const PeerAddress& seed : config.cluster_seeds) {
-      if (seed.name == name) address = seed.host + ":" + std::to_string(seed.port);
-    }
-    if (auto node = broker.cluster_nodes().find(id); node != broker.cluster_nodes().end()) {
-      address = node->second.host + ":" + std::to_string(node->second.port);
-    }
-    nodes.push_back(
-        {{"name", name}, {"id", id}, {"cluster_address", address}, {"running", running}});
-    disk_nodes.push_back(name);
-    if (running) running_nodes.push_back(name);
-  }
-  const raft::Raft* raft = log->host().peek(metadata_group);
-  nlohmann::json leader = nullptr;
-  if (raft != nullptr && raft->leader() != raft::no_node) leader = node_name(raft->leader().value);
-  // The metadata group's members as this node last applied them.
-  nlohmann::json voters = nlohmann::json::array();
-  nlohmann::json learners = nlohmann::json::array();
-  if (raft != nullptr) {
-    for (raft::NodeId id : raft->conf().voters) voters.push_back(node_name(id.value));
-    for (raft::NodeId id : raft->conf().learners) learners.push_back(node_name(id.value));
-  }
-  return {{"cluster_name", identity.cluster_id},
-          {"cluster_id", identity.cluster_id},
-          {"node", identity.node_name},
-          {"disk_nodes", disk_nodes},
-          {"running_nodes", running_nodes},
-          {"metadata_leader", leader},
-          {"metadata_voters", voters},
-          {"metadata_learners", learners},
-          {"nodes", nodes},
-          {"alarms", nlohmann::json::array()}};
-}
-
-nlohmann::json Server::Impl::queues() {
-  nlohmann::json out = nlohmann::json::array();
-  broker::VirtualHost* vhost = broker.find_virtual_host("/");
-  if (vhost == nullptr) return out;
-  std::vector<std::string> names;
-  for (const auto& [name, queue] : vhost->queues()) names.push_back(name);
-  std::sort(names.begin(), names.end());
-  for (const std::string& name : names) {
-    broker::QueuePtr queue = vhost->find_queue(name);
-    std::string type = "classic";
-    if (const amqp::FieldValue* declared = queue->arguments.find("x-queue-type")) {
-      if (const auto* text = std::get_if<std::string>(&declared->value)) type = *text;
-    }
-    // Where it lives: its group's leader (its home, until groups have several members).
-    uint64_t home = queue->home != 0 ? queue->home : identity.node_id;
-    uint64_t leader = home;
-    if (queue->group != 0) {
-      if (const raft::Raft* raft = log->host().peek(raft::GroupId{queue->group})) {
-        if (raft->leader() != raft::no_node) leader = raft->leader().value;
-      }
-    }
-    bool here = home == identity.node_id;
-    nlohmann::json online = nlohmann::json::array();
-    if (node_running(home)) online.push_back(node_name(home));
-    nlohmann::json row = {{"name", name},
-                          {"vhost", vhost->name()},
-                          {"type", type},
-                          {"durable", queue->durable},
-                          {"auto_delete", queue->auto_delete},
-                          {"exclusive", queue->exclusive_owner != 0},
-                          {"leader", node_name(leader)},
-                          {"members", nlohmann::json::array({node_name(home)})},
-                          {"online", online}};
-    // Counts are known where the queue lives; another node answers null.
-    if (here) {
-      row["messages_ready"] = queue->machine.ready_count();
-      row["messages_unacknowledged"] = queue->machine.checked_out_count();
-      row["messages"] = queue->machine.ready_count() + queue->machine.checked_out_count();
-      row["consumers"] = queue->machine.consumer_count();
-    } else {
-      row["messages_ready"] = nullptr;
-      row["messages_unacknowledged"] = nullptr;
-      row["messages"] = nullptr;
-      row["consumers"] = nullptr;
-    }
-    out.push_back(std::move(row));
-  }
-  return out;
 }
 
 Result<void, std::string> Server::Impl::start_transport() {

@@ -13,3 +13,16 @@ def server():
     instance = HamqServer().start()
     yield instance
     assert instance.stop() == 0, "hamq-server did not exit cleanly:\n" + "\n".join(instance.log)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # A failing test shows what its servers logged: a failure seen once in CI can then be read,
+    # not guessed at.
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        if isinstance(value, HamqServer) and value.log:
+            report.sections.append(("hamq-server log (%s)" % name, "\n".join(value.log[-400:])))

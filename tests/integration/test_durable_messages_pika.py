@@ -2,12 +2,16 @@
 restart, in order; what a consumer acknowledged is gone; what it held unacknowledged comes back
 marked redelivered."""
 
+import collections
 import pathlib
+import re
+import subprocess
 import time
 
 import pika
 import pika.exceptions
 
+from hamq_server import BIN_DIR
 from pika_helpers import connect, exists, wait_until
 
 
@@ -194,6 +198,28 @@ def wal_bytes(server):
     return sum(f.stat().st_size for f in wal.iterdir() if f.is_file())
 
 
+def oldest_segment_holders(server):
+    """What keeps the log's oldest segment, for a failure message: its records per group and
+    type, from hamq-dump, and the release records anywhere."""
+    dump = subprocess.run([str(BIN_DIR / "hamq-dump"), str(pathlib.Path(server.data_dir.name) / "wal")],
+                          capture_output=True, text=True, timeout=60).stdout.splitlines()
+    segments = [line for line in dump if line.startswith("segment ")]
+    held = collections.Counter()
+    releases = []
+    in_oldest = False
+    for line in dump:
+        if line.startswith("segment "):
+            in_oldest = line == segments[0]
+            continue
+        record = re.search(r"record @\d+ (\S+) group=(\d+)", line)
+        if record and record.group(1) == "release":
+            releases.append(line.strip())
+        elif record and in_oldest:
+            held[(record.group(2), record.group(1))] += 1
+    return "%d segments, the oldest: %s; release records: %s" % (
+        len(segments), sorted(held.items()), releases[-3:])
+
+
 def test_consumed_messages_give_their_disk_back_even_behind_an_old_unacked_one(server):
     connection = connect(server)
     holder = connection.channel()
@@ -253,7 +279,8 @@ def test_a_standing_backlog_too_large_to_carry_still_gives_the_disk_back(server)
             consumed += 1
     deadline = time.monotonic() + 20
     while wal_bytes(server) > 160 * 1024 * 1024:
-        assert time.monotonic() < deadline, "the log still holds %d bytes" % wal_bytes(server)
+        assert time.monotonic() < deadline, "the log still holds %d bytes: %s" % (
+            wal_bytes(server), oldest_segment_holders(server))
         connection.process_data_events(time_limit=0.2)
 
     server.kill()

@@ -1,0 +1,138 @@
+// The management API's answers: the requests the management listener (management.h) takes,
+// and what the node tells of the cluster and its queues.
+#include <algorithm>
+
+#include "server/server_impl.h"
+
+namespace hamq::server {
+
+void Server::Impl::handle_management(const HttpRequest& request, bool from_loopback,
+                                     ManagementListener::Respond respond) {
+  // As for AMQP: the default user, from loopback only, until users come (the security issue).
+  auto credentials = basic_credentials(request);
+  if (!credentials || credentials->first != "guest" || credentials->second != "guest" ||
+      !from_loopback) {
+    HttpResponse refused =
+        error_response(401, "guest/guest, from a loopback address, is the only user so far");
+    refused.headers["WWW-Authenticate"] = "Basic realm=\"hamq\"";
+    return respond(refused);
+  }
+  if (request.method == "GET") return respond(handle_read(request));
+  if (request.method != "POST") return respond(error_response(405, "only GET and POST are served"));
+  if (request.path != "/api/cluster/join" && request.path != "/api/cluster/forget") {
+    return respond(error_response(404, "no such path: " + request.path));
+  }
+  auto body = nlohmann::json::parse(request.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object() || !body.contains("node") ||
+      !body["node"].is_string()) {
+    return respond(error_response(400, "the body must be a JSON object with \"node\", a string"));
+  }
+  std::string node = body["node"].get<std::string>();
+  if (request.path == "/api/cluster/join") return join_cluster(node, std::move(respond));
+  forget_cluster_node(node, std::move(respond));
+}
+
+HttpResponse Server::Impl::handle_read(const HttpRequest& request) {
+  HttpResponse response;
+  auto fail = [](int status, const std::string& reason) { return error_response(status, reason); };
+  if (request.path == "/api/cluster-status") {
+    response.body = cluster_status().dump() + "\n";
+  } else if (request.path == "/api/queues") {
+    response.body = queues().dump() + "\n";
+  } else {
+    return fail(404, "no such path: " + request.path);
+  }
+  return response;
+}
+
+nlohmann::json Server::Impl::cluster_status() {
+  nlohmann::json nodes = nlohmann::json::array();
+  nlohmann::json disk_nodes = nlohmann::json::array();
+  nlohmann::json running_nodes = nlohmann::json::array();
+  for (const auto& [id, name] : node_names) {
+    bool running = node_running(id);
+    std::string address;
+    for (const PeerAddress& seed : config.cluster_seeds) {
+      if (seed.name == name) address = seed.host + ":" + std::to_string(seed.port);
+    }
+    if (auto node = broker.cluster_nodes().find(id); node != broker.cluster_nodes().end()) {
+      address = node->second.host + ":" + std::to_string(node->second.port);
+    }
+    nodes.push_back(
+        {{"name", name}, {"id", id}, {"cluster_address", address}, {"running", running}});
+    disk_nodes.push_back(name);
+    if (running) running_nodes.push_back(name);
+  }
+  const raft::Raft* raft = log->host().peek(metadata_group);
+  nlohmann::json leader = nullptr;
+  if (raft != nullptr && raft->leader() != raft::no_node) leader = node_name(raft->leader().value);
+  // The metadata group's members as this node last applied them.
+  nlohmann::json voters = nlohmann::json::array();
+  nlohmann::json learners = nlohmann::json::array();
+  if (raft != nullptr) {
+    for (raft::NodeId id : raft->conf().voters) voters.push_back(node_name(id.value));
+    for (raft::NodeId id : raft->conf().learners) learners.push_back(node_name(id.value));
+  }
+  return {{"cluster_name", identity.cluster_id},
+          {"cluster_id", identity.cluster_id},
+          {"node", identity.node_name},
+          {"disk_nodes", disk_nodes},
+          {"running_nodes", running_nodes},
+          {"metadata_leader", leader},
+          {"metadata_voters", voters},
+          {"metadata_learners", learners},
+          {"nodes", nodes},
+          {"alarms", nlohmann::json::array()}};
+}
+
+nlohmann::json Server::Impl::queues() {
+  nlohmann::json out = nlohmann::json::array();
+  broker::VirtualHost* vhost = broker.find_virtual_host("/");
+  if (vhost == nullptr) return out;
+  std::vector<std::string> names;
+  for (const auto& [name, queue] : vhost->queues()) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    broker::QueuePtr queue = vhost->find_queue(name);
+    std::string type = "classic";
+    if (const amqp::FieldValue* declared = queue->arguments.find("x-queue-type")) {
+      if (const auto* text = std::get_if<std::string>(&declared->value)) type = *text;
+    }
+    // Where it lives: its group's leader (its home, until groups have several members).
+    uint64_t home = queue->home != 0 ? queue->home : identity.node_id;
+    uint64_t leader = home;
+    if (queue->group != 0) {
+      if (const raft::Raft* raft = log->host().peek(raft::GroupId{queue->group})) {
+        if (raft->leader() != raft::no_node) leader = raft->leader().value;
+      }
+    }
+    bool here = home == identity.node_id;
+    nlohmann::json online = nlohmann::json::array();
+    if (node_running(home)) online.push_back(node_name(home));
+    nlohmann::json row = {{"name", name},
+                          {"vhost", vhost->name()},
+                          {"type", type},
+                          {"durable", queue->durable},
+                          {"auto_delete", queue->auto_delete},
+                          {"exclusive", queue->exclusive_owner != 0},
+                          {"leader", node_name(leader)},
+                          {"members", nlohmann::json::array({node_name(home)})},
+                          {"online", online}};
+    // Counts are known where the queue lives; another node answers null.
+    if (here) {
+      row["messages_ready"] = queue->machine.ready_count();
+      row["messages_unacknowledged"] = queue->machine.checked_out_count();
+      row["messages"] = queue->machine.ready_count() + queue->machine.checked_out_count();
+      row["consumers"] = queue->machine.consumer_count();
+    } else {
+      row["messages_ready"] = nullptr;
+      row["messages_unacknowledged"] = nullptr;
+      row["messages"] = nullptr;
+      row["consumers"] = nullptr;
+    }
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+}  // namespace hamq::server
