@@ -83,6 +83,7 @@ void Broker::queue_used(const QueuePtr& queue) {
 }
 
 void Broker::schedule(const QueuePtr& queue) {
+  if (!runs_effects(*queue)) return;  // its leader's timers serve it
   std::optional<uint64_t> at_ms = queue->machine.next_expiry_ms();
   if (auto expiry = queue_expiry_ms(*queue)) at_ms = std::min(at_ms.value_or(*expiry), *expiry);
   if (queue->dead_letter_retry_at_ms != UINT64_MAX) {
@@ -107,6 +108,11 @@ void Broker::on_timer() {
     QueuePtr queue = weak.lock();
     if (!queue || queue->wake_at_ms != at_ms) continue;  // deleted, or rescheduled
     queue->wake_at_ms = UINT64_MAX;
+    if (!runs_effects(*queue)) {
+      // No longer its leader: the new one serves it, and offers its dead letters again.
+      drop_retained_dead_letters(*queue);
+      continue;
+    }
     auto expiry = queue_expiry_ms(*queue);
     if (expiry && *expiry <= wall_clock_ms_ && queue->vhost != nullptr &&
         queue->vhost->find_queue(queue->name) == queue) {
@@ -175,7 +181,8 @@ void Broker::enqueue(const QueuePtr& target, queue::MessagePtr message,
 void Broker::dead_letter(const QueuePtr& queue) {
   auto letters = queue->machine.take_dead_letters();
   // A replay's letters were handed over before, or are still leaving: end_replay() sees to them.
-  if (replaying_ || queue->vhost == nullptr) return;
+  // A follower's are its leader's to hand over (they stay leaving in every replica until then).
+  if (replaying_ || queue->vhost == nullptr || !runs_effects(*queue)) return;
   hand_over(queue, std::move(letters));
 }
 
@@ -305,12 +312,17 @@ void Broker::flush_hand_overs() {
   }
 }
 
+std::deque<std::shared_ptr<HandOver>> Broker::drop_retained_dead_letters(Queue& queue) {
+  queue.dead_letter_retry_at_ms = UINT64_MAX;
+  auto retained = std::move(queue.retained_dead_letters);
+  queue.retained_dead_letters.clear();
+  memory_used_bytes_ -= queue.retained_dead_letter_bytes;
+  queue.retained_dead_letter_bytes = 0;
+  return retained;
+}
+
 void Broker::retry_dead_letters(const QueuePtr& queue) {
-  queue->dead_letter_retry_at_ms = UINT64_MAX;
-  auto retained = std::move(queue->retained_dead_letters);
-  queue->retained_dead_letters.clear();
-  memory_used_bytes_ -= queue->retained_dead_letter_bytes;
-  queue->retained_dead_letter_bytes = 0;
+  auto retained = drop_retained_dead_letters(*queue);
   for (const auto& leaving : retained) {
     if (!offer(leaving)) retain(leaving);
   }
@@ -775,6 +787,8 @@ void Broker::attach_group(const QueuePtr& queue, uint64_t group) {
   queue->machine.keep_bodies_of(durable_queue_cached_bodies, durable_queue_cached_body_bytes);
   queue->machine.keep_leaving_messages();
   queue_groups_[group] = queue;
+  // Founded here and led at once (a new queue): nothing to take over, its effects are here.
+  if (auto term = queue_store_->leader_term(group)) queue->effects_term = *term;
 }
 
 void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, CommandDone done) {
@@ -820,7 +834,14 @@ void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string
     queue->pending_bytes -= node.mapped().bytes;
     if (node.mapped().done) node.mapped().done(queue, nullptr);
   }
-  if (data.empty()) return;  // a new leader's first entry: nothing to run
+  if (data.empty()) {
+    // A new leader's first entry: nothing to run, but if this node is that leader, the queue's
+    // effects are its own from here (everything before is applied). A replay leaves that to
+    // end_replay.
+    auto term = queue_store_->leader_term(group);
+    if (!replaying_ && term && *term == position.term) take_over(queue, *term);
+    return;
+  }
   if (!pending.empty() && pending.begin()->first == index) {
     // Proposed here: run the command as it was made (the same bytes are in the log).
     auto node = pending.extract(pending.begin());
@@ -913,13 +934,30 @@ void Broker::finish_pending_commands(const QueuePtr& queue, const queue::Command
 
 void Broker::end_replay() {
   replaying_ = false;
+  // The groups this node leads now are its own; the others wait for their leader's first entry.
   for (auto& [group, weak] : queue_groups_) {
     QueuePtr queue = weak.lock();
     if (!queue || queue->vhost == nullptr) continue;
-    auto leaving = queue->machine.leaving_messages();
-    if (!leaving.empty()) hand_over(queue, std::move(leaving));
+    if (auto term = queue_store_->leader_term(group)) take_over(queue, *term);
   }
   flush_hand_overs();
+}
+
+bool Broker::runs_effects(const Queue& queue) const {
+  if (queue.group == 0 || queue_store_ == nullptr) return true;
+  auto term = queue_store_->leader_term(queue.group);
+  return term && *term == queue.effects_term;
+}
+
+void Broker::take_over(const QueuePtr& queue, uint64_t term) {
+  queue->effects_term = term;
+  // Letters this node retained as an earlier leader are among those leaving: offered once.
+  drop_retained_dead_letters(*queue);
+  if (queue->vhost == nullptr) return;
+  auto leaving = queue->machine.leaving_messages();
+  if (!leaving.empty()) hand_over(queue, std::move(leaving));
+  queue->wake_at_ms = UINT64_MAX;  // its wake-ups from before are stale
+  schedule(queue);
 }
 
 void Broker::set_node_id(uint64_t node) {

@@ -125,6 +125,9 @@ class QueueStore {
   // from `retain_from` (0: none) up to `index` stay readable (the state refers to them).
   virtual void compact(uint64_t group, uint64_t index, std::string snapshot,
                        uint64_t retain_from) = 0;
+  // The term in which this node leads the group; nothing while it does not (a follower, a
+  // candidate, or not a member).
+  virtual std::optional<uint64_t> leader_term(uint64_t group) const = 0;
 };
 
 class Broker {
@@ -325,6 +328,8 @@ class Broker {
   void finish_hand_over(const HandOver& hand_over);
   std::vector<std::weak_ptr<Queue>> sources_handed_over_;
   void retry_dead_letters(const QueuePtr& queue);
+  // Empties the queue's retained dead letters and returns them.
+  std::deque<std::shared_ptr<HandOver>> drop_retained_dead_letters(Queue& queue);
   // Enqueues a message the broker moves; `answered` learns whether the queue took it (false: it
   // refused it, full with reject-publish, or its log refused it). An in-memory queue answers
   // before this returns, a durable one once its entry is applied.
@@ -339,6 +344,15 @@ class Broker {
   void run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,
            uint64_t log_index);
   void attach_group(const QueuePtr& queue, uint64_t group);
+  // Effects (handing dead letters over, timers, expiring the queue, retrying dead letters) run on
+  // one replica: the group's leader, once it has taken the queue over in its term (take_over),
+  // so that every replica applies the same entries but only one acts on them. In-memory queues
+  // always run theirs.
+  bool runs_effects(const Queue& queue) const;
+  // This node leads the queue's group in `term` and has applied everything before: it offers
+  // again what is leaving the queue (its old leader may have died mid-way: at least once) and
+  // arms its timers.
+  void take_over(const QueuePtr& queue, uint64_t term);
   void maybe_snapshot(const QueuePtr& queue, bool asked);
   // Tells everything proposed to the queue and not yet applied that it ended with `effects`
   // (null: not done).

@@ -24,7 +24,7 @@ class ManualStore final : public QueueStore {
     logs_.erase(group);
   }
   std::optional<LogPosition> propose(uint64_t group, std::string command) override {
-    if (refuse) return std::nullopt;
+    if (refuse || following.contains(group)) return std::nullopt;
     auto& log = logs_[group];
     log.push_back({term, std::move(command)});
     unapplied_.emplace_back(group, log.size());
@@ -34,6 +34,10 @@ class ManualStore final : public QueueStore {
                uint64_t retain_from) override {
     snapshots[group] = {index, std::move(snapshot)};
     retained_from[group] = retain_from;
+  }
+  std::optional<uint64_t> leader_term(uint64_t group) const override {
+    if (!has_group(group) || following.contains(group)) return std::nullopt;
+    return term;
   }
   std::optional<std::string> read(uint64_t group, uint64_t index) const override {
     ++reads;
@@ -76,22 +80,43 @@ class ManualStore final : public QueueStore {
       return entry.first == group && entry.second > index;
     });
   }
+  // Another node leads the group from `new_term` on: this one follows (its proposals to the
+  // group are refused).
+  void follow(uint64_t group, uint64_t new_term) {
+    term = new_term;
+    following.insert(group);
+  }
+  // The leader's entry reaches this follower, to be applied.
+  void append_from_leader(uint64_t group, std::string command) {
+    auto& log = logs_.at(group);
+    log.push_back({term, std::move(command)});
+    unapplied_.emplace_back(group, log.size());
+  }
+  // This node is elected in `new_term`: its first entry (empty) goes into the group's log.
+  void lead(uint64_t group, uint64_t new_term) {
+    term = new_term;
+    following.erase(group);
+    append_from_leader(group, "");
+  }
   // A restart: every group's log applied again from its start, as the node's log replays it.
   void replay(Broker& broker) {
     for (const auto& [group, log] : logs_) {
       for (size_t i = 0; i < log.size(); ++i) apply(broker, group, i + 1);
     }
   }
-  // The kinds of the commands in a group's log, in order.
+  // The kinds of the commands in a group's log, in order (a leader's empty first entries left
+  // out).
   std::vector<size_t> kinds(uint64_t group) const {
     std::vector<size_t> out;
-    for (const auto& entry : logs_.at(group))
-      out.push_back(queue::decode_command(entry.second)->body.index());
+    for (const auto& entry : logs_.at(group)) {
+      if (!entry.second.empty()) out.push_back(queue::decode_command(entry.second)->body.index());
+    }
     return out;
   }
 
   bool refuse = false;
-  uint64_t term = 1;  // of the leader that takes proposals
+  uint64_t term = 1;             // of the leader that takes proposals
+  std::set<uint64_t> following;  // groups another node leads (this one leads the others)
   mutable size_t reads = 0;
   std::map<uint64_t, std::pair<uint64_t, std::string>> snapshots;  // by group: (index, state)
   std::map<uint64_t, uint64_t> retained_from;                      // by group
@@ -377,6 +402,50 @@ TEST_F(DurableQueue, ADeadLetterSurvivesACrashBetweenItsQueueAndItsTarget) {
   restart(third);
   EXPECT_EQ(ready(third, "dlq"), 1u);  // once: the replayed reject is not dead-lettered again
   EXPECT_EQ(ready(third, "work"), 0u);
+}
+
+// A replicated queue's effects are its leader's: a follower applies the entry that dead-letters a
+// message (it leaves the queue in every replica) but hands nothing over; the node that leads next
+// offers it, once its first entry is applied.
+TEST_F(DurableQueue, OnlyTheLeaderHandsDeadLettersOverAndANewLeaderOffersThemAgain) {
+  client.send(1, amqp::QueueDeclare{0, "dlq", false, true, false, false, false, {}});
+  client.expect<amqp::QueueDeclareOk>(1);
+  amqp::FieldTable arguments;
+  arguments.entries.emplace_back("x-dead-letter-exchange", "");
+  arguments.entries.emplace_back("x-dead-letter-routing-key", "dlq");
+  arguments.entries.emplace_back("x-message-ttl", int32_t{1000});
+  client.send(1, amqp::QueueDeclare{0, "work", false, true, false, false, false, arguments});
+  client.expect<amqp::QueueDeclareOk>(1);
+  client.publish(1, "", "work", "stale");
+  apply();
+  auto find = [&](const std::string& name) {
+    return client.broker.find_virtual_host("/")->find_queue(name);
+  };
+  ASSERT_EQ(find("work")->machine.ready_count(), 1u);
+
+  // Another node leads the queue now (this one still leads dlq's group); its entry (a time past
+  // the message's TTL) expires the message here too.
+  store.follow(find("work")->group, 2);
+  store.append_from_leader(find("work")->group,
+                           queue::encode_command(queue::QueueCommand{
+                               client.broker.now_ms() + 60'000, queue::ExpireCommand{}}));
+  apply();
+  EXPECT_EQ(find("work")->machine.ready_count(), 0u);
+  EXPECT_EQ(find("work")->machine.leaving_count(), 1u);  // left, not yet handed over
+  EXPECT_EQ(find("dlq")->machine.ready_count(), 0u);     // the follower offered nothing
+  EXPECT_EQ(store.unapplied(), 0u);                      // nor proposed anything
+  // Nor do its timers (armed while it led) act for the queue.
+  client.broker.set_wall_clock_ms(client.broker.now_ms() + 120'000);
+  client.broker.on_timer();
+  EXPECT_EQ(store.unapplied(), 0u);
+
+  // Its leader died before handing the message over; this node is elected.
+  store.lead(find("work")->group, 3);
+  apply();
+  EXPECT_EQ(find("dlq")->machine.ready_count(), 1u);
+  EXPECT_EQ(find("work")->machine.leaving_count(), 0u);
+  const queue::QueueCommand handed_over{0, queue::HandedOverCommand{}};
+  EXPECT_EQ(store.kinds(find("work")->group).back(), handed_over.body.index());
 }
 
 }  // namespace

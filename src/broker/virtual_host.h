@@ -106,6 +106,9 @@ struct Queue {
   uint64_t snapshot_index = 0;       // where its last snapshot (of this life) was taken
   bool had_consumer = false;         // auto-delete applies only after a first consumer
   uint64_t wake_at_ms = UINT64_MAX;  // when the broker's timer will next serve it
+  // The term in which this node took over the queue's effects as its group's leader
+  // (Broker::take_over); effects run only while it leads in that term. 0: never here.
+  uint64_t effects_term = 0;
   // x-expires: the queue is deleted once it has gone this long without consumers, basic.get or
   // a redeclare (reference §11.2); last_used_ms is the last of those.
   std::optional<uint64_t> expires_ms;

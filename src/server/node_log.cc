@@ -414,4 +414,10 @@ std::optional<broker::LogPosition> NodeLog::propose(uint64_t group, std::string 
   return broker::LogPosition{host_->find(raft::GroupId{group})->term().value, index->value};
 }
 
+std::optional<uint64_t> NodeLog::leader_term(uint64_t group) const {
+  const raft::Raft* raft = host_->peek(raft::GroupId{group});
+  if (raft == nullptr || raft->role() != raft::Role::leader) return std::nullopt;
+  return raft->term().value;
+}
+
 }  // namespace hamq::server

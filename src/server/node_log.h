@@ -133,6 +133,7 @@ class NodeLog final : public broker::QueueStore {
   std::optional<broker::LogPosition> propose(uint64_t group, std::string command) override;
   std::optional<std::string> read(uint64_t group, uint64_t index) const override;
   void compact(uint64_t group, uint64_t index, std::string snapshot, uint64_t retain_from) override;
+  std::optional<uint64_t> leader_term(uint64_t group) const override;
 
  private:
   NodeLog() = default;
