@@ -131,7 +131,7 @@ namespace {
 
 // The vhost's parking queue: a plain durable queue, local to every node for now (home 0).
 MetadataCommand declare_parking_queue(const std::string& vhost) {
-  return DeclareQueue{{vhost, std::string(parking_queue_name), 0, false, {}, true, 0, 0}};
+  return DeclareQueue{{vhost, std::string(parking_queue_name), 0, false, {}, true, 0, 0, {}}};
 }
 
 // A delayed message whose time has come, as it is routed: its x-delay negated (so that publishing
@@ -428,11 +428,12 @@ size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
   QueuePtr queue = vhost.remove_queue(name);
   if (!queue) return 0;
   memory_used_bytes_ -= queue->retained_dead_letter_bytes;  // they go with their queue
+  count_members(*queue, -1);
   if (queue->group != 0) {
-    queue_groups_.erase(queue->group);
+    bool held_here = queue_groups_.erase(queue->group) != 0;
     // (While the metadata group replays, the queue groups are not open yet: those no queue
     // keeps are removed when they are.)
-    if (queue_store_ != nullptr && !replaying_definitions_)
+    if (queue_store_ != nullptr && !replaying_definitions_ && held_here)
       queue_store_->remove_group(queue->group);
     // What was proposed goes with the queue: a publish to it is done (as if consumed at once).
     queue::CommandEffects nothing;
@@ -565,9 +566,10 @@ Broker::DefinitionResult Broker::apply_declare_exchange(VirtualHost& vhost,
       (definition.home != 0 && definition.home != node_id_)) {
     return uint64_t{0};
   }
-  // A durable delayed exchange keeps its delayed messages in a log of their own.
+  // A durable delayed exchange keeps its delayed messages in a log of their own, on its node.
   uint64_t group = definition.group != 0 ? definition.group : queue_group_of(index);
-  if (!replaying_definitions_) queue_store_->create_group(group);
+  exchange->delay_queue->members = {node_id_};
+  if (!replaying_definitions_) queue_store_->create_group(group, exchange->delay_queue->members);
   attach_group(exchange->delay_queue, group);
   return uint64_t{0};
 }
@@ -613,15 +615,56 @@ Broker::DefinitionResult Broker::apply_declare_queue(VirtualHost& vhost,
   }
   if (queue_store_ == nullptr || !durable_queue(*queue)) return uint64_t{0};
   uint64_t group = definition.group != 0 ? definition.group : queue_group_of(index);
-  if (definition.home != 0 && definition.home != node_id_) {
-    // Its log is on its home node (replicated on several nodes: issue 15); commands to it from
-    // here are refused meanwhile.
-    queue->group = group;
+  if (!definition.members.empty()) {
+    queue->members = definition.members;
+  } else if (definition.group != 0) {
+    // Written before groups had members: on its home node alone (home 0, the parking queues of
+    // then: a group of its own on every node).
+    queue->members = {definition.home != 0 ? definition.home : node_id_};
+  } else {
+    queue->members = place_members(definition);
+  }
+  count_members(*queue, 1);
+  queue->group = group;
+  if (std::find(queue->members.begin(), queue->members.end(), node_id_) == queue->members.end()) {
+    // Its group lives on other nodes: commands to it from here are refused (until a node that
+    // holds no member forwards them: issue 15).
     return uint64_t{0};
   }
-  if (!replaying_definitions_) queue_store_->create_group(group);
+  if (!replaying_definitions_) queue_store_->create_group(group, queue->members);
   attach_group(queue, group);
   return uint64_t{0};
+}
+
+std::vector<uint64_t> Broker::place_members(const QueueDefinition& definition) const {
+  uint64_t size = queue_group_size_default;
+  if (const amqp::FieldValue* asked = definition.arguments.find("x-quorum-initial-group-size")) {
+    if (auto value = asked->as_integer(); value && *value >= 1)
+      size = static_cast<uint64_t>(*value);
+  }
+  std::vector<uint64_t> candidates;
+  for (const auto& [id, node] : cluster_nodes_) {
+    if (!node.forgotten) candidates.push_back(id);
+  }
+  // A node alone, or a model from before nodes were recorded: the declaring node.
+  if (candidates.empty()) return {definition.home != 0 ? definition.home : node_id_};
+  auto hosted = [this](uint64_t id) {
+    auto it = members_hosted_.find(id);
+    return it == members_hosted_.end() ? uint64_t{0} : it->second;
+  };
+  std::stable_sort(candidates.begin(), candidates.end(), [&](uint64_t a, uint64_t b) {
+    return std::make_tuple(a != definition.home, hosted(a), a) <
+           std::make_tuple(b != definition.home, hosted(b), b);
+  });
+  candidates.resize(std::min<uint64_t>(size, candidates.size()));
+  return candidates;
+}
+
+void Broker::count_members(const Queue& queue, int delta) {
+  for (uint64_t member : queue.members) {
+    uint64_t& count = members_hosted_[member];
+    count = delta > 0 ? count + 1 : count - std::min<uint64_t>(count, 1);
+  }
 }
 
 Broker::DefinitionResult Broker::apply_add_node(const ClusterNode& node) {
@@ -654,11 +697,18 @@ Broker::DefinitionResult Broker::apply_forget_node(const std::string& name) {
   member->second.forgotten = true;
   uint64_t id = member->first;
   // What lived on that node alone goes with it: its transient and exclusive queues and
-  // exchanges, and the durable queues whose log it held (one member each until issue 15).
+  // exchanges, and the durable queues whose every member is forgotten.
+  auto forgotten = [this](uint64_t node) {
+    auto it = cluster_nodes_.find(node);
+    return it != cluster_nodes_.end() && it->second.forgotten;
+  };
   for (const auto& [vhost_name, vhost] : virtual_hosts_) {
     std::vector<std::string> queues;
     for (const auto& [queue_name, queue] : vhost->queues()) {
-      if (queue->home == id) queues.push_back(queue_name);
+      bool gone = queue->members.empty()
+                      ? queue->home == id
+                      : std::all_of(queue->members.begin(), queue->members.end(), forgotten);
+      if (gone) queues.push_back(queue_name);
     }
     for (const std::string& queue_name : queues) delete_queue(*vhost, queue_name);
     std::vector<std::string> exchanges;
@@ -690,7 +740,7 @@ Definitions Broker::current_definitions() const {
     for (const auto& [name, queue] : vhost.queues()) {
       definitions.apply(
           DeclareQueue{{vhost_name, name, queue->group, queue->auto_delete, queue->arguments,
-                        queue->durable, queue->exclusive_owner, queue->home}});
+                        queue->durable, queue->exclusive_owner, queue->home, queue->members}});
     }
     for (const auto& [name, exchange] : vhost.exchanges()) {
       for (const Binding& binding : exchange.bindings) {
@@ -753,8 +803,9 @@ size_t Broker::declare_parking_queues() {
 
 void Broker::found_missing_groups() {
   if (queue_store_ == nullptr) return;
-  for (const auto& [group, queue] : queue_groups_) {
-    if (!queue_store_->has_group(group)) queue_store_->create_group(group);
+  for (const auto& [group, weak] : queue_groups_) {
+    QueuePtr queue = weak.lock();
+    if (queue && !queue_store_->has_group(group)) queue_store_->create_group(group, queue->members);
   }
 }
 
@@ -798,15 +849,26 @@ void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, Command
   }
   std::string encoded = queue::encode_command(command);
   uint64_t bytes = encoded.size();
-  auto position = queue_store_->propose(queue->group, std::move(encoded));
-  if (!position) {
-    if (done) done(queue, nullptr);
-    return;
-  }
-  queue->pending_bytes += bytes;
-  queue->pending_commands.emplace(
-      position->index,
-      Queue::PendingCommand{position->term, std::move(command), std::move(done), bytes});
+  queue_store_->propose(
+      queue->group, std::move(encoded),
+      [this, queue, command = std::move(command), done = std::move(done),
+       bytes](std::optional<LogPosition> position) mutable {
+        if (!position || position->index <= queue->applied_index) {
+          // (Applied already: only a placement answered after its entry, which never happens.)
+          if (done) done(queue, nullptr);
+          return;
+        }
+        if (!queue_groups_.contains(queue->group)) {
+          // Deleted while the leader placed it: done, as the delete did with the others.
+          queue::CommandEffects nothing;
+          if (done) done(queue, &nothing);
+          return;
+        }
+        queue->pending_bytes += bytes;
+        queue->pending_commands.emplace(
+            position->index,
+            Queue::PendingCommand{position->term, std::move(command), std::move(done), bytes});
+      });
 }
 
 void Broker::run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,

@@ -55,6 +55,9 @@ constexpr uint64_t queue_snapshot_carried_bytes_default = 8 << 20;
 // A snapshot is one log record, read and written whole: a queue whose snapshot would be larger
 // than this (about a million messages) does not snapshot.
 constexpr uint64_t queue_snapshot_bytes_max = 48 << 20;
+// A durable queue's group has this many members (on distinct nodes; fewer in a smaller
+// cluster), unless its x-quorum-initial-group-size says otherwise (RabbitMQ's default).
+constexpr uint64_t queue_group_size_default = 3;
 
 // A connection that the memory alarm or flow control stopped reading, to be told when it may
 // read again.
@@ -109,15 +112,21 @@ class DefinitionStore {
 class QueueStore {
  public:
   virtual ~QueueStore() = default;
-  // Founds the group of a durable queue (named by its declare: queue_group_of). It takes
-  // proposals at once; false when the log refuses it.
-  virtual bool create_group(uint64_t group) = 0;
+  // Founds this node's member of a durable queue's group (named by its declare:
+  // queue_group_of), whose members are the nodes `members` (each founds it alike when it applies
+  // the declare; the first campaigns at once). A group of this node alone takes proposals at
+  // once; false when the log refuses it.
+  virtual bool create_group(uint64_t group, const std::vector<uint64_t>& members) = 0;
   // The log holds this group (a queue kept from before a restart has its messages there).
   virtual bool has_group(uint64_t group) const = 0;
   // The queue is gone: its group and what its log holds go too.
   virtual void remove_group(uint64_t group) = 0;
-  // Appends a command to the group's log: where it was put, or nothing when the log refuses it.
-  virtual std::optional<LogPosition> propose(uint64_t group, std::string command) = 0;
+  // Appends a command to the group's log, through its leader if that is another node: `placed`
+  // learns where it was put, or nothing when it was not (refused, no leader known, the leader
+  // did not answer). Placed here, it is told before this returns; placed by another node, always
+  // before the entry is applied here.
+  using Placed = std::function<void(std::optional<LogPosition>)>;
+  virtual void propose(uint64_t group, std::string command, Placed placed) = 0;
   // The command applied at `index` of the group's log, as it was proposed; nothing if it cannot
   // be read (damaged, or released).
   virtual std::optional<std::string> read(uint64_t group, uint64_t index) const = 0;
@@ -278,6 +287,9 @@ class Broker {
   queue::QueueCommand command(decltype(queue::QueueCommand::body) body) const {
     return queue::QueueCommand{wall_clock_ms_, std::move(body)};
   }
+  // A command another node proposed to a group this node leads: it carries this node's time from
+  // here on (the leader's clock stamps every command, DESIGN §2).
+  void restamp_forwarded(std::string& encoded) const { queue::restamp_command(encoded, now_ms()); }
   // A committed entry of a queue's group, in log order (and, after a restart, the log replayed).
   void apply_queue_entry(uint64_t group, LogPosition position, std::string_view data);
   // A queue's group starts from a snapshot (at a restart): the queue's state is replaced by it.
@@ -380,6 +392,14 @@ class Broker {
   DefinitionResult apply_declare_queue(VirtualHost& vhost, const DeclareQueue& command,
                                        uint64_t index);
   DefinitionResult apply_add_node(const ClusterNode& node);
+  // Where a new durable queue's group lives: min(its group size, nodes) nodes of the cluster,
+  // the declaring one first, then those holding the fewest groups (then the lowest ids), in that
+  // order (the first campaigns at once). Decided in the apply, from the model alone: every node
+  // places it alike.
+  std::vector<uint64_t> place_members(const QueueDefinition& definition) const;
+  // How many durable queues' groups each node holds a member of (for place_members).
+  std::map<uint64_t, uint64_t> members_hosted_;
+  void count_members(const Queue& queue, int delta);
   DefinitionResult apply_forget_node(const std::string& name);
   std::map<uint64_t, ClusterNode> cluster_nodes_;
   std::function<void()> nodes_listener_;

@@ -204,8 +204,15 @@ Result<void, ProtocolError> Channel::queue_declare(const amqp::QueueDeclare& m) 
     return Ok{};
   }
   return change_definitions(
-      DeclareQueue{{vhost().name(), name, 0, m.auto_delete, m.arguments, m.durable,
-                    m.exclusive ? connection_.id() : 0, connection_.broker().node_id()},
+      DeclareQueue{{vhost().name(),
+                    name,
+                    0,
+                    m.auto_delete,
+                    m.arguments,
+                    m.durable,
+                    m.exclusive ? connection_.id() : 0,
+                    connection_.broker().node_id(),
+                    {}},
                    connection_.id()},
       M::amqp_class_id, M::amqp_method_id, [name, nowait = m.nowait](Channel& channel, uint64_t) {
         QueuePtr queue = channel.vhost().find_queue(name);

@@ -9,8 +9,11 @@ namespace hamq::broker {
 namespace {
 
 // Version 1 knew durable definitions only; 2 adds transient and exclusive ones (their home node
-// and owner) and who asked for each change (docs/formats/metadata.md).
-constexpr uint8_t metadata_format_version = 2;
+// and owner) and who asked for each change; 3 the members of a durable queue's group
+// (docs/formats/metadata.md).
+constexpr uint8_t metadata_format_version = 3;
+// A queue's group has at most this many members (one per node).
+constexpr uint8_t queue_members_max = 255;
 constexpr uint32_t snapshot_commands_max = 1u << 24;
 
 enum class Kind : uint8_t {
@@ -100,6 +103,10 @@ std::string encode_metadata_command(const MetadataCommand& command) {
           out.u64(q.exclusive_owner);
           out.u64(q.home);
           out.u64(body.requester);
+          out.u8(static_cast<uint8_t>(std::min<size_t>(q.members.size(), queue_members_max)));
+          for (size_t i = 0; i < q.members.size() && i < queue_members_max; ++i) {
+            out.u64(q.members[i]);
+          }
         } else if constexpr (std::is_same_v<T, DeleteQueue>) {
           out.u8(static_cast<uint8_t>(Kind::delete_queue));
           put_string(out, body.vhost);
@@ -195,6 +202,16 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
         q.exclusive_owner = in.u64();
         q.home = in.u64();
         requester = in.u64();
+      }
+      if (ok && version >= 3) {
+        uint8_t count = in.u8();
+        for (uint8_t i = 0; i < count && !in.failed(); ++i) {
+          uint64_t member = in.u64();
+          // Node ids are above 0, each once.
+          ok = ok && member != 0 &&
+               std::find(q.members.begin(), q.members.end(), member) == q.members.end();
+          q.members.push_back(member);
+        }
       }
       command = DeclareQueue{std::move(q), requester};
       break;

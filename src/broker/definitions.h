@@ -46,7 +46,13 @@ struct QueueDefinition {
   amqp::FieldTable arguments;
   bool durable = true;
   uint64_t exclusive_owner = 0;  // the owning connection (node and counter); 0: not exclusive
-  uint64_t home = 0;             // a transient queue's node (it goes when that node restarts)
+  // The declaring node: a transient queue's node (it goes when that node restarts); a durable
+  // queue's group has a member there when it can.
+  uint64_t home = 0;
+  // The nodes holding a durable queue's group (its Raft members at its founding), placed when
+  // the declare is applied (Broker::place_members); empty in a proposed declare. Empty in what
+  // was written before version 3: the group is on `home` alone.
+  std::vector<uint64_t> members;
   bool operator==(const QueueDefinition&) const = default;
 };
 

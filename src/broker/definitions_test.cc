@@ -23,8 +23,15 @@ std::vector<MetadataCommand> one_of_each() {
                        table("x-delayed-type", amqp::FieldValue("topic")), 17}},
       DeclareExchange{{"/", "plain", "direct", true, false, {}, 0, false, 3}},
       DeleteExchange{"/", "old", true},
-      DeclareQueue{{"/", "work", 42, false, table("x-max-length", amqp::FieldValue(int32_t{10})),
-                    false, uint64_t{3} << 40 | 5, 3},
+      DeclareQueue{{"/",
+                    "work",
+                    42,
+                    false,
+                    table("x-max-length", amqp::FieldValue(int32_t{10})),
+                    false,
+                    uint64_t{3} << 40 | 5,
+                    3,
+                    {1, 3, 4}},
                    uint64_t{3} << 40 | 5},
       DeleteQueue{"/", "gone"},
       Barrier{},
@@ -43,6 +50,15 @@ TEST(Definitions, EveryCommandRoundTrips) {
     ASSERT_TRUE(decoded.ok()) << decoded.error();
     EXPECT_EQ(encode_metadata_command(*decoded), bytes);
     EXPECT_EQ(decoded->index(), command.index());
+  }
+}
+
+TEST(Definitions, AQueuesMembersAreNodeIdsEachOnce) {
+  for (const std::vector<uint64_t>& members :
+       {std::vector<uint64_t>{1, 0}, std::vector<uint64_t>{2, 3, 2}}) {
+    std::string bytes =
+        encode_metadata_command(DeclareQueue{{"/", "q", 7, false, {}, true, 0, 1, members}, 0});
+    EXPECT_FALSE(decode_metadata_command(bytes).ok());
   }
 }
 
@@ -86,7 +102,7 @@ TEST(Definitions, DeletingAQueueOrExchangeTakesItsBindingsWithIt) {
   Definitions d;
   d.apply(DeclareExchange{{"/", "x", "topic", false, false, {}}});
   d.apply(DeclareExchange{{"/", "y", "fanout", false, false, {}}});
-  d.apply(DeclareQueue{{"/", "q", 1, false, {}}});
+  d.apply(DeclareQueue{{"/", "q", 1, false, {}, true, 0, 0, {}}});
   d.apply(Bind{{"/", "x", Binding{"q", true, "a", {}}}});
   d.apply(Bind{{"/", "x", Binding{"y", false, "b", {}}}});
   d.apply(Bind{{"/", "y", Binding{"q", true, "", {}}}});
@@ -104,7 +120,7 @@ TEST(Definitions, DeletingAQueueOrExchangeTakesItsBindingsWithIt) {
 TEST(Definitions, SnapshotRebuildsTheSameDefinitions) {
   Definitions d;
   for (const MetadataCommand& command : one_of_each()) d.apply(command);
-  d.apply(DeclareQueue{{"other", "q2", 43, true, {}}});
+  d.apply(DeclareQueue{{"other", "q2", 43, true, {}, true, 0, 0, {}}});
   auto restored = Definitions::from_snapshot(d.snapshot());
   ASSERT_TRUE(restored.ok()) << restored.error();
   EXPECT_EQ(*restored, d);
@@ -159,7 +175,7 @@ struct ManualMetadataLog : DefinitionStore {
 
 QueueDefinition queue_definition(std::string name, bool durable, uint64_t owner = 0,
                                  uint64_t home = 0) {
-  return QueueDefinition{"/", std::move(name), 0, false, {}, durable, owner, home};
+  return QueueDefinition{"/", std::move(name), 0, false, {}, durable, owner, home, {}};
 }
 
 TEST(BrokerDefinitions, AChangeIsMadeWhenItsEntryIsAppliedNotWhenProposed) {

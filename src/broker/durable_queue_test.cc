@@ -17,18 +17,22 @@ using testing::Client;
 // A log per group, applied only when the test says (as a real one applies once durable).
 class ManualStore final : public QueueStore {
  public:
-  bool create_group(uint64_t group) override { return groups_.insert(group).second; }
+  bool create_group(uint64_t group, const std::vector<uint64_t>& members) override {
+    members_[group] = members;
+    return groups_.insert(group).second;
+  }
+  const std::vector<uint64_t>& members(uint64_t group) const { return members_.at(group); }
   bool has_group(uint64_t group) const override { return groups_.contains(group); }
   void remove_group(uint64_t group) override {
     groups_.erase(group);
     logs_.erase(group);
   }
-  std::optional<LogPosition> propose(uint64_t group, std::string command) override {
-    if (refuse || following.contains(group)) return std::nullopt;
+  void propose(uint64_t group, std::string command, Placed placed) override {
+    if (refuse || following.contains(group)) return placed(std::nullopt);
     auto& log = logs_[group];
     log.push_back({term, std::move(command)});
     unapplied_.emplace_back(group, log.size());
-    return LogPosition{term, log.size()};
+    placed(LogPosition{term, log.size()});
   }
   void compact(uint64_t group, uint64_t index, std::string snapshot,
                uint64_t retain_from) override {
@@ -128,6 +132,7 @@ class ManualStore final : public QueueStore {
   }
 
   std::set<uint64_t> groups_;
+  std::map<uint64_t, std::vector<uint64_t>> members_;
   std::map<uint64_t, std::vector<std::pair<uint64_t, std::string>>> logs_;  // (term, command)
   std::vector<std::pair<uint64_t, uint64_t>> unapplied_;
 };
@@ -446,6 +451,39 @@ TEST_F(DurableQueue, OnlyTheLeaderHandsDeadLettersOverAndANewLeaderOffersThemAga
   EXPECT_EQ(find("work")->machine.leaving_count(), 0u);
   const queue::QueueCommand handed_over{0, queue::HandedOverCommand{}};
   EXPECT_EQ(store.kinds(find("work")->group).back(), handed_over.body.index());
+}
+
+// Placement is decided in the apply, from the model alone: min(size, nodes) distinct nodes, the
+// declaring one first, then those holding the fewest groups.
+TEST_F(DurableQueue, ADurableQueuesGroupIsPlacedOnDistinctNodesTheDeclaringOneAmongThem) {
+  for (uint64_t id = 1; id <= 4; ++id) {
+    client.broker.change_definitions(AddNode{
+        ClusterNode{id, "n" + std::to_string(id), "127.0.0.1" + std::to_string(id), 25672, false}});
+  }
+  auto declare = [&](const std::string& name, std::optional<int32_t> size, uint64_t home) {
+    amqp::FieldTable arguments;
+    if (size) arguments.entries.emplace_back("x-quorum-initial-group-size", *size);
+    client.broker.change_definitions(
+        DeclareQueue{{"/", name, 0, false, arguments, true, 0, home, {}}, 0});
+    return client.broker.find_virtual_host("/")->find_queue(name);
+  };
+  // "jobs" (the fixture's, declared when no node was known) is on node 1.
+  EXPECT_EQ(declare("a", std::nullopt, 1)->members, (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(declare("b", std::nullopt, 1)->members, (std::vector<uint64_t>{1, 4, 2}));
+  // Declared through node 3: node 3, then the least loaded (4 holds one group, 2 and 1 more).
+  EXPECT_EQ(declare("c", std::nullopt, 3)->members, (std::vector<uint64_t>{3, 4, 2}));
+  EXPECT_EQ(declare("d", 1, 2)->members, (std::vector<uint64_t>{2}));
+  EXPECT_EQ(declare("e", 7, 1)->members, (std::vector<uint64_t>{1, 3, 4, 2}));
+  // This node founds its member of the groups it is in, with every member as a voter; of the
+  // others it has the queue, not the group.
+  QueuePtr a = client.broker.find_virtual_host("/")->find_queue("a");
+  EXPECT_EQ(store.members(a->group), (std::vector<uint64_t>{1, 2, 3}));
+  QueuePtr d = client.broker.find_virtual_host("/")->find_queue("d");
+  EXPECT_NE(d->group, 0u);
+  EXPECT_FALSE(store.has_group(d->group));
+  // The members are part of the model every node shares.
+  auto definitions = client.broker.current_definitions();
+  EXPECT_EQ(definitions.queues().at({"/", "e"}).members, (std::vector<uint64_t>{1, 3, 4, 2}));
 }
 
 }  // namespace

@@ -128,6 +128,7 @@ Result<void, ProtocolError> validate_queue_arguments(const amqp::FieldTable& arg
       check.integer("x-max-priority", 0, 255),
       check.boolean("x-single-active-consumer"),
       check.string("x-dead-letter-strategy", {"at-most-once", "at-least-once"}),
+      check.integer("x-quorum-initial-group-size", 1, 255),
   };
   for (const auto& problem : problems) {
     if (problem) return unexpected(*problem);

@@ -83,8 +83,9 @@ struct Queue {
   bool durable = false;
   bool auto_delete = false;
   ConnectionId exclusive_owner = 0;
-  uint64_t home = 0;      // a transient queue's node (Definitions)
-  bool deleting = false;  // its delete is proposed (Broker::propose_queue_delete)
+  uint64_t home = 0;              // the declaring node (Definitions)
+  std::vector<uint64_t> members;  // the nodes holding a durable queue's group (Definitions)
+  bool deleting = false;          // its delete is proposed (Broker::propose_queue_delete)
   amqp::FieldTable arguments;
   queue::QueueMachine machine;
   // The Raft group whose log holds the queue's commands (a durable queue on a node with a

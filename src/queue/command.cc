@@ -124,6 +124,19 @@ std::string encode_command(const QueueCommand& command) {
   return std::string(bytes.begin(), bytes.end());
 }
 
+bool restamp_command(std::string& encoded, uint64_t time_ms) {
+  // version:u8 time:u64 (big-endian) body
+  constexpr size_t time_offset = 1;
+  if (encoded.size() < time_offset + 8 ||
+      static_cast<uint8_t>(encoded[0]) != command_format_version) {
+    return false;
+  }
+  for (size_t i = 0; i < 8; ++i) {
+    encoded[time_offset + i] = static_cast<char>(time_ms >> (56 - 8 * i));
+  }
+  return true;
+}
+
 Result<QueueCommand, std::string> decode_command(std::string_view bytes) {
   amqp::WireReader in({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
   QueueCommand command;

@@ -81,6 +81,9 @@ struct QueueCommand {
 
 std::string encode_command(const QueueCommand& command);
 Result<QueueCommand, std::string> decode_command(std::string_view bytes);
+// Replaces the time an encoded command carries (a group's leader stamps the commands other nodes
+// forward to it with its own clock). False, and `encoded` unchanged, if it is not a command.
+bool restamp_command(std::string& encoded, uint64_t time_ms);
 
 // What applying a command did, for the replica that serves the clients.
 struct CommandEffects {

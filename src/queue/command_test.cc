@@ -145,6 +145,22 @@ TEST(QueueCommand, ReplicasApplyingTheSameLogDecideAlike) {
   EXPECT_EQ(direct.checked_out_count(), replica.checked_out_count());
 }
 
+TEST(QueueCommand, ALeaderRestampsAForwardedCommandAndNothingElse) {
+  for (const QueueCommand& command : one_of_each()) {
+    std::string encoded = encode_command(command);
+    ASSERT_TRUE(restamp_command(encoded, 1'234'567'890'123));
+    auto decoded = decode_command(encoded);
+    ASSERT_TRUE(decoded.ok()) << decoded.error();
+    EXPECT_EQ(decoded->time_ms, 1'234'567'890'123u);
+    QueueCommand restamped = command;
+    restamped.time_ms = 1'234'567'890'123;
+    EXPECT_EQ(encode_command(*decoded), encode_command(restamped));
+  }
+  std::string short_bytes = "\x01\x00";
+  EXPECT_FALSE(restamp_command(short_bytes, 5));
+  EXPECT_EQ(short_bytes, "\x01\x00");
+}
+
 // The fuzzer's seeds are one command of each kind; HAMQ_WRITE_QUEUE_COMMAND_CORPUS names the
 // directory to write them to (tools/make_log_entry_corpora.sh).
 TEST(QueueCommand, FuzzSeedsAreOneOfEachKind) {

@@ -98,27 +98,34 @@ nlohmann::json Server::Impl::queues() {
     if (const amqp::FieldValue* declared = queue->arguments.find("x-queue-type")) {
       if (const auto* text = std::get_if<std::string>(&declared->value)) type = *text;
     }
-    // Where it lives: its group's leader (its home, until groups have several members).
-    uint64_t home = queue->home != 0 ? queue->home : identity.node_id;
-    uint64_t leader = home;
-    if (queue->group != 0) {
-      if (const raft::Raft* raft = log->host().peek(raft::GroupId{queue->group})) {
-        if (raft->leader() != raft::no_node) leader = raft->leader().value;
-      }
-    }
-    bool here = home == identity.node_id;
+    // Where it lives: a durable queue's group members, one of which leads; any other queue on
+    // its home node.
+    std::vector<uint64_t> members = queue->members;
+    if (members.empty()) members = {queue->home != 0 ? queue->home : identity.node_id};
+    std::sort(members.begin(), members.end());
+    nlohmann::json leader = nullptr;
+    if (members.size() == 1) leader = node_name(members.front());
+    const raft::Raft* raft =
+        queue->group != 0 ? log->host().peek(raft::GroupId{queue->group}) : nullptr;
+    if (raft != nullptr && raft->leader() != raft::no_node)
+      leader = node_name(raft->leader().value);
+    bool here = std::find(members.begin(), members.end(), identity.node_id) != members.end();
+    nlohmann::json member_names = nlohmann::json::array();
     nlohmann::json online = nlohmann::json::array();
-    if (node_running(home)) online.push_back(node_name(home));
+    for (uint64_t member : members) {
+      member_names.push_back(node_name(member));
+      if (node_running(member)) online.push_back(node_name(member));
+    }
     nlohmann::json row = {{"name", name},
                           {"vhost", vhost->name()},
                           {"type", type},
                           {"durable", queue->durable},
                           {"auto_delete", queue->auto_delete},
                           {"exclusive", queue->exclusive_owner != 0},
-                          {"leader", node_name(leader)},
-                          {"members", nlohmann::json::array({node_name(home)})},
+                          {"leader", leader},
+                          {"members", member_names},
                           {"online", online}};
-    // Counts are known where the queue lives; another node answers null.
+    // Counts are known where the queue lives (a member's replica); another node answers null.
     if (here) {
       row["messages_ready"] = queue->machine.ready_count();
       row["messages_unacknowledged"] = queue->machine.checked_out_count();

@@ -206,7 +206,7 @@ class MetadataSimulation {
       case 0:
       case 1:
         return broker::DeclareQueue{
-            broker::QueueDefinition{"/", name("q", 6), 0, false, arguments, true, 0, 0}, 0};
+            broker::QueueDefinition{"/", name("q", 6), 0, false, arguments, true, 0, 0, {}}, 0};
       case 2:
         return broker::DeleteQueue{"/", name("q", 6)};
       case 3:

@@ -204,29 +204,68 @@ void NodeLog::receive(const raft::NodeBatch& batch) {
 }
 
 void NodeLog::propose_anywhere(uint64_t group, std::string data, Placed placed) {
+  // Behind proposals to the group that wait for a leader: in order.
+  if (!parked_.empty()) propose_parked();
+  if (parked_groups_.contains(group) || !try_propose(group, data, placed)) {
+    // No leader known (an election is under way, or the group was just founded): it waits for
+    // one, a while.
+    ++parked_groups_[group];
+    parked_.push_back(Parked{group, std::move(data), std::move(placed), ticks_});
+  }
+}
+
+void NodeLog::propose_parked() {
+  std::deque<Parked> still;
+  std::map<uint64_t, size_t> still_groups;
+  auto waiting = std::move(parked_);
+  parked_.clear();
+  parked_groups_.clear();
+  for (Parked& parked : waiting) {
+    bool behind = still_groups.contains(parked.group);
+    if (!behind && try_propose(parked.group, parked.data, parked.placed)) continue;
+    if (parked.since_tick + forward_timeout_ticks < ticks_) {
+      // Still no leader: not placed. (What follows it for the group may be, in its turn.)
+      parked.placed(std::nullopt);
+      continue;
+    }
+    ++still_groups[parked.group];
+    still.push_back(std::move(parked));
+  }
+  // Proposals made by the callbacks above went behind these.
+  for (Parked& parked : parked_) {
+    ++still_groups[parked.group];
+    still.push_back(std::move(parked));
+  }
+  parked_ = std::move(still);
+  parked_groups_ = std::move(still_groups);
+}
+
+bool NodeLog::try_propose(uint64_t group, std::string& data, Placed& placed) {
   raft::Raft* raft = host_->find(raft::GroupId{group});
   if (raft == nullptr || raft->role() == raft::Role::leader || transport_ == nullptr) {
-    placed(propose(group, std::move(data)));
-    return;
+    placed(propose_here(group, std::move(data)));
+    return true;
   }
   auto leader = peer_names_.find(raft->leader().value);
-  if (raft->leader() == raft::no_node || leader == peer_names_.end()) {
-    placed(std::nullopt);  // no leader known: an election is under way
-    return;
-  }
+  if (raft->leader() == raft::no_node || leader == peer_names_.end()) return false;
   uint64_t request = next_request_++;
   if (!transport_->send_frame(leader->second, cluster::Propose{request, group, std::move(data)})) {
     placed(std::nullopt);
-    return;
+    return true;
   }
   forwarded_[request] = Forwarded{leader->second, std::move(placed), ticks_};
+  return true;
 }
 
 void NodeLog::on_propose(const std::string& peer, const cluster::Propose& forwarded) {
   raft::Raft* raft = host_->find(raft::GroupId{forwarded.group});
   std::optional<broker::LogPosition> position;
   if (raft != nullptr && raft->role() == raft::Role::leader) {
-    position = propose(forwarded.group, forwarded.data);
+    std::string data = forwarded.data;
+    if (forwarded.group != metadata_group.value && broker_ != nullptr) {
+      broker_->restamp_forwarded(data);
+    }
+    position = propose_here(forwarded.group, std::move(data));
   }
   transport_->send_frame(peer, cluster::Proposed{forwarded.request, position ? position->term : 0,
                                                  position ? position->index : 0});
@@ -304,7 +343,12 @@ void NodeLog::open_queue_groups_async(const std::set<uint64_t>& keep) {
 
 bool NodeLog::queue_groups_caught_up() {
   for (raft::GroupId group : host_->group_ids()) {
-    if (group != metadata_group && !caught_up(group)) return false;
+    if (group == metadata_group) continue;
+    // A group with other voters catches up once its leader is heard from, which may take a
+    // quorum that is not there: the node serves meanwhile (its effects are its leader's).
+    const raft::Raft* raft = host_->peek(group);
+    if (raft != nullptr && raft->conf().voters.size() > 1) continue;
+    if (!caught_up(group)) return false;
   }
   return true;
 }
@@ -317,6 +361,8 @@ bool NodeLog::member_caught_up(raft::GroupId group) {
 
 void NodeLog::process() {
   process_host();
+  // A leader may be known now.
+  if (!parked_.empty()) propose_parked();
   flush_outbox();
   if (writer_ && wal_->has_pending()) writer_->notify();
   if (failed() && !failure_reported_) {
@@ -328,6 +374,7 @@ void NodeLog::process() {
 
 void NodeLog::tick() {
   host_->tick();
+  if (!parked_.empty()) propose_parked();  // (those waiting too long give up)
   if (!forwarded_.empty() &&
       forwarded_.begin()->second.sent_at_tick + forward_timeout_ticks < ticks_) {
     std::vector<Placed> expired;
@@ -367,12 +414,20 @@ void NodeLog::schedule_process() {
   });
 }
 
-bool NodeLog::create_group(uint64_t group) {
-  auto created = host_->found_group(raft::GroupId{group},
-                                    raft::ConfState{.voters = {self_}, .learners = {}}, "");
+bool NodeLog::create_group(uint64_t group, const std::vector<uint64_t>& members) {
+  // Every member founds it alike when it applies the queue's declare: the same voters, the same
+  // (empty) state.
+  raft::ConfState conf;
+  for (uint64_t member : members) conf.voters.push_back(raft::NodeId{member});
+  auto created = host_->found_group(raft::GroupId{group}, conf, "");
   if (!created.ok()) {
     spdlog::error("cannot create the log of group {}: {}", group, created.error());
     return false;
+  }
+  // The first member (the declaring node, when it is one) stands at once rather than after an
+  // election timeout; if the others have not founded it yet, the timeouts elect one.
+  if (members.size() > 1 && members.front() == self_.value) {
+    if (raft::Raft* raft = host_->find(raft::GroupId{group})) raft->campaign_now();
   }
   schedule_process();
   return true;
@@ -405,7 +460,11 @@ void NodeLog::compact(uint64_t group, uint64_t index, std::string snapshot, uint
   schedule_process();
 }
 
-std::optional<broker::LogPosition> NodeLog::propose(uint64_t group, std::string command) {
+void NodeLog::propose(uint64_t group, std::string command, Placed placed) {
+  propose_anywhere(group, std::move(command), std::move(placed));
+}
+
+std::optional<broker::LogPosition> NodeLog::propose_here(uint64_t group, std::string command) {
   if (failed()) return std::nullopt;
   auto index = host_->propose(raft::GroupId{group}, std::move(command));
   if (!index.ok()) return std::nullopt;

@@ -89,9 +89,9 @@ class NodeLog final : public broker::QueueStore {
   // A batch of Raft messages from another node.
   void receive(const raft::NodeBatch& batch);
   // Proposes to `group` here if this node leads it, else through its leader (a propose frame);
-  // `placed` learns where the entry was appended, or nothing if it was not (no leader known, the
-  // leader refused or its link went down). Here, it is told before this returns.
-  using Placed = std::function<void(std::optional<broker::LogPosition>)>;
+  // `placed` learns where the entry was appended, or nothing if it was not (the leader refused or
+  // its link went down, or no leader was known for forward_timeout_ticks: until then it waits
+  // for one, behind it the group's later proposals). Here, it is told before this returns.
   void propose_anywhere(uint64_t group, std::string data, Placed placed);
   // A proposal another node forwarded: proposed here and answered.
   void on_propose(const std::string& peer, const cluster::Propose& propose);
@@ -127,16 +127,19 @@ class NodeLog final : public broker::QueueStore {
   bool failed() const { return host_->failed() || wal_->failed(); }
 
   // broker::QueueStore
-  bool create_group(uint64_t group) override;
+  bool create_group(uint64_t group, const std::vector<uint64_t>& members) override;
   bool has_group(uint64_t group) const override;
   void remove_group(uint64_t group) override;
-  std::optional<broker::LogPosition> propose(uint64_t group, std::string command) override;
+  void propose(uint64_t group, std::string command, Placed placed) override;
   std::optional<std::string> read(uint64_t group, uint64_t index) const override;
   void compact(uint64_t group, uint64_t index, std::string snapshot, uint64_t retain_from) override;
   std::optional<uint64_t> leader_term(uint64_t group) const override;
 
  private:
   NodeLog() = default;
+  // Proposes to a group this node leads: where the entry goes, or nothing if it does not lead
+  // it (or the log refused it).
+  std::optional<broker::LogPosition> propose_here(uint64_t group, std::string command);
   // Sends the messages the last round made, one batch per node.
   void flush_outbox();
   // Completes the Readies whose writes the writer made durable.
@@ -164,6 +167,20 @@ class NodeLog final : public broker::QueueStore {
     uint64_t sent_at_tick = 0;
   };
   std::map<uint64_t, Forwarded> forwarded_;  // by request id
+  // Proposals waiting for their group to know a leader, in the order they were made.
+  struct Parked {
+    uint64_t group = 0;
+    std::string data;
+    Placed placed;
+    uint64_t since_tick = 0;
+  };
+  std::deque<Parked> parked_;
+  std::map<uint64_t, size_t> parked_groups_;  // how many of parked_ each group has
+  // Proposes here, or forwards to the leader (true), or finds no leader known (false: `data`
+  // and `placed` are left as they were).
+  bool try_propose(uint64_t group, std::string& data, Placed& placed);
+  // Proposes what waited, now that leaders may be known; gives up on what waited too long.
+  void propose_parked();
   uint64_t next_request_ = 1;
   uint64_t ticks_ = 0;
 

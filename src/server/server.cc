@@ -632,8 +632,11 @@ Result<void, std::string> Server::Impl::start_transport() {
           .on_peer_up = [](const cluster::Hello&) {},
           .on_peer_down = [this](const std::string& peer) { log->on_peer_down(peer); },
           .on_batch = [this](const std::string&, raft::NodeBatch batch) { log->receive(batch); },
-          .on_propose = [this](const std::string& peer,
-                               cluster::Propose propose) { log->on_propose(peer, propose); },
+          .on_propose =
+              [this](const std::string& peer, cluster::Propose propose) {
+                broker.set_wall_clock_ms(unix_ms());  // the time the leader stamps
+                log->on_propose(peer, propose);
+              },
           .on_proposed = [this](const std::string&,
                                 const cluster::Proposed& proposed) { log->on_proposed(proposed); },
           .on_join =
