@@ -282,6 +282,8 @@ void Broker::retain(const std::shared_ptr<HandOver>& leaving) {
   if (!source || source->vhost == nullptr || source->vhost->find_queue(source->name) != source) {
     return;  // deleted: its letters went with it
   }
+  // No longer its leader: the next one offers them again (they are still leaving).
+  if (!runs_effects(*source)) return;
   uint64_t bytes = retained_bytes(*leaving);
   source->retained_dead_letter_bytes += bytes;
   memory_used_bytes_ += bytes;
@@ -427,7 +429,7 @@ void Broker::propose_queue_delete(const QueuePtr& queue, std::function<void()> t
 size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
   QueuePtr queue = vhost.remove_queue(name);
   if (!queue) return 0;
-  memory_used_bytes_ -= queue->retained_dead_letter_bytes;  // they go with their queue
+  drop_retained_dead_letters(*queue);  // they go with their queue
   count_members(*queue, -1);
   if (queue->group != 0) {
     bool held_here = queue_groups_.erase(queue->group) != 0;
@@ -617,21 +619,23 @@ Broker::DefinitionResult Broker::apply_declare_queue(VirtualHost& vhost,
   uint64_t group = definition.group != 0 ? definition.group : queue_group_of(index);
   if (!definition.members.empty()) {
     queue->members = definition.members;
-  } else if (definition.group != 0) {
-    // Written before groups had members: on its home node alone (home 0, the parking queues of
-    // then: a group of its own on every node).
-    queue->members = {definition.home != 0 ? definition.home : node_id_};
-  } else {
+  } else if (definition.group == 0) {
     queue->members = place_members(definition);
+  } else if (definition.home != 0) {
+    queue->members = {definition.home};  // written before members: on its home node
   }
+  // (Else a snapshot from before members of a queue without a home, a parking queue of then: a
+  // group of its own on every node, its members unrecorded.)
   count_members(*queue, 1);
   queue->group = group;
-  if (std::find(queue->members.begin(), queue->members.end(), node_id_) == queue->members.end()) {
+  std::vector<uint64_t> founders = queue->members;
+  if (founders.empty()) founders = {node_id_};
+  if (std::find(founders.begin(), founders.end(), node_id_) == founders.end()) {
     // Its group lives on other nodes: commands to it from here are refused (until a node that
     // holds no member forwards them: issue 15).
     return uint64_t{0};
   }
-  if (!replaying_definitions_) queue_store_->create_group(group, queue->members);
+  if (!replaying_definitions_) queue_store_->create_group(group, founders);
   attach_group(queue, group);
   return uint64_t{0};
 }
@@ -805,7 +809,9 @@ void Broker::found_missing_groups() {
   if (queue_store_ == nullptr) return;
   for (const auto& [group, weak] : queue_groups_) {
     QueuePtr queue = weak.lock();
-    if (queue && !queue_store_->has_group(group)) queue_store_->create_group(group, queue->members);
+    if (!queue || queue_store_->has_group(group)) continue;
+    queue_store_->create_group(group, queue->members.empty() ? std::vector<uint64_t>{node_id_}
+                                                             : queue->members);
   }
 }
 
@@ -864,10 +870,22 @@ void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, Command
           if (done) done(queue, &nothing);
           return;
         }
+        auto& pending = queue->pending_commands;
+        auto at = pending.find(position->index);
+        if (at != pending.end()) {
+          // An earlier leader placed another of ours there, and lost it to this one's log
+          // (a later term): that one is not done.
+          if (at->second.term >= position->term) {
+            if (done) done(queue, nullptr);
+            return;
+          }
+          auto lost = pending.extract(at);
+          queue->pending_bytes -= lost.mapped().bytes;
+          if (lost.mapped().done) lost.mapped().done(queue, nullptr);
+        }
         queue->pending_bytes += bytes;
-        queue->pending_commands.emplace(
-            position->index,
-            Queue::PendingCommand{position->term, std::move(command), std::move(done), bytes});
+        pending.emplace(position->index, Queue::PendingCommand{position->term, std::move(command),
+                                                               std::move(done), bytes});
       });
 }
 
@@ -905,9 +923,11 @@ void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string
     return;
   }
   if (!pending.empty() && pending.begin()->first == index) {
-    // Proposed here: run the command as it was made (the same bytes are in the log).
+    // Proposed here: run the command as it was made (the same bytes are in the log), at the
+    // time its leader stamped (another node's when it was forwarded): every replica runs it then.
     auto node = pending.extract(pending.begin());
     queue->pending_bytes -= node.mapped().bytes;
+    if (auto stamped = queue::command_time(data)) node.mapped().command.time_ms = *stamped;
     run(queue, node.mapped().command, node.mapped().done, index);
   } else if (auto command = queue::decode_command(data); command.ok()) {
     run(queue, *command, {}, index);
@@ -937,7 +957,11 @@ void Broker::maybe_snapshot(const QueuePtr& queue, bool asked) {
       queue_store_ == nullptr) {
     return;
   }
-  uint64_t cut = queue->machine.reference_cut(queue_snapshot_carried_bytes_);
+  // A group with other members may send its snapshot to one that lags: it refers to no entry of
+  // this node's log (its members' logs differ in what they keep).
+  uint64_t cut = queue->members.size() > 1
+                     ? UINT64_MAX
+                     : queue->machine.reference_cut(queue_snapshot_carried_bytes_);
   auto snapshot = queue->machine.snapshot(
       [this, &queue](uint64_t stored_at) { return load_message(*queue, stored_at); }, cut);
   if (!snapshot.ok()) return;  // a body could not be read: try again later

@@ -203,6 +203,9 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
         q.home = in.u64();
         requester = in.u64();
       }
+      if (ok && version < 3 && q.durable && q.exclusive_owner == 0 && q.home != 0) {
+        q.members = {q.home};  // a durable queue's log was on the node that declared it
+      }
       if (ok && version >= 3) {
         uint8_t count = in.u8();
         for (uint8_t i = 0; i < count && !in.failed(); ++i) {

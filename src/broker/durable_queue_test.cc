@@ -28,7 +28,10 @@ class ManualStore final : public QueueStore {
     logs_.erase(group);
   }
   void propose(uint64_t group, std::string command, Placed placed) override {
+    if (following.contains(group)) ++refused_by_leader[group];
     if (refuse || following.contains(group)) return placed(std::nullopt);
+    // Forwarded to a leader with a clock of its own, which stamps it.
+    if (leader_clock) queue::restamp_command(command, *leader_clock);
     auto& log = logs_[group];
     log.push_back({term, std::move(command)});
     unapplied_.emplace_back(group, log.size());
@@ -121,6 +124,8 @@ class ManualStore final : public QueueStore {
   bool refuse = false;
   uint64_t term = 1;             // of the leader that takes proposals
   std::set<uint64_t> following;  // groups another node leads (this one leads the others)
+  std::map<uint64_t, size_t> refused_by_leader;  // proposals to groups this node follows
+  std::optional<uint64_t> leader_clock;          // the time the leader stamps proposals with
   mutable size_t reads = 0;
   std::map<uint64_t, std::pair<uint64_t, std::string>> snapshots;  // by group: (index, state)
   std::map<uint64_t, uint64_t> retained_from;                      // by group
@@ -443,6 +448,7 @@ TEST_F(DurableQueue, OnlyTheLeaderHandsDeadLettersOverAndANewLeaderOffersThemAga
   client.broker.set_wall_clock_ms(client.broker.now_ms() + 120'000);
   client.broker.on_timer();
   EXPECT_EQ(store.unapplied(), 0u);
+  EXPECT_EQ(store.refused_by_leader[find("work")->group], 0u);
 
   // Its leader died before handing the message over; this node is elected.
   store.lead(find("work")->group, 3);
@@ -451,6 +457,58 @@ TEST_F(DurableQueue, OnlyTheLeaderHandsDeadLettersOverAndANewLeaderOffersThemAga
   EXPECT_EQ(find("work")->machine.leaving_count(), 0u);
   const queue::QueueCommand handed_over{0, queue::HandedOverCommand{}};
   EXPECT_EQ(store.kinds(find("work")->group).back(), handed_over.body.index());
+}
+
+// Two of this node's proposals were placed by a leader that died before they committed; the next
+// leader's first entry took the first one's place, and this node's next proposal the second's: the
+// second is not done (nacked), the new one is (not lost behind it).
+TEST_F(DurableQueue, AProposalPlacedWhereAnEarlierLeaderPlacedAnotherReplacesIt) {
+  client.send(1, amqp::ConfirmSelect{false});
+  client.expect<amqp::ConfirmSelectOk>(1);
+  client.publish(1, "", "jobs", "a1");
+  client.publish(1, "", "jobs", "a2");
+  uint64_t group = client.broker.find_virtual_host("/")->find_queue("jobs")->group;
+  store.lose_unapplied_to_another_leader(group, "");  // its first entry, at a1's index
+  client.publish(1, "", "jobs", "b");                  // at a2's index, in the new term
+  apply();
+  std::map<uint64_t, bool> confirmed;  // by delivery tag: acked (true) or nacked
+  uint64_t last = 0;
+  for (const auto& frame : client.receive()) {
+    if (!frame.method) continue;
+    auto settle = [&](uint64_t tag, bool multiple, bool acked) {
+      for (uint64_t t = multiple ? last + 1 : tag; t <= tag; ++t) confirmed[t] = acked;
+      last = std::max(last, tag);
+    };
+    if (auto* ack = std::get_if<amqp::BasicAck>(&*frame.method)) {
+      settle(ack->delivery_tag, ack->multiple, true);
+    } else if (auto* nack = std::get_if<amqp::BasicNack>(&*frame.method)) {
+      settle(nack->delivery_tag, nack->multiple, false);
+    }
+  }
+  EXPECT_EQ(confirmed, (std::map<uint64_t, bool>{{1, false}, {2, false}, {3, true}}));
+  EXPECT_EQ(client.broker.find_virtual_host("/")->find_queue("jobs")->machine.ready_count(), 1u);
+}
+
+// A command forwarded to the group's leader carries the leader's time in the log: the proposing
+// node runs it at that time too, as every replica does, not at its own.
+TEST_F(DurableQueue, AProposalRunsAtTheTimeItsLeaderStamped) {
+  amqp::FieldTable arguments;
+  arguments.entries.emplace_back("x-message-ttl", int32_t{1000});
+  client.send(1, amqp::QueueDeclare{0, "short", false, true, false, false, false, arguments});
+  client.expect<amqp::QueueDeclareOk>(1);
+  uint64_t here = client.broker.now_ms();
+  store.leader_clock = here + 5'000;  // the leader's clock is 5 s ahead of this node's
+  client.publish(1, "", "short", "lives until the leader's time + 1 s");
+  apply();
+  QueuePtr queue = client.broker.find_virtual_host("/")->find_queue("short");
+  ASSERT_EQ(queue->machine.ready_count(), 1u);
+  // The leader expires what is due at its time + 0.5 s: not this message, on any replica.
+  store.follow(queue->group, 2);
+  store.append_from_leader(
+      queue->group,
+      queue::encode_command(queue::QueueCommand{here + 5'500, queue::ExpireCommand{}}));
+  apply();
+  EXPECT_EQ(queue->machine.ready_count(), 1u);
 }
 
 // Placement is decided in the apply, from the model alone: min(size, nodes) distinct nodes, the

@@ -137,6 +137,15 @@ bool restamp_command(std::string& encoded, uint64_t time_ms) {
   return true;
 }
 
+std::optional<uint64_t> command_time(std::string_view encoded) {
+  if (encoded.size() < 9 || static_cast<uint8_t>(encoded[0]) != command_format_version) {
+    return std::nullopt;
+  }
+  uint64_t time_ms = 0;
+  for (size_t i = 1; i < 9; ++i) time_ms = time_ms << 8 | static_cast<uint8_t>(encoded[i]);
+  return time_ms;
+}
+
 Result<QueueCommand, std::string> decode_command(std::string_view bytes) {
   amqp::WireReader in({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
   QueueCommand command;

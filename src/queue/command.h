@@ -84,6 +84,8 @@ Result<QueueCommand, std::string> decode_command(std::string_view bytes);
 // Replaces the time an encoded command carries (a group's leader stamps the commands other nodes
 // forward to it with its own clock). False, and `encoded` unchanged, if it is not a command.
 bool restamp_command(std::string& encoded, uint64_t time_ms);
+// The time an encoded command carries; nothing if it is not a command.
+std::optional<uint64_t> command_time(std::string_view encoded);
 
 // What applying a command did, for the replica that serves the clients.
 struct CommandEffects {

@@ -217,27 +217,26 @@ void NodeLog::propose_anywhere(uint64_t group, std::string data, Placed placed) 
 void NodeLog::propose_parked() {
   std::deque<Parked> still;
   std::map<uint64_t, size_t> still_groups;
+  std::vector<Placed> given_up;
   auto waiting = std::move(parked_);
   parked_.clear();
   parked_groups_.clear();
   for (Parked& parked : waiting) {
     bool behind = still_groups.contains(parked.group);
+    // (A placement told here only records where the entry went; it proposes nothing.)
     if (!behind && try_propose(parked.group, parked.data, parked.placed)) continue;
     if (parked.since_tick + forward_timeout_ticks < ticks_) {
       // Still no leader: not placed. (What follows it for the group may be, in its turn.)
-      parked.placed(std::nullopt);
+      given_up.push_back(std::move(parked.placed));
       continue;
     }
     ++still_groups[parked.group];
     still.push_back(std::move(parked));
   }
-  // Proposals made by the callbacks above went behind these.
-  for (Parked& parked : parked_) {
-    ++still_groups[parked.group];
-    still.push_back(std::move(parked));
-  }
   parked_ = std::move(still);
   parked_groups_ = std::move(still_groups);
+  // Told once the waiting ones are in order again: what they propose goes behind those.
+  for (Placed& placed : given_up) placed(std::nullopt);
 }
 
 bool NodeLog::try_propose(uint64_t group, std::string& data, Placed& placed) {

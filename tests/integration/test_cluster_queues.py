@@ -160,3 +160,21 @@ def test_a_publish_right_after_the_declare_waits_for_the_new_group_to_elect(clus
         connection.close()
         other = i % 3 + 1
         assert consume(cluster, other, name, lambda got: len(got) == 20) == bodies
+
+
+def test_a_smaller_group_goes_to_the_declaring_node_and_the_least_loaded(cluster):
+    connection = cluster.connect(3)
+    channel = connection.channel()
+    two = {"x-quorum-initial-group-size": 2}
+    channel.queue_declare("pair-a", durable=True, arguments=two)
+    channel.queue_declare("pair-b", durable=True, arguments=two)
+    connection.close()
+    # Node 3 declared both; pair-a's other member is the lowest id of the equally loaded, pair-b's
+    # the one pair-a did not take.
+    assert eventually(lambda: queue_row(cluster, 1, "pair-a"))["members"] == ["n1", "n3"]
+    assert eventually(lambda: queue_row(cluster, 1, "pair-b"))["members"] == ["n2", "n3"]
+    # Every node places alike; a node without a member knows where it lives, not its counts.
+    for i in (2, 3):
+        assert eventually(lambda: queue_row(cluster, i, "pair-b"))["members"] == ["n2", "n3"]
+    assert queue_row(cluster, 1, "pair-b")["messages"] is None
+    assert queue_row(cluster, 2, "pair-b")["messages"] == 0
