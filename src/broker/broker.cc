@@ -810,8 +810,8 @@ void Broker::found_missing_groups() {
   for (const auto& [group, weak] : queue_groups_) {
     QueuePtr queue = weak.lock();
     if (!queue || queue_store_->has_group(group)) continue;
-    queue_store_->create_group(group, queue->members.empty() ? std::vector<uint64_t>{node_id_}
-                                                             : queue->members);
+    queue_store_->create_group(
+        group, queue->members.empty() ? std::vector<uint64_t>{node_id_} : queue->members);
   }
 }
 
@@ -855,38 +855,40 @@ void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, Command
   }
   std::string encoded = queue::encode_command(command);
   uint64_t bytes = encoded.size();
-  queue_store_->propose(
-      queue->group, std::move(encoded),
-      [this, queue, command = std::move(command), done = std::move(done),
-       bytes](std::optional<LogPosition> position) mutable {
-        if (!position || position->index <= queue->applied_index) {
-          // (Applied already: only a placement answered after its entry, which never happens.)
-          if (done) done(queue, nullptr);
-          return;
-        }
-        if (!queue_groups_.contains(queue->group)) {
-          // Deleted while the leader placed it: done, as the delete did with the others.
-          queue::CommandEffects nothing;
-          if (done) done(queue, &nothing);
-          return;
-        }
-        auto& pending = queue->pending_commands;
-        auto at = pending.find(position->index);
-        if (at != pending.end()) {
-          // An earlier leader placed another of ours there, and lost it to this one's log
-          // (a later term): that one is not done.
-          if (at->second.term >= position->term) {
-            if (done) done(queue, nullptr);
-            return;
-          }
-          auto lost = pending.extract(at);
-          queue->pending_bytes -= lost.mapped().bytes;
-          if (lost.mapped().done) lost.mapped().done(queue, nullptr);
-        }
-        queue->pending_bytes += bytes;
-        pending.emplace(position->index, Queue::PendingCommand{position->term, std::move(command),
-                                                               std::move(done), bytes});
-      });
+  queue_store_->propose(queue->group, std::move(encoded),
+                        [this, queue, command = std::move(command), done = std::move(done),
+                         bytes](std::optional<LogPosition> position) mutable {
+                          if (!position || position->index <= queue->applied_index) {
+                            // (Applied already: only a placement answered after its entry, which
+                            // never happens.)
+                            if (done) done(queue, nullptr);
+                            return;
+                          }
+                          if (!queue_groups_.contains(queue->group)) {
+                            // Deleted while the leader placed it: done, as the delete did with the
+                            // others.
+                            queue::CommandEffects nothing;
+                            if (done) done(queue, &nothing);
+                            return;
+                          }
+                          auto& pending = queue->pending_commands;
+                          auto at = pending.find(position->index);
+                          if (at != pending.end()) {
+                            // An earlier leader placed another of ours there, and lost it to this
+                            // one's log (a later term): that one is not done.
+                            if (at->second.term >= position->term) {
+                              if (done) done(queue, nullptr);
+                              return;
+                            }
+                            auto lost = pending.extract(at);
+                            queue->pending_bytes -= lost.mapped().bytes;
+                            if (lost.mapped().done) lost.mapped().done(queue, nullptr);
+                          }
+                          queue->pending_bytes += bytes;
+                          pending.emplace(position->index,
+                                          Queue::PendingCommand{position->term, std::move(command),
+                                                                std::move(done), bytes});
+                        });
 }
 
 void Broker::run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,
@@ -1053,22 +1055,39 @@ void Broker::set_node_id(uint64_t node) {
 }
 
 void Broker::detach_previous_holders() {
-  // This node's holders of its previous life (and those logged before holders carried a node):
+  for (auto& [group, weak] : queue_groups_) {
+    if (QueuePtr queue = weak.lock()) detach_previous_lives(queue);
+  }
+}
+
+bool Broker::detach_previous_lives(const QueuePtr& queue) {
+  // This node's holders of its earlier lives (and those logged before holders carried a node):
   // another node's consumers are that node's to detach.
   auto previous_life = [this](HolderId holder) {
-    return holder.node() == node_id_ || holder.node() == 0;
+    return (holder.node() == node_id_ && holder.life() != life_) || holder.node() == 0;
   };
-  for (auto& [group, weak] : queue_groups_) {
-    QueuePtr queue = weak.lock();
-    if (!queue) continue;
-    // Consumers first: a message given back must not go to a consumer of the previous life.
-    for (HolderId consumer : queue->machine.consumer_ids()) {
-      if (previous_life(consumer)) execute(queue, command(queue::CancelCommand{consumer}));
-    }
-    for (HolderId holder : queue->machine.holder_ids()) {
-      if (previous_life(holder)) execute(queue, command(queue::DetachCommand{holder}));
-    }
+  if (queue->previous_lives_detaching != 0) return false;  // proposed, not applied yet
+  auto answered = [](const QueuePtr& q, const queue::CommandEffects*) {
+    --q->previous_lives_detaching;
+  };
+  // Consumers first: a message given back must not go to a consumer of the previous life.
+  for (HolderId consumer : queue->machine.consumer_ids()) {
+    if (!previous_life(consumer)) continue;
+    ++queue->previous_lives_detaching;
+    execute(queue, command(queue::CancelCommand{consumer}), answered);
   }
+  for (HolderId holder : queue->machine.holder_ids()) {
+    if (!previous_life(holder)) continue;
+    ++queue->previous_lives_detaching;
+    execute(queue, command(queue::DetachCommand{holder}), answered);
+  }
+  return queue->previous_lives_detaching == 0;
+}
+
+bool Broker::sweep_previous_lives(uint64_t group) {
+  auto it = queue_groups_.find(group);
+  QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
+  return queue == nullptr || detach_previous_lives(queue);
 }
 
 size_t Broker::pending_command_count() const {

@@ -181,13 +181,17 @@ class Broker {
   // ids written into replicated logs never collide between nodes. Default 1.
   void set_node_id(uint64_t node);
   uint64_t node_id() const { return node_id_; }
-  HolderId new_holder() { return HolderId{node_id_ << queue::holder_node_shift | next_holder_++}; }
+  // Which start of the node's process this is (DATA_DIR/LIFE, counted up at each start): holder
+  // and connection ids carry it, so those of a previous life are told apart. Default 1.
+  void set_life(uint64_t life) { life_ = life % queue::holder_lives; }
+  uint64_t life() const { return life_; }
+  HolderId new_holder() { return HolderId{queue::holder_id_of(node_id_, life_, next_holder_++)}; }
   // Connections past connection.open, for the node's connection limit.
   uint32_t open_connection_count() const { return open_connections_; }
   void connection_opened() { ++open_connections_; }
   void connection_closed() { --open_connections_; }
   ConnectionId new_connection_id() {
-    ConnectionId id = node_id_ << queue::holder_node_shift | next_connection_id_++;
+    ConnectionId id = queue::holder_id_of(node_id_, life_, next_connection_id_++);
     live_connections_.insert(id);
     return id;
   }
@@ -310,6 +314,10 @@ class Broker {
   // After a restart has replayed the queues' logs: the consumers and holders of unacknowledged
   // messages of the previous life are detached, so their messages are ready again, redelivered.
   void detach_previous_holders();
+  // The same for one group whose replica has caught up with its leader (a group with other
+  // members catches up after the start): true once none is left to detach (proposals that
+  // failed leave them, for the next sweep).
+  bool sweep_previous_lives(uint64_t group);
   // A message whose body a durable queue left on disk, read back from its log (null if it
   // cannot be read; counted in unreadable_messages).
   queue::MessagePtr load_message(const Queue& queue, uint64_t stored_at);
@@ -356,6 +364,9 @@ class Broker {
   void run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,
            uint64_t log_index);
   void attach_group(const QueuePtr& queue, uint64_t group);
+  // Proposes detaching this node's holders of earlier lives from the queue; true if there are
+  // none (and none being detached).
+  bool detach_previous_lives(const QueuePtr& queue);
   // Effects (handing dead letters over, timers, expiring the queue, retrying dead letters) run on
   // one replica: the group's leader, once it has taken the queue over in its term (take_over),
   // so that every replica applies the same entries but only one acts on them. In-memory queues
@@ -420,6 +431,7 @@ class Broker {
   std::vector<BlockedPublisher*> blocked_;
   std::unordered_map<const Queue*, std::vector<BlockedPublisher*>> flow_waiters_;
   uint64_t node_id_ = 1;
+  uint64_t life_ = 1;
   uint64_t next_holder_ = 1;
   uint32_t open_connections_ = 0;
   ConnectionId next_connection_id_ = 1;

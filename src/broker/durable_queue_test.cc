@@ -211,7 +211,8 @@ TEST_F(DurableQueue, ARestartDetachesOnlyThisNodesHoldersOfItsPreviousLife) {
   EXPECT_EQ(jobs->machine.consumer_ids().front().node(), 1u);  // this node's
 
   Definitions definitions = client.broker.current_definitions();
-  Broker restarted({"/"}, 2);  // node 1, as before
+  Broker restarted({"/"}, 2);  // node 1, as before, in its second life
+  restarted.set_life(2);
   restarted.set_queue_store(&store);
   restarted.begin_definition_replay();
   ASSERT_TRUE(restarted.restore_definitions(definitions.snapshot()).ok());
@@ -219,11 +220,24 @@ TEST_F(DurableQueue, ARestartDetachesOnlyThisNodesHoldersOfItsPreviousLife) {
   restarted.begin_replay();
   store.replay(restarted);
   restarted.end_replay();
+  // A consumer of this life is there before the sweep (as in a group that catches up after the
+  // start): its id has the same counter as the previous life's, not the same life.
+  QueuePtr replayed = restarted.find_virtual_host("/")->find_queue("jobs");
+  auto counter = [](queue::HolderId id) { return id.value & queue::holder_counter_mask; };
+  uint64_t previous = counter(jobs->machine.consumer_ids().front());
+  queue::HolderId mine_now = restarted.new_holder();
+  while (counter(mine_now) < previous) mine_now = restarted.new_holder();
+  EXPECT_EQ(counter(mine_now), previous);
+  restarted.execute(replayed, restarted.command(queue::AttachCommand{.consumer = mine_now}));
+  store.apply_all(restarted);
   restarted.detach_previous_holders();
   store.apply_all(restarted);
-  auto consumers = restarted.find_virtual_host("/")->find_queue("jobs")->machine.consumer_ids();
-  ASSERT_EQ(consumers.size(), 1u);
-  EXPECT_EQ(consumers.front(), theirs);
+  auto consumers = replayed->machine.consumer_ids();
+  std::sort(consumers.begin(), consumers.end());
+  ASSERT_EQ(consumers.size(), 2u);
+  EXPECT_EQ(consumers, (std::vector<queue::HolderId>{mine_now, theirs}));
+  // Swept again (the sweep of a caught-up group, each second): nothing more to detach.
+  EXPECT_TRUE(restarted.sweep_previous_lives(replayed->group));
 }
 
 TEST_F(DurableQueue, RefusedByTheLogIsNacked) {
@@ -400,6 +414,7 @@ TEST_F(DurableQueue, ADeadLetterSurvivesACrashBetweenItsQueueAndItsTarget) {
     return broker.find_virtual_host("/")->find_queue(name)->machine.ready_count();
   };
   Broker second({"/"}, 2);
+  second.set_life(2);
   restart(second);
   EXPECT_EQ(ready(second, "dlq"), 1u);
   EXPECT_EQ(ready(second, "work"), 0u);
@@ -409,6 +424,7 @@ TEST_F(DurableQueue, ADeadLetterSurvivesACrashBetweenItsQueueAndItsTarget) {
   EXPECT_EQ(store.kinds(work_group).back(), handed_over.body.index());
 
   Broker third({"/"}, 3);
+  third.set_life(3);
   restart(third);
   EXPECT_EQ(ready(third, "dlq"), 1u);  // once: the replayed reject is not dead-lettered again
   EXPECT_EQ(ready(third, "work"), 0u);
@@ -469,7 +485,7 @@ TEST_F(DurableQueue, AProposalPlacedWhereAnEarlierLeaderPlacedAnotherReplacesIt)
   client.publish(1, "", "jobs", "a2");
   uint64_t group = client.broker.find_virtual_host("/")->find_queue("jobs")->group;
   store.lose_unapplied_to_another_leader(group, "");  // its first entry, at a1's index
-  client.publish(1, "", "jobs", "b");                  // at a2's index, in the new term
+  client.publish(1, "", "jobs", "b");                 // at a2's index, in the new term
   apply();
   std::map<uint64_t, bool> confirmed;  // by delivery tag: acked (true) or nacked
   uint64_t last = 0;
@@ -504,9 +520,8 @@ TEST_F(DurableQueue, AProposalRunsAtTheTimeItsLeaderStamped) {
   ASSERT_EQ(queue->machine.ready_count(), 1u);
   // The leader expires what is due at its time + 0.5 s: not this message, on any replica.
   store.follow(queue->group, 2);
-  store.append_from_leader(
-      queue->group,
-      queue::encode_command(queue::QueueCommand{here + 5'500, queue::ExpireCommand{}}));
+  store.append_from_leader(queue->group, queue::encode_command(queue::QueueCommand{
+                                             here + 5'500, queue::ExpireCommand{}}));
   apply();
   EXPECT_EQ(queue->machine.ready_count(), 1u);
 }

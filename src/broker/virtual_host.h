@@ -110,6 +110,8 @@ struct Queue {
   // The term in which this node took over the queue's effects as its group's leader
   // (Broker::take_over); effects run only while it leads in that term. 0: never here.
   uint64_t effects_term = 0;
+  // Commands detaching this node's holders of earlier lives, proposed and not answered.
+  uint64_t previous_lives_detaching = 0;
   // x-expires: the queue is deleted once it has gone this long without consumers, basic.get or
   // a redeclare (reference §11.2); last_used_ms is the last of those.
   std::optional<uint64_t> expires_ms;

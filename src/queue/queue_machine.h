@@ -34,17 +34,31 @@ struct MessageId {
 };
 
 // Who holds checked-out messages: a consumer or a channel's basic.get. Assigned by the broker,
-// unique in the cluster: the node's id in the high bits (holder_node_shift), a counter of the
-// node's in the low ones. Holders written into a log before node ids existed have node 0.
+// unique in the cluster: the node's id in the high 24 bits (holder_node_shift), then the node's
+// life (which start of its process made it: holder_life_shift, 12 bits, counting modulo 4096),
+// then a counter of that life (28 bits, wrapping). So a holder of a node's previous life is never
+// taken for one of its current life. Holders written into a log before node ids existed have node
+// 0 (and those before lives, life 0).
 struct HolderId {
   uint64_t value = 0;
   auto operator<=>(const HolderId&) const = default;
   uint64_t node() const;
+  uint64_t life() const;
 };
-// Leaves 2^40 holders per life of a node, and 2^24 node ids.
 constexpr unsigned holder_node_shift = 40;
+constexpr unsigned holder_life_shift = 28;
+constexpr uint64_t holder_lives = uint64_t{1} << (holder_node_shift - holder_life_shift);
+constexpr uint64_t holder_counter_mask = (uint64_t{1} << holder_life_shift) - 1;
 inline uint64_t HolderId::node() const {
   return value >> holder_node_shift;
+}
+inline uint64_t HolderId::life() const {
+  return (value >> holder_life_shift) & (holder_lives - 1);
+}
+// The id of `counter`'s holder (or connection) of `node` in `life`.
+inline uint64_t holder_id_of(uint64_t node, uint64_t life, uint64_t counter) {
+  return node << holder_node_shift | (life % holder_lives) << holder_life_shift |
+         (counter & holder_counter_mask);
 }
 
 struct ConsumerOptions {

@@ -63,6 +63,36 @@ bool parse_u64(const std::string& text, uint64_t& value) {
   return error == std::errc() && end == text.data() + text.size();
 }
 
+}  // namespace
+
+Result<uint64_t, std::string> begin_life(const std::filesystem::path& data_dir) {
+  auto path = data_dir / "LIFE";
+  uint64_t life = 0;
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    std::ifstream in(path);
+    std::string line;
+    if (!in || !std::getline(in, line) || !parse_u64(line, life) || life == UINT64_MAX) {
+      return unexpected(path.string() + ":1: a number of starts was expected");
+    }
+  }
+  ++life;
+  auto temporary = data_dir / "LIFE.tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << life << '\n';
+    out.flush();
+    if (!out) return unexpected("cannot write " + temporary.string());
+  }
+  if (auto synced = sync_file(temporary, false); !synced.ok()) return unexpected(synced.error());
+  std::filesystem::rename(temporary, path, ec);
+  if (ec) return unexpected("cannot rename " + temporary.string() + ": " + ec.message());
+  if (auto synced = sync_file(data_dir, true); !synced.ok()) return unexpected(synced.error());
+  return life;
+}
+
+namespace {
+
 Result<NodeIdentity, std::string> read_identity(const std::filesystem::path& path) {
   std::ifstream in(path);
   if (!in) return unexpected("cannot read " + path.string());

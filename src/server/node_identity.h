@@ -46,6 +46,11 @@ struct Founding {
 Result<void, std::string> write_identity(const std::filesystem::path& data_dir,
                                          const NodeIdentity& identity);
 
+// Counts this start of the node's process: DATA_DIR/LIFE's number plus one (1 on a new
+// directory), written back (fsynced) before it is returned. Holder and connection ids carry it
+// (broker::Broker::set_life), so those of a previous life are told apart. A bad file is named.
+Result<uint64_t, std::string> begin_life(const std::filesystem::path& data_dir);
+
 Result<NodeIdentity, std::string> load_or_create_identity(const std::filesystem::path& data_dir,
                                                           const std::string& node_name,
                                                           bool log_is_new, uint64_t now_us,

@@ -332,6 +332,7 @@ void NodeLog::open_queue_groups_async(const std::set<uint64_t>& keep) {
     if (stored.value == metadata_group.value) continue;
     if (keep.contains(stored.value)) {
       host_->open_group(raft::GroupId{stored.value});
+      unswept_.insert(stored.value);
     } else {
       spdlog::info("removing the log of group {}: no durable queue has it", stored.value);
       (void)host_->remove_group(raft::GroupId{stored.value});
@@ -390,6 +391,13 @@ void NodeLog::tick() {
   if (++ticks_ % ticks_per_check != 0) return;
   // A flush of nothing lets the log release segments it put off releasing (an idle log).
   if (writer_) writer_->notify();
+  // The holders this node's earlier lives left in its groups go once each replica has caught up
+  // (those of single-member groups went at start, Broker::detach_previous_holders).
+  for (auto it = unswept_.begin(); it != unswept_.end();) {
+    bool swept = broker_ == nullptr || !host_->peek(raft::GroupId{*it}) ||
+                 (member_caught_up(raft::GroupId{*it}) && broker_->sweep_previous_lives(*it));
+    it = swept ? unswept_.erase(it) : std::next(it);
+  }
   if (wal_->space().segment_count < segments_before_asking) return;
   for (storage::GroupId group : wal_->groups_pinning_oldest_segment(16)) {
     if (group.value == metadata_group.value) {

@@ -175,6 +175,8 @@ class NodeLog final : public broker::QueueStore {
     uint64_t since_tick = 0;
   };
   std::deque<Parked> parked_;
+  // Groups opened at start in which this node's earlier lives may still hold messages (tick()).
+  std::set<uint64_t> unswept_;
   std::map<uint64_t, size_t> parked_groups_;  // how many of parked_ each group has
   // Proposes here, or forwards to the leader (true), or finds no leader known (false: `data`
   // and `placed` are left as they were).

@@ -528,6 +528,9 @@ Result<void, std::string> Server::start() {
                report.segments, report.records, report.torn_bytes_cut);
   broker::Broker& broker = impl_->broker;
   broker.set_node_id(impl_->identity.node_id);
+  auto life = begin_life(config.data_dir);
+  if (!life.ok()) return unexpected(life.error());
+  broker.set_life(*life);
   broker.set_wall_clock_ms(unix_ms());
   broker.set_queue_store(&node_log);
   node_log.set_broker(&broker);

@@ -178,3 +178,39 @@ def test_a_smaller_group_goes_to_the_declaring_node_and_the_least_loaded(cluster
         assert eventually(lambda: queue_row(cluster, i, "pair-b"))["members"] == ["n2", "n3"]
     assert queue_row(cluster, 1, "pair-b")["messages"] is None
     assert queue_row(cluster, 2, "pair-b")["messages"] == 0
+
+
+def test_what_a_killed_nodes_consumer_held_comes_back_redelivered_when_it_restarts(cluster):
+    connection = cluster.connect(1)
+    channel = connection.channel()
+    channel.queue_declare("held", durable=True)
+    channel.confirm_delivery()
+    bodies = [b"held-%d" % n for n in range(10)]
+    assert publish_confirmed(channel, "held", bodies) == bodies
+    connection.close()
+    # A consumer on node 2 takes all ten and acknowledges none; then node 2 dies.
+    consumer = cluster.connect(2)
+    consumer_channel = consumer.channel()
+    consumer_channel.basic_qos(prefetch_count=10)
+    taken = []
+    for method, _, body in consumer_channel.consume("held", inactivity_timeout=15):
+        assert method is not None, "no delivery after %d" % len(taken)
+        taken.append(body)
+        if len(taken) == 10:
+            break
+    assert taken == bodies
+    cluster.nodes[2].kill()
+    cluster.nodes[2].start()
+    # Its previous life's consumer is detached once its replica caught up: the messages are ready
+    # again, redelivered, and a consumer through the restarted node gets them.
+    connection = cluster.connect(2)
+    channel = connection.channel()
+    got = []
+    for method, _, body in channel.consume("held", inactivity_timeout=20):
+        assert method is not None, "no delivery after %d" % len(got)
+        got.append((body, method.redelivered))
+        channel.basic_ack(method.delivery_tag)
+        if len(got) == 10:
+            break
+    connection.close()
+    assert sorted(got) == sorted((body, True) for body in bodies)
