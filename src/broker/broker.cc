@@ -933,6 +933,13 @@ void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string
     run(queue, node.mapped().command, node.mapped().done, index);
   } else if (auto command = queue::decode_command(data); command.ok()) {
     run(queue, *command, {}, index);
+    // Another node cancelled a consumer of this one (its node seemed gone): its client is told.
+    if (const auto* cancel = std::get_if<queue::CancelCommand>(&command->body)) {
+      auto sink = sinks_.find(cancel->consumer.value);
+      if (cancel->consumer.node() == node_id_ && sink != sinks_.end()) {
+        sink->second->consumer_cancelled_by_broker(cancel->consumer);
+      }
+    }
   } else {
     ++undecodable_entries_;
   }
@@ -1046,6 +1053,7 @@ void Broker::take_over(const QueuePtr& queue, uint64_t term) {
   if (!leaving.empty()) hand_over(queue, std::move(leaving));
   queue->wake_at_ms = UINT64_MAX;  // its wake-ups from before are stale
   schedule(queue);
+  for (uint64_t node : gone_nodes_) detach_node(queue, node);
 }
 
 void Broker::set_node_id(uint64_t node) {
@@ -1082,6 +1090,24 @@ bool Broker::detach_previous_lives(const QueuePtr& queue) {
     execute(queue, command(queue::DetachCommand{holder}), answered);
   }
   return queue->previous_lives_detaching == 0;
+}
+
+void Broker::node_gone(uint64_t node) {
+  if (node == node_id_ || !gone_nodes_.insert(node).second) return;
+  for (auto& [group, weak] : queue_groups_) {
+    QueuePtr queue = weak.lock();
+    if (queue && runs_effects(*queue)) detach_node(queue, node);
+  }
+}
+
+void Broker::detach_node(const QueuePtr& queue, uint64_t node) {
+  // Consumers first: a message given back must not go to a consumer of that node.
+  for (HolderId consumer : queue->machine.consumer_ids()) {
+    if (consumer.node() == node) execute(queue, command(queue::CancelCommand{consumer}));
+  }
+  for (HolderId holder : queue->machine.holder_ids()) {
+    if (holder.node() == node) execute(queue, command(queue::DetachCommand{holder}));
+  }
 }
 
 bool Broker::sweep_previous_lives(uint64_t group) {

@@ -314,6 +314,12 @@ class Broker {
   // After a restart has replayed the queues' logs: the consumers and holders of unacknowledged
   // messages of the previous life are detached, so their messages are ready again, redelivered.
   void detach_previous_holders();
+  // Another node is gone (its link down for a while: dead, or cut off): in every queue this node
+  // leads, and in those it takes over while the node is gone, that node's consumers are
+  // cancelled and its holders detached, so what they held is ready again, redelivered. A node
+  // that comes back finds them cancelled (its clients are told, basic.cancel).
+  void node_gone(uint64_t node);
+  void node_back(uint64_t node) { gone_nodes_.erase(node); }
   // The same for one group whose replica has caught up with its leader (a group with other
   // members catches up after the start): true once none is left to detach (proposals that
   // failed leave them, for the next sweep).
@@ -367,6 +373,8 @@ class Broker {
   // Proposes detaching this node's holders of earlier lives from the queue; true if there are
   // none (and none being detached).
   bool detach_previous_lives(const QueuePtr& queue);
+  void detach_node(const QueuePtr& queue, uint64_t node);
+  std::set<uint64_t> gone_nodes_;
   // Effects (handing dead letters over, timers, expiring the queue, retrying dead letters) run on
   // one replica: the group's leader, once it has taken the queue over in its term (take_over),
   // so that every replica applies the same entries but only one acts on them. In-memory queues

@@ -391,6 +391,7 @@ void NodeLog::tick() {
   if (++ticks_ % ticks_per_check != 0) return;
   // A flush of nothing lets the log release segments it put off releasing (an idle log).
   if (writer_) writer_->notify();
+  follow_peers();
   // The holders this node's earlier lives left in its groups go once each replica has caught up
   // (those of single-member groups went at start, Broker::detach_previous_holders).
   for (auto it = unswept_.begin(); it != unswept_.end();) {
@@ -404,6 +405,27 @@ void NodeLog::tick() {
       if (metadata_handler_.compact) metadata_handler_.compact();
     } else if (broker_ != nullptr) {
       broker_->snapshot_queue(group.value);
+    }
+  }
+}
+
+void NodeLog::follow_peers() {
+  if (transport_ == nullptr || broker_ == nullptr) return;
+  for (const auto& [id, name] : peer_names_) {
+    if (id == self_.value) continue;
+    if (transport_->connected(name)) {
+      if (gone_.erase(id) != 0) broker_->node_back(id);
+      down_since_.erase(id);
+      continue;
+    }
+    auto [since, first] = down_since_.emplace(id, ticks_);
+    if (!gone_.contains(id) && since->second + node_gone_ticks <= ticks_) {
+      spdlog::info(
+          "node {} has been unreachable for {} s: its consumers' messages go back to "
+          "their queues",
+          name, node_gone_ticks * raft_tick_ms / 1000);
+      gone_.insert(id);
+      broker_->node_gone(id);
     }
   }
 }

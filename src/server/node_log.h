@@ -177,6 +177,14 @@ class NodeLog final : public broker::QueueStore {
   std::deque<Parked> parked_;
   // Groups opened at start in which this node's earlier lives may still hold messages (tick()).
   std::set<uint64_t> unswept_;
+  // A peer whose link has been down this long is gone: the queues this node leads give back
+  // what its consumers held (broker::Broker::node_gone). Long enough for a link to come back
+  // after a blip, short enough that a dead node's messages are not held for long.
+  static constexpr uint64_t node_gone_ticks = 5000 / raft_tick_ms;
+  std::map<uint64_t, uint64_t> down_since_;  // by node id: the tick its link was first seen down
+  std::set<uint64_t> gone_;                  // told to the broker as gone
+  // Each second: which peers are gone, which came back.
+  void follow_peers();
   std::map<uint64_t, size_t> parked_groups_;  // how many of parked_ each group has
   // Proposes here, or forwards to the leader (true), or finds no leader known (false: `data`
   // and `placed` are left as they were).

@@ -98,6 +98,7 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
       return false;
     }
     queued_bytes_ += frame.size();
+    sent_since_keepalive_ = true;
     pending_.push_back(std::move(frame));
     write();
     return true;
@@ -137,6 +138,7 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
             self->close(ec == asio::error::eof ? "closed by the peer" : ec.message(), false);
             return;
           }
+          self->last_heard_ = std::chrono::steady_clock::now();
           self->reader_.append({self->read_buffer_.data(), bytes});
           for (;;) {
             auto next = self->reader_.next();
@@ -222,6 +224,30 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
     timer_.cancel();
     reader_.set_body_bytes_max(cluster::link_body_bytes_max);
     owner_->link_up(shared_from_this(), peer_hello_);
+    keep_alive();
+  }
+
+  // An established link carries a frame at least every keepalive_ms (an empty batch when it has
+  // nothing else to say), and one that hears nothing for idle_timeout_ms is closed: a peer that
+  // hangs, or is cut off without its connection closing, is down all the same.
+  void keep_alive() {
+    if (closed_ || owner_ == nullptr) return;
+    const PeerTransportConfig& config = owner_->config_;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_heard_ > std::chrono::milliseconds(config.idle_timeout_ms)) {
+      close("nothing heard for " + std::to_string(config.idle_timeout_ms) + " ms", false);
+      return;
+    }
+    if (!sent_since_keepalive_) {
+      std::vector<uint8_t> frame;
+      cluster::encode_frame(frame, cluster::RaftBatch{});
+      queue(std::move(frame));
+    }
+    sent_since_keepalive_ = false;
+    timer_.expires_after(std::chrono::milliseconds(config.keepalive_ms));
+    timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
+      if (!ec) self->keep_alive();
+    });
   }
 
   void handle_join_frame(cluster::LinkFrame& frame) {
@@ -287,7 +313,9 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
 
   PeerTransport* owner_;
   asio::ip::tcp::socket socket_;
-  asio::steady_timer timer_;
+  asio::steady_timer timer_;  // the handshake's deadline, then the keepalive's
+  std::chrono::steady_clock::time_point last_heard_ = std::chrono::steady_clock::now();
+  bool sent_since_keepalive_ = false;
   std::string expected_peer_;
   std::string nonce_;
   std::string peer_name_;
@@ -422,8 +450,17 @@ void PeerTransport::dial(Peer& peer) {
     return;
   }
   std::string name = peer.address.name;
-  socket->async_connect(target, [this, socket, name, alive = std::weak_ptr<bool>(alive_)](
+  // A peer cut off drops the SYNs: the kernel would retry for minutes. Given up sooner, the
+  // dial is made again (with the backoff), so a healed link comes back within seconds.
+  auto deadline = std::make_shared<asio::steady_timer>(io_);
+  deadline->expires_after(std::chrono::milliseconds(config_.handshake_timeout_ms));
+  deadline->async_wait([socket](asio::error_code waited) {
+    asio::error_code ignored;
+    if (!waited) socket->close(ignored);
+  });
+  socket->async_connect(target, [this, socket, name, deadline, alive = std::weak_ptr<bool>(alive_)](
                                     asio::error_code connect_error) {
+    deadline->cancel();
     if (alive.expired() || stopped_) return;
     auto found = peers_.find(name);
     if (found == peers_.end()) return;

@@ -17,9 +17,11 @@
 // ways. send() queues a batch as one frame; the queue per peer is bounded in bytes
 // (`send_queue_bytes_max`): past it, or while the peer is not connected, the batch is dropped and
 // counted, which Raft tolerates (it resends what was not acknowledged). A connection that closes
-// is reported at once (on_peer_down), so the groups learn of a dead process in milliseconds; a
-// dialled peer is dialled again with a backoff doubling from `reconnect_min_ms` to
-// `reconnect_max_ms`.
+// is reported at once (on_peer_down), so the groups learn of a dead process in milliseconds; one
+// that carries nothing for `idle_timeout_ms` (each side sends at least every `keepalive_ms`) is
+// closed, so a hung or cut-off peer is down within seconds. A dialled peer is dialled again with
+// a backoff doubling from `reconnect_min_ms` to `reconnect_max_ms`; a dial that does not connect
+// within `handshake_timeout_ms` is given up and made again.
 //
 // Thread: everything runs on the io_context given, and so do the callbacks.
 #pragma once
@@ -47,7 +49,11 @@ struct PeerTransportConfig {
   uint16_t port = 0;  // 0: any free port
   std::string secret;
   uint64_t send_queue_bytes_max = 64ull << 20;
-  uint64_t handshake_timeout_ms = 5'000;
+  uint64_t handshake_timeout_ms = 5'000;  // also how long a dial may take to connect
+  // An established link sends a frame at least this often, and is closed when nothing has come
+  // from the peer for idle_timeout_ms (a peer that hangs, or a link cut silently).
+  uint64_t keepalive_ms = 250;
+  uint64_t idle_timeout_ms = 2'000;
   uint64_t reconnect_min_ms = 50;
   uint64_t reconnect_max_ms = 2'000;
 };

@@ -214,3 +214,75 @@ def test_what_a_killed_nodes_consumer_held_comes_back_redelivered_when_it_restar
             break
     connection.close()
     assert sorted(got) == sorted((body, True) for body in bodies)
+
+
+def test_what_a_dead_nodes_consumer_held_comes_back_redelivered_through_the_others(cluster):
+    connection = cluster.connect(1)
+    channel = connection.channel()
+    channel.queue_declare("orphaned", durable=True)
+    channel.confirm_delivery()
+    bodies = [b"orphan-%d" % n for n in range(10)]
+    assert publish_confirmed(channel, "orphaned", bodies) == bodies
+    connection.close()
+    consumer = cluster.connect(3)
+    consumer_channel = consumer.channel()
+    consumer_channel.basic_qos(prefetch_count=10)
+    taken = []
+    for method, _, body in consumer_channel.consume("orphaned", inactivity_timeout=15):
+        assert method is not None, "no delivery after %d" % len(taken)
+        taken.append(body)
+        if len(taken) == 10:
+            break
+    cluster.nodes[3].kill()  # and it stays down
+    # Once the others count node 3 gone (its link down for 5 s), the queue's leader gives back
+    # what its consumer held: a consumer through node 2 gets it all, redelivered.
+    connection = cluster.connect(2)
+    channel = connection.channel()
+    got = []
+    for method, _, body in channel.consume("orphaned", inactivity_timeout=30):
+        assert method is not None, "no delivery after %d" % len(got)
+        got.append((body, method.redelivered))
+        channel.basic_ack(method.delivery_tag)
+        if len(got) == 10:
+            break
+    connection.close()
+    assert sorted(got) == sorted((body, True) for body in bodies)
+
+
+def test_a_consumer_of_a_node_cut_off_for_long_is_cancelled_and_told(cluster):
+    connection = cluster.connect(1)
+    channel = connection.channel()
+    channel.queue_declare("partitioned", durable=True)
+    channel.confirm_delivery()
+    assert publish_confirmed(channel, "partitioned", [b"p-%d" % n for n in range(5)])
+    connection.close()
+    # The consumer's client stays connected to node 3 (from 127.0.0.1) while node 3 is cut off
+    # from the other nodes.
+    consumer = cluster.connect(3)
+    consumer_channel = consumer.channel()
+    cancelled = []
+    consumer_channel.add_on_cancel_callback(lambda frame: cancelled.append(frame))
+    taken = []
+    consumer_channel.basic_consume("partitioned", lambda ch, m, p, body: taken.append(body))
+    eventually(lambda: consumer.process_data_events(time_limit=0.1) or len(taken) == 5,
+               what="the consumer on node 3 takes the five messages")
+    cluster.cut(3, [1, 2])
+    try:
+        # The majority counts node 3 gone and gives its consumer's messages back.
+        connection = cluster.connect(2)
+        channel = connection.channel()
+        got = []
+        for method, _, body in channel.consume("partitioned", inactivity_timeout=30):
+            assert method is not None, "no delivery after %d" % len(got)
+            got.append(method.redelivered)
+            channel.basic_ack(method.delivery_tag)
+            if len(got) == 5:
+                break
+        connection.close()
+        assert got == [True] * 5
+    finally:
+        cluster.heal()
+    # Node 3 learns that its consumer was cancelled, and tells the client.
+    eventually(lambda: consumer.process_data_events(time_limit=0.1) or cancelled, timeout_s=20,
+               what="basic.cancel from node 3")
+    consumer.close()
