@@ -241,6 +241,12 @@ void NodeLog::propose_parked() {
 
 bool NodeLog::try_propose(uint64_t group, std::string& data, Placed& placed) {
   raft::Raft* raft = host_->find(raft::GroupId{group});
+  // Handing its leadership to another member: it waits for the new leader (or the transfer to
+  // end) rather than be refused.
+  if (raft != nullptr && raft->role() == raft::Role::leader &&
+      raft->transfer_target() != raft::no_node) {
+    return false;
+  }
   if (raft == nullptr || raft->role() == raft::Role::leader || transport_ == nullptr) {
     placed(propose_here(group, std::move(data)));
     return true;
@@ -392,6 +398,7 @@ void NodeLog::tick() {
   // A flush of nothing lets the log release segments it put off releasing (an idle log).
   if (writer_) writer_->notify();
   follow_peers();
+  rebalance_leaders();
   // The holders this node's earlier lives left in its groups go once each replica has caught up
   // (those of single-member groups went at start, Broker::detach_previous_holders).
   for (auto it = unswept_.begin(); it != unswept_.end();) {
@@ -427,6 +434,57 @@ void NodeLog::follow_peers() {
       gone_.insert(id);
       broker_->node_gone(id);
     }
+  }
+}
+
+void NodeLog::rebalance_leaders() {
+  if (transport_ == nullptr) return;
+  auto up = [this](uint64_t id) {
+    if (id == self_.value) return true;
+    auto name = peer_names_.find(id);
+    return name != peer_names_.end() && transport_->connected(name->second);
+  };
+  // How many of the groups with other members each node leads, as this node sees them (a
+  // leadership being handed over counts for its target).
+  std::map<uint64_t, uint64_t> led;
+  std::vector<raft::GroupId> mine;
+  uint64_t total = 0;
+  for (raft::GroupId group : host_->group_ids()) {
+    if (group == metadata_group) continue;
+    const raft::Raft* raft = host_->peek(group);
+    if (raft == nullptr || raft->conf().voters.size() < 2 || raft->leader() == raft::no_node) {
+      continue;
+    }
+    bool handing_over =
+        raft->role() == raft::Role::leader && raft->transfer_target() != raft::no_node;
+    ++total;
+    ++led[handing_over ? raft->transfer_target().value : raft->leader().value];
+    if (raft->role() == raft::Role::leader && !handing_over) mine.push_back(group);
+  }
+  // Each node hands over only leaderships of its own, each to the member of its group that leads
+  // the fewest, while it leads at least two more than that member: every move narrows the
+  // spread, and the counts end within one of each other.
+  uint64_t& own = led[self_.value];
+  size_t moved = 0;
+  for (raft::GroupId group : mine) {
+    if (moved >= rebalance_moves_per_second) break;
+    raft::Raft* raft = host_->find(group);
+    raft::NodeId target = raft::no_node;
+    for (raft::NodeId voter : raft->conf().voters) {
+      if (voter == self_ || !up(voter.value)) continue;
+      if (target == raft::no_node || led[voter.value] < led[target.value]) target = voter;
+    }
+    if (target == raft::no_node || own < led[target.value] + 2) continue;
+    if (raft->transfer_leadership(target)) {
+      --own;
+      ++led[target.value];
+      ++moved;
+    }
+  }
+  if (moved != 0) {
+    spdlog::info("handing the leadership of {} queue(s) to other nodes (leading {} of {})", moved,
+                 own + moved, total);
+    schedule_process();
   }
 }
 

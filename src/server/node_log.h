@@ -185,6 +185,11 @@ class NodeLog final : public broker::QueueStore {
   std::set<uint64_t> gone_;                  // told to the broker as gone
   // Each second: which peers are gone, which came back.
   void follow_peers();
+  // Each second: a node that leads at least two more of the groups with other members than
+  // another member of one of them that is up hands it that group (a node that came back, a node
+  // the declares did not favour get theirs), at most rebalance_moves_per_second at a time.
+  void rebalance_leaders();
+  static constexpr size_t rebalance_moves_per_second = 16;
   std::map<uint64_t, size_t> parked_groups_;  // how many of parked_ each group has
   // Proposes here, or forwards to the leader (true), or finds no leader known (false: `data`
   // and `placed` are left as they were).

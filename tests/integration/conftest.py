@@ -24,5 +24,9 @@ def pytest_runtest_makereport(item, call):
     if not report.failed:
         return
     for name, value in getattr(item, "funcargs", {}).items():
-        if isinstance(value, HamqServer) and value.log:
-            report.sections.append(("hamq-server log (%s)" % name, "\n".join(value.log[-400:])))
+        servers = {name: value} if isinstance(value, HamqServer) else {
+            "%s node %s" % (name, i): node for i, node in getattr(value, "nodes", {}).items()}
+        for label, server in servers.items():
+            if isinstance(server, HamqServer) and server.log:
+                report.sections.append(("hamq-server log (%s)" % label,
+                                        "\n".join(server.log[-200:])))
