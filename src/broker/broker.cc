@@ -1078,18 +1078,22 @@ bool Broker::detach_previous_lives(const QueuePtr& queue) {
   auto answered = [](const QueuePtr& q, const queue::CommandEffects*) {
     --q->previous_lives_detaching;
   };
+  size_t proposed = 0;
   // Consumers first: a message given back must not go to a consumer of the previous life.
   for (HolderId consumer : queue->machine.consumer_ids()) {
     if (!previous_life(consumer)) continue;
     ++queue->previous_lives_detaching;
+    ++proposed;
     execute(queue, command(queue::CancelCommand{consumer}), answered);
   }
   for (HolderId holder : queue->machine.holder_ids()) {
     if (!previous_life(holder)) continue;
     ++queue->previous_lives_detaching;
+    ++proposed;
     execute(queue, command(queue::DetachCommand{holder}), answered);
   }
-  return queue->previous_lives_detaching == 0;
+  // (Proposals answered at once, refused, are made again at the next sweep.)
+  return proposed == 0;
 }
 
 void Broker::node_gone(uint64_t node) {

@@ -34,19 +34,19 @@ struct MessageId {
 };
 
 // Who holds checked-out messages: a consumer or a channel's basic.get. Assigned by the broker,
-// unique in the cluster: the node's id in the high 24 bits (holder_node_shift), then the node's
-// life (which start of its process made it: holder_life_shift, 12 bits, counting modulo 4096),
-// then a counter of that life (28 bits, wrapping). So a holder of a node's previous life is never
-// taken for one of its current life. Holders written into a log before node ids existed have node
-// 0 (and those before lives, life 0).
+// unique in the cluster: the node's id in the high 16 bits (holder_node_shift), then the node's
+// life (which start of its process made it: holder_life_shift, 8 bits, counting modulo 256),
+// then a counter of that life (40 bits). So a holder of a node's previous life is never taken for
+// one of its current life (a restart detaches those of its earlier lives). Holders written into a
+// log before node ids existed have node 0.
 struct HolderId {
   uint64_t value = 0;
   auto operator<=>(const HolderId&) const = default;
   uint64_t node() const;
   uint64_t life() const;
 };
-constexpr unsigned holder_node_shift = 40;
-constexpr unsigned holder_life_shift = 28;
+constexpr unsigned holder_node_shift = 48;
+constexpr unsigned holder_life_shift = 40;
 constexpr uint64_t holder_lives = uint64_t{1} << (holder_node_shift - holder_life_shift);
 constexpr uint64_t holder_counter_mask = (uint64_t{1} << holder_life_shift) - 1;
 inline uint64_t HolderId::node() const {

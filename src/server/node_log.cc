@@ -263,17 +263,54 @@ bool NodeLog::try_propose(uint64_t group, std::string& data, Placed& placed) {
 }
 
 void NodeLog::on_propose(const std::string& peer, const cluster::Propose& forwarded) {
-  raft::Raft* raft = host_->find(raft::GroupId{forwarded.group});
-  std::optional<broker::LogPosition> position;
-  if (raft != nullptr && raft->role() == raft::Role::leader) {
-    std::string data = forwarded.data;
-    if (forwarded.group != metadata_group.value && broker_ != nullptr) {
-      broker_->restamp_forwarded(data);
+  held_.push_back(Held{peer, forwarded, ticks_});
+  answer_held();
+}
+
+void NodeLog::answer_held() {
+  // Answered in the order they came; one for a group handing its leadership over waits (with
+  // those behind it for that group) until the transfer ends: proposed here if this node still
+  // leads, refused if it does not (only the leader that places an entry may answer for it, so
+  // that the answer comes before the entry).
+  std::deque<Held> waiting;
+  std::set<uint64_t> blocked;
+  auto held = std::move(held_);
+  held_.clear();
+  for (Held& one : held) {
+    const cluster::Propose& forwarded = one.propose;
+    raft::Raft* raft = host_->find(raft::GroupId{forwarded.group});
+    bool leads = raft != nullptr && raft->role() == raft::Role::leader;
+    if (leads && (blocked.contains(forwarded.group) || raft->transfer_target() != raft::no_node) &&
+        one.since_tick + forward_timeout_ticks >= ticks_) {
+      blocked.insert(forwarded.group);
+      waiting.push_back(std::move(one));
+      continue;
     }
-    position = propose_here(forwarded.group, std::move(data));
+    std::optional<broker::LogPosition> position;
+    if (leads) {
+      std::string data = forwarded.data;
+      if (forwarded.group != metadata_group.value && broker_ != nullptr) {
+        broker_->restamp_forwarded(data);
+      }
+      position = propose_here(forwarded.group, std::move(data));
+    }
+    if (transport_ != nullptr) {
+      transport_->send_frame(one.peer,
+                             cluster::Proposed{forwarded.request, position ? position->term : 0,
+                                               position ? position->index : 0});
+    }
   }
-  transport_->send_frame(peer, cluster::Proposed{forwarded.request, position ? position->term : 0,
-                                                 position ? position->index : 0});
+  for (Held& one : held_) waiting.push_back(std::move(one));  // (none: nothing above proposes)
+  held_ = std::move(waiting);
+}
+
+void NodeLog::on_peer_up(const std::string& peer) {
+  for (const auto& [id, name] : peer_names_) {
+    if (name != peer) continue;
+    down_since_.erase(id);
+    // Back before a leader of this node's takes a queue over and counts it gone.
+    if (gone_.erase(id) != 0 && broker_ != nullptr) broker_->node_back(id);
+  }
 }
 
 void NodeLog::on_proposed(const cluster::Proposed& proposed) {
@@ -367,8 +404,9 @@ bool NodeLog::member_caught_up(raft::GroupId group) {
 
 void NodeLog::process() {
   process_host();
-  // A leader may be known now.
+  // A leader may be known now, a transfer over.
   if (!parked_.empty()) propose_parked();
+  if (!held_.empty()) answer_held();
   flush_outbox();
   if (writer_ && wal_->has_pending()) writer_->notify();
   if (failed() && !failure_reported_) {
@@ -381,6 +419,7 @@ void NodeLog::process() {
 void NodeLog::tick() {
   host_->tick();
   if (!parked_.empty()) propose_parked();  // (those waiting too long give up)
+  if (!held_.empty()) answer_held();
   if (!forwarded_.empty() &&
       forwarded_.begin()->second.sent_at_tick + forward_timeout_ticks < ticks_) {
     std::vector<Placed> expired;
@@ -401,9 +440,12 @@ void NodeLog::tick() {
   rebalance_leaders();
   // The holders this node's earlier lives left in its groups go once each replica has caught up
   // (those of single-member groups went at start, Broker::detach_previous_holders).
+  // (A replica may look caught up before its leader's entries reached it: swept until some time
+  // has passed as well.)
   for (auto it = unswept_.begin(); it != unswept_.end();) {
     bool swept = broker_ == nullptr || !host_->peek(raft::GroupId{*it}) ||
-                 (member_caught_up(raft::GroupId{*it}) && broker_->sweep_previous_lives(*it));
+                 (member_caught_up(raft::GroupId{*it}) && broker_->sweep_previous_lives(*it) &&
+                  ticks_ >= sweep_min_ticks);
     it = swept ? unswept_.erase(it) : std::next(it);
   }
   if (wal_->space().segment_count < segments_before_asking) return;
@@ -457,10 +499,18 @@ void NodeLog::rebalance_leaders() {
     }
     bool handing_over =
         raft->role() == raft::Role::leader && raft->transfer_target() != raft::no_node;
+    auto seen = leader_seen_.try_emplace(group.value, LeaderSeen{raft->leader(), ticks_}).first;
+    if (seen->second.leader != raft->leader()) seen->second = LeaderSeen{raft->leader(), ticks_};
     ++total;
     ++led[handing_over ? raft->transfer_target().value : raft->leader().value];
-    if (raft->role() == raft::Role::leader && !handing_over) mine.push_back(group);
+    // A group whose leader changed lately stays: no group goes back and forth (in a larger
+    // cluster each node sees only the groups it holds).
+    bool settled = seen->second.since_tick + rebalance_settle_ticks <= ticks_;
+    if (raft->role() == raft::Role::leader && !handing_over && settled) mine.push_back(group);
   }
+  std::erase_if(leader_seen_, [this](const auto& entry) {
+    return host_->peek(raft::GroupId{entry.first}) == nullptr;
+  });
   // Each node hands over only leaderships of its own, each to the member of its group that leads
   // the fewest, while it leads at least two more than that member: every move narrows the
   // spread, and the counts end within one of each other.
@@ -472,6 +522,9 @@ void NodeLog::rebalance_leaders() {
     raft::NodeId target = raft::no_node;
     for (raft::NodeId voter : raft->conf().voters) {
       if (voter == self_ || !up(voter.value)) continue;
+      // Only to a member that holds what is committed: it can take over at once.
+      const raft::Progress* progress = raft->progress(voter);
+      if (progress == nullptr || progress->match < raft->committed()) continue;
       if (target == raft::no_node || led[voter.value] < led[target.value]) target = voter;
     }
     if (target == raft::no_node || own < led[target.value] + 2) continue;

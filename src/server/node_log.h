@@ -93,8 +93,11 @@ class NodeLog final : public broker::QueueStore {
   // its link went down, or no leader was known for forward_timeout_ticks: until then it waits
   // for one, behind it the group's later proposals). Here, it is told before this returns.
   void propose_anywhere(uint64_t group, std::string data, Placed placed);
-  // A proposal another node forwarded: proposed here and answered.
+  // A proposal another node forwarded: proposed here and answered (once a transfer of the
+  // group's leadership is over, if one is under way).
   void on_propose(const std::string& peer, const cluster::Propose& propose);
+  // The link to a peer is up: a node counted gone is back.
+  void on_peer_up(const std::string& peer);
   void on_proposed(const cluster::Proposed& proposed);
   // The link to a peer went down: what was forwarded through it was not placed.
   void on_peer_down(const std::string& peer);
@@ -190,6 +193,24 @@ class NodeLog final : public broker::QueueStore {
   // the declares did not favour get theirs), at most rebalance_moves_per_second at a time.
   void rebalance_leaders();
   static constexpr size_t rebalance_moves_per_second = 16;
+  // A group whose leader changed less than this long ago is not handed over.
+  static constexpr uint64_t rebalance_settle_ticks = 3'000 / raft_tick_ms;
+  struct LeaderSeen {
+    raft::NodeId leader;
+    uint64_t since_tick = 0;
+  };
+  std::map<uint64_t, LeaderSeen> leader_seen_;  // by group
+  // Groups opened at start are swept for this long at least (a replica may look caught up
+  // before its leader's entries reached it).
+  static constexpr uint64_t sweep_min_ticks = 30'000 / raft_tick_ms;
+  // Proposals forwarded to this node, waiting to be answered (answer_held).
+  struct Held {
+    std::string peer;
+    cluster::Propose propose;
+    uint64_t since_tick = 0;
+  };
+  std::deque<Held> held_;
+  void answer_held();
   std::map<uint64_t, size_t> parked_groups_;  // how many of parked_ each group has
   // Proposes here, or forwards to the leader (true), or finds no leader known (false: `data`
   // and `placed` are left as they were).

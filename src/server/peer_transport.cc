@@ -234,6 +234,11 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
     if (closed_ || owner_ == nullptr) return;
     const PeerTransportConfig& config = owner_->config_;
     auto now = std::chrono::steady_clock::now();
+    // A loop that stalled (this timer late) has not read what came meanwhile: no verdict now.
+    if (now - last_keepalive_ > std::chrono::milliseconds(config.idle_timeout_ms / 2)) {
+      last_heard_ = now;
+    }
+    last_keepalive_ = now;
     if (now - last_heard_ > std::chrono::milliseconds(config.idle_timeout_ms)) {
       close("nothing heard for " + std::to_string(config.idle_timeout_ms) + " ms", false);
       return;
@@ -316,6 +321,7 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
   asio::steady_timer timer_;  // the handshake's deadline, then the keepalive's
   std::chrono::steady_clock::time_point last_heard_ = std::chrono::steady_clock::now();
   bool sent_since_keepalive_ = false;
+  std::chrono::steady_clock::time_point last_keepalive_ = std::chrono::steady_clock::now();
   std::string expected_peer_;
   std::string nonce_;
   std::string peer_name_;

@@ -632,7 +632,7 @@ Result<void, std::string> Server::Impl::start_transport() {
   transport = std::make_unique<PeerTransport>(
       io, link,
       PeerTransportCallbacks{
-          .on_peer_up = [](const cluster::Hello&) {},
+          .on_peer_up = [this](const cluster::Hello& hello) { log->on_peer_up(hello.node_name); },
           .on_peer_down = [this](const std::string& peer) { log->on_peer_down(peer); },
           .on_batch = [this](const std::string&, raft::NodeBatch batch) { log->receive(batch); },
           .on_propose =
