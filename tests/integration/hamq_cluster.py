@@ -68,10 +68,15 @@ class Cluster:
         return self
 
     def stop(self):
-        for node in self.nodes.values():
+        """Stops every node still running (SIGTERM); each must exit cleanly (0)."""
+        unclean = []
+        for i, node in self.nodes.items():
             if node.process is not None and node.alive():
-                node.stop()
+                status = node.stop()
+                if status != 0:
+                    unclean.append("n%d exited with %s:\n%s" % (i, status, "\n".join(node.log[-50:])))
         self.dir.cleanup()
+        assert not unclean, "\n".join(unclean)
 
     def connect(self, i):
         return pika.BlockingConnection(pika.ConnectionParameters(
