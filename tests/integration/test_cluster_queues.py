@@ -180,82 +180,73 @@ def test_a_smaller_group_goes_to_the_declaring_node_and_the_least_loaded(cluster
     assert queue_row(cluster, 2, "pair-b")["messages"] == 0
 
 
-def test_what_a_killed_nodes_consumer_held_comes_back_redelivered_when_it_restarts(cluster):
-    connection = cluster.connect(1)
+def declare_and_fill(cluster, queue, bodies, through=1):
+    """Declares a durable queue through a node and publishes `bodies` to it, all confirmed."""
+    connection = cluster.connect(through)
     channel = connection.channel()
-    channel.queue_declare("held", durable=True)
+    channel.queue_declare(queue, durable=True)
     channel.confirm_delivery()
-    bodies = [b"held-%d" % n for n in range(10)]
-    assert publish_confirmed(channel, "held", bodies) == bodies
+    assert publish_confirmed(channel, queue, bodies) == bodies
     connection.close()
-    # A consumer on node 2 takes all ten and acknowledges none; then node 2 dies.
-    consumer = cluster.connect(2)
-    consumer_channel = consumer.channel()
-    consumer_channel.basic_qos(prefetch_count=10)
+
+
+def hold_unacked(cluster, i, queue, count):
+    """A consumer through node i takes `count` messages and acknowledges none; its connection
+    (returned) stays open."""
+    consumer = cluster.connect(i)
+    channel = consumer.channel()
+    channel.basic_qos(prefetch_count=count)
     taken = []
-    for method, _, body in consumer_channel.consume("held", inactivity_timeout=15):
+    for method, _, body in channel.consume(queue, inactivity_timeout=15):
         assert method is not None, "no delivery after %d" % len(taken)
         taken.append(body)
-        if len(taken) == 10:
+        if len(taken) == count:
             break
+    return consumer, taken
+
+
+def consume_redelivered(cluster, i, queue, count, timeout_s):
+    """Consumes `count` messages through node i, acknowledging them: (body, redelivered) each."""
+    connection = cluster.connect(i)
+    channel = connection.channel()
+    got = []
+    for method, _, body in channel.consume(queue, inactivity_timeout=timeout_s):
+        assert method is not None, "no delivery after %d" % len(got)
+        got.append((body, method.redelivered))
+        channel.basic_ack(method.delivery_tag)
+        if len(got) == count:
+            break
+    connection.close()
+    return got
+
+
+def test_what_a_killed_nodes_consumer_held_comes_back_redelivered_when_it_restarts(cluster):
+    bodies = [b"held-%d" % n for n in range(10)]
+    declare_and_fill(cluster, "held", bodies)
+    # A consumer on node 2 takes all ten and acknowledges none; then node 2 dies.
+    _, taken = hold_unacked(cluster, 2, "held", 10)
     assert taken == bodies
     cluster.nodes[2].kill()
     cluster.nodes[2].start()
     # Its previous life's consumer is detached once its replica caught up: the messages are ready
     # again, redelivered, and a consumer through the restarted node gets them.
-    connection = cluster.connect(2)
-    channel = connection.channel()
-    got = []
-    for method, _, body in channel.consume("held", inactivity_timeout=20):
-        assert method is not None, "no delivery after %d" % len(got)
-        got.append((body, method.redelivered))
-        channel.basic_ack(method.delivery_tag)
-        if len(got) == 10:
-            break
-    connection.close()
+    got = consume_redelivered(cluster, 2, "held", 10, timeout_s=20)
     assert sorted(got) == sorted((body, True) for body in bodies)
 
 
 def test_what_a_dead_nodes_consumer_held_comes_back_redelivered_through_the_others(cluster):
-    connection = cluster.connect(1)
-    channel = connection.channel()
-    channel.queue_declare("orphaned", durable=True)
-    channel.confirm_delivery()
     bodies = [b"orphan-%d" % n for n in range(10)]
-    assert publish_confirmed(channel, "orphaned", bodies) == bodies
-    connection.close()
-    consumer = cluster.connect(3)
-    consumer_channel = consumer.channel()
-    consumer_channel.basic_qos(prefetch_count=10)
-    taken = []
-    for method, _, body in consumer_channel.consume("orphaned", inactivity_timeout=15):
-        assert method is not None, "no delivery after %d" % len(taken)
-        taken.append(body)
-        if len(taken) == 10:
-            break
+    declare_and_fill(cluster, "orphaned", bodies)
+    hold_unacked(cluster, 3, "orphaned", 10)
     cluster.nodes[3].kill()  # and it stays down
     # Once the others count node 3 gone (its link down for 5 s), the queue's leader gives back
     # what its consumer held: a consumer through node 2 gets it all, redelivered.
-    connection = cluster.connect(2)
-    channel = connection.channel()
-    got = []
-    for method, _, body in channel.consume("orphaned", inactivity_timeout=30):
-        assert method is not None, "no delivery after %d" % len(got)
-        got.append((body, method.redelivered))
-        channel.basic_ack(method.delivery_tag)
-        if len(got) == 10:
-            break
-    connection.close()
+    got = consume_redelivered(cluster, 2, "orphaned", 10, timeout_s=30)
     assert sorted(got) == sorted((body, True) for body in bodies)
 
 
 def test_a_consumer_of_a_node_cut_off_for_long_is_cancelled_and_told(cluster):
-    connection = cluster.connect(1)
-    channel = connection.channel()
-    channel.queue_declare("partitioned", durable=True)
-    channel.confirm_delivery()
-    assert publish_confirmed(channel, "partitioned", [b"p-%d" % n for n in range(5)])
-    connection.close()
+    declare_and_fill(cluster, "partitioned", [b"p-%d" % n for n in range(5)])
     # The consumer's client stays connected to node 3 (from 127.0.0.1) while node 3 is cut off
     # from the other nodes.
     consumer = cluster.connect(3)
@@ -269,17 +260,8 @@ def test_a_consumer_of_a_node_cut_off_for_long_is_cancelled_and_told(cluster):
     cluster.cut(3, [1, 2])
     try:
         # The majority counts node 3 gone and gives its consumer's messages back.
-        connection = cluster.connect(2)
-        channel = connection.channel()
-        got = []
-        for method, _, body in channel.consume("partitioned", inactivity_timeout=30):
-            assert method is not None, "no delivery after %d" % len(got)
-            got.append(method.redelivered)
-            channel.basic_ack(method.delivery_tag)
-            if len(got) == 5:
-                break
-        connection.close()
-        assert got == [True] * 5
+        got = consume_redelivered(cluster, 2, "partitioned", 5, timeout_s=30)
+        assert [redelivered for _, redelivered in got] == [True] * 5
     finally:
         cluster.heal()
     # Node 3 learns that its consumer was cancelled, and tells the client.
