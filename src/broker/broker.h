@@ -374,6 +374,10 @@ class Broker {
   // none (and none being detached).
   bool detach_previous_lives(const QueuePtr& queue);
   void detach_node(const QueuePtr& queue, uint64_t node);
+  // The commands that cancel the queue's consumers and detach its holders that `which` picks
+  // (consumers first).
+  std::vector<queue::QueueCommand> detach_commands(
+      const Queue& queue, const std::function<bool(HolderId)>& which) const;
   std::set<uint64_t> gone_nodes_;
   // Effects (handing dead letters over, timers, expiring the queue, retrying dead letters) run on
   // one replica: the group's leader, once it has taken the queue over in its term (take_over),

@@ -305,12 +305,15 @@ void NodeLog::answer_held() {
 }
 
 void NodeLog::on_peer_up(const std::string& peer) {
+  // Back before a leader of this node's takes a queue over and counts it gone.
   for (const auto& [id, name] : peer_names_) {
-    if (name != peer) continue;
-    down_since_.erase(id);
-    // Back before a leader of this node's takes a queue over and counts it gone.
-    if (gone_.erase(id) != 0 && broker_ != nullptr) broker_->node_back(id);
+    if (name == peer) peer_back(id);
   }
+}
+
+void NodeLog::peer_back(uint64_t id) {
+  down_since_.erase(id);
+  if (gone_.erase(id) != 0 && broker_ != nullptr) broker_->node_back(id);
 }
 
 void NodeLog::on_proposed(const cluster::Proposed& proposed) {
@@ -463,8 +466,7 @@ void NodeLog::follow_peers() {
   for (const auto& [id, name] : peer_names_) {
     if (id == self_.value) continue;
     if (transport_->connected(name)) {
-      if (gone_.erase(id) != 0) broker_->node_back(id);
-      down_since_.erase(id);
+      peer_back(id);
       continue;
     }
     auto [since, first] = down_since_.emplace(id, ticks_);

@@ -188,6 +188,7 @@ class NodeLog final : public broker::QueueStore {
   std::set<uint64_t> gone_;                  // told to the broker as gone
   // Each second: which peers are gone, which came back.
   void follow_peers();
+  void peer_back(uint64_t id);
   // Each second: a node that leads at least two more of the groups with other members than
   // another member of one of them that is up hands it that group (a node that came back, a node
   // the declares did not favour get theirs), at most rebalance_moves_per_second at a time.
