@@ -605,49 +605,6 @@ void Broker::attach_group(const QueuePtr& queue, uint64_t group) {
   if (auto term = queue_store_->leader_term(group)) queue->effects_term = *term;
 }
 
-void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, CommandDone done) {
-  if (queue->group == 0 || queue_store_ == nullptr) {
-    run(queue, command, done, 0);
-    return;
-  }
-  std::string encoded = queue::encode_command(command);
-  uint64_t bytes = encoded.size();
-  queue_store_->propose(queue->group, std::move(encoded),
-                        [this, queue, command = std::move(command), done = std::move(done),
-                         bytes](std::optional<LogPosition> position) mutable {
-                          if (!position || position->index <= queue->applied_index) {
-                            // (Applied already: only a placement answered after its entry, which
-                            // never happens.)
-                            if (done) done(queue, nullptr);
-                            return;
-                          }
-                          if (!queue_groups_.contains(queue->group)) {
-                            // Deleted while the leader placed it: done, as the delete did with the
-                            // others.
-                            queue::CommandEffects nothing;
-                            if (done) done(queue, &nothing);
-                            return;
-                          }
-                          auto& pending = queue->pending_commands;
-                          auto at = pending.find(position->index);
-                          if (at != pending.end()) {
-                            // An earlier leader placed another of ours there, and lost it to this
-                            // one's log (a later term): that one is not done.
-                            if (at->second.term >= position->term) {
-                              if (done) done(queue, nullptr);
-                              return;
-                            }
-                            auto lost = pending.extract(at);
-                            queue->pending_bytes -= lost.mapped().bytes;
-                            if (lost.mapped().done) lost.mapped().done(queue, nullptr);
-                          }
-                          queue->pending_bytes += bytes;
-                          pending.emplace(position->index,
-                                          Queue::PendingCommand{position->term, std::move(command),
-                                                                std::move(done), bytes});
-                        });
-}
-
 void Broker::run(const QueuePtr& queue, const queue::QueueCommand& command, const CommandDone& done,
                  uint64_t log_index) {
   queue::CommandEffects effects = queue::apply_command(queue->machine, command, log_index);
@@ -663,31 +620,26 @@ void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string
   uint64_t index = position.index;
   queue->log_bytes_since_snapshot += data.size();
   queue->applied_index = index;
-  auto& pending = queue->pending_commands;
-  // A proposal at or below this index that did not come back with its own term was replaced by
-  // another leader's entry: it was never committed, and is not done.
-  while (!pending.empty() &&
-         (pending.begin()->first < index ||
-          (pending.begin()->first == index && pending.begin()->second.term != position.term))) {
-    auto node = pending.extract(pending.begin());
-    queue->pending_bytes -= node.mapped().bytes;
-    if (node.mapped().done) node.mapped().done(queue, nullptr);
+  queue->applied_term = position.term;
+  // Proposed here (this life's number): run as it was made (the same bytes are in the log), at
+  // the time its leader stamped (another node's when it was forwarded): every replica runs it
+  // then.
+  std::optional<Queue::PendingCommand> mine;
+  if (auto origin = queue::command_origin(data); origin && origin->proposer == proposer_id() &&
+                                                 queue->pending_commands.contains(origin->seq)) {
+    mine = take_pending(*queue, origin->seq);
+    if (auto stamped = queue::command_time(data)) mine->command.time_ms = *stamped;
+    mine->command.origin = *origin;  // this copy's (an earlier one's floor may be lower)
   }
+  find_lost_copies(*queue, position);
   if (data.empty()) {
     // A new leader's first entry: nothing to run, but if this node is that leader, the queue's
     // effects are its own from here (everything before is applied). A replay leaves that to
     // end_replay.
     auto term = queue_store_->leader_term(group);
     if (!replaying_ && term && *term == position.term) take_over(queue, *term);
-    return;
-  }
-  if (!pending.empty() && pending.begin()->first == index) {
-    // Proposed here: run the command as it was made (the same bytes are in the log), at the
-    // time its leader stamped (another node's when it was forwarded): every replica runs it then.
-    auto node = pending.extract(pending.begin());
-    queue->pending_bytes -= node.mapped().bytes;
-    if (auto stamped = queue::command_time(data)) node.mapped().command.time_ms = *stamped;
-    run(queue, node.mapped().command, node.mapped().done, index);
+  } else if (mine) {
+    run(queue, mine->command, mine->done, index);
   } else if (auto command = queue::decode_command(data); command.ok()) {
     run(queue, *command, {}, index);
     // Another node cancelled a consumer of this one (its node seemed gone): its client is told.
@@ -700,6 +652,8 @@ void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string
   } else {
     ++undecodable_entries_;
   }
+  // Copies lost to this entry go again now, ahead of what waited behind them.
+  send_pending(queue);
   maybe_snapshot(queue, false);
 }
 
@@ -739,11 +693,30 @@ void Broker::maybe_snapshot(const QueuePtr& queue, bool asked) {
                         cut == UINT64_MAX ? 0 : cut);
 }
 
-Result<void, std::string> Broker::restore_queue(uint64_t group, std::string_view snapshot) {
+Result<void, std::string> Broker::restore_queue(uint64_t group, LogPosition position,
+                                                std::string_view snapshot) {
   auto it = queue_groups_.find(group);
   QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
   if (!queue) return unexpected("no queue has group " + std::to_string(group));
-  return queue->machine.restore(snapshot);
+  auto restored = queue->machine.restore(snapshot);
+  if (!restored.ok()) return restored;
+  queue->applied_index = std::max(queue->applied_index, position.index);
+  queue->applied_term = std::max(queue->applied_term, position.term);
+  // Commands of this node the snapshot shows applied are done (what they did is not known
+  // here: a publish is confirmed, a basic.get answers empty); copies placed before its end that
+  // it does not show were lost.
+  std::vector<uint64_t> applied;
+  for (const auto& [seq, pending] : queue->pending_commands) {
+    if (queue->machine.admitted(proposer_id(), seq)) applied.push_back(seq);
+  }
+  for (uint64_t seq : applied) {
+    Queue::PendingCommand done = take_pending(*queue, seq);
+    queue::CommandEffects unknown;
+    if (done.done) done.done(queue, &unknown);
+  }
+  find_lost_copies(*queue, position);
+  if (!queue->unsent.empty()) resend_groups_.insert(group);
+  return Ok{};
 }
 
 queue::MessagePtr Broker::load_message(const Queue& queue, uint64_t stored_at) {
@@ -772,15 +745,6 @@ void Broker::fail_pending_commands() {
       pending.done(unexpected(ProtocolError{amqp::ReplyCode::internal_error,
                                             "cannot record the change: the metadata log failed"}));
     }
-  }
-}
-
-void Broker::finish_pending_commands(const QueuePtr& queue, const queue::CommandEffects* effects) {
-  auto pending = std::move(queue->pending_commands);
-  queue->pending_commands.clear();
-  queue->pending_bytes = 0;
-  for (auto& [index, command] : pending) {
-    if (command.done) command.done(queue, effects);
   }
 }
 

@@ -137,7 +137,13 @@ class QueueStore {
   // The term in which this node leads the group; nothing while it does not (a follower, a
   // candidate, or not a member).
   virtual std::optional<uint64_t> leader_term(uint64_t group) const = 0;
+  // The latest term this node's member of the group knows of (0: not a member).
+  virtual uint64_t current_term(uint64_t group) const = 0;
 };
+
+// A command whose copies could not be placed in its queue's log (no leader, the leader refused or
+// did not answer) for this long is given up: not done (a publish is nacked).
+constexpr uint64_t command_give_up_ms = 30'000;
 
 class Broker {
  public:
@@ -296,8 +302,13 @@ class Broker {
   void restamp_forwarded(std::string& encoded) const { queue::restamp_command(encoded, now_ms()); }
   // A committed entry of a queue's group, in log order (and, after a restart, the log replayed).
   void apply_queue_entry(uint64_t group, LogPosition position, std::string_view data);
-  // A queue's group starts from a snapshot (at a restart): the queue's state is replaced by it.
-  Result<void, std::string> restore_queue(uint64_t group, std::string_view snapshot);
+  // A queue's group starts from a snapshot (at a restart, or its leader's when this member was
+  // far behind), taken after the entry at `position`: the queue's state is replaced by it.
+  Result<void, std::string> restore_queue(uint64_t group, LogPosition position,
+                                          std::string_view snapshot);
+  // Sends again the commands whose copies were lost and could not be sent at once (the log
+  // calls it on each tick).
+  void resend_lost();
   // The log asks: the queue's old entries keep the oldest segment of the node's log from being
   // deleted. It snapshots now if its live messages are few enough to carry.
   void snapshot_queue(uint64_t group);
@@ -392,6 +403,21 @@ class Broker {
   // Tells everything proposed to the queue and not yet applied that it ended with `effects`
   // (null: not done).
   void finish_pending_commands(const QueuePtr& queue, const queue::CommandEffects* effects);
+  // Proposals (broker_proposals.cc). This node's life numbers the commands it proposes.
+  uint64_t proposer_id() const { return queue::holder_id_of(node_id_, life_, 0); }
+  // Sends the queue's unsent commands in order, unless copies sent before its group's term
+  // changed are still in doubt (sent now, they could land ahead of those sent again).
+  void send_pending(const QueuePtr& queue);
+  // The answer to a copy's proposal: where it was placed, or nothing (to be sent again).
+  void placed(const QueuePtr& queue, uint64_t seq, std::optional<LogPosition> position);
+  // A copy that cannot be committed any more: its command is to be sent again.
+  void lose(Queue& queue, uint64_t seq);
+  // Takes a command out of the pending ones (applied, given up, or its queue gone).
+  Queue::PendingCommand take_pending(Queue& queue, uint64_t seq);
+  // After the entry at `position`: copies placed at or before it, or in an earlier term, were
+  // not committed.
+  void find_lost_copies(Queue& queue, LogPosition position);
+  std::set<uint64_t> resend_groups_;  // groups with lost copies to send again (resend_lost)
 
   uint64_t wall_clock_ms_ = 0;
   QueueStore* queue_store_ = nullptr;

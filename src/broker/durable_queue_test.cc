@@ -35,6 +35,8 @@ class ManualStore final : public QueueStore {
     auto& log = logs_[group];
     log.push_back({term, std::move(command)});
     unapplied_.emplace_back(group, log.size());
+    // The leader placed it, and its answer was lost (its link went down).
+    if (lose_answers) return placed(std::nullopt);
     placed(LogPosition{term, log.size()});
   }
   void compact(uint64_t group, uint64_t index, std::string snapshot,
@@ -46,6 +48,7 @@ class ManualStore final : public QueueStore {
     if (!has_group(group) || following.contains(group)) return std::nullopt;
     return term;
   }
+  uint64_t current_term(uint64_t group) const override { return has_group(group) ? term : 0; }
   std::optional<std::string> read(uint64_t group, uint64_t index) const override {
     ++reads;
     auto it = logs_.find(group);
@@ -122,6 +125,7 @@ class ManualStore final : public QueueStore {
   }
 
   bool refuse = false;
+  bool lose_answers = false;
   uint64_t term = 1;             // of the leader that takes proposals
   std::set<uint64_t> following;  // groups another node leads (this one leads the others)
   std::map<uint64_t, size_t> refused_by_leader;  // proposals to groups this node follows
@@ -175,7 +179,9 @@ TEST_F(DurableQueue, ConfirmLeavesOnlyOnceTheEntryIsApplied) {
   EXPECT_TRUE(ack.multiple);
 }
 
-TEST_F(DurableQueue, AnEntryReplacedByAnotherLeaderIsNotTakenForTheProposal) {
+// A proposal whose entry another leader's replaced (before it committed) is sent again, to the
+// new leader: it is confirmed once that copy commits, and never taken for the other entry.
+TEST_F(DurableQueue, AnEntryReplacedByAnotherLeaderIsSentAgainNotTakenForTheProposal) {
   client.send(1, amqp::ConfirmSelect{false});
   client.expect<amqp::ConfirmSelectOk>(1);
   client.publish(1, "", "jobs", "mine");
@@ -187,16 +193,52 @@ TEST_F(DurableQueue, AnEntryReplacedByAnotherLeaderIsNotTakenForTheProposal) {
   store.lose_unapplied_to_another_leader(
       group, queue::encode_command(client.broker.command(queue::EnqueueCommand{theirs})));
   apply();
-  // Matched by index alone, "mine" ran in place of "theirs" and was confirmed, never committed.
-  auto nack = client.expect<amqp::BasicNack>(1);
-  EXPECT_EQ(nack.delivery_tag, 1u);
-  EXPECT_EQ(client.broker.find_virtual_host("/")->find_queue("jobs")->machine.ready_count(), 1u);
-  client.send(1, amqp::BasicGet{0, "jobs", true});
+  auto ack = client.expect<amqp::BasicAck>(1);
+  EXPECT_EQ(ack.delivery_tag, 1u);
+  EXPECT_EQ(client.broker.find_virtual_host("/")->find_queue("jobs")->machine.ready_count(), 2u);
+  for (const char* expected : {"theirs", "mine"}) {
+    client.send(1, amqp::BasicGet{0, "jobs", true});
+    apply();
+    auto frames = client.receive();
+    ASSERT_EQ(frames.size(), 3u);  // get-ok, header, body
+    ASSERT_TRUE(frames[0].method && std::holds_alternative<amqp::BasicGetOk>(*frames[0].method));
+    EXPECT_EQ(frames[2].body, expected);
+  }
+}
+
+// The leader placed a publish and a basic.get and then its answers were lost (its link went
+// down): both are sent again, and both copies of each commit. Each runs once: the message is in
+// the queue once, and the get takes one message, not two.
+TEST_F(DurableQueue, ACommandCommittedTwiceRunsOnce) {
+  client.send(1, amqp::ConfirmSelect{false});
+  client.expect<amqp::ConfirmSelectOk>(1);
+  client.publish(1, "", "jobs", "first");
+  client.publish(1, "", "jobs", "second");
   apply();
-  auto frames = client.receive();
-  ASSERT_EQ(frames.size(), 3u);  // get-ok, header, body
-  ASSERT_TRUE(frames[0].method && std::holds_alternative<amqp::BasicGetOk>(*frames[0].method));
-  EXPECT_EQ(frames[2].body, "theirs");
+  client.expect<amqp::BasicAck>(1);
+  store.lose_answers = true;
+  client.publish(1, "", "jobs", "once");
+  client.send(1, amqp::BasicGet{0, "jobs", true});
+  store.lose_answers = false;
+  client.broker.resend_lost();  // the log's next tick
+  QueuePtr jobs = client.broker.find_virtual_host("/")->find_queue("jobs");
+  auto copies = [&](const queue::QueueCommand::Body& body) {
+    auto kinds = store.kinds(jobs->group);
+    return std::count(kinds.begin(), kinds.end(), body.index());
+  };
+  EXPECT_GE(copies(queue::EnqueueCommand{}), 2 + 2);  // first, second, and "once" twice or more
+  EXPECT_GE(copies(queue::GetCommand{}), 2);
+  apply();
+  std::vector<std::string> got;
+  bool acked = false;
+  for (const auto& frame : client.receive()) {
+    if (frame.method && std::holds_alternative<amqp::BasicAck>(*frame.method)) acked = true;
+    if (!frame.method && !frame.body.empty()) got.push_back(frame.body);
+  }
+  EXPECT_TRUE(acked);
+  EXPECT_EQ(got, (std::vector<std::string>{"first"}));
+  EXPECT_EQ(jobs->machine.ready_count(), 2u);  // second, once
+  EXPECT_EQ(client.broker.pending_command_count(), 0u);
 }
 
 TEST_F(DurableQueue, ARestartDetachesOnlyThisNodesHoldersOfItsPreviousLife) {
@@ -240,13 +282,33 @@ TEST_F(DurableQueue, ARestartDetachesOnlyThisNodesHoldersOfItsPreviousLife) {
   EXPECT_TRUE(restarted.sweep_previous_lives(replayed->group));
 }
 
-TEST_F(DurableQueue, RefusedByTheLogIsNacked) {
+// A proposal the log refuses is tried again on each tick; it is nacked only once it could not be
+// placed for command_give_up_ms.
+TEST_F(DurableQueue, RefusedByTheLogIsTriedAgainThenNacked) {
   client.send(1, amqp::ConfirmSelect{false});
   client.expect<amqp::ConfirmSelectOk>(1);
   store.refuse = true;
+  client.publish(1, "", "jobs", "later");
+  client.broker.resend_lost();
+  apply();
+  EXPECT_TRUE(client.receive().empty());
+  store.refuse = false;
+  client.broker.resend_lost();
+  apply();
+  EXPECT_EQ(client.expect<amqp::BasicAck>(1).delivery_tag, 1u);
+
+  store.refuse = true;
   client.publish(1, "", "jobs", "lost");
+  client.broker.set_wall_clock_ms(client.broker.now_ms() + command_give_up_ms - 1);
+  client.broker.resend_lost();
+  apply();
+  EXPECT_TRUE(client.receive().empty());
+  client.broker.set_wall_clock_ms(client.broker.now_ms() + 1);
+  client.broker.resend_lost();
+  apply();
   auto nack = client.expect<amqp::BasicNack>(1);
-  EXPECT_EQ(nack.delivery_tag, 1u);
+  EXPECT_EQ(nack.delivery_tag, 2u);
+  EXPECT_EQ(client.broker.pending_command_count(), 0u);
 }
 
 TEST_F(DurableQueue, ConfirmsKeepPublishOrderAcrossDurableAndMemoryQueues) {
@@ -476,33 +538,30 @@ TEST_F(DurableQueue, OnlyTheLeaderHandsDeadLettersOverAndANewLeaderOffersThemAga
 }
 
 // Two of this node's proposals were placed by a leader that died before they committed; the next
-// leader's first entry took the first one's place, and this node's next proposal the second's: the
-// second is not done (nacked), the new one is (not lost behind it).
-TEST_F(DurableQueue, AProposalPlacedWhereAnEarlierLeaderPlacedAnotherReplacesIt) {
+// leader's first entry took the first one's place. A third, published after the change, waits
+// for the two to be sent again: all three are confirmed, and stay in publish order.
+TEST_F(DurableQueue, ProposalsLostToALeaderChangeAreSentAgainInOrder) {
   client.send(1, amqp::ConfirmSelect{false});
   client.expect<amqp::ConfirmSelectOk>(1);
   client.publish(1, "", "jobs", "a1");
   client.publish(1, "", "jobs", "a2");
   uint64_t group = client.broker.find_virtual_host("/")->find_queue("jobs")->group;
   store.lose_unapplied_to_another_leader(group, "");  // its first entry, at a1's index
-  client.publish(1, "", "jobs", "b");                 // at a2's index, in the new term
+  client.publish(1, "", "jobs", "b");
+  EXPECT_EQ(store.unapplied(), 1u);  // the new leader's entry: b waits behind a1 and a2
   apply();
-  std::map<uint64_t, bool> confirmed;  // by delivery tag: acked (true) or nacked
-  uint64_t last = 0;
-  for (const auto& frame : client.receive()) {
-    if (!frame.method) continue;
-    auto settle = [&](uint64_t tag, bool multiple, bool acked) {
-      for (uint64_t t = multiple ? last + 1 : tag; t <= tag; ++t) confirmed[t] = acked;
-      last = std::max(last, tag);
-    };
-    if (auto* ack = std::get_if<amqp::BasicAck>(&*frame.method)) {
-      settle(ack->delivery_tag, ack->multiple, true);
-    } else if (auto* nack = std::get_if<amqp::BasicNack>(&*frame.method)) {
-      settle(nack->delivery_tag, nack->multiple, false);
-    }
+  auto ack = client.expect<amqp::BasicAck>(1);
+  EXPECT_EQ(ack.delivery_tag, 3u);
+  EXPECT_TRUE(ack.multiple);
+  std::vector<std::string> got;
+  for (int i = 0; i < 3; ++i) {
+    client.send(1, amqp::BasicGet{0, "jobs", true});
+    apply();
+    auto frames = client.receive();
+    ASSERT_EQ(frames.size(), 3u);
+    got.push_back(frames[2].body);
   }
-  EXPECT_EQ(confirmed, (std::map<uint64_t, bool>{{1, false}, {2, false}, {3, true}}));
-  EXPECT_EQ(client.broker.find_virtual_host("/")->find_queue("jobs")->machine.ready_count(), 1u);
+  EXPECT_EQ(got, (std::vector<std::string>{"a1", "a2", "b"}));
 }
 
 // A command forwarded to the group's leader carries the leader's time in the log: the proposing

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -91,15 +92,27 @@ struct Queue {
   // The Raft group whose log holds the queue's commands (a durable queue on a node with a
   // store); 0: the queue lives in memory and commands run at once.
   uint64_t group = 0;
-  // Commands proposed and not yet applied, by log index.
+  // Commands proposed and not yet applied, by their number (QueueCommand::origin; the broker's
+  // proposals.cc). One whose copy was lost (another leader's entry took its place, or its
+  // forward went unanswered) is sent again: the queue's machine admits each number once, so a
+  // command committed twice runs once.
   struct PendingCommand {
-    uint64_t term = 0;  // of the entry proposed: another term at its index replaced it
     queue::QueueCommand command;
     CommandDone done;
-    uint64_t bytes = 0;  // in the log
+    uint64_t bytes = 0;          // in the log
+    uint64_t first_sent_ms = 0;  // given up (not done) if not placed for long
+    uint64_t term = 0;           // the term it was sent in, or placed in once it is
+    uint64_t placed_index = 0;   // where its copy is in the log; 0: not placed
+    bool in_flight = false;      // sent, and its placement not answered yet
   };
   std::map<uint64_t, PendingCommand> pending_commands;
   uint64_t pending_bytes = 0;
+  uint64_t next_command_seq = 1;
+  std::set<uint64_t> unsent;                // numbers to send (new ones, and lost copies)
+  std::map<uint64_t, uint64_t> placed_at;   // log index -> number, of copies placed
+  std::map<uint64_t, size_t> placed_terms;  // term -> copies placed in it, unresolved
+  std::map<uint64_t, size_t> sent_terms;    // term -> copies in flight sent in it
+  uint64_t applied_term = 0;                // of the last entry applied
   // Bytes of its log applied since its last snapshot (see Broker::maybe_snapshot).
   uint64_t log_bytes_since_snapshot = 0;
   uint64_t last_snapshot_bytes = 0;

@@ -6,8 +6,13 @@ namespace hamq::queue {
 
 namespace {
 
-// Bump on any change to the encoding; decode refuses versions it does not know.
-constexpr uint8_t command_format_version = 1;
+// Bump on any change to the encoding; decode refuses versions it does not know. Version 2
+// added the origin (proposer, number, floor) after the time; version 1 entries still decode.
+constexpr uint8_t command_format_version = 2;
+constexpr uint8_t command_format_without_origin = 1;
+bool known_version(uint8_t version) {
+  return version == command_format_version || version == command_format_without_origin;
+}
 // A message in a command is bounded like a published one (the broker refuses larger).
 constexpr uint64_t message_body_bytes_max = 128ull << 20;
 constexpr uint32_t ids_max = 1u << 20;
@@ -78,6 +83,9 @@ std::string encode_command(const QueueCommand& command) {
   amqp::WireWriter out(bytes);
   out.u8(command_format_version);
   out.u64(command.time_ms);
+  out.u64(command.origin.proposer);
+  out.u64(command.origin.seq);
+  out.u64(command.origin.floor);
   std::visit(
       [&](const auto& body) {
         using T = std::decay_t<decltype(body)>;
@@ -127,8 +135,7 @@ std::string encode_command(const QueueCommand& command) {
 bool restamp_command(std::string& encoded, uint64_t time_ms) {
   // version:u8 time:u64 (big-endian) body
   constexpr size_t time_offset = 1;
-  if (encoded.size() < time_offset + 8 ||
-      static_cast<uint8_t>(encoded[0]) != command_format_version) {
+  if (encoded.size() < time_offset + 8 || !known_version(static_cast<uint8_t>(encoded[0]))) {
     return false;
   }
   for (size_t i = 0; i < 8; ++i) {
@@ -138,7 +145,7 @@ bool restamp_command(std::string& encoded, uint64_t time_ms) {
 }
 
 std::optional<uint64_t> command_time(std::string_view encoded) {
-  if (encoded.size() < 9 || static_cast<uint8_t>(encoded[0]) != command_format_version) {
+  if (encoded.size() < 9 || !known_version(static_cast<uint8_t>(encoded[0]))) {
     return std::nullopt;
   }
   uint64_t time_ms = 0;
@@ -146,14 +153,31 @@ std::optional<uint64_t> command_time(std::string_view encoded) {
   return time_ms;
 }
 
+std::optional<CommandOrigin> command_origin(std::string_view encoded) {
+  if (encoded.empty() || !known_version(static_cast<uint8_t>(encoded[0]))) return std::nullopt;
+  if (static_cast<uint8_t>(encoded[0]) == command_format_without_origin) return CommandOrigin{};
+  if (encoded.size() < 9 + 24) return std::nullopt;
+  auto read = [&](size_t at) {
+    uint64_t value = 0;
+    for (size_t i = at; i < at + 8; ++i) value = value << 8 | static_cast<uint8_t>(encoded[i]);
+    return value;
+  };
+  return CommandOrigin{read(9), read(17), read(25)};
+}
+
 Result<QueueCommand, std::string> decode_command(std::string_view bytes) {
   amqp::WireReader in({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
   QueueCommand command;
   uint8_t version = in.u8();
-  if (!in.failed() && version != command_format_version) {
+  if (!in.failed() && !known_version(version)) {
     return unexpected("unknown command format version " + std::to_string(version));
   }
   command.time_ms = in.u64();
+  if (version != command_format_without_origin) {
+    command.origin.proposer = in.u64();
+    command.origin.seq = in.u64();
+    command.origin.floor = in.u64();
+  }
   auto kind = static_cast<Kind>(in.u8());
   if (in.failed()) return unexpected(std::string("truncated"));
   auto flag = [&](uint8_t byte, uint8_t allowed) { return (byte & ~allowed) == 0; };
@@ -240,6 +264,11 @@ CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command,
                              uint64_t log_index) {
   CommandEffects effects;
   const uint64_t now = command.time_ms;
+  const CommandOrigin& origin = command.origin;
+  if (origin.proposer != 0 && !machine.admit(origin.proposer, origin.seq, origin.floor)) {
+    effects.duplicate = true;
+    return effects;
+  }
   std::visit(
       [&](const auto& body) {
         using T = std::decay_t<decltype(body)>;

@@ -72,11 +72,26 @@ struct HandedOverCommand {
   std::vector<MessageId> ids;
 };
 
+// Who proposed a command, and its number among that proposer's commands to the queue
+// (QueueMachine::admit): a copy resent after a leader change applies once. proposer 0: none (an
+// entry written before commands were numbered).
+struct CommandOrigin {
+  uint64_t proposer = 0;
+  uint64_t seq = 0;
+  uint64_t floor = 0;  // the proposer's lowest number not settled yet
+  bool operator==(const CommandOrigin&) const = default;
+};
+
 struct QueueCommand {
+  using Body =
+      std::variant<EnqueueCommand, AttachCommand, CancelCommand, DetachCommand, SettleCommand,
+                   GetCommand, PurgeCommand, ExpireCommand, SuspendCommand, HandedOverCommand>;
+  QueueCommand() = default;
+  QueueCommand(uint64_t time, Body what, CommandOrigin from = {})
+      : time_ms(time), body(std::move(what)), origin(from) {}
   uint64_t time_ms = 0;  // stamped by the leader
-  std::variant<EnqueueCommand, AttachCommand, CancelCommand, DetachCommand, SettleCommand,
-               GetCommand, PurgeCommand, ExpireCommand, SuspendCommand, HandedOverCommand>
-      body;
+  Body body;
+  CommandOrigin origin;  // set by the broker as it proposes the command
 };
 
 std::string encode_command(const QueueCommand& command);
@@ -86,6 +101,8 @@ Result<QueueCommand, std::string> decode_command(std::string_view bytes);
 bool restamp_command(std::string& encoded, uint64_t time_ms);
 // The time an encoded command carries; nothing if it is not a command.
 std::optional<uint64_t> command_time(std::string_view encoded);
+// Who proposed an encoded command; nothing if it is not a command (proposer 0: not numbered).
+std::optional<CommandOrigin> command_origin(std::string_view encoded);
 
 // What applying a command did, for the replica that serves the clients.
 struct CommandEffects {
@@ -94,9 +111,10 @@ struct CommandEffects {
   std::optional<AttachResult> attached;   // AttachCommand
   std::optional<Delivery> got;            // GetCommand (none: the queue was empty)
   size_t count = 0;                       // PurgeCommand: purged; DetachCommand: returned
+  bool duplicate = false;                 // a copy of a command applied before: did nothing
 };
 // `log_index`: where the command is in the queue's log (0: the queue has none); an enqueued
-// message is stored there.
+// message is stored there. A numbered command the machine admitted before does nothing.
 CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command,
                              uint64_t log_index = 0);
 

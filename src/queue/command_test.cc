@@ -65,7 +65,7 @@ TEST(QueueCommand, TruncatedOrDamagedEntriesAreRefusedNotTrusted) {
     }
     EXPECT_FALSE(decode_command(bytes + "x").ok());
   }
-  EXPECT_FALSE(decode_command(std::string("\x02", 1) + std::string(20, '\0')).ok());  // version
+  EXPECT_FALSE(decode_command(std::string("\x03", 1) + std::string(40, '\0')).ok());  // version
   std::string unknown_kind = encode_command({5, PurgeCommand{}});
   unknown_kind.back() = 42;
   EXPECT_FALSE(decode_command(unknown_kind).ok());
@@ -143,6 +143,57 @@ TEST(QueueCommand, ReplicasApplyingTheSameLogDecideAlike) {
   EXPECT_GT(direct_trace.size(), 1000u);
   EXPECT_EQ(direct.ready_count(), replica.ready_count());
   EXPECT_EQ(direct.checked_out_count(), replica.checked_out_count());
+}
+
+TEST(QueueCommand, TheOriginTravelsWithTheCommandAndIsReadWithoutDecodingIt) {
+  QueueCommand command{1000, EnqueueCommand{sample_message("hello"), std::nullopt},
+                       CommandOrigin{holder_id_of(3, 2, 0), 41, 37}};
+  std::string bytes = encode_command(command);
+  auto decoded = decode_command(bytes);
+  ASSERT_TRUE(decoded.ok()) << decoded.error();
+  EXPECT_EQ(decoded->origin, command.origin);
+  EXPECT_EQ(command_origin(bytes), command.origin);
+  EXPECT_FALSE(command_origin(bytes.substr(0, 20)).has_value());
+  EXPECT_FALSE(command_origin("").has_value());
+}
+
+// Entries written before commands were numbered (format 1: no origin) still apply, unnumbered.
+TEST(QueueCommand, AnEntryOfTheFirstFormatStillDecodes) {
+  std::string purge("\x01\x00\x00\x00\x00\x00\x00\x03\xe8\x07", 10);
+  auto decoded = decode_command(purge);
+  ASSERT_TRUE(decoded.ok()) << decoded.error();
+  EXPECT_EQ(decoded->time_ms, 1000u);
+  EXPECT_TRUE(std::holds_alternative<PurgeCommand>(decoded->body));
+  EXPECT_EQ(command_origin(purge), CommandOrigin{});
+  EXPECT_EQ(command_time(purge), 1000u);
+  ASSERT_TRUE(restamp_command(purge, 2000));
+  EXPECT_EQ(decode_command(purge)->time_ms, 2000u);
+}
+
+// A command committed twice (resent after its leader changed) is applied once: a publish is not
+// duplicated, a basic.get takes one message.
+TEST(QueueCommand, ACopyOfANumberedCommandDoesNothing) {
+  QueueMachine machine(QueueOptions{});
+  const uint64_t proposer = holder_id_of(2, 1, 0);
+  QueueCommand publish{1000, EnqueueCommand{sample_message("a"), std::nullopt},
+                       CommandOrigin{proposer, 1, 1}};
+  EXPECT_FALSE(apply_command(machine, publish).duplicate);
+  EXPECT_TRUE(apply_command(machine, publish).duplicate);
+  EXPECT_EQ(machine.ready_count(), 1u);
+  publish.origin.seq = 2;
+  apply_command(machine, publish);
+  QueueCommand get{1001, GetCommand{HolderId{holder_id_of(2, 1, 5)}, true},
+                   CommandOrigin{proposer, 3, 3}};
+  EXPECT_TRUE(apply_command(machine, get).got.has_value());
+  CommandEffects again = apply_command(machine, get);
+  EXPECT_TRUE(again.duplicate);
+  EXPECT_FALSE(again.got.has_value());
+  EXPECT_EQ(machine.ready_count(), 1u);
+  // Unnumbered commands (entries of the first format) always apply.
+  QueueCommand old{1002, EnqueueCommand{sample_message("b"), std::nullopt}};
+  apply_command(machine, old);
+  apply_command(machine, old);
+  EXPECT_EQ(machine.ready_count(), 3u);
 }
 
 TEST(QueueCommand, ALeaderRestampsAForwardedCommandAndNothingElse) {

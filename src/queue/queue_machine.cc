@@ -399,6 +399,33 @@ size_t QueueMachine::purge() {
   return count;
 }
 
+bool QueueMachine::admit(uint64_t proposer, uint64_t seq, uint64_t floor) {
+  auto it = proposers_.find(proposer);
+  if (it == proposers_.end()) {
+    // A new life of its node: the proposers of its earlier lives send nothing more.
+    std::erase_if(proposers_, [proposer](const auto& item) {
+      return item.first >> holder_node_shift == proposer >> holder_node_shift;
+    });
+    it = proposers_.emplace(proposer, Proposer{}).first;
+  }
+  Proposer& p = it->second;
+  if (floor > 0 && floor - 1 > p.low) {
+    p.low = floor - 1;
+    p.above.erase(p.above.begin(), p.above.upper_bound(p.low));
+  }
+  if (seq <= p.low || !p.above.insert(seq).second) return false;
+  while (!p.above.empty() && *p.above.begin() == p.low + 1) {
+    p.above.erase(p.above.begin());
+    ++p.low;
+  }
+  return true;
+}
+
+bool QueueMachine::admitted(uint64_t proposer, uint64_t seq) const {
+  auto it = proposers_.find(proposer);
+  return it != proposers_.end() && (seq <= it->second.low || it->second.above.contains(seq));
+}
+
 QueueMachine::Consumer* QueueMachine::find_consumer(HolderId id) {
   for (Consumer& c : consumers_) {
     if (c.id == id) return &c;

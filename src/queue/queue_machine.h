@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -203,6 +204,17 @@ class QueueMachine {
   // Drops every ready message; returns how many.
   size_t purge();
 
+  // Commands proposed through the log are numbered by their proposer (a node's life: its id
+  // made by holder_id_of with counter 0), one count per queue. A command resent after a leader
+  // change may be committed twice; admit() is true the first time `seq` arrives from `proposer`
+  // and false for any copy after (or once `floor` passed it: the proposer settles every number
+  // below `floor` and never sends it again). A proposer of a node's new life retires that
+  // node's earlier lives. Part of the replicated state (the snapshot keeps it).
+  bool admit(uint64_t proposer, uint64_t seq, uint64_t floor);
+  // True if a copy of `seq` from `proposer` was admitted (or `floor` passed it).
+  bool admitted(uint64_t proposer, uint64_t seq) const;
+  size_t proposer_count() const { return proposers_.size(); }
+
   // Expires the ready messages whose time has come (dead letters with reason `expired`). Every
   // other command expires what is due first too, so an expired message is never delivered.
   void expire(uint64_t now_ms, std::vector<Delivery>& deliveries);
@@ -350,6 +362,13 @@ class QueueMachine {
   std::unordered_map<uint64_t, CheckedOut> checked_out_;  // by MessageId value
   std::vector<Consumer> consumers_;                       // in attach order
   size_t round_robin_next_ = 0;
+  // What each proposer's numbers have been admitted: every one up to `low`, and those in
+  // `above` (copies that came after a gap, until the gap is filled or the floor passes it).
+  struct Proposer {
+    uint64_t low = 0;
+    std::set<uint64_t> above;
+  };
+  std::map<uint64_t, Proposer> proposers_;  // by proposer id
 };
 
 }  // namespace hamq::queue

@@ -201,6 +201,28 @@ TEST(QueueMachine, SettleByAnotherHolderIsIgnored) {
   EXPECT_EQ(q.checked_out_count(), 1u);
 }
 
+// Resent commands: each number is admitted once, whatever the order copies arrive in; a floor
+// settles the numbers below it (given up by the proposer: a late copy is refused).
+TEST(QueueMachine, EachProposersNumbersAreAdmittedOnce) {
+  QueueMachine q;
+  const uint64_t p = holder_id_of(4, 1, 0);
+  EXPECT_TRUE(q.admit(p, 1, 1));
+  EXPECT_TRUE(q.admit(p, 3, 1));
+  EXPECT_FALSE(q.admit(p, 3, 1));
+  EXPECT_FALSE(q.admit(p, 1, 1));
+  EXPECT_FALSE(q.admitted(p, 2));
+  EXPECT_TRUE(q.admit(p, 2, 1));
+  EXPECT_FALSE(q.admit(p, 2, 2));
+  EXPECT_TRUE(q.admit(p, 6, 4));  // 4 not yet, 5 not yet
+  EXPECT_TRUE(q.admit(p, 7, 6));  // 4 and 5 given up
+  EXPECT_FALSE(q.admit(p, 4, 6));
+  EXPECT_FALSE(q.admit(p, 5, 8));
+  EXPECT_TRUE(q.admit(p, 8, 8));
+  // Another node's numbers are its own.
+  EXPECT_TRUE(q.admit(holder_id_of(5, 1, 0), 1, 1));
+  EXPECT_EQ(q.proposer_count(), 2u);
+}
+
 TEST(QueueMachine, PurgeDropsReadyOnly) {
   QueueMachine q;
   std::vector<Delivery> out;

@@ -6,7 +6,9 @@
 // out to a holder, or leaving for another queue), its id, holder, delivery count, expiry time,
 // then (version 2) the log index it is stored at, and the message itself (command.h's encoding)
 // when that is 0, else its body size and priority (its body is in the log there); a leaving
-// message ends with why it leaves. Version 1 (no log index, always the message) still restores.
+// message ends with why it leaves; then (version 3) what each proposer's numbered commands have
+// been admitted (its id, the number up to which all were, and those admitted above it). Versions
+// 1 (no log index, always the message) and 2 (no proposers) still restore.
 // Levels, tombstones, the expiry heap and the byte counts are rebuilt on restore.
 #include <algorithm>
 #include <unordered_map>
@@ -20,8 +22,10 @@ namespace hamq::queue {
 
 namespace {
 
-constexpr uint8_t snapshot_format_version = 2;
+constexpr uint8_t snapshot_format_version = 3;
+constexpr uint8_t snapshot_format_without_proposers = 2;
 constexpr uint8_t snapshot_format_without_references = 1;
+constexpr uint32_t proposer_seqs_max = 1u << 20;
 enum class Place : uint8_t { fresh = 0, returned = 1, checked_out = 2, leaving = 3 };
 constexpr uint8_t consumer_no_ack = 1, consumer_exclusive = 2, consumer_suspended = 4;
 
@@ -134,6 +138,13 @@ Result<std::string, std::string> QueueMachine::snapshot(const BodyLoader& load,
     out.u8(static_cast<uint8_t>(leaving.reason));
   }
   HAMQ_VERIFY(count == expected, "a snapshot counted its messages wrong");
+  out.u32(static_cast<uint32_t>(proposers_.size()));
+  for (const auto& [id, proposer] : proposers_) {
+    out.u64(id);
+    out.u64(proposer.low);
+    out.u32(static_cast<uint32_t>(proposer.above.size()));
+    for (uint64_t seq : proposer.above) out.u64(seq);
+  }
   return std::string(bytes.begin(), bytes.end());
 }
 
@@ -148,6 +159,7 @@ void QueueMachine::clear_state() {
   ready_count_ = 0;
   ready_body_bytes_ = 0;
   round_robin_next_ = 0;
+  proposers_.clear();
 }
 
 Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
@@ -159,6 +171,7 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
   };
   uint8_t version = in.u8();
   if (!in.failed() && version != snapshot_format_version &&
+      version != snapshot_format_without_proposers &&
       version != snapshot_format_without_references) {
     return fail("unknown format version " + std::to_string(version));
   }
@@ -259,6 +272,33 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
         return fail("bad place");
     }
   }
+  std::map<uint64_t, Proposer> proposers;
+  if (version == snapshot_format_version) {
+    uint32_t proposer_count = in.u32();
+    // Each proposer takes 20 bytes at least.
+    if (in.failed() || uint64_t{proposer_count} * 20 > in.remaining()) return fail("truncated");
+    for (uint32_t i = 0; i < proposer_count; ++i) {
+      uint64_t id = in.u64();
+      Proposer proposer;
+      proposer.low = in.u64();
+      uint32_t seqs = in.u32();
+      if (in.failed() || seqs > proposer_seqs_max || uint64_t{seqs} * 8 > in.remaining()) {
+        return fail("truncated");
+      }
+      for (uint32_t j = 0; j < seqs; ++j) {
+        uint64_t seq = in.u64();
+        // Above the low mark and in order, with a gap right after the mark.
+        if (seq <= proposer.low + 1 ||
+            (!proposer.above.empty() && seq <= *proposer.above.rbegin())) {
+          return fail("bad proposer numbers");
+        }
+        proposer.above.insert(proposer.above.end(), seq);
+      }
+      if (!proposers.empty() && id <= proposers.rbegin()->first)
+        return fail("proposers out of order");
+      proposers.emplace_hint(proposers.end(), id, std::move(proposer));
+    }
+  }
   if (in.remaining() != 0) return fail("trailing bytes");
   std::sort(seen.begin(), seen.end());
   if (std::adjacent_find(seen.begin(), seen.end()) != seen.end()) return fail("a message twice");
@@ -271,6 +311,7 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
   }
   std::make_heap(expiries_.begin(), expiries_.end(), std::greater<>{});
   consumers_ = std::move(consumers);
+  proposers_ = std::move(proposers);
   next_id_ = next_id;
   now_ms_ = now;
   round_robin_next_ = round_robin;

@@ -61,7 +61,8 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
                 if (self_log->outbox_) self_log->outbox_->add(message);
               },
           .restore =
-              [self_log](raft::GroupId group, const raft::SnapshotMeta&, const std::string& data) {
+              [self_log](raft::GroupId group, const raft::SnapshotMeta& meta,
+                         const std::string& data) {
                 if (group == metadata_group) {
                   if (self_log->metadata_handler_.restore) {
                     self_log->metadata_handler_.restore(data);
@@ -70,7 +71,8 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
                 }
                 // A queue group's founding snapshot is empty: a fresh queue.
                 if (data.empty() || self_log->broker_ == nullptr) return;
-                auto restored = self_log->broker_->restore_queue(group.value, data);
+                auto restored = self_log->broker_->restore_queue(
+                    group.value, {meta.term.value, meta.index.value}, data);
                 if (!restored.ok()) {
                   spdlog::error("the snapshot of group {} does not restore: {}", group.value,
                                 restored.error());
@@ -258,7 +260,7 @@ bool NodeLog::try_propose(uint64_t group, std::string& data, Placed& placed) {
     placed(std::nullopt);
     return true;
   }
-  forwarded_[request] = Forwarded{leader->second, std::move(placed), ticks_};
+  forwarded_[request] = Forwarded{leader->second, group, std::move(placed), ticks_};
   return true;
 }
 
@@ -423,16 +425,26 @@ void NodeLog::tick() {
   host_->tick();
   if (!parked_.empty()) propose_parked();  // (those waiting too long give up)
   if (!held_.empty()) answer_held();
-  if (!forwarded_.empty() &&
-      forwarded_.begin()->second.sent_at_tick + forward_timeout_ticks < ticks_) {
+  if (!forwarded_.empty()) {
+    // Unanswered for too long, or sent to a node that no longer leads the group (it hangs, or is
+    // cut off, and another was elected): not placed, as far as this node knows. (The broker
+    // sends its commands again; a copy that was placed after all is applied once.)
     std::vector<Placed> expired;
-    while (!forwarded_.empty() &&
-           forwarded_.begin()->second.sent_at_tick + forward_timeout_ticks < ticks_) {
-      expired.push_back(std::move(forwarded_.begin()->second.placed));
-      forwarded_.erase(forwarded_.begin());
+    for (auto it = forwarded_.begin(); it != forwarded_.end();) {
+      const raft::Raft* raft = host_->peek(raft::GroupId{it->second.group});
+      auto leader = raft == nullptr ? peer_names_.end() : peer_names_.find(raft->leader().value);
+      bool moved = leader != peer_names_.end() && leader->second != it->second.peer;
+      if (moved || it->second.sent_at_tick + forward_timeout_ticks < ticks_) {
+        expired.push_back(std::move(it->second.placed));
+        it = forwarded_.erase(it);
+      } else {
+        ++it;
+      }
     }
     for (Placed& placed : expired) placed(std::nullopt);
   }
+  // Commands whose copies were lost and could not go again at once.
+  if (broker_ != nullptr) broker_->resend_lost();
   // Every second, once the log has a few segments.
   constexpr uint64_t ticks_per_check = 1000 / raft_tick_ms;
   constexpr uint64_t segments_before_asking = 3;
@@ -613,6 +625,11 @@ std::optional<broker::LogPosition> NodeLog::propose_here(uint64_t group, std::st
   schedule_process();
   // The entry carries the term its leader had when it took the proposal: this member's, now.
   return broker::LogPosition{host_->find(raft::GroupId{group})->term().value, index->value};
+}
+
+uint64_t NodeLog::current_term(uint64_t group) const {
+  const raft::Raft* raft = host_->peek(raft::GroupId{group});
+  return raft == nullptr ? 0 : raft->term().value;
 }
 
 std::optional<uint64_t> NodeLog::leader_term(uint64_t group) const {

@@ -137,6 +137,7 @@ class NodeLog final : public broker::QueueStore {
   std::optional<std::string> read(uint64_t group, uint64_t index) const override;
   void compact(uint64_t group, uint64_t index, std::string snapshot, uint64_t retain_from) override;
   std::optional<uint64_t> leader_term(uint64_t group) const override;
+  uint64_t current_term(uint64_t group) const override;
 
  private:
   NodeLog() = default;
@@ -161,11 +162,13 @@ class NodeLog final : public broker::QueueStore {
   PeerTransport* transport_ = nullptr;
   std::map<uint64_t, std::string> peer_names_;
   std::unique_ptr<raft::Outbox> outbox_;
-  // A forwarded proposal the leader has not answered within this long is given up (a leader
-  // that hangs, or a link cut silently, closes nothing).
+  // A forwarded proposal the leader has not answered within this long, or by the time another
+  // member leads the group, is given up (a leader that hangs, or a link cut silently, closes
+  // nothing).
   static constexpr uint64_t forward_timeout_ticks = 2000 / raft_tick_ms;
   struct Forwarded {
     std::string peer;
+    uint64_t group = 0;
     Placed placed;
     uint64_t sent_at_tick = 0;
   };

@@ -373,6 +373,7 @@ void Server::Impl::tick() {
   tick_timer.expires_after(raft_tick);
   tick_timer.async_wait([this](asio::error_code ec) {
     if (ec) return;
+    broker.set_wall_clock_ms(unix_ms());  // (commands given up are timed by it)
     reconcile_metadata_members();
     log->tick();
     log->process();

@@ -71,12 +71,23 @@ class HamqServer:
         self.process.wait()
         self._reader.join(5)
 
+    def pause(self):
+        """SIGSTOP: the process hangs (its sockets stay open, nothing answers) until resume()."""
+        self.process.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        self.process.send_signal(signal.SIGCONT)
+        self.paused = False
+
     def alive(self):
         return self.process.poll() is None
 
     def stop(self):
         """SIGTERM, and the exit status (0 for a clean shutdown)."""
         if self.process.poll() is None:
+            if getattr(self, "paused", False):
+                self.resume()
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(STOP_TIMEOUT_S)

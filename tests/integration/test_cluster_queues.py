@@ -5,6 +5,7 @@ the consumer's own replica), and a confirmed message outlives the leader killed 
 Runs in a network namespace of its own (tests/in_netns.sh): nodes on 127.0.0.11-13."""
 
 import json
+import threading
 
 import pika
 import pika.exceptions
@@ -122,6 +123,73 @@ def test_confirmed_messages_outlive_the_leader_killed_with_sigkill(cluster):
     # Nothing confirmed is missing, in order; a nacked publish sent again may be there twice.
     assert [b for b in got if b.startswith(b"before")] == confirmed
     assert sorted(set(b for b in got if b.startswith(b"after"))) == after
+
+
+class Publisher(threading.Thread):
+    """Publishes numbered persistent messages through node i, one at a time with confirms, until
+    stopped; keeps what was confirmed, in order, and the first error (a nack, a closed channel)."""
+
+    def __init__(self, cluster, i, queue):
+        super().__init__(daemon=True)
+        self.connection = cluster.connect(i)
+        self.channel = self.connection.channel()
+        self.channel.confirm_delivery()
+        self.queue = queue
+        self.confirmed = []
+        self.error = None
+        self.stopping = threading.Event()
+
+    def run(self):
+        n = 0
+        try:
+            while not self.stopping.is_set():
+                body = b"m-%06d" % n
+                self.channel.basic_publish("", self.queue, body,
+                                           pika.BasicProperties(delivery_mode=2), mandatory=True)
+                self.confirmed.append(body)
+                n += 1
+        except Exception as error:  # noqa: BLE001 (the test reports whatever it was)
+            self.error = repr(error)
+
+    def stop(self):
+        self.stopping.set()
+        self.join(30)
+        assert not self.is_alive(), "the publisher is stuck"
+        self.connection.close()
+
+
+@pytest.mark.parametrize("fault", ["kill", "pause"])
+def test_a_publisher_on_a_survivor_sees_a_pause_not_an_error_when_the_leader_fails(cluster, fault):
+    """The leader is killed (SIGKILL) or hangs (SIGSTOP) while a publisher on another node has a
+    publish in flight to it: the publish is sent again to the new leader and applied once, the
+    publisher sees no nack and no error, and every confirmed message is there once, in order."""
+    connection = cluster.connect(1)
+    connection.channel().queue_declare("ledger", durable=True)
+    connection.close()
+    leader = leader_of(cluster, "ledger")
+    survivors = [i for i in (1, 2, 3) if i != leader]
+    publisher = Publisher(cluster, survivors[0], "ledger")
+    publisher.start()
+    eventually(lambda: len(publisher.confirmed) >= 300 or publisher.error,
+               what="300 confirms before the fault")
+    if fault == "kill":
+        cluster.nodes[leader].kill()
+    else:
+        cluster.nodes[leader].pause()
+    at_fault = len(publisher.confirmed)
+    eventually(lambda: len(publisher.confirmed) >= at_fault + 300 or publisher.error,
+               timeout_s=20, what="300 confirms after the fault")
+    publisher.stop()
+    assert publisher.error is None, publisher.error
+    confirmed = publisher.confirmed
+    got = consume(cluster, survivors[1], "ledger", lambda got: len(got) >= len(confirmed))
+    assert got == confirmed
+    connection = cluster.connect(survivors[1])
+    method, _, _ = connection.channel().basic_get("ledger", auto_ack=True)
+    assert method is None, "a message more than was confirmed"
+    connection.close()
+    if fault == "pause":
+        cluster.nodes[leader].resume()
 
 
 def test_a_member_killed_and_restarted_catches_up_and_serves_again(cluster):

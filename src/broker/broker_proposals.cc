@@ -1,0 +1,193 @@
+// The commands a node proposes to its durable queues' groups, from the proposal to the answer.
+//
+// Each command is numbered (QueueCommand::origin: this node's life, a count per queue) and
+// waits in Queue::pending_commands until its entry comes back applied through this node's own
+// replica, matched by its number. A copy can be lost on the way: its leader died before it
+// committed (another leader's entry takes its index, or a later term's entries follow it), or
+// the forward went unanswered. Such a command is sent again, to whichever member leads now.
+// Sending again is safe because the queue's machine admits each number once: a copy that did
+// commit after all and its resend both in the log run as one (RabbitMQ's enqueuer tracking does
+// the same for its quorum queues). So a publisher on a surviving node sees a pause, never an
+// error or a duplicate, when a leader dies; it is nacked only if no copy can be placed for
+// command_give_up_ms.
+//
+// Order: copies sent before the group's term changed are in doubt until the new term's first
+// entry shows what became of them; new commands wait behind them, so the resent ones keep
+// their place.
+#include "broker/broker.h"
+
+namespace hamq::broker {
+
+namespace {
+
+// What a command takes in the log, for flow control; the message's body is most of it.
+uint64_t command_bytes(const queue::QueueCommand& command) {
+  constexpr uint64_t overhead = 64;
+  if (const auto* enqueue = std::get_if<queue::EnqueueCommand>(&command.body)) {
+    return overhead + enqueue->message->body.size();
+  }
+  return overhead;
+}
+
+void count_down(std::map<uint64_t, size_t>& counts, uint64_t key) {
+  auto it = counts.find(key);
+  if (it != counts.end() && --it->second == 0) counts.erase(it);
+}
+
+}  // namespace
+
+void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, CommandDone done) {
+  if (queue->group == 0 || queue_store_ == nullptr) {
+    run(queue, command, done, 0);
+    return;
+  }
+  uint64_t seq = queue->next_command_seq++;
+  command.origin = queue::CommandOrigin{proposer_id(), seq, 0};
+  uint64_t bytes = command_bytes(command);
+  queue->pending_bytes += bytes;
+  queue->pending_commands.emplace(seq, Queue::PendingCommand{.command = std::move(command),
+                                                             .done = std::move(done),
+                                                             .bytes = bytes,
+                                                             .first_sent_ms = wall_clock_ms_});
+  queue->unsent.insert(seq);
+  send_pending(queue);
+}
+
+void Broker::send_pending(const QueuePtr& queue) {
+  if (queue->unsent.empty() || queue_store_ == nullptr) return;
+  std::vector<uint64_t> given_up;
+  for (uint64_t seq : queue->unsent) {
+    if (wall_clock_ms_ - queue->pending_commands.at(seq).first_sent_ms >= command_give_up_ms) {
+      given_up.push_back(seq);
+    }
+  }
+  for (uint64_t seq : given_up) {
+    Queue::PendingCommand command = take_pending(*queue, seq);
+    if (command.done) command.done(queue, nullptr);
+  }
+  uint64_t term = queue_store_->current_term(queue->group);
+  auto before = [term](const std::map<uint64_t, size_t>& terms) {
+    return !terms.empty() && terms.begin()->first < term;
+  };
+  if (before(queue->placed_terms) || before(queue->sent_terms)) return;
+  std::vector<uint64_t> sending(queue->unsent.begin(), queue->unsent.end());
+  queue->unsent.clear();
+  for (uint64_t seq : sending) {
+    auto it = queue->pending_commands.find(seq);
+    if (it == queue->pending_commands.end()) continue;
+    Queue::PendingCommand& pending = it->second;
+    // Every number below the lowest still pending is settled: never sent again.
+    pending.command.origin.floor = queue->pending_commands.begin()->first;
+    pending.in_flight = true;
+    pending.term = term;
+    ++queue->sent_terms[term];
+    // The answer may come before propose returns; it never sends (no recursion).
+    queue_store_->propose(
+        queue->group, queue::encode_command(pending.command),
+        [this, weak = std::weak_ptr<Queue>(queue), seq](std::optional<LogPosition> position) {
+          if (QueuePtr alive = weak.lock()) placed(alive, seq, position);
+        });
+  }
+}
+
+void Broker::placed(const QueuePtr& queue, uint64_t seq, std::optional<LogPosition> position) {
+  auto it = queue->pending_commands.find(seq);
+  // Applied already (another copy), or given up with its queue.
+  if (it == queue->pending_commands.end() || !it->second.in_flight) return;
+  Queue::PendingCommand& pending = it->second;
+  pending.in_flight = false;
+  count_down(queue->sent_terms, pending.term);
+  if (!queue_groups_.contains(queue->group)) {
+    // Deleted while the leader placed it: done, as the delete did with the others.
+    Queue::PendingCommand gone = take_pending(*queue, seq);
+    queue::CommandEffects nothing;
+    if (gone.done) gone.done(queue, &nothing);
+    return;
+  }
+  // Not placed; or placed where this replica has applied another entry already, or in a term
+  // that a later one has replaced: not committed.
+  if (!position || position->index <= queue->applied_index ||
+      position->term < queue->applied_term) {
+    lose(*queue, seq);
+    resend_groups_.insert(queue->group);
+    return;
+  }
+  if (auto earlier = queue->placed_at.find(position->index); earlier != queue->placed_at.end()) {
+    // An earlier leader placed another of ours there, which this later term's entry replaced.
+    lose(*queue, earlier->second);
+    resend_groups_.insert(queue->group);
+  }
+  pending.term = position->term;
+  pending.placed_index = position->index;
+  ++queue->placed_terms[position->term];
+  queue->placed_at[position->index] = seq;
+  if (!queue->unsent.empty()) resend_groups_.insert(queue->group);
+}
+
+void Broker::lose(Queue& queue, uint64_t seq) {
+  auto it = queue.pending_commands.find(seq);
+  if (it == queue.pending_commands.end()) return;
+  Queue::PendingCommand& pending = it->second;
+  if (pending.placed_index != 0) {
+    queue.placed_at.erase(pending.placed_index);
+    count_down(queue.placed_terms, pending.term);
+    pending.placed_index = 0;
+  }
+  queue.unsent.insert(seq);
+}
+
+Queue::PendingCommand Broker::take_pending(Queue& queue, uint64_t seq) {
+  auto node = queue.pending_commands.extract(seq);
+  Queue::PendingCommand& pending = node.mapped();
+  if (pending.placed_index != 0) {
+    queue.placed_at.erase(pending.placed_index);
+    count_down(queue.placed_terms, pending.term);
+  } else if (pending.in_flight) {
+    count_down(queue.sent_terms, pending.term);
+  }
+  queue.unsent.erase(seq);
+  queue.pending_bytes -= pending.bytes;
+  return std::move(pending);
+}
+
+void Broker::find_lost_copies(Queue& queue, LogPosition position) {
+  while (!queue.placed_at.empty() && queue.placed_at.begin()->first <= position.index) {
+    lose(queue, queue.placed_at.begin()->second);
+  }
+  // Entries after one of a later term are of that term or later (Raft's log matching): a copy
+  // placed in an earlier term can never commit. (Rare: only after a leader change.)
+  if (!queue.placed_terms.empty() && queue.placed_terms.begin()->first < position.term) {
+    std::vector<uint64_t> lost;
+    for (const auto& [index, seq] : queue.placed_at) {
+      if (queue.pending_commands.at(seq).term < position.term) lost.push_back(seq);
+    }
+    for (uint64_t seq : lost) lose(queue, seq);
+  }
+}
+
+void Broker::resend_lost() {
+  auto groups = std::move(resend_groups_);
+  resend_groups_.clear();
+  for (uint64_t group : groups) {
+    auto it = queue_groups_.find(group);
+    QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
+    if (queue) send_pending(queue);
+    // Still waiting (in doubt, or refused at once): tried again on the next call.
+    if (queue && !queue->unsent.empty()) resend_groups_.insert(group);
+  }
+}
+
+void Broker::finish_pending_commands(const QueuePtr& queue, const queue::CommandEffects* effects) {
+  auto pending = std::move(queue->pending_commands);
+  queue->pending_commands.clear();
+  queue->pending_bytes = 0;
+  queue->unsent.clear();
+  queue->placed_at.clear();
+  queue->placed_terms.clear();
+  queue->sent_terms.clear();
+  for (auto& [seq, command] : pending) {
+    if (command.done) command.done(queue, effects);
+  }
+}
+
+}  // namespace hamq::broker
