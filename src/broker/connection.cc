@@ -675,6 +675,9 @@ uint64_t Connection::next_timer_ms() const {
   }
   if (heartbeat_s_ == 0) return never_ms;
   uint64_t interval_ms = uint64_t{heartbeat_s_} * 1000;
+  // While reading is paused the peer's silence is not counted (on_timer): only the heartbeats
+  // this side owes are due (a deadline in the past would fire the timer without end).
+  if (reading_paused()) return last_output_ms_ + interval_ms / 2;
   return std::min(last_output_ms_ + interval_ms / 2, last_input_ms_ + 2 * interval_ms);
 }
 

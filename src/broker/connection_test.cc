@@ -450,6 +450,29 @@ TEST(Heartbeats, AnyInputKeepsThePeerAlive) {
   EXPECT_FALSE(client.connection.finished());
 }
 
+// A connection not read (blocked by an alarm, or waiting for its log) does not count the peer's
+// silence, and its timer is never due in the past (it would fire without end).
+TEST(Heartbeats, APausedConnectionOnlyOwesItsOwnHeartbeats) {
+  Client client;
+  client.open(/*heartbeat_s=*/10);
+  client.open_channel(1);
+  client.broker.set_disk_alarm(true);
+  client.publish(1, "", "nowhere", "blocks the connection");
+  client.receive();
+  ASSERT_TRUE(client.connection.reading_paused());
+  uint64_t now = client.now_ms + 60'000;
+  client.connection.on_timer(now);
+  EXPECT_FALSE(client.connection.finished());
+  EXPECT_GT(client.connection.next_timer_ms(), now);
+  client.broker.set_disk_alarm(false);
+  EXPECT_FALSE(client.connection.reading_paused());
+  // Read again: the peer's silence counts from now on.
+  client.connection.on_timer(now + 1);
+  EXPECT_FALSE(client.connection.finished());
+  client.connection.on_timer(now + 20'002);
+  EXPECT_TRUE(client.connection.finished());
+}
+
 TEST(Heartbeats, OffWhenNegotiatedZero) {
   Client client;
   client.open(/*heartbeat_s=*/0);
