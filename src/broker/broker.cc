@@ -294,26 +294,35 @@ Broker::DefinitionResult Broker::apply_definition(const MetadataCommand& command
         }
       },
       command);
+  answer_definitions(position, &result);
+  return result;
+}
+
+void Broker::answer_definitions(LogPosition position, const DefinitionResult* result) {
   last_definition_index_ = std::max(last_definition_index_, position.index);
   // The proposals of this node up to this entry are answered: the one at this position by what
-  // it did; one whose index another leader's entry took was never made.
+  // it did; one whose index another leader's entry took was never made, nor one placed in an
+  // earlier term than this entry's (the entries after it are of its term or later).
   std::vector<std::pair<DefinitionDone, bool>> answered;
-  while (!pending_definitions_.empty() && pending_definitions_.begin()->first <= position.index) {
-    auto it = pending_definitions_.begin();
-    bool ours = it->first == position.index && it->second.term == position.term;
+  for (auto it = pending_definitions_.begin(); it != pending_definitions_.end();) {
+    if (it->first > position.index && it->second.term >= position.term) {
+      ++it;
+      continue;
+    }
+    bool ours =
+        result != nullptr && it->first == position.index && it->second.term == position.term;
     answered.emplace_back(std::move(it->second.done), ours);
-    pending_definitions_.erase(it);
+    it = pending_definitions_.erase(it);
   }
   for (auto& [done, ours] : answered) {
     if (!done) continue;
     if (ours) {
-      done(result);
+      done(*result);
     } else {
       done(unexpected(ProtocolError{amqp::ReplyCode::internal_error,
                                     "the change was lost in a change of metadata leader"}));
     }
   }
-  return result;
 }
 
 Broker::DefinitionResult Broker::apply_declare_exchange(VirtualHost& vhost,
@@ -709,13 +718,20 @@ Result<void, std::string> Broker::restore_queue(uint64_t group, LogPosition posi
   for (const auto& [seq, pending] : queue->pending_commands) {
     if (queue->machine.admitted(proposer_id(), seq)) applied.push_back(seq);
   }
+  find_lost_copies(*queue, position);
   for (uint64_t seq : applied) {
+    if (!queue->pending_commands.contains(seq)) continue;  // a callback before took it
     Queue::PendingCommand done = take_pending(*queue, seq);
+    if (const auto* attach = std::get_if<queue::AttachCommand>(&done.command.body)) {
+      // A consume whose outcome is not known: refused to its client, and detached from the
+      // queue (it may be attached there), what it was given returned.
+      execute(queue, command(queue::DetachCommand{attach->consumer}));
+      if (done.done) done.done(queue, nullptr);
+      continue;
+    }
     queue::CommandEffects unknown;
     if (done.done) done.done(queue, &unknown);
   }
-  find_lost_copies(*queue, position);
-  if (!queue->unsent.empty()) resend_groups_.insert(group);
   return Ok{};
 }
 

@@ -141,8 +141,9 @@ class QueueStore {
   virtual uint64_t current_term(uint64_t group) const = 0;
 };
 
-// A command whose copies could not be placed in its queue's log (no leader, the leader refused or
-// did not answer) for this long is given up: not done (a publish is nacked).
+// A command no copy of which committed in its queue's log for this long (no leader, the leader
+// refused or did not answer, a log cut off from its majority) is given up: not done (a publish
+// is nacked).
 constexpr uint64_t command_give_up_ms = 30'000;
 
 class Broker {
@@ -189,7 +190,10 @@ class Broker {
   uint64_t node_id() const { return node_id_; }
   // Which start of the node's process this is (DATA_DIR/LIFE, counted up at each start): holder
   // and connection ids carry it, so those of a previous life are told apart. Default 1.
-  void set_life(uint64_t life) { life_ = life % queue::holder_lives; }
+  void set_life(uint64_t life) {
+    life_ = life % queue::holder_lives;
+    whole_life_ = life;
+  }
   uint64_t life() const { return life_; }
   HolderId new_holder() { return HolderId{queue::holder_id_of(node_id_, life_, next_holder_++)}; }
   // Connections past connection.open, for the node's connection limit.
@@ -251,6 +255,9 @@ class Broker {
   void change_definitions(MetadataCommand command, DefinitionDone done = {});
   // A committed entry of the metadata group, in log order (and, at a restart, replayed).
   DefinitionResult apply_definition(const MetadataCommand& command, LogPosition position);
+  // The metadata group applied an entry that changes nothing (a new leader's first): this
+  // node's changes placed before it, or in an earlier term, were lost (and are answered so).
+  void definition_entry_passed(LogPosition position) { answer_definitions(position, nullptr); }
   // The metadata group's snapshot replaces the (empty) model, at a restart.
   Result<void, std::string> restore_definitions(std::string_view snapshot);
   // The model as the metadata group's snapshot states it.
@@ -306,8 +313,8 @@ class Broker {
   // far behind), taken after the entry at `position`: the queue's state is replaced by it.
   Result<void, std::string> restore_queue(uint64_t group, LogPosition position,
                                           std::string_view snapshot);
-  // Sends again the commands whose copies were lost and could not be sent at once (the log
-  // calls it on each tick).
+  // Sends again the commands whose copies were lost and could not be sent at once, and gives up
+  // those not committed for command_give_up_ms (the log calls it on each tick).
   void resend_lost();
   // The log asks: the queue's old entries keep the oldest segment of the node's log from being
   // deleted. It snapshots now if its live messages are few enough to carry.
@@ -404,7 +411,7 @@ class Broker {
   // (null: not done).
   void finish_pending_commands(const QueuePtr& queue, const queue::CommandEffects* effects);
   // Proposals (broker_proposals.cc). This node's life numbers the commands it proposes.
-  uint64_t proposer_id() const { return queue::holder_id_of(node_id_, life_, 0); }
+  uint64_t proposer_id() const { return queue::proposer_id_of(node_id_, whole_life_); }
   // Sends the queue's unsent commands in order, unless copies sent before its group's term
   // changed are still in doubt (sent now, they could land ahead of those sent again).
   void send_pending(const QueuePtr& queue);
@@ -417,7 +424,7 @@ class Broker {
   // After the entry at `position`: copies placed at or before it, or in an earlier term, were
   // not committed.
   void find_lost_copies(Queue& queue, LogPosition position);
-  std::set<uint64_t> resend_groups_;  // groups with lost copies to send again (resend_lost)
+  std::set<uint64_t> waiting_groups_;  // groups with commands pending (resend_lost)
 
   uint64_t wall_clock_ms_ = 0;
   QueueStore* queue_store_ = nullptr;
@@ -434,6 +441,8 @@ class Broker {
   bool replaying_definitions_ = false;
   bool clustered_ = false;
   uint64_t last_definition_index_ = 0;  // of the last metadata entry applied
+  // Answers this node's changes up to `position` (the one there with `result`, if it is one).
+  void answer_definitions(LogPosition position, const DefinitionResult* result);
   // The changes, as apply_definition makes them.
   DefinitionResult apply_declare_exchange(VirtualHost& vhost, const ExchangeDefinition& exchange,
                                           uint64_t index);
@@ -470,6 +479,7 @@ class Broker {
   std::unordered_map<const Queue*, std::vector<BlockedPublisher*>> flow_waiters_;
   uint64_t node_id_ = 1;
   uint64_t life_ = 1;
+  uint64_t whole_life_ = 1;  // life_ is it modulo queue::holder_lives
   uint64_t next_holder_ = 1;
   uint32_t open_connections_ = 0;
   ConnectionId next_connection_id_ = 1;

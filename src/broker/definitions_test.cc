@@ -178,6 +178,41 @@ QueueDefinition queue_definition(std::string name, bool durable, uint64_t owner 
   return QueueDefinition{"/", std::move(name), 0, false, {}, durable, owner, home, {}};
 }
 
+// A change placed by a leader that lost its place before the change committed: the next
+// leader's first entry (empty) lands before the change's index. Nothing later may come for a
+// long while (an idle metadata group): the change is answered, lost, right then, not when the
+// log reaches its index.
+TEST(BrokerDefinitions, AChangeLostWithItsLeaderIsAnsweredByTheNextLeadersFirstEntry) {
+  Broker broker({"/"}, 1);
+  ManualMetadataLog log;
+  broker.set_definition_store(&log);
+  log.entries.push_back({LogPosition{1, 1}, ""});  // the first leader's entry
+  broker.definition_entry_passed({1, 1});
+  log.applied = 1;
+  std::optional<std::string> failure;
+  broker.change_definitions(DeclareQueue{queue_definition("q", true), 7},
+                            [&](const Broker::DefinitionResult& result) {
+                              failure = result.ok() ? "" : result.error().text;
+                            });
+  ASSERT_EQ(log.entries.back().first, (LogPosition{1, 2}));
+  EXPECT_FALSE(failure.has_value());
+  broker.definition_entry_passed({2, 2});  // another leader's first entry, at the same index
+  ASSERT_TRUE(failure.has_value());
+  EXPECT_EQ(*failure, "the change was lost in a change of metadata leader");
+  // And one placed past the new leader's entry, in the old term, too (it can never commit).
+  failure.reset();
+  log.term = 2;
+  log.entries.resize(4);
+  broker.change_definitions(DeclareQueue{queue_definition("r", true), 7},
+                            [&](const Broker::DefinitionResult& result) {
+                              failure = result.ok() ? "" : result.error().text;
+                            });
+  ASSERT_EQ(log.entries.back().first, (LogPosition{2, 5}));
+  EXPECT_FALSE(failure.has_value());
+  broker.definition_entry_passed({3, 3});
+  EXPECT_TRUE(failure.has_value());
+}
+
 TEST(BrokerDefinitions, AChangeIsMadeWhenItsEntryIsAppliedNotWhenProposed) {
   Broker broker({"/"}, 1);
   ManualMetadataLog log;

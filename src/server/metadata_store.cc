@@ -39,6 +39,10 @@ Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::start(
           },
       .apply =
           [self](const raft::Entry& entry) {
+            if (entry.data.empty()) {  // a new leader's first entry
+              self->broker_.definition_entry_passed({entry.term.value, entry.index.value});
+              return;
+            }
             auto command = broker::decode_metadata_command(entry.data);
             if (!command.ok()) {
               // Every node skips it alike: the model stays the same on each.

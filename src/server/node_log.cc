@@ -82,7 +82,8 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
               [self_log](raft::GroupId group, const raft::Entry& entry) {
                 if (entry.type != raft::EntryType::normal) return;
                 if (group == metadata_group) {
-                  if (entry.data.empty()) return;  // a new leader's first entry
+                  // (A new leader's first entry, empty, too: it answers changes lost with the
+                  // leader before.)
                   if (self_log->metadata_handler_.apply) self_log->metadata_handler_.apply(entry);
                 } else if (self_log->broker_ != nullptr) {
                   self_log->broker_->apply_queue_entry(
@@ -433,7 +434,10 @@ void NodeLog::tick() {
     for (auto it = forwarded_.begin(); it != forwarded_.end();) {
       const raft::Raft* raft = host_->peek(raft::GroupId{it->second.group});
       auto leader = raft == nullptr ? peer_names_.end() : peer_names_.find(raft->leader().value);
-      bool moved = leader != peer_names_.end() && leader->second != it->second.peer;
+      // (Only queue groups: their commands are sent again and applied once; a definition
+      // placed by a leader that hands its leadership over still commits, and is answered.)
+      bool moved = it->second.group != metadata_group.value && leader != peer_names_.end() &&
+                   leader->second != it->second.peer;
       if (moved || it->second.sent_at_tick + forward_timeout_ticks < ticks_) {
         expired.push_back(std::move(it->second.placed));
         it = forwarded_.erase(it);
