@@ -4,11 +4,12 @@
 // waits in Queue::pending_commands until its entry comes back applied through this node's own
 // replica, matched by its number. A copy can be lost on the way: its leader died before it
 // committed (another leader's entry takes its index, or a later term's entries follow it), or
-// the forward went unanswered. Such a command is sent again, to whichever member leads now.
+// the forward went unanswered. Such a command is sent again, to whichever member leads now (at
+// once when an applied entry shows it lost, else on the log's next tick: Broker::resend_lost).
 // Sending again is safe because the queue's machine admits each number once: a copy that did
 // commit after all and its resend both in the log run as one (RabbitMQ's enqueuer tracking does
 // the same for its quorum queues). So a publisher on a surviving node sees a pause, never an
-// error or a duplicate, when a leader dies; it is nacked only if no copy can be placed for
+// error or a duplicate, when a leader dies; it is nacked only if no copy commits within
 // command_give_up_ms.
 //
 // Order: copies sent before the group's term changed are in doubt until the new term's first
@@ -41,6 +42,11 @@ void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, Command
     run(queue, command, done, 0);
     return;
   }
+  if (!queue_groups_.contains(queue->group)) {
+    // This node holds no member of the queue's group: it has no replica to complete it.
+    if (done) done(queue, nullptr);
+    return;
+  }
   uint64_t seq = queue->next_command_seq++;
   command.origin = queue::CommandOrigin{proposer_id(), seq, 0};
   uint64_t bytes = command_bytes(command);
@@ -50,21 +56,12 @@ void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, Command
                                                              .bytes = bytes,
                                                              .first_sent_ms = wall_clock_ms_});
   queue->unsent.insert(seq);
+  waiting_groups_.insert(queue->group);
   send_pending(queue);
 }
 
 void Broker::send_pending(const QueuePtr& queue) {
   if (queue->unsent.empty() || queue_store_ == nullptr) return;
-  std::vector<uint64_t> given_up;
-  for (uint64_t seq : queue->unsent) {
-    if (wall_clock_ms_ - queue->pending_commands.at(seq).first_sent_ms >= command_give_up_ms) {
-      given_up.push_back(seq);
-    }
-  }
-  for (uint64_t seq : given_up) {
-    Queue::PendingCommand command = take_pending(*queue, seq);
-    if (command.done) command.done(queue, nullptr);
-  }
   uint64_t term = queue_store_->current_term(queue->group);
   auto before = [term](const std::map<uint64_t, size_t>& terms) {
     return !terms.empty() && terms.begin()->first < term;
@@ -97,31 +94,21 @@ void Broker::placed(const QueuePtr& queue, uint64_t seq, std::optional<LogPositi
   Queue::PendingCommand& pending = it->second;
   pending.in_flight = false;
   count_down(queue->sent_terms, pending.term);
-  if (!queue_groups_.contains(queue->group)) {
-    // Deleted while the leader placed it: done, as the delete did with the others.
-    Queue::PendingCommand gone = take_pending(*queue, seq);
-    queue::CommandEffects nothing;
-    if (gone.done) gone.done(queue, &nothing);
-    return;
-  }
   // Not placed; or placed where this replica has applied another entry already, or in a term
   // that a later one has replaced: not committed.
   if (!position || position->index <= queue->applied_index ||
       position->term < queue->applied_term) {
     lose(*queue, seq);
-    resend_groups_.insert(queue->group);
     return;
   }
   if (auto earlier = queue->placed_at.find(position->index); earlier != queue->placed_at.end()) {
     // An earlier leader placed another of ours there, which this later term's entry replaced.
     lose(*queue, earlier->second);
-    resend_groups_.insert(queue->group);
   }
   pending.term = position->term;
   pending.placed_index = position->index;
   ++queue->placed_terms[position->term];
   queue->placed_at[position->index] = seq;
-  if (!queue->unsent.empty()) resend_groups_.insert(queue->group);
 }
 
 void Broker::lose(Queue& queue, uint64_t seq) {
@@ -166,14 +153,24 @@ void Broker::find_lost_copies(Queue& queue, LogPosition position) {
 }
 
 void Broker::resend_lost() {
-  auto groups = std::move(resend_groups_);
-  resend_groups_.clear();
-  for (uint64_t group : groups) {
-    auto it = queue_groups_.find(group);
+  for (auto group = waiting_groups_.begin(); group != waiting_groups_.end();) {
+    auto it = queue_groups_.find(*group);
     QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
-    if (queue) send_pending(queue);
-    // Still waiting (in doubt, or refused at once): tried again on the next call.
-    if (queue && !queue->unsent.empty()) resend_groups_.insert(group);
+    if (!queue || queue->pending_commands.empty()) {
+      group = waiting_groups_.erase(group);
+      continue;
+    }
+    // Not committed for command_give_up_ms (lost and never placed again, or placed in a log
+    // that does not commit): given up, not done. (A copy that commits later is refused: the
+    // floor of the next command passes it.)
+    while (!queue->pending_commands.empty()) {
+      auto head = queue->pending_commands.begin();
+      if (wall_clock_ms_ - head->second.first_sent_ms < command_give_up_ms) break;
+      Queue::PendingCommand given_up = take_pending(*queue, head->first);
+      if (given_up.done) given_up.done(queue, nullptr);
+    }
+    send_pending(queue);
+    ++group;
   }
 }
 

@@ -147,7 +147,7 @@ TEST(QueueCommand, ReplicasApplyingTheSameLogDecideAlike) {
 
 TEST(QueueCommand, TheOriginTravelsWithTheCommandAndIsReadWithoutDecodingIt) {
   QueueCommand command{1000, EnqueueCommand{sample_message("hello"), std::nullopt},
-                       CommandOrigin{holder_id_of(3, 2, 0), 41, 37}};
+                       CommandOrigin{proposer_id_of(3, 2), 41, 37}};
   std::string bytes = encode_command(command);
   auto decoded = decode_command(bytes);
   ASSERT_TRUE(decoded.ok()) << decoded.error();
@@ -174,7 +174,7 @@ TEST(QueueCommand, AnEntryOfTheFirstFormatStillDecodes) {
 // duplicated, a basic.get takes one message.
 TEST(QueueCommand, ACopyOfANumberedCommandDoesNothing) {
   QueueMachine machine(QueueOptions{});
-  const uint64_t proposer = holder_id_of(2, 1, 0);
+  const uint64_t proposer = proposer_id_of(2, 1);
   QueueCommand publish{1000, EnqueueCommand{sample_message("a"), std::nullopt},
                        CommandOrigin{proposer, 1, 1}};
   EXPECT_FALSE(apply_command(machine, publish).duplicate);

@@ -402,9 +402,11 @@ size_t QueueMachine::purge() {
 bool QueueMachine::admit(uint64_t proposer, uint64_t seq, uint64_t floor) {
   auto it = proposers_.find(proposer);
   if (it == proposers_.end()) {
-    // A new life of its node: the proposers of its earlier lives send nothing more.
+    // A new life of its node: its earlier lives send nothing more. (A late copy from an earlier
+    // life retires nothing newer.)
     std::erase_if(proposers_, [proposer](const auto& item) {
-      return item.first >> holder_node_shift == proposer >> holder_node_shift;
+      return item.first >> holder_node_shift == proposer >> holder_node_shift &&
+             item.first < proposer;
     });
     it = proposers_.emplace(proposer, Proposer{}).first;
   }
@@ -413,12 +415,13 @@ bool QueueMachine::admit(uint64_t proposer, uint64_t seq, uint64_t floor) {
     p.low = floor - 1;
     p.above.erase(p.above.begin(), p.above.upper_bound(p.low));
   }
-  if (seq <= p.low || !p.above.insert(seq).second) return false;
+  bool first = seq > p.low && p.above.insert(seq).second;
+  // Numbers right above the mark join it (also after the floor raised it).
   while (!p.above.empty() && *p.above.begin() == p.low + 1) {
     p.above.erase(p.above.begin());
     ++p.low;
   }
-  return true;
+  return first;
 }
 
 bool QueueMachine::admitted(uint64_t proposer, uint64_t seq) const {

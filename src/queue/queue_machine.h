@@ -56,6 +56,11 @@ inline uint64_t HolderId::node() const {
 inline uint64_t HolderId::life() const {
   return (value >> holder_life_shift) & (holder_lives - 1);
 }
+// The id of a node's life as the proposer of queue commands (QueueMachine::admit): the node in
+// the high 16 bits, the whole count of its lives below (so ids of a node's lives grow).
+inline uint64_t proposer_id_of(uint64_t node, uint64_t life) {
+  return node << holder_node_shift | (life & ((uint64_t{1} << holder_node_shift) - 1));
+}
 // The id of `counter`'s holder (or connection) of `node` in `life`.
 inline uint64_t holder_id_of(uint64_t node, uint64_t life, uint64_t counter) {
   return node << holder_node_shift | (life % holder_lives) << holder_life_shift |
@@ -204,8 +209,8 @@ class QueueMachine {
   // Drops every ready message; returns how many.
   size_t purge();
 
-  // Commands proposed through the log are numbered by their proposer (a node's life: its id
-  // made by holder_id_of with counter 0), one count per queue. A command resent after a leader
+  // Commands proposed through the log are numbered by their proposer (a node's life:
+  // proposer_id_of), one count per queue. A command resent after a leader
   // change may be committed twice; admit() is true the first time `seq` arrives from `proposer`
   // and false for any copy after (or once `floor` passed it: the proposer settles every number
   // below `floor` and never sends it again). A proposer of a node's new life retires that

@@ -205,7 +205,7 @@ TEST(QueueMachine, SettleByAnotherHolderIsIgnored) {
 // settles the numbers below it (given up by the proposer: a late copy is refused).
 TEST(QueueMachine, EachProposersNumbersAreAdmittedOnce) {
   QueueMachine q;
-  const uint64_t p = holder_id_of(4, 1, 0);
+  const uint64_t p = proposer_id_of(4, 1);
   EXPECT_TRUE(q.admit(p, 1, 1));
   EXPECT_TRUE(q.admit(p, 3, 1));
   EXPECT_FALSE(q.admit(p, 3, 1));
@@ -218,9 +218,26 @@ TEST(QueueMachine, EachProposersNumbersAreAdmittedOnce) {
   EXPECT_FALSE(q.admit(p, 4, 6));
   EXPECT_FALSE(q.admit(p, 5, 8));
   EXPECT_TRUE(q.admit(p, 8, 8));
+  // A floor that reaches a number admitted above the mark joins them: the state stays one a
+  // snapshot restores.
+  EXPECT_TRUE(q.admit(p, 10, 9));  // 9 not yet
+  EXPECT_FALSE(q.admit(p, 10, 10));
+  EXPECT_TRUE(q.admitted(p, 10));
+  EXPECT_TRUE(q.admit(p, 11, 11));
+  auto bytes = q.snapshot([](uint64_t) { return nullptr; });
+  ASSERT_TRUE(bytes.ok());
+  QueueMachine restored;
+  ASSERT_TRUE(restored.restore(*bytes).ok());
+  EXPECT_FALSE(restored.admit(p, 11, 11));
   // Another node's numbers are its own.
-  EXPECT_TRUE(q.admit(holder_id_of(5, 1, 0), 1, 1));
+  EXPECT_TRUE(q.admit(proposer_id_of(5, 1), 1, 1));
   EXPECT_EQ(q.proposer_count(), 2u);
+  // A node's new life retires its earlier lives; a late copy of an earlier life retires nothing.
+  EXPECT_TRUE(q.admit(proposer_id_of(4, 2), 1, 1));
+  EXPECT_EQ(q.proposer_count(), 2u);
+  EXPECT_TRUE(q.admit(p, 12, 12));
+  EXPECT_FALSE(q.admit(proposer_id_of(4, 2), 1, 1));
+  EXPECT_EQ(q.proposer_count(), 3u);
 }
 
 TEST(QueueMachine, PurgeDropsReadyOnly) {

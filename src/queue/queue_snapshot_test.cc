@@ -198,7 +198,7 @@ TEST(QueueSnapshot, AnInconsistentSnapshotIsAnError) {
 // refuses the copies its leader refused.
 TEST(QueueSnapshot, WhatWasAdmittedFromEachProposerIsKept) {
   QueueMachine q;
-  const uint64_t first = holder_id_of(1, 1, 0), second = holder_id_of(2, 7, 0);
+  const uint64_t first = proposer_id_of(1, 1), second = proposer_id_of(2, 7);
   for (uint64_t seq : {1, 2, 3}) ASSERT_TRUE(q.admit(first, seq, 1));
   ASSERT_TRUE(q.admit(second, 5, 4));  // 4 not yet
   auto bytes = q.snapshot([](uint64_t) { return nullptr; });
@@ -214,7 +214,7 @@ TEST(QueueSnapshot, WhatWasAdmittedFromEachProposerIsKept) {
   EXPECT_FALSE(restored.admit(second, 5, 4));
   EXPECT_TRUE(restored.admit(second, 4, 4));
   // A node's new life retires its earlier ones.
-  EXPECT_TRUE(restored.admit(holder_id_of(2, 8, 0), 1, 1));
+  EXPECT_TRUE(restored.admit(proposer_id_of(2, 8), 1, 1));
   EXPECT_FALSE(restored.admitted(second, 4));
   EXPECT_EQ(restored.proposer_count(), 2u);
 }
@@ -249,8 +249,8 @@ TEST(QueueSnapshot, FuzzSeedsAreSnapshotsOfARun) {
   seeds.push_back(*q.snapshot(no_log));
   for (uint64_t at = 500; at < 503; ++at) q.enqueue(message("stored", 2), 50, out, at);
   seeds.push_back(*q.snapshot(no_log, 501));  // two of them as references to the log
-  ASSERT_TRUE(q.admit(holder_id_of(1, 1, 0), 1, 1));
-  ASSERT_TRUE(q.admit(holder_id_of(2, 4, 0), 3, 1));  // 1 and 2 not yet: a gap
+  ASSERT_TRUE(q.admit(proposer_id_of(1, 1), 1, 1));
+  ASSERT_TRUE(q.admit(proposer_id_of(2, 4), 3, 1));  // 1 and 2 not yet: a gap
   seeds.push_back(*q.snapshot(no_log));
   EXPECT_EQ(seeds.size(), 6u);
   const char* dir = std::getenv("HAMQ_WRITE_QUEUE_SNAPSHOT_CORPUS");

@@ -172,6 +172,7 @@ def test_a_publisher_on_a_survivor_sees_a_pause_not_an_error_when_the_leader_fai
     publisher.start()
     eventually(lambda: len(publisher.confirmed) >= 300 or publisher.error,
                what="300 confirms before the fault")
+    assert leader_of(cluster, "ledger") == leader, "the leader moved before the fault"
     if fault == "kill":
         cluster.nodes[leader].kill()
     else:
