@@ -111,10 +111,27 @@ class HamqCluster:
             node.resume()
         else:
             node.start()
-        # Back once every node lists every queue with a leader again.
+        # Back once every node lists every queue with a leader again; then the leaders spread
+        # to the node that came back (NodeLog::rebalance_leaders): the next run starts once no
+        # leader has moved for 5 s, so that it measures one fault, not a fault and a rebalance.
         wait_for(lambda: all(json.loads(self.cluster.hamqctl(j, "list_queues", "name", "leader",
                                                              "--formatter", "json"))
                              for j in (1, 2, 3)), 60, "node %d back" % i)
+        seen = {"leaders": None, "since": time.monotonic()}
+
+        def settled():
+            rows = json.loads(self.cluster.hamqctl(1, "list_queues", "name", "leader",
+                                                   "--formatter", "json"))
+            leaders = sorted((r["name"], r["leader"]) for r in rows)
+            if leaders != seen["leaders"]:
+                seen["leaders"], seen["since"] = leaders, time.monotonic()
+            return time.monotonic() - seen["since"] >= 5
+        wait_for(settled, 120, "the leaders to settle")
+
+    def messages(self, queue):
+        rows = json.loads(self.cluster.hamqctl(1, "list_queues", "name", "messages",
+                                               "--formatter", "json"))
+        return next(r["messages"] for r in rows if r["name"] == queue)
 
 
 class RabbitCluster:
@@ -228,6 +245,10 @@ class RabbitCluster:
         wait_for(lambda: len(json.loads(self.ctl(1, "cluster_status", "--formatter", "json"))
                              ["running_nodes"]) == 3, 120, "RabbitMQ node %d back" % i)
 
+    def messages(self, queue):
+        rows = json.loads(self.ctl(1, "list_queues", "name", "messages", "--formatter", "json"))
+        return next(r["messages"] for r in rows if r["name"] == queue)
+
 
 def publish_through_fault(host, port, queue, fault):
     """Publishes at RATE with confirms through host:port; calls fault() after BEFORE_S. Returns
@@ -286,8 +307,9 @@ def publish_through_fault(host, port, queue, fault):
                                        on_open_error_callback=on_closed,
                                        on_close_callback=on_closed)
     connection.ioloop.start()
-    unconfirmed = state["next"] - 1 - state["acked"]
-    return confirms, state["fault_at"], state["nacks"], unconfirmed, state["error"]
+    published = state["next"] - 1
+    unconfirmed = published - state["acked"]
+    return confirms, state["fault_at"], state["nacks"], unconfirmed, state["error"], published
 
 
 def longest_pause(times, start, end):
@@ -305,7 +327,7 @@ def p5(broker, runs):
             leader = broker.leader(queue)
             through = next(i for i in (1, 2, 3) if i != leader)
             action = broker.kill if fault == "kill" else broker.pause
-            confirms, fault_at, nacks, unconfirmed, error = publish_through_fault(
+            confirms, fault_at, nacks, unconfirmed, error, published = publish_through_fault(
                 broker.host(through), broker.port(through), queue, lambda: action(leader))
             # From the last confirm before the fault to the last one of all (those that came
             # only after publishing stopped count: RabbitMQ's paused leader holds every confirm
@@ -314,14 +336,23 @@ def p5(broker, runs):
             after = longest_pause(confirms, before_fault[-1] if before_fault else fault_at,
                                   float("inf"))
             noise = longest_pause(confirms, fault_at - 1.0, fault_at)
+            broker.recover(leader, fault)
+            # Every message published is in the queue once: none lost, none twice (nothing
+            # consumes from it).
+            try:
+                stored = wait_for(lambda: broker.messages(queue) == published and published, 30,
+                                  "the queue to hold what was published")
+            except RuntimeError:
+                stored = broker.messages(queue)
             rows.append({"pause_ms": after * 1000, "noise_ms": noise * 1000, "nacks": nacks,
                          "unconfirmed": unconfirmed, "error": error, "leader": leader,
-                         "through": through})
+                         "through": through, "published": published,
+                         "stored": published if stored is True else stored})
             print("  %s %s run %d: longest pause %.0f ms (noise %.1f ms), nacks %d, "
-                  "unconfirmed %d%s" % (broker.name, fault, run + 1, after * 1000, noise * 1000,
-                                        nacks, unconfirmed, ", error " + error if error else ""),
+                  "unconfirmed %d, published %d, in the queue %d%s"
+                  % (broker.name, fault, run + 1, after * 1000, noise * 1000, nacks, unconfirmed,
+                     published, rows[-1]["stored"], ", error " + error if error else ""),
                   flush=True)
-            broker.recover(leader, fault)
         results[fault] = rows
     return results
 
@@ -470,15 +501,18 @@ def summarize(results, options):
                   "leader is killed (P5a, SIGKILL; goal 50 ms) or paused (P5b, SIGSTOP; goal "
                   "500 ms). Noise: the longest pause in the second before the fault.", "",
                   "| broker | fault | longest pause (ms) | runs | noise (ms) | nacks | "
-                  "unconfirmed | errors |", "|---|---|---|---|---|---|---|---|"]
+                  "unconfirmed | in the queue − published | errors |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, result in results.items():
             for fault, rows in result.get("p5", {}).items():
                 pauses = [r["pause_ms"] for r in rows]
-                lines.append("| %s | %s | %.0f | %s | %.1f | %d | %d | %d |" % (
+                lines.append("| %s | %s | %.0f | %s | %.1f | %d | %d | %d | %d |" % (
                     name, "SIGKILL (P5a)" if fault == "kill" else "SIGSTOP (P5b)",
                     statistics.median(pauses), ", ".join("%.0f" % p for p in pauses),
                     statistics.median(r["noise_ms"] for r in rows), sum(r["nacks"] for r in rows),
-                    sum(r["unconfirmed"] for r in rows), sum(1 for r in rows if r["error"])))
+                    sum(r["unconfirmed"] for r in rows),
+                    sum(r["stored"] - r["published"] for r in rows),
+                    sum(1 for r in rows if r["error"])))
         lines.append("")
     if any("p3" in r for r in results.values()):
         lines += ["P3: one publisher (1,000 unconfirmed at most) and one consumer (prefetch "

@@ -13,6 +13,9 @@ using amqp::ReplyCode;
 
 // Ten years in milliseconds: RabbitMQ's ceiling for TTLs and expiries.
 constexpr int64_t duration_ms_max = 315'360'000'000;
+// The most message keys a queue's deduplication window holds (each is kept in memory and in
+// every snapshot of the queue).
+constexpr int64_t dedup_messages_max = 10'000'000;
 
 class Checker {
  public:
@@ -129,6 +132,8 @@ Result<void, ProtocolError> validate_queue_arguments(const amqp::FieldTable& arg
       check.boolean("x-single-active-consumer"),
       check.string("x-dead-letter-strategy", {"at-most-once", "at-least-once"}),
       check.integer("x-quorum-initial-group-size", 1, 255),
+      check.integer("x-message-deduplication", 1, duration_ms_max),
+      check.integer("x-message-deduplication-messages", 1, dedup_messages_max),
   };
   for (const auto& problem : problems) {
     if (problem) return unexpected(*problem);

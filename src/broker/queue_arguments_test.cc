@@ -41,6 +41,17 @@ TEST(QueueArguments, WrongTypesAndRangesAreRefusedWithRabbitMqsReasons) {
   EXPECT_NE(refusal(one("x-max-length", 1.5)), "");
 }
 
+TEST(QueueArguments, ADeduplicationWindowIsAPositiveDurationOrCount) {
+  EXPECT_EQ(refusal(one("x-message-deduplication", int32_t{60000})), "");
+  EXPECT_EQ(refusal(one("x-message-deduplication-messages", int32_t{1000})), "");
+  EXPECT_EQ(refusal(one("x-message-deduplication", int32_t{0})),
+            "PRECONDITION_FAILED - invalid arg 'x-message-deduplication' for queue 'q' in vhost "
+            "'/': {value_zero,0}");
+  EXPECT_NE(refusal(one("x-message-deduplication", true)), "");
+  EXPECT_NE(refusal(one("x-message-deduplication-messages", int64_t{-1})), "");
+  EXPECT_NE(refusal(one("x-message-deduplication-messages", int64_t{20'000'000})), "");
+}
+
 TEST(QueueArguments, DeadLetterRoutingKeyNeedsAnExchange) {
   EXPECT_EQ(refusal(one("x-dead-letter-routing-key", "k")),
             "PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue 'q' in "

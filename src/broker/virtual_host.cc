@@ -48,6 +48,8 @@ constexpr std::string_view equivalence_checked_queue_arguments[] = {
     "x-single-active-consumer",
     "x-delivery-limit",
     "x-dead-letter-strategy",
+    "x-message-deduplication",
+    "x-message-deduplication-messages",
 };
 
 bool argument_equivalent(const amqp::FieldValue* a, const amqp::FieldValue* b) {
@@ -80,6 +82,12 @@ queue::QueueOptions queue_options(const amqp::FieldTable& arguments) {
   options.dead_letters = arguments.find("x-dead-letter-exchange") != nullptr;
   if (const auto* ttl = arguments.find("x-message-ttl")) {
     options.message_ttl_ms = static_cast<uint64_t>(ttl->as_integer().value_or(0));
+  }
+  if (const auto* window = arguments.find("x-message-deduplication")) {
+    options.dedup_window_ms = static_cast<uint64_t>(window->as_integer().value_or(1));
+  }
+  if (const auto* count = arguments.find("x-message-deduplication-messages")) {
+    options.dedup_window_messages = static_cast<uint64_t>(count->as_integer().value_or(1));
   }
   // x-delivery-limit is not type-checked, as in RabbitMQ: a non-integer means the default, which
   // is 20 for quorum queues (4.0 and later) and none otherwise; a negative one, no limit.

@@ -208,9 +208,37 @@ QueueMachine::Entry QueueMachine::new_entry(MessagePtr message, uint64_t stored_
   return entry;
 }
 
+std::string dedup_key(const Message& message) {
+  if (message.properties.headers) {
+    if (const amqp::FieldValue* header =
+            message.properties.headers->find("x-deduplication-header")) {
+      if (const auto* text = std::get_if<std::string>(&header->value)) return *text;
+      if (auto number = header->as_integer()) return std::to_string(*number);
+    }
+  }
+  return message.properties.message_id.value_or("");
+}
+
+bool QueueMachine::seen_within_window(const std::string& key) {
+  uint64_t max_keys = options_.dedup_window_messages.value_or(dedup_messages_default);
+  while (!seen_order_.empty() &&
+         (seen_order_.size() > max_keys ||
+          (options_.dedup_window_ms &&
+           now_ms_ - seen_order_.front().at_ms >= *options_.dedup_window_ms))) {
+    seen_keys_.erase(seen_order_.front().key);
+    seen_order_.pop_front();
+  }
+  return seen_keys_.contains(key);
+}
+
 EnqueueResult QueueMachine::add(MessagePtr message, std::optional<uint64_t> ttl_ms, uint64_t now_ms,
                                 std::vector<Delivery>& deliveries, uint64_t stored_at) {
   advance_time(now_ms);
+  std::string key = options_.deduplicates() ? dedup_key(*message) : std::string();
+  if (!key.empty() && seen_within_window(key)) {
+    ++deduplicated_;
+    return EnqueueResult::accepted;  // it is there, or was
+  }
   uint64_t body_bytes = message->body.size();
   if (options_.overflow != Overflow::drop_head && over_limit(1, body_bytes)) {
     if (options_.overflow == Overflow::reject_publish_dlx && options_.dead_letters) {
@@ -246,6 +274,11 @@ EnqueueResult QueueMachine::add(MessagePtr message, std::optional<uint64_t> ttl_
   }
   // A TTL of 0: gone unless a consumer took it at once.
   expire_due();
+  if (!key.empty()) {
+    seen_keys_.emplace(key, now_ms_);
+    seen_order_.push_back(SeenKey{std::move(key), now_ms_});
+    seen_within_window("");  // (the count may be over by one now)
+  }
   return EnqueueResult::accepted;
 }
 

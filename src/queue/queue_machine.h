@@ -124,7 +124,20 @@ struct QueueOptions {
   // but becomes a dead letter with reason delivery_limit, whether or not the queue has a
   // dead-letter exchange (the broker parks it when there is none: it is never dropped).
   std::optional<uint32_t> delivery_limit = std::nullopt;
+  // x-message-deduplication (a window in ms) and x-message-deduplication-messages (how many ids
+  // it holds): a message whose key (its `x-deduplication-header` header, else its message_id)
+  // the queue took within the window is dropped (and counts as taken: it is there already).
+  // Either one turns deduplication on; the other is then unbounded (time) or
+  // dedup_messages_default (ids).
+  std::optional<uint64_t> dedup_window_ms = std::nullopt;
+  std::optional<uint64_t> dedup_window_messages = std::nullopt;
+  bool deduplicates() const { return dedup_window_ms || dedup_window_messages; }
 };
+
+constexpr uint64_t dedup_messages_default = 100'000;
+
+// The key a message is deduplicated by (QueueOptions::dedup_window_ms): empty when it has none.
+std::string dedup_key(const Message& message);
 
 // A message's own TTL from its `expiration` property (a decimal count of milliseconds), or
 // nothing when it has none or it is not such a number (the channel refuses those).
@@ -219,6 +232,9 @@ class QueueMachine {
   // True if a copy of `seq` from `proposer` was admitted (or `floor` passed it).
   bool admitted(uint64_t proposer, uint64_t seq) const;
   size_t proposer_count() const { return proposers_.size(); }
+  // Messages dropped as duplicates (QueueOptions::dedup_window_ms), and the keys remembered.
+  uint64_t deduplicated_count() const { return deduplicated_; }
+  size_t dedup_keys() const { return seen_keys_.size(); }
 
   // Expires the ready messages whose time has come (dead letters with reason `expired`). Every
   // other command expires what is due first too, so an expired message is never delivered.
@@ -374,6 +390,17 @@ class QueueMachine {
     std::set<uint64_t> above;
   };
   std::map<uint64_t, Proposer> proposers_;  // by proposer id
+  // Deduplication: the keys taken within the window, oldest first, each once (a duplicate does
+  // not restart its key's window), and when each was taken.
+  struct SeenKey {
+    std::string key;
+    uint64_t at_ms = 0;
+  };
+  std::deque<SeenKey> seen_order_;
+  std::unordered_map<std::string, uint64_t> seen_keys_;  // key -> at_ms
+  uint64_t deduplicated_ = 0;
+  // Forgets the keys past the window; true if `key` is still in it.
+  bool seen_within_window(const std::string& key);
 };
 
 }  // namespace hamq::queue

@@ -240,6 +240,68 @@ TEST(QueueMachine, EachProposersNumbersAreAdmittedOnce) {
   EXPECT_EQ(q.proposer_count(), 3u);
 }
 
+std::shared_ptr<Message> with_id(std::string body, std::optional<std::string> id) {
+  auto m = std::make_shared<Message>();
+  m->body = std::move(body);
+  m->properties.message_id = std::move(id);
+  return m;
+}
+
+// x-message-deduplication: a message whose id the queue took within the window is dropped (and
+// taken: the publisher is confirmed); past the window, or with no id, it goes in.
+TEST(QueueMachineDeduplication, AnIdSeenWithinTheWindowIsDropped) {
+  QueueMachine q(QueueOptions{.dedup_window_ms = 1000});
+  std::vector<Delivery> out;
+  EXPECT_EQ(q.enqueue(with_id("first", "m1"), 0, out), EnqueueResult::accepted);
+  EXPECT_EQ(q.enqueue(with_id("resent", "m1"), 500, out), EnqueueResult::accepted);
+  EXPECT_EQ(q.ready_count(), 1u);
+  EXPECT_EQ(q.deduplicated_count(), 1u);
+  // The window runs from when the queue took it, not from the duplicate.
+  EXPECT_EQ(q.enqueue(with_id("much later", "m1"), 1000, out), EnqueueResult::accepted);
+  EXPECT_EQ(q.ready_count(), 2u);
+  q.enqueue(with_id("no id", std::nullopt), 1001, out);
+  q.enqueue(with_id("no id", std::nullopt), 1002, out);
+  EXPECT_EQ(q.ready_count(), 4u);
+  // Consumed or not, it was taken: the window still holds it.
+  q.attach(alice, {.no_ack = true}, 1003, out);
+  q.enqueue(with_id("again", "m1"), 1004, out);
+  EXPECT_EQ(q.deduplicated_count(), 2u);
+}
+
+TEST(QueueMachineDeduplication, AWindowOfMessagesHoldsTheLastIds) {
+  QueueMachine q(QueueOptions{.dedup_window_messages = 2});
+  std::vector<Delivery> out;
+  for (const char* id : {"a", "b", "c"}) q.enqueue(with_id(id, id), 0, out);
+  EXPECT_EQ(q.dedup_keys(), 2u);
+  q.enqueue(with_id("c again", "c"), 0, out);
+  EXPECT_EQ(q.ready_count(), 3u);
+  q.enqueue(with_id("a again: forgotten", "a"), 0, out);
+  EXPECT_EQ(q.ready_count(), 4u);
+}
+
+TEST(QueueMachineDeduplication, TheDeduplicationHeaderIsTheKeyWhenThere) {
+  QueueMachine q(QueueOptions{.dedup_window_ms = 60'000});
+  std::vector<Delivery> out;
+  auto keyed = [](std::string key, std::string id) {
+    auto m = with_id("body", std::move(id));
+    m->properties.headers.emplace();
+    m->properties.headers->entries.emplace_back("x-deduplication-header", std::move(key));
+    return m;
+  };
+  q.enqueue(keyed("k", "id-1"), 0, out);
+  q.enqueue(keyed("k", "id-2"), 1, out);
+  q.enqueue(with_id("body", "k"), 2, out);  // its id is the other's key, not its key
+  EXPECT_EQ(q.ready_count(), 1u);
+  // A message refused by a full queue was not taken: sent again, it goes in.
+  QueueMachine full(QueueOptions{
+      .max_length = 1, .overflow = Overflow::reject_publish, .dedup_window_ms = 60'000});
+  full.enqueue(with_id("one", "x"), 0, out);
+  EXPECT_EQ(full.enqueue(with_id("two", "y"), 0, out), EnqueueResult::rejected);
+  full.purge();
+  EXPECT_EQ(full.enqueue(with_id("two", "y"), 0, out), EnqueueResult::accepted);
+  EXPECT_EQ(full.ready_count(), 1u);
+}
+
 TEST(QueueMachine, PurgeDropsReadyOnly) {
   QueueMachine q;
   std::vector<Delivery> out;

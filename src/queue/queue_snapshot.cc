@@ -7,9 +7,10 @@
 // then (version 2) the log index it is stored at, and the message itself (command.h's encoding)
 // when that is 0, else its body size and priority (its body is in the log there); a leaving
 // message ends with why it leaves; then (version 3) what each proposer's numbered commands have
-// been admitted (its id, the number up to which all were, and those admitted above it). Versions
-// 1 (no log index, always the message) and 2 (no proposers) still restore.
-// Levels, tombstones, the expiry heap and the byte counts are rebuilt on restore.
+// been admitted (its id, the number up to which all were, and those admitted above it), and the
+// deduplication keys in the window, oldest first (each a long string and when it was taken).
+// Versions 1 (no log index, always the message) and 2 (no proposers) still restore. Levels,
+// tombstones, the expiry heap and the byte counts are rebuilt on restore.
 #include <algorithm>
 #include <unordered_map>
 
@@ -145,6 +146,11 @@ Result<std::string, std::string> QueueMachine::snapshot(const BodyLoader& load,
     out.u32(static_cast<uint32_t>(proposer.above.size()));
     for (uint64_t seq : proposer.above) out.u64(seq);
   }
+  out.u32(static_cast<uint32_t>(seen_order_.size()));
+  for (const SeenKey& seen : seen_order_) {
+    out.long_string(seen.key);
+    out.u64(seen.at_ms);
+  }
   return std::string(bytes.begin(), bytes.end());
 }
 
@@ -160,6 +166,8 @@ void QueueMachine::clear_state() {
   ready_body_bytes_ = 0;
   round_robin_next_ = 0;
   proposers_.clear();
+  seen_order_.clear();
+  seen_keys_.clear();
 }
 
 Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
@@ -297,6 +305,20 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
       if (!proposers.empty() && id <= proposers.rbegin()->first)
         return fail("proposers out of order");
       proposers.emplace_hint(proposers.end(), id, std::move(proposer));
+    }
+    uint32_t key_count = in.u32();
+    // Each key takes 12 bytes at least.
+    if (in.failed() || uint64_t{key_count} * 12 > in.remaining()) return fail("truncated");
+    for (uint32_t i = 0; i < key_count; ++i) {
+      SeenKey key;
+      in.long_string(key.key);
+      key.at_ms = in.u64();
+      if (in.failed()) return fail("truncated");
+      if (key.key.empty() || !seen_keys_.emplace(key.key, key.at_ms).second ||
+          (!seen_order_.empty() && key.at_ms < seen_order_.back().at_ms)) {
+        return fail("bad deduplication keys");
+      }
+      seen_order_.push_back(std::move(key));
     }
   }
   if (in.remaining() != 0) return fail("trailing bytes");

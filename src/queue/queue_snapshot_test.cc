@@ -213,6 +213,27 @@ TEST(QueueSnapshot, WhatWasAdmittedFromEachProposerIsKept) {
   EXPECT_FALSE(restored.admitted(second, 4));
   EXPECT_FALSE(restored.admit(second, 5, 4));
   EXPECT_TRUE(restored.admit(second, 4, 4));
+  // The deduplication window too.
+  QueueMachine deduplicating(QueueOptions{.dedup_window_ms = 1000});
+  std::vector<Delivery> out;
+  auto with_id = [](std::string id) {
+    auto m = std::make_shared<Message>();
+    m->body = "body";
+    m->properties.message_id = std::move(id);
+    return m;
+  };
+  deduplicating.enqueue(with_id("a"), 100, out);
+  deduplicating.enqueue(with_id("b"), 200, out);
+  auto window = deduplicating.snapshot([](uint64_t) { return nullptr; });
+  ASSERT_TRUE(window.ok());
+  QueueMachine replica(QueueOptions{.dedup_window_ms = 1000});
+  ASSERT_TRUE(replica.restore(*window).ok());
+  EXPECT_EQ(replica.dedup_keys(), 2u);
+  replica.enqueue(with_id("b"), 300, out);
+  EXPECT_EQ(replica.deduplicated_count(), 1u);
+  EXPECT_EQ(replica.ready_count(), 2u);
+  replica.enqueue(with_id("a"), 1100, out);  // a's window is over
+  EXPECT_EQ(replica.ready_count(), 3u);
   // A node's new life retires its earlier ones.
   EXPECT_TRUE(restored.admit(proposer_id_of(2, 8), 1, 1));
   EXPECT_FALSE(restored.admitted(second, 4));
@@ -252,7 +273,15 @@ TEST(QueueSnapshot, FuzzSeedsAreSnapshotsOfARun) {
   ASSERT_TRUE(q.admit(proposer_id_of(1, 1), 1, 1));
   ASSERT_TRUE(q.admit(proposer_id_of(2, 4), 3, 1));  // 1 and 2 not yet: a gap
   seeds.push_back(*q.snapshot(no_log));
-  EXPECT_EQ(seeds.size(), 6u);
+  QueueMachine deduplicating(QueueOptions{.dedup_window_ms = 60'000});
+  for (const char* id : {"order-1", "order-2"}) {
+    auto m = std::make_shared<Message>();
+    m->body = "with an id";
+    m->properties.message_id = id;
+    deduplicating.enqueue(m, 70, out);
+  }
+  seeds.push_back(*deduplicating.snapshot(no_log));
+  EXPECT_EQ(seeds.size(), 7u);
   const char* dir = std::getenv("HAMQ_WRITE_QUEUE_SNAPSHOT_CORPUS");
   if (dir == nullptr) return;
   std::filesystem::create_directories(dir);

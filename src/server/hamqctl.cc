@@ -5,10 +5,13 @@
 //   hamqctl [-n HOST:PORT] [--formatter json] list_queues [COLUMN...]
 //   hamqctl -n NEW_NODE:PORT join_cluster NAME@HOST:PORT
 //   hamqctl [-n HOST:PORT] forget_cluster_node NAME
+//   hamqctl [-n HOST:PORT] check_if_node_is_quorum_critical
 //
 // join_cluster is sent to the blank node that joins (as rabbitmqctl's): NAME@HOST:PORT is any
 // member of the cluster, at its cluster port; the cluster's secret file must be on the new node
 // first. forget_cluster_node removes a stopped node for good, through any other node.
+// check_if_node_is_quorum_critical fails (69) if stopping the node would leave a replicated queue
+// without a majority of its members running, and names those queues.
 //
 // --formatter json prints what rabbitmqctl --formatter json does: for list_queues a JSON array of
 // objects keyed by the columns asked for, for cluster_status one object. Exit codes as
@@ -168,6 +171,9 @@ int main(int argc, char** argv) {
   CLI::App* forget_cluster_node =
       app.add_subcommand("forget_cluster_node", "Removes a stopped node from the cluster for good");
   forget_cluster_node->add_option("node", forgotten, "The node's name")->required();
+  CLI::App* quorum_critical = app.add_subcommand(
+      "check_if_node_is_quorum_critical",
+      "Fails if stopping the node would leave a replicated queue without a majority");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -201,6 +207,29 @@ int main(int argc, char** argv) {
              nlohmann::json{{"node", forgotten}}.dump());
     std::cout << "Removing node " << forgotten << " from the cluster\n";
     return 0;
+  }
+
+  if (quorum_critical->parsed()) {
+    Reply reply =
+        request("GET", node, "/api/health/checks/node-is-quorum-critical", user, password);
+    nlohmann::json body = nlohmann::json::parse(reply.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object() || (reply.status != 200 && reply.status != 503)) {
+      std::cerr << "Error: node " << node << " answered " << reply.status << ": " << reply.body
+                << "\n";
+      return exit_software;
+    }
+    if (formatter == "json") std::cout << body.dump() << "\n";
+    if (reply.status == 200) {
+      if (formatter != "json") {
+        std::cout << "Node " << node << " reported no quorum queues with minimum quorum\n";
+      }
+      return 0;
+    }
+    if (formatter != "json") {
+      std::cout << "Error: " << cell(body["reason"]) << ":\n";
+      for (const auto& queue : body["queues"]) std::cout << cell(queue["readable_name"]) << "\n";
+    }
+    return exit_unavailable;
   }
 
   if (columns.empty()) columns = {"name", "messages"};

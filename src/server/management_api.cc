@@ -39,6 +39,18 @@ HttpResponse Server::Impl::handle_read(const HttpRequest& request) {
     response.body = cluster_status().dump() + "\n";
   } else if (request.path == "/api/queues") {
     response.body = queues().dump() + "\n";
+  } else if (request.path == "/api/health/checks/node-is-quorum-critical") {
+    // RabbitMQ's health check: 200 and {"status":"ok"}, or 503 and the queues.
+    nlohmann::json critical = quorum_critical_queues();
+    if (critical.empty()) return json_response({{"status", "ok"}});
+    HttpResponse failed = json_response(
+        {{"status", "failed"},
+         {"reason",
+          "there are quorum queues that would lose their quorum if the target node is "
+          "shut down"},
+         {"queues", critical}});
+    failed.status = 503;
+    return failed;
   } else {
     return fail(404, "no such path: " + request.path);
   }
@@ -138,6 +150,35 @@ nlohmann::json Server::Impl::queues() {
       row["consumers"] = nullptr;
     }
     out.push_back(std::move(row));
+  }
+  return out;
+}
+
+nlohmann::json Server::Impl::quorum_critical_queues() {
+  nlohmann::json out = nlohmann::json::array();
+  broker::VirtualHost* vhost = broker.find_virtual_host("/");
+  if (vhost == nullptr) return out;
+  std::vector<std::string> names;
+  for (const auto& [name, queue] : vhost->queues()) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    broker::QueuePtr queue = vhost->find_queue(name);
+    const std::vector<uint64_t>& members = queue->members;
+    // A queue of one member has no quorum to keep with others.
+    if (members.size() < 2 ||
+        std::find(members.begin(), members.end(), identity.node_id) == members.end()) {
+      continue;
+    }
+    size_t running = std::count_if(members.begin(), members.end(), [this](uint64_t member) {
+      return member == identity.node_id || node_running(member);
+    });
+    size_t majority = members.size() / 2 + 1;
+    if (running - 1 < majority) {
+      out.push_back({{"name", name},
+                     {"vhost", vhost->name()},
+                     {"readable_name", "queue '" + name + "' in vhost '" + vhost->name() + "'"},
+                     {"node", identity.node_name}});
+    }
   }
   return out;
 }

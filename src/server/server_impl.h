@@ -101,6 +101,9 @@ struct Server::Impl {
   HttpResponse handle_read(const HttpRequest& request);
   nlohmann::json cluster_status();
   nlohmann::json queues();
+  // The replicated queues with a member here that stopping this node would leave without a
+  // majority of their members running (rabbitmq-queues check_if_node_is_quorum_critical).
+  nlohmann::json quorum_critical_queues();
 
   std::string node_name(uint64_t id) const {
     auto it = node_names.find(id);

@@ -377,3 +377,70 @@ def test_leaders_spread_over_the_nodes_and_again_when_a_node_comes_back(cluster)
     for name in names:
         assert publish_confirmed(channel, name, [b"after"]) == [b"after"]
     connection.close()
+
+
+def test_a_node_is_quorum_critical_while_a_queue_it_holds_has_no_member_to_spare(cluster):
+    connection = cluster.connect(1)
+    connection.channel().queue_declare("critical", durable=True)
+    connection.close()
+    leader_of(cluster, "critical")
+    assert "no quorum queues with minimum quorum" in cluster.hamqctl(
+        1, "check_if_node_is_quorum_critical")
+    cluster.nodes[3].kill()
+    eventually(lambda: "n3" not in json.loads(
+        cluster.hamqctl(1, "cluster_status", "--formatter", "json"))["running_nodes"],
+        what="n1 to see n3 stopped")
+    # Two of three members run: stopping n1 would leave one, no majority.
+    code, _ = cluster.hamqctl_fails(1, "check_if_node_is_quorum_critical")
+    assert code == 69
+    out = json.loads(subprocess_out(cluster, 1, "--formatter", "json",
+                                    "check_if_node_is_quorum_critical"))
+    assert out["status"] == "failed"
+    assert "critical" in [q["name"] for q in out["queues"]]  # (hamq.parked too: replicated)
+    cluster.nodes[3].start()
+    eventually(lambda: "no quorum queues" in subprocess_out(cluster, 1,
+                                                             "check_if_node_is_quorum_critical"),
+               timeout_s=20, what="n1 to be no longer critical once n3 is back")
+
+
+def subprocess_out(cluster, i, *args):
+    """hamqctl's output against node i, whatever its exit code."""
+    import subprocess
+    from hamq_cluster import address, MANAGEMENT_PORT
+    from hamq_server import BIN_DIR
+    return subprocess.run([str(BIN_DIR / "hamqctl"), "-n", "%s:%d" % (address(i), MANAGEMENT_PORT),
+                           *args], capture_output=True, text=True, timeout=30).stdout
+
+
+def test_a_message_sent_again_after_a_failover_is_taken_once_with_deduplication(cluster):
+    """x-message-deduplication: a publisher that sends a message again after its node or the
+    queue's leader failed (it cannot know whether the first copy was taken) finds it taken once;
+    the window is replicated state, so it holds across the failover."""
+    connection = cluster.connect(1)
+    connection.channel().queue_declare("orders-once", durable=True,
+                                       arguments={"x-message-deduplication": 60000})
+    connection.close()
+    leader = leader_of(cluster, "orders-once")
+    survivors = [i for i in (1, 2, 3) if i != leader]
+    connection = cluster.connect(leader)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    for n in range(3):
+        channel.basic_publish("", "orders-once", b"order %d" % n,
+                              pika.BasicProperties(delivery_mode=2, message_id="order-%d" % n))
+    connection.close()
+    cluster.nodes[leader].kill()
+    connection = cluster.connect(survivors[0])
+    channel = connection.channel()
+    channel.confirm_delivery()
+    # Sent again, all three, and a new one: confirmed, and only the new one goes in.
+    for n in range(4):
+        channel.basic_publish("", "orders-once", b"order %d" % n,
+                              pika.BasicProperties(delivery_mode=2, message_id="order-%d" % n))
+    connection.close()
+    got = consume(cluster, survivors[1], "orders-once", lambda got: len(got) >= 4)
+    assert got == [b"order %d" % n for n in range(4)]
+    connection = cluster.connect(survivors[1])
+    method, _, _ = connection.channel().basic_get("orders-once", auto_ack=True)
+    assert method is None, "a duplicate went in"
+    connection.close()
