@@ -46,6 +46,8 @@ import compare  # noqa: E402
 from hamq_cluster import Cluster, address  # noqa: E402
 
 BODY = b"x" * 1024
+GOALS = {"kill": 0.050, "pause": 0.500}
+LOGS = False  # --logs: print hamq's node logs around a run that misses its goal
 RATE = 2000
 BEFORE_S = 3.0
 AFTER_S = 7.0
@@ -132,6 +134,16 @@ class HamqCluster:
         rows = json.loads(self.cluster.hamqctl(1, "list_queues", "name", "messages",
                                                "--formatter", "json"))
         return next(r["messages"] for r in rows if r["name"] == queue)
+
+    def log_marks(self):
+        return {i: len(node.log) for i, node in self.cluster.nodes.items()}
+
+    def print_logs(self, since=None, lines=80):
+        for i, node in self.cluster.nodes.items():
+            start = (since or {}).get(i, max(0, len(node.log) - lines))
+            print("    --- n%d's log ---" % i)
+            for line in node.log[start:start + lines]:
+                print("    " + line)
 
 
 class RabbitCluster:
@@ -327,6 +339,7 @@ def p5(broker, runs):
             leader = broker.leader(queue)
             through = next(i for i in (1, 2, 3) if i != leader)
             action = broker.kill if fault == "kill" else broker.pause
+            marks = broker.log_marks() if hasattr(broker, "log_marks") else None
             confirms, fault_at, nacks, unconfirmed, error, published = publish_through_fault(
                 broker.host(through), broker.port(through), queue, lambda: action(leader))
             # From the last confirm before the fault to the last one of all (those that came
@@ -353,6 +366,8 @@ def p5(broker, runs):
                   % (broker.name, fault, run + 1, after * 1000, noise * 1000, nacks, unconfirmed,
                      published, rows[-1]["stored"], ", error " + error if error else ""),
                   flush=True)
+            if LOGS and marks is not None and (after > GOALS[fault] or noise > 0.1):
+                broker.print_logs(marks)
         results[fault] = rows
     return results
 
@@ -466,7 +481,11 @@ def main():
     parser.add_argument("--only", choices=["p5", "p3"])
     parser.add_argument("--brokers", default="hamq,rabbitmq")
     parser.add_argument("--markdown")
+    parser.add_argument("--logs", action="store_true",
+                        help="print hamq's node logs of a run that misses its goal")
     options = parser.parse_args()
+    global LOGS
+    LOGS = options.logs
     if os.environ.get("HAMQ_NETNS") != "1":
         sys.exit("run inside a network namespace of its own: tests/in_netns.sh " + sys.argv[0])
     results = {}
@@ -480,6 +499,10 @@ def main():
                 results[broker.name]["p5"] = p5(broker, options.runs)
             if options.only in (None, "p3"):
                 results[broker.name]["p3"] = p3(broker, options.runs, options.seconds)
+        except Exception:
+            if hasattr(broker, "print_logs"):
+                broker.print_logs()
+            raise
         finally:
             broker.stop()
     report = summarize(results, options)
