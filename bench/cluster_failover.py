@@ -23,6 +23,7 @@ on 127.0.0.1 ports 5681-5683, all inside it), with a Release build and Debian's 
 """
 
 import argparse
+import datetime
 import json
 import os
 import pathlib
@@ -70,7 +71,11 @@ class HamqCluster:
     name = "hamq"
 
     def start(self):
-        self.cluster = Cluster(3).start()
+        self.cluster = Cluster(3)
+        if LOGS:
+            for node in self.cluster.nodes.values():
+                node.args += ["--log-level", "debug"]
+        self.cluster.start()
         self.down = None
         return self
 
@@ -339,9 +344,14 @@ def p5(broker, runs):
             leader = broker.leader(queue)
             through = next(i for i in (1, 2, 3) if i != leader)
             action = broker.kill if fault == "kill" else broker.pause
+            fault_wall = []
+
+            def act(leader=leader, action=action, fault_wall=fault_wall):
+                fault_wall.append(datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3])
+                action(leader)
             marks = broker.log_marks() if hasattr(broker, "log_marks") else None
             confirms, fault_at, nacks, unconfirmed, error, published = publish_through_fault(
-                broker.host(through), broker.port(through), queue, lambda: action(leader))
+                broker.host(through), broker.port(through), queue, act)
             # From the last confirm before the fault to the last one of all (those that came
             # only after publishing stopped count: RabbitMQ's paused leader holds every confirm
             # for longer than the run).
@@ -367,6 +377,7 @@ def p5(broker, runs):
                      published, rows[-1]["stored"], ", error " + error if error else ""),
                   flush=True)
             if LOGS and marks is not None and (after > GOALS[fault] or noise > 0.1):
+                print("    the fault (n%d) at %s" % (leader, fault_wall[0]))
                 broker.print_logs(marks)
         results[fault] = rows
     return results

@@ -686,11 +686,10 @@ void Broker::maybe_snapshot(const QueuePtr& queue, bool asked) {
       queue_store_ == nullptr) {
     return;
   }
-  // A group with other members may send its snapshot to one that lags: it refers to no entry of
-  // this node's log (its members' logs differ in what they keep).
-  uint64_t cut = queue->members.size() > 1
-                     ? UINT64_MAX
-                     : queue->machine.reference_cut(queue_snapshot_carried_bytes_);
+  // Its oldest messages go in with their bodies, the others as references to the entries that
+  // stored them, which the log keeps: a large queue is not written whole again at each snapshot.
+  // (A member that lags is sent it made self-contained: self_contained_snapshot.)
+  uint64_t cut = queue->machine.reference_cut(queue_snapshot_carried_bytes_);
   auto snapshot = queue->machine.snapshot(
       [this, &queue](uint64_t stored_at) { return load_message(*queue, stored_at); }, cut);
   if (!snapshot.ok()) return;  // a body could not be read: try again later
@@ -733,6 +732,19 @@ Result<void, std::string> Broker::restore_queue(uint64_t group, LogPosition posi
     if (done.done) done.done(queue, &unknown);
   }
   return Ok{};
+}
+
+std::optional<std::string> Broker::self_contained_snapshot(uint64_t group,
+                                                           std::string_view snapshot) {
+  auto it = queue_groups_.find(group);
+  QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
+  if (!queue) return std::nullopt;
+  queue::QueueMachine copy(queue->machine.options());
+  if (!copy.restore(snapshot).ok()) return std::nullopt;
+  auto whole =
+      copy.snapshot([this, &queue](uint64_t stored_at) { return load_message(*queue, stored_at); });
+  if (!whole.ok()) return std::nullopt;
+  return std::move(*whole);
 }
 
 queue::MessagePtr Broker::load_message(const Queue& queue, uint64_t stored_at) {

@@ -313,6 +313,10 @@ class Broker {
   // far behind), taken after the entry at `position`: the queue's state is replaced by it.
   Result<void, std::string> restore_queue(uint64_t group, LogPosition position,
                                           std::string_view snapshot);
+  // A snapshot of the queue's group as a member that lags is sent it: its messages that refer to
+  // this node's log carry their bodies (read back from the log). Nothing when a body cannot be
+  // read (the send is tried again later) or the group is no queue's.
+  std::optional<std::string> self_contained_snapshot(uint64_t group, std::string_view snapshot);
   // Sends again the commands whose copies were lost and could not be sent at once, and gives up
   // those not committed for command_give_up_ms (the log calls it on each tick).
   void resend_lost();

@@ -414,6 +414,52 @@ TEST_F(DurableQueue, ASnapshotOfALargeQueueRefersToTheLogPastWhatItCarries) {
   EXPECT_EQ(out.back().stored_at, index);
 }
 
+TEST_F(DurableQueue, AReplicatedQueuesSnapshotRefersToTheLogAndIsSentWithEveryBody) {
+  // A group of three members: its snapshots refer to the log as a group of one's do (a large
+  // replicated queue is not written whole at each snapshot); a member that lags is sent it made
+  // self-contained.
+  for (uint64_t id = 1; id <= 3; ++id) {
+    client.broker.change_definitions(AddNode{
+        ClusterNode{id, "n" + std::to_string(id), "127.0.0.1" + std::to_string(id), 25672, false}});
+  }
+  client.broker.change_definitions(DeclareQueue{{"/", "big", 0, false, {}, true, 0, 1, {}}, 0});
+  QueuePtr big = client.broker.find_virtual_host("/")->find_queue("big");
+  ASSERT_EQ(big->members.size(), 3u);
+  client.broker.set_queue_snapshot_log_bytes(4096);
+  client.broker.set_queue_snapshot_carried_bytes(100 * 1024);
+  for (int i = 0; i < 400; ++i) client.publish(1, "", "big", std::string(1000, 'a' + i % 26));
+  apply();
+  ASSERT_TRUE(store.snapshots.contains(big->group));
+  auto [index, state] = store.snapshots.at(big->group);
+  EXPECT_GT(store.retained_from.at(big->group), 75u);
+
+  // As stored: the newest messages are references (no body).
+  std::vector<queue::Delivery> referring;
+  queue::QueueMachine as_stored;
+  ASSERT_TRUE(as_stored.restore(state).ok());
+  as_stored.attach(HolderId{99}, {}, 0, referring);
+  ASSERT_GT(referring.size(), 100u);
+  EXPECT_EQ(referring.back().message, nullptr);
+
+  auto whole = client.broker.self_contained_snapshot(big->group, state);
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_GT(whole->size(), referring.size() * 1000);
+  queue::QueueMachine restored;
+  ASSERT_TRUE(restored.restore(*whole).ok());
+  std::vector<queue::Delivery> out;
+  restored.attach(HolderId{99}, {}, 0, out);
+  ASSERT_EQ(out.size(), referring.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    ASSERT_NE(out[i].message, nullptr) << i;
+    EXPECT_EQ(out[i].stored_at, 0u);
+    EXPECT_EQ(out[i].message->body, std::string(1000, 'a' + i % 26));
+  }
+  // A body the log no longer has: not made (the send is tried again later), never sent with
+  // references the member cannot follow.
+  store.remove_group(big->group);
+  EXPECT_FALSE(client.broker.self_contained_snapshot(big->group, state).has_value());
+}
+
 // Found under load: a connection that publishes large messages and consumes from the same queue
 // was never paused while the log fell behind, until the log refused proposals (64 MiB not yet
 // committed) and the messages were dropped. Waiting for the log never needs the connection's own

@@ -39,6 +39,11 @@ GroupHost::Group& GroupHost::start(raft::GroupId id, const std::string* founding
   Group& group = groups_[id];
   mark(id, group);
   group.storage = std::make_unique<WalLogStorage>(wal_, id, incarnation_);
+  if (callbacks_.expand_snapshot) {
+    group.storage->set_expander([expand = callbacks_.expand_snapshot, id](std::string_view data) {
+      return expand(id, data);
+    });
+  }
   if (founding_payload != nullptr) {
     group.storage->found(raft::SnapshotMeta{.index = raft::LogIndex{1}, .term = raft::Term{1}},
                          *founding_payload);
@@ -249,6 +254,13 @@ bool GroupHost::process(raft::GroupId id, Group& group) {
   if (!group.raft->has_ready()) return false;
   group.in_flight = group.raft->ready();
   raft::Ready& ready = *group.in_flight;
+  if (ready.leader != group.seen_leader || ready.role != group.seen_role) {
+    if (callbacks_.role_changed) {
+      callbacks_.role_changed(id, ready.role, group.raft->term(), ready.leader);
+    }
+    group.seen_leader = ready.leader;
+    group.seen_role = ready.role;
+  }
   for (const raft::Message& message : ready.messages) callbacks_.send(message);
   ready.messages.clear();
   group.applied_early = ready.snapshot_chunks.empty() && !ready.snapshot_installed;

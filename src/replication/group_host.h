@@ -35,6 +35,11 @@ struct GroupHostCallbacks {
   // A committed entry, in log order, exactly once per life of the process (a restart replays the
   // entries after the snapshot).
   std::function<void(raft::GroupId, const raft::Entry&)> apply;
+  // Optional: what a lagging member is sent of a snapshot whose data refers to this node's log
+  // (WalLogStorage::Expander); nothing when the data is self-contained.
+  std::function<std::optional<std::string>(raft::GroupId, std::string_view data)> expand_snapshot;
+  // Optional: this member's role or the leader it knows changed (worth logging).
+  std::function<void(raft::GroupId, raft::Role, raft::Term, raft::NodeId leader)> role_changed;
 };
 
 class GroupHost {
@@ -107,6 +112,9 @@ class GroupHost {
     // The last hard state submitted: one that differs only in its commit is not written (the
     // commit index need not be durable; a restart learns it again from the log's leader).
     raft::HardState written_hard_state;
+    // The leader and role last seen in a Ready (changes are logged at debug level).
+    raft::NodeId seen_leader = raft::no_node;
+    raft::Role seen_role = raft::Role::follower;
   };
 
   // founding_payload: the group is being founded with this snapshot (found_group).

@@ -55,7 +55,17 @@ struct Member {
             .apply =
                 [this](raft::GroupId to, const raft::Entry& entry) {
                   if (!entry.data.empty()) applied[to].push_back(entry.data);
-                }});
+                },
+            // A snapshot "ref:X" refers to this member's log: sent, it is "whole:X" and 3 MB
+            // of what the references stood for (several chunks); any other is sent as it is.
+            .expand_snapshot = [this](raft::GroupId,
+                                      std::string_view data) -> std::optional<std::string> {
+              if (!data.starts_with("ref:")) return std::string(data);
+              ++expansions;
+              if (cannot_expand) return std::nullopt;
+              return "whole:" + std::string(data.substr(4)) + std::string(3 << 20, '.');
+            },
+            .role_changed = {}});
     up = true;
   }
   // The process stops; its disk keeps what it synced (or, for a memory file system, all).
@@ -88,6 +98,8 @@ struct Member {
   std::unique_ptr<GroupHost> host;
   std::map<raft::GroupId, std::vector<std::string>> applied;
   bool up = false;
+  int expansions = 0;
+  bool cannot_expand = false;  // the expander answers nothing (a body cannot be read now)
 };
 
 class ThreeMembers : public ::testing::Test {
@@ -225,6 +237,44 @@ TEST_F(ThreeMembers, AMemberTooFarBehindGetsTheLeadersSnapshot) {
   const auto& caught_up = down.applied[group];
   ASSERT_TRUE(run_until([&] { return caught_up.size() == 6 && caught_up.back() == "c4"; }));
   EXPECT_EQ(caught_up.front(), "snapshot:state-after-50");
+}
+
+TEST_F(ThreeMembers, ASnapshotThatRefersToTheLeadersLogIsSentSelfContained) {
+  propose(10, "a");
+  ASSERT_TRUE(run_until([&] { return all_applied(10); }));
+  Member& down = leader() == members[2].get() ? *members[0] : *members[2];
+  down.stop();
+  propose(40, "b");
+  ASSERT_TRUE(run_until([&] { return all_applied(50); }));
+  for (auto& member : members) {
+    if (member->up) {
+      ASSERT_TRUE(member->host->compact(group, "ref:state-after-50").ok());
+    }
+  }
+  ASSERT_TRUE(run_until([&] { return !leader()->wal->has_pending(); }));
+  Member& sender = *leader();
+  // The expander cannot make it yet: nothing that refers to the leader's log is sent meanwhile.
+  sender.cannot_expand = true;
+  down.open();
+  ASSERT_TRUE(down.host->open_group(group));
+  for (int i = 0; i < 200; ++i) round();
+  EXPECT_GT(sender.expansions, 0);
+  // What it had on its disk (its founding snapshot, then a0..a9), and nothing since.
+  ASSERT_EQ(down.applied[group].size(), 11u);
+  EXPECT_EQ(down.applied[group].front(), "snapshot:");
+  sender.cannot_expand = false;
+  int refused = sender.expansions;
+  const auto& caught_up = down.applied[group];
+  ASSERT_TRUE(run_until([&] { return caught_up.front() != "snapshot:"; }));
+  ASSERT_TRUE(caught_up.front().starts_with("snapshot:whole:state-after-50"));
+  EXPECT_EQ(caught_up.front().size(),
+            std::string("snapshot:whole:state-after-50").size() + (3 << 20));
+  propose(5, "c");
+  ASSERT_TRUE(run_until([&] { return caught_up.size() == 6 && caught_up.back() == "c4"; }));
+  // Made once for the whole send (3 MB: several chunks), and the leader keeps its own as it was.
+  EXPECT_EQ(sender.expansions, refused + 1);
+  EXPECT_EQ(*sender.wal->snapshot_data(storage::GroupId{group.value}),
+            encode_snapshot_payload(three_voters(), "ref:state-after-50"));
 }
 
 // The seeded simulation ------------------------------------------------------------------------

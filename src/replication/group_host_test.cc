@@ -33,7 +33,9 @@ struct Node {
             .apply =
                 [this](raft::GroupId group, const raft::Entry& entry) {
                   if (!entry.data.empty()) applied[group].push_back(entry.data);
-                }});
+                },
+            .expand_snapshot = {},
+            .role_changed = {}});
   }
 
   // Flushes until nothing is in flight (the group commit of a runtime, made synchronous).

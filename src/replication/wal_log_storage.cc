@@ -150,23 +150,58 @@ Result<void, raft::StorageError> WalLogStorage::entries(raft::LogIndex lo, raft:
   return Ok{};
 }
 
+const WalLogStorage::Current* WalLogStorage::current(bool with_data) const {
+  auto key = wal_.snapshot_meta(storage_group());
+  if (!key.ok() || key->index.value == 0) return nullptr;
+  if (current_ && current_->key == *key && (!with_data || current_->data)) return &*current_;
+  auto stored = stored_snapshot();
+  if (!stored) return nullptr;
+  Current fresh{.key = *key, .meta = stored->meta, .size = std::nullopt, .data = std::nullopt};
+  if (!expander_) {
+    fresh.size = stored->data.size();
+    if (with_data) fresh.data = std::move(stored->data);
+  } else if (with_data) {
+    // Not made now (a body could not be read): the chunk is asked for again later.
+    if (auto expanded = expander_(stored->data)) {
+      fresh.data = std::move(*expanded);
+      fresh.size = fresh.data->size();
+    }
+  }
+  current_ = std::move(fresh);
+  return &*current_;
+}
+
 raft::SnapshotMeta WalLogStorage::snapshot_meta() const {
-  auto snapshot = stored_snapshot();
+  if (founding()) return founding_->meta;
+  const Current* snapshot = current(false);
   return snapshot ? snapshot->meta : raft::SnapshotMeta{};
 }
 
 uint64_t WalLogStorage::snapshot_size_bytes() const {
-  auto snapshot = stored_snapshot();
-  return snapshot ? snapshot->data.size() : 0;
+  if (founding()) return founding_->data.size();
+  const Current* snapshot = current(false);
+  if (snapshot != nullptr && !snapshot->size) snapshot = current(true);
+  return snapshot != nullptr && snapshot->size ? *snapshot->size : 0;
 }
 
 Result<std::string, raft::StorageError> WalLogStorage::snapshot_chunk(
     const raft::SnapshotMeta& snapshot, uint64_t offset, uint64_t max_bytes) const {
-  // The Wal reads a snapshot whole; snapshots of queues are small (their few live messages).
-  auto stored = stored_snapshot();
-  if (!stored || !(stored->meta == snapshot)) return unexpected(raft::StorageError::compacted);
-  if (offset > stored->data.size()) return unexpected(raft::StorageError::unavailable);
-  return stored->data.substr(offset, max_bytes);
+  if (founding()) {
+    if (!(founding_->meta == snapshot)) return unexpected(raft::StorageError::compacted);
+    if (offset > founding_->data.size()) return unexpected(raft::StorageError::unavailable);
+    return founding_->data.substr(offset, max_bytes);
+  }
+  const Current* stored = current(true);
+  if (stored == nullptr || !(stored->meta == snapshot)) {
+    return unexpected(raft::StorageError::compacted);
+  }
+  if (!stored->data || offset > stored->data->size()) {
+    return unexpected(raft::StorageError::unavailable);
+  }
+  std::string chunk = stored->data->substr(offset, max_bytes);
+  // The last chunk went: the bytes are made again if the member asks again.
+  if (offset + chunk.size() >= stored->data->size()) current_->data.reset();
+  return chunk;
 }
 
 }  // namespace hamq::replication

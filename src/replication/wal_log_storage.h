@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "raft/storage.h"
@@ -40,6 +42,13 @@ class WalLogStorage final : public raft::LogStorage {
   // Wal writes in submission order).
   void found(const raft::SnapshotMeta& meta, std::string payload);
 
+  // What a member that lags is sent instead of the state machine's data as stored: a snapshot may
+  // refer to entries this node's log keeps (a large queue's messages), which the member does not
+  // have; the expander makes it self-contained, or answers nothing when it cannot now (the send
+  // is tried again later). Made when a send starts and dropped once its last chunk went.
+  using Expander = std::function<std::optional<std::string>(std::string_view data)>;
+  void set_expander(Expander expander) { expander_ = std::move(expander); }
+
  private:
   // The stored snapshot payload split into its configuration and the state machine's data.
   struct StoredSnapshot {
@@ -50,6 +59,19 @@ class WalLogStorage final : public raft::LogStorage {
   // The founding snapshot while it is not yet durable (cleared once it is).
   bool founding() const;
   mutable std::optional<StoredSnapshot> founding_;
+  // The current snapshot's place and configuration, and the size and (while a send is under way)
+  // the bytes of what is sent of it: reading a stored snapshot reads its whole record, tens of
+  // megabytes for a large queue.
+  struct Current {
+    storage::SnapshotMeta key;
+    raft::SnapshotMeta meta;
+    std::optional<uint64_t> size;
+    std::optional<std::string> data;
+  };
+  // The current snapshot (nullptr when there is none); with `with_data`, its bytes to send too.
+  const Current* current(bool with_data) const;
+  mutable std::optional<Current> current_;
+  Expander expander_;
 
   storage::Wal& wal_;
   raft::GroupId group_;

@@ -56,7 +56,9 @@ struct Node {
                   if (!restored.ok()) failure = "snapshot does not restore: " + restored.error();
                   applied_to = meta.index.value;
                 },
-            .apply = [this](raft::GroupId, const raft::Entry& entry) { apply(entry); }});
+            .apply = [this](raft::GroupId, const raft::Entry& entry) { apply(entry); },
+            .expand_snapshot = {},
+            .role_changed = {}});
     if (found) {
       broker::Definitions founding;
       raft::ConfState conf;

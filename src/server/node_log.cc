@@ -89,6 +89,17 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
                   self_log->broker_->apply_queue_entry(
                       group.value, {entry.term.value, entry.index.value}, entry.data);
                 }
+              },
+          .expand_snapshot = [self_log](raft::GroupId group,
+                                        std::string_view data) -> std::optional<std::string> {
+            if (group == metadata_group) return std::string(data);
+            if (self_log->broker_ == nullptr) return std::nullopt;
+            return self_log->broker_->self_contained_snapshot(group.value, data);
+          },
+          .role_changed =
+              [](raft::GroupId group, raft::Role role, raft::Term term, raft::NodeId leader) {
+                spdlog::debug("group {}: {} in term {}, leader {}", group.value,
+                              raft::role_name(role), term.value, leader.value);
               }});
   return log;
 }
