@@ -291,6 +291,8 @@ Broker::DefinitionResult Broker::apply_definition(const MetadataCommand& command
           return apply_add_node(body.node);
         } else if constexpr (std::is_same_v<T, ForgetNode>) {
           return apply_forget_node(body.name);
+        } else if constexpr (std::is_same_v<T, SetQueueMembers>) {
+          return apply_set_queue_members(body);
         }
       },
       command);
@@ -501,6 +503,113 @@ Broker::DefinitionResult Broker::apply_forget_node(const std::string& name) {
   }
   if (nodes_listener_) nodes_listener_();
   return id;
+}
+
+Broker::DefinitionResult Broker::apply_set_queue_members(const SetQueueMembers& change) {
+  VirtualHost* vhost = find_virtual_host(change.vhost);
+  if (vhost == nullptr) return unexpected(no_vhost(change.vhost));
+  QueuePtr queue = vhost->find_queue(change.name);
+  std::string named = "queue '" + change.name + "' in vhost '" + change.vhost + "'";
+  if (!queue) return unexpected(ProtocolError{amqp::ReplyCode::not_found, "no " + named});
+  if (!durable_queue(*queue) || queue->group == 0 || queue->members.empty()) {
+    return unexpected(
+        ProtocolError{amqp::ReplyCode::precondition_failed, named + " is not replicated"});
+  }
+  for (uint64_t member : change.members) {
+    auto node = cluster_nodes_.find(member);
+    if (node == cluster_nodes_.end() || node->second.forgotten) {
+      return unexpected(ProtocolError{amqp::ReplyCode::precondition_failed,
+                                      "node " + std::to_string(member) + " is not in the cluster"});
+    }
+  }
+  if (change.members.empty() || change.members == queue->members) return uint64_t{0};
+  std::vector<uint64_t> before = queue->members;
+  count_members(*queue, -1);
+  queue->members = change.members;
+  count_members(*queue, 1);
+  bool member_here =
+      std::find(change.members.begin(), change.members.end(), node_id_) != change.members.end();
+  if (member_here && !queue_groups_.contains(queue->group) && queue_store_ != nullptr) {
+    // New here: an empty replica that catches up from the leader (its snapshot or its log).
+    // (While the metadata replays at a start, the log opens the groups it holds.)
+    if (!replaying_definitions_) queue_store_->join_group(queue->group);
+    attach_group(queue, queue->group);
+  }
+  // What the nodes that leave held (their consumers, their unacknowledged messages) is ready
+  // again on the queue's leader: their replica no longer serves them.
+  if (queue_groups_.contains(queue->group) && runs_effects(*queue)) {
+    for (uint64_t member : before) {
+      if (member == node_id_) continue;
+      if (std::find(change.members.begin(), change.members.end(), member) == change.members.end()) {
+        detach_node(queue, member);
+      }
+    }
+  }
+  return uint64_t{0};
+}
+
+std::vector<SetQueueMembers> Broker::queue_repairs() const {
+  std::vector<SetQueueMembers> repairs;
+  auto forgotten = [this](uint64_t node) {
+    auto it = cluster_nodes_.find(node);
+    return it == cluster_nodes_.end() || it->second.forgotten;
+  };
+  for (const auto& [vhost_name, vhost] : virtual_hosts_) {
+    for (const auto& [name, queue] : vhost->queues()) {
+      if (queue->group == 0 ||
+          !std::any_of(queue->members.begin(), queue->members.end(), forgotten)) {
+        continue;
+      }
+      std::vector<uint64_t> members;
+      for (uint64_t member : queue->members) {
+        if (!forgotten(member)) members.push_back(member);
+      }
+      if (members.empty()) continue;  // (its queue goes with its last node)
+      size_t replacements = queue->members.size() - members.size();
+      std::vector<uint64_t> candidates;
+      for (const auto& [id, node] : cluster_nodes_) {
+        if (!node.forgotten && std::find(members.begin(), members.end(), id) == members.end()) {
+          candidates.push_back(id);
+        }
+      }
+      auto hosted = [this](uint64_t id) {
+        auto it = members_hosted_.find(id);
+        return it == members_hosted_.end() ? uint64_t{0} : it->second;
+      };
+      std::stable_sort(candidates.begin(), candidates.end(), [&](uint64_t a, uint64_t b) {
+        return std::make_pair(hosted(a), a) < std::make_pair(hosted(b), b);
+      });
+      for (size_t i = 0; i < replacements && i < candidates.size(); ++i) {
+        members.push_back(candidates[i]);
+      }
+      repairs.push_back(SetQueueMembers{vhost_name, name, std::move(members)});
+    }
+  }
+  return repairs;
+}
+
+std::optional<std::vector<uint64_t>> Broker::queue_members(uint64_t group) const {
+  auto it = queue_groups_.find(group);
+  QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
+  if (!queue || queue->members.empty()) return std::nullopt;
+  return queue->members;
+}
+
+void Broker::drop_replica(uint64_t group) {
+  auto it = queue_groups_.find(group);
+  QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
+  if (!queue) return;
+  queue_groups_.erase(it);
+  if (queue_store_ != nullptr) queue_store_->remove_group(group);
+  finish_pending_commands(queue, nullptr);
+  for (HolderId consumer : queue->machine.consumer_ids()) {
+    auto sink = sinks_.find(consumer.value);
+    if (consumer.node() == node_id_ && sink != sinks_.end()) {
+      sink->second->consumer_cancelled_by_broker(consumer);
+    }
+  }
+  // Its state lived in the replica: a node without a member holds none.
+  queue->machine.clear();
 }
 
 Definitions Broker::current_definitions() const {
@@ -739,6 +848,7 @@ std::optional<std::string> Broker::self_contained_snapshot(uint64_t group,
   auto it = queue_groups_.find(group);
   QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
   if (!queue) return std::nullopt;
+  if (snapshot.empty()) return std::string();  // a group's founding state: a new, empty queue
   queue::QueueMachine copy(queue->machine.options());
   if (!copy.restore(snapshot).ok()) return std::nullopt;
   auto whole =

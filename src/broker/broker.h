@@ -121,6 +121,9 @@ class QueueStore {
   virtual bool has_group(uint64_t group) const = 0;
   // The queue is gone: its group and what its log holds go too.
   virtual void remove_group(uint64_t group) = 0;
+  // This node was made a member of an existing group (SetQueueMembers): an empty replica that
+  // neither votes nor campaigns until its leader's snapshot or entries reach it.
+  virtual void join_group(uint64_t group) = 0;
   // Appends a command to the group's log, through its leader if that is another node: `placed`
   // learns where it was put, or nothing when it was not (refused, no leader known, the leader
   // did not answer). Placed here, it is told before this returns; placed by another node, always
@@ -155,6 +158,9 @@ class Broker {
   Broker& operator=(const Broker&) = delete;
 
   VirtualHost* find_virtual_host(const std::string& name);
+  const std::map<std::string, std::unique_ptr<VirtualHost>>& virtual_hosts() const {
+    return virtual_hosts_;
+  }
 
   // The memory watermark (reference §8): while the bytes held by queues are above it, connections
   // that publish are blocked; they are released when the bytes fall below 90% of it.
@@ -342,6 +348,16 @@ class Broker {
   // that comes back finds them cancelled (its clients are told, basic.cancel).
   void node_gone(uint64_t node);
   void node_back(uint64_t node) { gone_nodes_.erase(node); }
+  // The replicated queues with a member on a forgotten node, each with the members it is to
+  // have instead: that one replaced by the node holding the fewest members that it is not on
+  // (or left out, when every node holds one already).
+  std::vector<SetQueueMembers> queue_repairs() const;
+  // The nodes a durable queue's group held here is to have (SetQueueMembers), by its group:
+  // nothing for a group that is no queue's.
+  std::optional<std::vector<uint64_t>> queue_members(uint64_t group) const;
+  // This node is no member of the group any more (its group removed it): the replica goes, its
+  // consumers here are cancelled (basic.cancel) and its pending commands refused.
+  void drop_replica(uint64_t group);
   // The same for one group whose replica has caught up with its leader (a group with other
   // members catches up after the start): true once none is left to detach (proposals that
   // failed leave them, for the next sweep).
@@ -463,6 +479,7 @@ class Broker {
   std::map<uint64_t, uint64_t> members_hosted_;
   void count_members(const Queue& queue, int delta);
   DefinitionResult apply_forget_node(const std::string& name);
+  DefinitionResult apply_set_queue_members(const SetQueueMembers& change);
   std::map<uint64_t, ClusterNode> cluster_nodes_;
   std::function<void()> nodes_listener_;
   // Deletes a queue and tells its consumers. Returns the ready messages it had.

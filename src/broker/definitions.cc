@@ -26,6 +26,7 @@ enum class Kind : uint8_t {
   barrier = 7,
   add_node = 8,
   forget_node = 9,
+  set_queue_members = 10,
 };
 
 // Names are short strings in AMQP; a definition field longer than that is written as a long
@@ -131,6 +132,14 @@ std::string encode_metadata_command(const MetadataCommand& command) {
         } else if constexpr (std::is_same_v<T, ForgetNode>) {
           out.u8(static_cast<uint8_t>(Kind::forget_node));
           put_string(out, body.name);
+        } else if constexpr (std::is_same_v<T, SetQueueMembers>) {
+          out.u8(static_cast<uint8_t>(Kind::set_queue_members));
+          put_string(out, body.vhost);
+          put_string(out, body.name);
+          out.u8(static_cast<uint8_t>(std::min<size_t>(body.members.size(), queue_members_max)));
+          for (size_t i = 0; i < body.members.size() && i < queue_members_max; ++i) {
+            out.u64(body.members[i]);
+          }
         }
       },
       command);
@@ -149,6 +158,18 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
     uint8_t byte = in.u8();
     out = byte == 1;
     return !in.failed() && byte <= 1;
+  };
+  // A count, then node ids: each above 0, and once.
+  auto get_members = [&in](std::vector<uint64_t>& members) {
+    uint8_t count = in.u8();
+    bool valid = true;
+    for (uint8_t i = 0; i < count && !in.failed(); ++i) {
+      uint64_t member = in.u64();
+      valid = valid && member != 0 &&
+              std::find(members.begin(), members.end(), member) == members.end();
+      members.push_back(member);
+    }
+    return valid && !in.failed();
   };
   auto kind = static_cast<Kind>(in.u8());
   if (in.failed()) return unexpected(std::string("truncated"));
@@ -206,17 +227,15 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
       if (ok && version < 3 && q.durable && q.exclusive_owner == 0 && q.home != 0) {
         q.members = {q.home};  // a durable queue's log was on the node that declared it
       }
-      if (ok && version >= 3) {
-        uint8_t count = in.u8();
-        for (uint8_t i = 0; i < count && !in.failed(); ++i) {
-          uint64_t member = in.u64();
-          // Node ids are above 0, each once.
-          ok = ok && member != 0 &&
-               std::find(q.members.begin(), q.members.end(), member) == q.members.end();
-          q.members.push_back(member);
-        }
-      }
+      if (ok && version >= 3) ok = get_members(q.members);
       command = DeclareQueue{std::move(q), requester};
+      break;
+    }
+    case Kind::set_queue_members: {
+      SetQueueMembers change;
+      ok = version >= 3 && get_string(in, change.vhost) && get_string(in, change.name) &&
+           get_members(change.members) && !change.members.empty();
+      command = std::move(change);
       break;
     }
     case Kind::bind:
@@ -294,6 +313,9 @@ void Definitions::apply(const MetadataCommand& command) {
           for (auto& [id, node] : nodes_) {
             if (node.name == body.name) node.forgotten = true;
           }
+        } else if constexpr (std::is_same_v<T, SetQueueMembers>) {
+          auto queue = queues_.find({body.vhost, body.name});
+          if (queue != queues_.end()) queue->second.members = body.members;
         }
       },
       command);

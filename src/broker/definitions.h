@@ -115,8 +115,19 @@ struct ForgetNode {
   std::string name;
 };
 
+// The nodes a durable queue's group is to have (hamqctl add_member, delete_member, grow,
+// shrink; the repair of a queue that lost a node): each node that is new in it joins the group
+// empty, and the group's leader changes its Raft configuration one member at a time until it is
+// these (NodeLog::reconcile_queue_members). A node left out keeps its replica until its group
+// has removed it.
+struct SetQueueMembers {
+  std::string vhost;
+  std::string name;
+  std::vector<uint64_t> members;
+};
+
 using MetadataCommand = std::variant<DeclareExchange, DeleteExchange, DeclareQueue, DeleteQueue,
-                                     Bind, Unbind, Barrier, AddNode, ForgetNode>;
+                                     Bind, Unbind, Barrier, AddNode, ForgetNode, SetQueueMembers>;
 
 // The id the next node to join gets: above every id given so far.
 uint64_t next_node_id(const std::map<uint64_t, ClusterNode>& nodes);

@@ -27,6 +27,11 @@ class ManualStore final : public QueueStore {
     groups_.erase(group);
     logs_.erase(group);
   }
+  void join_group(uint64_t group) override {
+    joined.insert(group);
+    groups_.insert(group);
+  }
+  std::set<uint64_t> joined;
   void propose(uint64_t group, std::string command, Placed placed) override {
     if (following.contains(group)) ++refused_by_leader[group];
     if (refuse || following.contains(group)) return placed(std::nullopt);
@@ -441,6 +446,8 @@ TEST_F(DurableQueue, AReplicatedQueuesSnapshotRefersToTheLogAndIsSentWithEveryBo
   ASSERT_GT(referring.size(), 100u);
   EXPECT_EQ(referring.back().message, nullptr);
 
+  // A group's founding snapshot is empty (a new queue): sent as it is.
+  EXPECT_EQ(client.broker.self_contained_snapshot(big->group, ""), std::string());
   auto whole = client.broker.self_contained_snapshot(big->group, state);
   ASSERT_TRUE(whole.has_value());
   EXPECT_GT(whole->size(), referring.size() * 1000);
@@ -633,6 +640,69 @@ TEST_F(DurableQueue, AProposalRunsAtTheTimeItsLeaderStamped) {
 
 // Placement is decided in the apply, from the model alone: min(size, nodes) distinct nodes, the
 // declaring one first, then those holding the fewest groups.
+TEST_F(DurableQueue, NewMembersJoinTheGroupAndAForgottenNodesMembersAreReplaced) {
+  for (uint64_t id = 1; id <= 4; ++id) {
+    client.broker.change_definitions(AddNode{
+        ClusterNode{id, "n" + std::to_string(id), "127.0.0.1" + std::to_string(id), 25672, false}});
+  }
+  amqp::FieldTable two;
+  two.entries.emplace_back("x-quorum-initial-group-size", int32_t{2});
+  // Declared through node 3: this node (1, holding the fixture's queue) holds no member.
+  client.broker.change_definitions(DeclareQueue{{"/", "far", 0, false, two, true, 0, 3, {}}, 0});
+  QueuePtr far = client.broker.find_virtual_host("/")->find_queue("far");
+  ASSERT_EQ(far->members, (std::vector<uint64_t>{3, 2}));
+  EXPECT_FALSE(store.has_group(far->group));
+  EXPECT_FALSE(client.broker.queue_members(far->group).has_value());
+
+  // Made a member: this node joins the group (empty, to catch up), and serves the queue.
+  Broker::DefinitionResult result = uint64_t{0};
+  client.broker.change_definitions(SetQueueMembers{"/", "far", {3, 2, 1}},
+                                   [&](const Broker::DefinitionResult& r) { result = r; });
+  ASSERT_TRUE(result.ok());
+  EXPECT_TRUE(store.joined.contains(far->group));
+  EXPECT_EQ(client.broker.queue_members(far->group), (std::vector<uint64_t>{3, 2, 1}));
+  EXPECT_EQ(client.broker.current_definitions().queues().at({"/", "far"}).members,
+            (std::vector<uint64_t>{3, 2, 1}));
+
+  // Refused: a node not in the cluster, a queue that is not replicated or not there.
+  client.broker.change_definitions(SetQueueMembers{"/", "far", {3, 9}},
+                                   [&](const Broker::DefinitionResult& r) { result = r; });
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code, amqp::ReplyCode::precondition_failed);
+  client.broker.change_definitions(SetQueueMembers{"/", "nowhere", {1}},
+                                   [&](const Broker::DefinitionResult& r) { result = r; });
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code, amqp::ReplyCode::not_found);
+  client.broker.change_definitions(
+      DeclareQueue{{"/", "scratch", 0, false, {}, false, 0, 1, {}}, 0});
+  client.broker.change_definitions(SetQueueMembers{"/", "scratch", {1, 2}},
+                                   [&](const Broker::DefinitionResult& r) { result = r; });
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code, amqp::ReplyCode::precondition_failed);
+
+  // Node 2 is forgotten: each queue with a member there gets the least loaded other node.
+  EXPECT_TRUE(client.broker.queue_repairs().empty());
+  client.broker.change_definitions(ForgetNode{"n2"});
+  auto repairs = client.broker.queue_repairs();
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_EQ(repairs[0].name, "far");
+  EXPECT_EQ(repairs[0].members, (std::vector<uint64_t>{3, 1, 4}));
+  client.broker.change_definitions(repairs[0]);
+  EXPECT_TRUE(client.broker.queue_repairs().empty());
+
+  // Left out: the replica stays until its group removed it (the log decides, NodeLog), then
+  // goes with what it held; the queue is still known here, its state is not.
+  client.publish(1, "", "far", "before");
+  store.apply_all(client.broker);
+  client.broker.change_definitions(SetQueueMembers{"/", "far", {3, 4}});
+  EXPECT_TRUE(store.has_group(far->group));
+  EXPECT_EQ(client.broker.queue_members(far->group), (std::vector<uint64_t>{3, 4}));
+  client.broker.drop_replica(far->group);
+  EXPECT_FALSE(store.has_group(far->group));
+  EXPECT_EQ(far->machine.ready_count(), 0u);
+  EXPECT_NE(client.broker.find_virtual_host("/")->find_queue("far"), nullptr);
+}
+
 TEST_F(DurableQueue, ADurableQueuesGroupIsPlacedOnDistinctNodesTheDeclaringOneAmongThem) {
   for (uint64_t id = 1; id <= 4; ++id) {
     client.broker.change_definitions(AddNode{

@@ -260,6 +260,8 @@ class QueueMachine {
   // Replaces the state (not the options) with a snapshot's; its messages are in memory again.
   // Never trusts the bytes: an error leaves the queue empty.
   Result<void, std::string> restore(std::string_view snapshot);
+  // Forgets the state (not the options): the queue is empty, as a replica never started.
+  void clear() { clear_state(); }
   // What the live messages (ready, checked out and leaving) would hold in memory with their
   // bodies: bodies and each message's overhead. Walks the messages not ready.
   uint64_t live_bytes() const;

@@ -819,6 +819,11 @@ void Raft::apply_conf(const ConfChange& change) {
     return;
   }
   if (change.type == ConfChangeType::remove_node) {
+    // A last word to the member removed, which hears nothing more from this group: the commit
+    // index, so that it applies its removal if it holds it (and its node lets its replica go).
+    if (auto removed = progress_.find(change.node); removed != progress_.end()) {
+      send_heartbeat(change.node, removed->second);
+    }
     progress_.erase(change.node);
     if (transfer_target_ == change.node) transfer_target_ = no_node;
   } else {

@@ -6,18 +6,29 @@
 //   hamqctl -n NEW_NODE:PORT join_cluster NAME@HOST:PORT
 //   hamqctl [-n HOST:PORT] forget_cluster_node NAME
 //   hamqctl [-n HOST:PORT] check_if_node_is_quorum_critical
+//   hamqctl [-n HOST:PORT] add_member [--vhost VHOST] QUEUE NODE
+//   hamqctl [-n HOST:PORT] delete_member [--vhost VHOST] QUEUE NODE
+//   hamqctl [-n HOST:PORT] grow NODE all|even [--vhost-pattern RE] [--queue-pattern RE]
+//   hamqctl [-n HOST:PORT] shrink NODE
+//   hamqctl [-n HOST:PORT] [--formatter json] quorum_status [--vhost VHOST] QUEUE
 //
 // join_cluster is sent to the blank node that joins (as rabbitmqctl's): NAME@HOST:PORT is any
 // member of the cluster, at its cluster port; the cluster's secret file must be on the new node
 // first. forget_cluster_node removes a stopped node for good, through any other node.
 // check_if_node_is_quorum_critical fails (69) if stopping the node would leave a replicated queue
-// without a majority of its members running, and names those queues.
+// without a majority of its members running, and names those queues. add_member, delete_member,
+// grow and shrink change which nodes hold replicated queues, as rabbitmq-queues' do: the queue's
+// group takes a new member as a learner, promotes it once it caught up, and removes one that
+// leaves (one change at a time); they return once the change is recorded, not once it is done
+// (list_queues members shows the members recorded). quorum_status shows each member as the
+// node asked sees it (it must hold a member; its leader knows every member's log).
 //
 // --formatter json prints what rabbitmqctl --formatter json does: for list_queues a JSON array of
 // objects keyed by the columns asked for, for cluster_status one object. Exit codes as
 // rabbitmqctl's: 64 usage, 69 the node cannot be reached, 70 the node refused the request.
 #include <CLI/CLI.hpp>
 #include <asio.hpp>
+#include <cctype>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -78,7 +89,7 @@ Reply request(const std::string& method, const std::string& node, const std::str
     std::string head = method + " " + path + " HTTP/1.1\r\nHost: " + node +
                        "\r\nAuthorization: Basic " + base64(user + ":" + password) +
                        "\r\nAccept: application/json\r\nConnection: close\r\n";
-    if (method == "POST") {
+    if (method == "POST" || !body.empty()) {
       head += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
               "\r\n";
     }
@@ -123,6 +134,22 @@ nlohmann::json ask_json(const std::string& method, const std::string& node, cons
     std::exit(exit_software);
   }
   return body;
+}
+
+// A path segment as a URL carries it ("/" is %2F).
+std::string percent_encode(const std::string& text) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
 }
 
 // A value as rabbitmqctl's table shows it: lists as [a, b], null as nothing.
@@ -174,6 +201,38 @@ int main(int argc, char** argv) {
   CLI::App* quorum_critical = app.add_subcommand(
       "check_if_node_is_quorum_critical",
       "Fails if stopping the node would leave a replicated queue without a majority");
+  std::string vhost = "/";
+  std::string queue_name;
+  std::string member_node;
+  CLI::App* quorum_status =
+      app.add_subcommand("quorum_status", "The members of a replicated queue and their Raft state");
+  quorum_status->add_option("--vhost", vhost, "The queue's virtual host")->capture_default_str();
+  quorum_status->add_option("queue", queue_name, "The queue")->required();
+  CLI::App* add_member = app.add_subcommand("add_member", "Adds a member of a replicated queue");
+  CLI::App* delete_member =
+      app.add_subcommand("delete_member", "Removes a member of a replicated queue");
+  for (CLI::App* command : {add_member, delete_member}) {
+    command->add_option("--vhost", vhost, "The queue's virtual host")->capture_default_str();
+    command->add_option("queue", queue_name, "The queue")->required();
+    command->add_option("node", member_node, "The node's name")->required();
+  }
+  std::string strategy;
+  std::string vhost_pattern = ".*";
+  std::string queue_pattern = ".*";
+  CLI::App* grow =
+      app.add_subcommand("grow",
+                         "Adds a member on the node to every replicated queue (or those "
+                         "with an even number of members)");
+  grow->add_option("node", member_node, "The node's name")->required();
+  grow->add_option("strategy", strategy, "all or even")
+      ->required()
+      ->check(CLI::IsMember({"all", "even"}));
+  grow->add_option("--vhost-pattern", vhost_pattern, "Virtual hosts (a regex)")
+      ->capture_default_str();
+  grow->add_option("--queue-pattern", queue_pattern, "Queues (a regex)")->capture_default_str();
+  CLI::App* shrink =
+      app.add_subcommand("shrink", "Removes the node's member of every replicated queue");
+  shrink->add_option("node", member_node, "The node's name")->required();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -206,6 +265,62 @@ int main(int argc, char** argv) {
     ask_json("POST", node, "/api/cluster/forget", user, password,
              nlohmann::json{{"node", forgotten}}.dump());
     std::cout << "Removing node " << forgotten << " from the cluster\n";
+    return 0;
+  }
+
+  if (quorum_status->parsed()) {
+    nlohmann::json rows = ask_json("GET", node,
+                                   "/api/queues/quorum/" + percent_encode(vhost) + "/" +
+                                       percent_encode(queue_name) + "/status",
+                                   user, password);
+    if (formatter == "json") {
+      std::cout << rows.dump() << "\n";
+      return 0;
+    }
+    std::cout << "Status of replicated queue " << queue_name << " on node " << node << " ...\n"
+              << "Node Name\tRaft State\tMembership\tLast Log Index\tCommit Index\t"
+                 "Snapshot Index\tTerm\n";
+    for (const auto& row : rows) {
+      std::cout << cell(row["node"]) << "\t" << cell(row["raft_state"]) << "\t"
+                << cell(row["membership"]) << "\t" << cell(row["last_log_index"]) << "\t"
+                << cell(row["commit_index"]) << "\t" << cell(row["snapshot_index"]) << "\t"
+                << cell(row["term"]) << "\n";
+    }
+    return 0;
+  }
+  if (add_member->parsed() || delete_member->parsed()) {
+    bool adding = add_member->parsed();
+    std::string path = "/api/queues/quorum/" + percent_encode(vhost) + "/" +
+                       percent_encode(queue_name) + (adding ? "/replicas/add" : "/replicas/delete");
+    std::cout << (adding ? "Adding a replica for queue " : "Removing a replica for queue ")
+              << queue_name << " in vhost " << vhost << (adding ? " on node " : " from node ")
+              << member_node << " ...\n";
+    ask_json(adding ? "POST" : "DELETE", node, path, user, password,
+             nlohmann::json{{"node", member_node}}.dump());
+    return 0;
+  }
+  if (grow->parsed() || shrink->parsed()) {
+    bool growing = grow->parsed();
+    std::string path = "/api/queues/quorum/replicas/on/" + percent_encode(member_node) +
+                       (growing ? "/grow" : "/shrink");
+    nlohmann::json sent = nlohmann::json::object();
+    if (growing) {
+      sent = {{"strategy", strategy},
+              {"vhost_pattern", vhost_pattern},
+              {"queue_pattern", queue_pattern}};
+    }
+    nlohmann::json rows = ask_json(growing ? "POST" : "DELETE", node, path, user, password,
+                                   growing ? sent.dump() : std::string());
+    if (formatter == "json") {
+      std::cout << rows.dump() << "\n";
+      return 0;
+    }
+    std::cout << (growing ? "Growing" : "Shrinking") << " replicated queues on node " << member_node
+              << " ...\nvhost\tname\tsize\tresult\n";
+    for (const auto& row : rows) {
+      std::cout << cell(row["vhost"]) << "\t" << cell(row["name"]) << "\t" << cell(row["size"])
+                << "\t" << cell(row["result"]) << "\n";
+    }
     return 0;
   }
 

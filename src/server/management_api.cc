@@ -17,8 +17,11 @@ void Server::Impl::handle_management(const HttpRequest& request, bool from_loopb
     refused.headers["WWW-Authenticate"] = "Basic realm=\"hamq\"";
     return respond(refused);
   }
+  if (handle_queue_members(request, respond)) return;
   if (request.method == "GET") return respond(handle_read(request));
-  if (request.method != "POST") return respond(error_response(405, "only GET and POST are served"));
+  if (request.method != "POST") {
+    return respond(error_response(405, "only GET, POST and DELETE are served"));
+  }
   if (request.path != "/api/cluster/join" && request.path != "/api/cluster/forget") {
     return respond(error_response(404, "no such path: " + request.path));
   }

@@ -142,6 +142,26 @@ void Server::Impl::reconcile_metadata_members() {
   }
 }
 
+void Server::Impl::repair_queue_members() {
+  if (++repair_ticks % (1000 / raft_tick_ms) != 0) return;
+  const raft::Raft* leader = log->host().peek(metadata_group);
+  if (leader == nullptr || leader->role() != raft::Role::leader) return;
+  for (broker::SetQueueMembers& repair : broker.queue_repairs()) {
+    auto key = std::make_pair(repair.vhost, repair.name);
+    if (!repairing.insert(key).second) continue;
+    spdlog::info("queue '{}' in vhost '{}' had a member on a forgotten node: it gets another",
+                 repair.name, repair.vhost);
+    broker.change_definitions(std::move(repair),
+                              [this, key](const broker::Broker::DefinitionResult& result) {
+                                repairing.erase(key);
+                                if (!result.ok()) {
+                                  spdlog::warn("queue '{}' in vhost '{}' was not repaired: {}",
+                                               key.second, key.first, result.error().text);
+                                }
+                              });
+  }
+}
+
 void Server::Impl::on_join(const cluster::Hello& joiner, const cluster::Join& join,
                            const std::string& reached_at,
                            PeerTransportCallbacks::JoinAnswerFn answer) {

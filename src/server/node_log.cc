@@ -468,6 +468,7 @@ void NodeLog::tick() {
   if (writer_) writer_->notify();
   follow_peers();
   rebalance_leaders();
+  reconcile_queue_members();
   // The holders this node's earlier lives left in its groups go once each replica has caught up
   // (those of single-member groups went at start, Broker::detach_previous_holders).
   // (A replica may look caught up before its leader's entries reached it: swept until some time
@@ -506,6 +507,94 @@ void NodeLog::follow_peers() {
       broker_->node_gone(id);
     }
   }
+}
+
+void NodeLog::reconcile_queue_members() {
+  if (broker_ == nullptr) return;
+  auto up = [this](uint64_t id) {
+    if (id == self_.value) return true;
+    auto name = peer_names_.find(id);
+    return transport_ != nullptr && name != peer_names_.end() &&
+           transport_->connected(name->second);
+  };
+  size_t changes = 0;
+  std::vector<uint64_t> dropped;
+  std::set<uint64_t> orphans;
+  for (raft::GroupId group : host_->group_ids()) {
+    if (group == metadata_group) continue;
+    auto wanted = broker_->queue_members(group.value);
+    raft::Raft* raft = host_->find(group);
+    if (!wanted || raft == nullptr) continue;
+    auto is_wanted = [&wanted](raft::NodeId node) {
+      return std::find(wanted->begin(), wanted->end(), node.value) != wanted->end();
+    };
+    const raft::ConfState& conf = raft->conf();
+    auto in_conf = [&conf](raft::NodeId node) {
+      return raft::is_voter(conf, node) || raft::is_learner(conf, node);
+    };
+    bool leads = raft->role() == raft::Role::leader;
+    if (!is_wanted(self_)) {
+      if (!in_conf(self_)) {
+        dropped.push_back(group.value);
+      } else if (leads && raft->transfer_target() == raft::no_node) {
+        // To a member that stays, is up, and holds what is committed; it then removes this one.
+        for (raft::NodeId voter : conf.voters) {
+          const raft::Progress* progress = raft->progress(voter);
+          if (voter != self_ && is_wanted(voter) && up(voter.value) && progress != nullptr &&
+              progress->match >= raft->committed()) {
+            raft->transfer_leadership(voter);
+            break;
+          }
+        }
+      } else if (!leads && raft->leader() == raft::no_node) {
+        orphans.insert(group.value);
+        auto since = orphan_since_.try_emplace(group.value, ticks_).first->second;
+        if (since + member_orphan_ticks <= ticks_) dropped.push_back(group.value);
+      }
+      continue;
+    }
+    if (!leads || raft->transfer_target() != raft::no_node) continue;
+    if (changes >= member_changes_per_second) continue;
+    std::optional<raft::ConfChange> change;
+    for (const auto& members : {conf.voters, conf.learners}) {
+      for (raft::NodeId member : members) {
+        if (!change && !is_wanted(member)) {
+          change = raft::ConfChange{raft::ConfChangeType::remove_node, member};
+        }
+      }
+    }
+    for (uint64_t id : *wanted) {
+      if (change) break;
+      raft::NodeId node{id};
+      if (!in_conf(node)) {
+        change = raft::ConfChange{raft::ConfChangeType::add_learner, node};
+      } else if (raft::is_learner(conf, node)) {
+        const raft::Progress* progress = raft->progress(node);
+        if (progress != nullptr && progress->match.value > 0 &&
+            progress->match.value + promote_lag_entries_max >= raft->committed().value) {
+          change = raft::ConfChange{raft::ConfChangeType::add_voter, node};
+        }
+      }
+    }
+    if (!change) continue;
+    if (raft->propose_conf_change(*change).ok()) {
+      ++changes;
+      auto name = peer_names_.find(change->node.value);
+      spdlog::info("queue group {}: {} node {}", group.value,
+                   change->type == raft::ConfChangeType::remove_node   ? "removing"
+                   : change->type == raft::ConfChangeType::add_learner ? "adding (as a learner)"
+                                                                       : "promoting to voter",
+                   name != peer_names_.end() ? name->second : std::to_string(change->node.value));
+    }
+  }
+  std::erase_if(orphan_since_,
+                [&orphans](const auto& entry) { return !orphans.contains(entry.first); });
+  for (uint64_t group : dropped) {
+    spdlog::info("group {}: this node is no member of it any more: its replica goes", group);
+    orphan_since_.erase(group);
+    broker_->drop_replica(group);
+  }
+  if (changes > 0 || !dropped.empty()) schedule_process();
 }
 
 void NodeLog::rebalance_leaders() {
@@ -600,6 +689,11 @@ bool NodeLog::create_group(uint64_t group, const std::vector<uint64_t>& members)
   }
   schedule_process();
   return true;
+}
+
+void NodeLog::join_group(uint64_t group) {
+  host_->join_group(raft::GroupId{group});
+  schedule_process();
 }
 
 bool NodeLog::has_group(uint64_t group) const {

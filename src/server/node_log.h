@@ -131,6 +131,7 @@ class NodeLog final : public broker::QueueStore {
 
   // broker::QueueStore
   bool create_group(uint64_t group, const std::vector<uint64_t>& members) override;
+  void join_group(uint64_t group) override;
   bool has_group(uint64_t group) const override;
   void remove_group(uint64_t group) override;
   void propose(uint64_t group, std::string command, Placed placed) override;
@@ -196,6 +197,20 @@ class NodeLog final : public broker::QueueStore {
   // another member of one of them that is up hands it that group (a node that came back, a node
   // the declares did not favour get theirs), at most rebalance_moves_per_second at a time.
   void rebalance_leaders();
+  // Each second: brings each queue group this node leads to the members its queue is to have
+  // (broker::SetQueueMembers), one Raft configuration change at a time: a new member as a
+  // learner, promoted to voter once it is nearly caught up; a member left out removed (a leader
+  // left out first hands its leadership to a member kept). And lets go of this node's replicas
+  // of groups it is no member of any more, once its group removed it (it applied its removal),
+  // or, if it never heard of that (down at the time), once it has heard from no leader of the
+  // group for member_orphan_ticks.
+  void reconcile_queue_members();
+  static constexpr size_t member_changes_per_second = 64;
+  // A learner this close to the leader's commit index is promoted (under steady load it is
+  // always a few entries behind).
+  static constexpr uint64_t promote_lag_entries_max = 256;
+  static constexpr uint64_t member_orphan_ticks = 30'000 / raft_tick_ms;
+  std::map<uint64_t, uint64_t> orphan_since_;  // by group: the tick it was first seen leaderless
   static constexpr size_t rebalance_moves_per_second = 16;
   // A group whose leader changed less than this long ago is not handed over.
   static constexpr uint64_t rebalance_settle_ticks = 3'000 / raft_tick_ms;

@@ -375,6 +375,7 @@ void Server::Impl::tick() {
     if (ec) return;
     broker.set_wall_clock_ms(unix_ms());  // (commands given up are timed by it)
     reconcile_metadata_members();
+    repair_queue_members();
     log->tick();
     log->process();
     tick();

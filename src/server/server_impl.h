@@ -10,6 +10,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -93,6 +94,34 @@ struct Server::Impl {
   // members to the cluster's nodes (a new node as a learner, promoted to voter once it caught
   // up, up to five voters; a forgotten one removed).
   void reconcile_metadata_members();
+  // On the metadata group's leader, each second: the replicated queues that had a member on a
+  // forgotten node get one on another node (Broker::queue_repairs), so that they return to their
+  // size without an operator.
+  void repair_queue_members();
+  uint64_t repair_ticks = 0;
+  std::set<std::pair<std::string, std::string>> repairing;  // (vhost, queue) asked, not answered
+
+  // --- queue_members.cc
+
+  // The quorum-queue member paths of the management API (add, delete, grow, shrink): false if
+  // the request is for none of them.
+  bool handle_queue_members(const HttpRequest& request, ManagementListener::Respond& respond);
+  std::optional<uint64_t> member_node_id(const std::string& name) const;
+  // rabbitmq-queues quorum_status, as this node sees it (it must hold a member): one row per
+  // member with its membership (voter, promotable: a learner, joining: to be added), and its
+  // Raft state and log as far as this node knows them (its own; the others' if it leads).
+  HttpResponse queue_status(const std::string& vhost, const std::string& name);
+  // Asks the metadata group for a queue's new members; `done` gets nothing, or why not.
+  void propose_queue_members(const std::string& vhost, const std::string& name,
+                             std::vector<uint64_t> members,
+                             std::function<void(std::optional<std::string>)> done);
+  void change_queue_member(const std::string& vhost, const std::string& name,
+                           const std::string& node, bool add, ManagementListener::Respond respond);
+  // grow (a member on `node` for every matching queue without one; "even": only those with an
+  // even number of members) or shrink (the members on `node` go, but no queue's last).
+  void change_members_on(const std::string& node, bool grow, const std::string& strategy,
+                         const std::string& vhost_pattern, const std::string& queue_pattern,
+                         ManagementListener::Respond respond);
 
   // --- management_api.cc
 

@@ -89,7 +89,7 @@ TEST(Simulator, RunsHaveFaultsWorthCheckingFor) {
 TEST(Simulator, CheckersCatchARuntimeThatAcknowledgesBeforeFsync) {
   int failed = 0;
   std::string example;
-  for (uint64_t seed = 1; seed <= 300 && failed == 0; ++seed) {
+  for (uint64_t seed = 1; seed <= 1000 && failed == 0; ++seed) {
     SimReport report = run_simulation(
         SimOptions{.seed = seed, .nodes = 3, .groups = 3, .break_ready_contract = true});
     if (!report.ok) {
