@@ -451,6 +451,19 @@ def pika_throughput(host, port, queue, seconds):
     return len(counted) / max(0.001, (start + seconds) - (start + 2))
 
 
+def rabbitmq_c_throughput(host, port, queue, seconds):
+    """bench/amqp_load.c (rabbitmq-c, each publish its own write): one publisher with 1,000
+    unconfirmed at most, one consumer with prefetch 1,000 acking every message; messages received
+    per second after a 2 s warm-up."""
+    done = subprocess.run([str(compare.BIN / "amqp-load"), host, str(port), queue, str(seconds),
+                           "--size", "1024", "--persistent", "--window", "1000",
+                           "--prefetch", "1000", "--ack-every", "1"],
+                          capture_output=True, text=True, timeout=seconds + 60)
+    if done.returncode != 0:
+        raise RuntimeError("amqp-load: " + done.stderr)
+    return json.loads(done.stdout)["received_per_s"]
+
+
 def perf_throughput(broker, leader, queue, seconds):
     summary = pathlib.Path(tempfile.mktemp(suffix=".json"))
     uri = "amqp://guest:guest@%s:%d/%%2F" % (broker.host(leader), broker.port(leader))
@@ -478,10 +491,14 @@ def p3(broker, runs, seconds):
         broker.declare(queue, through=1 + run % 3)
         leader = broker.leader(queue)
         rate = pika_throughput(broker.host(leader), broker.port(leader), queue, seconds)
-        rows.append({"perf": perf, "pika_rate": rate})
-        print("  %s run %d: hamq-perf %.0f msg/s received (p50 latency %s us), pika %.0f msg/s"
-              % (broker.name, run + 1, perf.get("receive_rate", float("nan")),
-                 perf.get("consumer_latency_us", {}).get("p50", "?"), rate), flush=True)
+        queue = "p3-rabbitmq-c-%d" % run
+        broker.declare(queue, through=1 + run % 3)
+        leader = broker.leader(queue)
+        c_rate = rabbitmq_c_throughput(broker.host(leader), broker.port(leader), queue, seconds)
+        rows.append({"perf": perf, "pika_rate": rate, "c_rate": c_rate})
+        print("  %s run %d: hamq-perf %.0f msg/s received, rabbitmq-c %.0f msg/s, pika %.0f msg/s"
+              % (broker.name, run + 1, perf.get("receive_rate", float("nan")), c_rate, rate),
+              flush=True)
     return rows
 
 
@@ -552,15 +569,18 @@ def summarize(results, options):
         lines += ["P3: one publisher (1,000 unconfirmed at most) and one consumer (prefetch "
                   "1,000), 1 KB persistent, both on the leader's node, %d s; messages received "
                   "per second." % options.seconds, "",
-                  "| broker | hamq-perf msg/s | runs | pika msg/s | runs |", "|---|---|---|---|---|"]
+                  "| broker | rabbitmq-c msg/s | runs | hamq-perf msg/s | runs | pika msg/s | runs |",
+                  "|---|---|---|---|---|---|---|"]
         for name, result in results.items():
             rows = result.get("p3")
             if not rows:
                 continue
             perf = [r["perf"].get("receive_rate", 0) for r in rows]
             pika_rates = [r["pika_rate"] for r in rows]
-            lines.append("| %s | %.0f | %s | %.0f | %s |" % (
-                name, statistics.median(perf), ", ".join("%.0f" % p for p in perf),
+            c_rates = [r["c_rate"] for r in rows]
+            lines.append("| %s | %.0f | %s | %.0f | %s | %.0f | %s |" % (
+                name, statistics.median(c_rates), ", ".join("%.0f" % p for p in c_rates),
+                statistics.median(perf), ", ".join("%.0f" % p for p in perf),
                 statistics.median(pika_rates), ", ".join("%.0f" % p for p in pika_rates)))
         lines.append("")
     return "\n".join(lines)

@@ -41,7 +41,8 @@ run_suite() {  # build-dir, cmake args...
 
 mkdir -p build build-asan
 run_suite build -DCMAKE_BUILD_TYPE=Release -DHAMQ_TESTS=ON
-run_suite build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHAMQ_TESTS=ON -DCMAKE_CXX_COMPILER=clang++-14 \
+run_suite build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHAMQ_TESTS=ON \
+  -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_C_COMPILER=clang-14 \
   -DHAMQ_SANITIZE=ON -DHAMQ_FUZZ=ON -DHAMQ_FUZZ_SECONDS="$fuzz_seconds"
 
 echo

@@ -522,10 +522,15 @@ Broker::DefinitionResult Broker::apply_set_queue_members(const SetQueueMembers& 
                                       "node " + std::to_string(member) + " is not in the cluster"});
     }
   }
+  if (change.expected != queue->members) {
+    return unexpected(ProtocolError{
+        amqp::ReplyCode::precondition_failed,
+        "the members of " + named + " changed meanwhile (another change): ask again"});
+  }
   if (change.members.empty() || change.members == queue->members) return uint64_t{0};
-  std::vector<uint64_t> before = queue->members;
   count_members(*queue, -1);
   queue->members = change.members;
+  queue->members_changed = true;
   count_members(*queue, 1);
   bool member_here =
       std::find(change.members.begin(), change.members.end(), node_id_) != change.members.end();
@@ -535,16 +540,8 @@ Broker::DefinitionResult Broker::apply_set_queue_members(const SetQueueMembers& 
     if (!replaying_definitions_) queue_store_->join_group(queue->group);
     attach_group(queue, queue->group);
   }
-  // What the nodes that leave held (their consumers, their unacknowledged messages) is ready
-  // again on the queue's leader: their replica no longer serves them.
-  if (queue_groups_.contains(queue->group) && runs_effects(*queue)) {
-    for (uint64_t member : before) {
-      if (member == node_id_) continue;
-      if (std::find(change.members.begin(), change.members.end(), member) == change.members.end()) {
-        detach_node(queue, member);
-      }
-    }
-  }
+  // What the nodes that leave held is ready again once the queue's leader sees it
+  // (detach_non_members, each second: a leader that takes over later does it too).
   return uint64_t{0};
 }
 
@@ -582,10 +579,24 @@ std::vector<SetQueueMembers> Broker::queue_repairs() const {
       for (size_t i = 0; i < replacements && i < candidates.size(); ++i) {
         members.push_back(candidates[i]);
       }
-      repairs.push_back(SetQueueMembers{vhost_name, name, std::move(members)});
+      repairs.push_back(SetQueueMembers{vhost_name, name, std::move(members), queue->members});
     }
   }
   return repairs;
+}
+
+void Broker::detach_non_members(uint64_t group) {
+  auto it = queue_groups_.find(group);
+  QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
+  if (!queue || queue->members.empty() || !runs_effects(*queue)) return;
+  const std::vector<uint64_t>& members = queue->members;
+  auto elsewhere = [&members](HolderId holder) {
+    return holder.node() != 0 &&
+           std::find(members.begin(), members.end(), holder.node()) == members.end();
+  };
+  for (queue::QueueCommand& one : detach_commands(*queue, elsewhere)) {
+    execute(queue, std::move(one));
+  }
 }
 
 std::optional<std::vector<uint64_t>> Broker::queue_members(uint64_t group) const {
@@ -608,8 +619,14 @@ void Broker::drop_replica(uint64_t group) {
       sink->second->consumer_cancelled_by_broker(consumer);
     }
   }
-  // Its state lived in the replica: a node without a member holds none.
+  // Its state lived in the replica: a node without a member holds none (and a replica made
+  // here again starts from nothing).
   queue->machine.clear();
+  queue->applied_index = 0;
+  queue->applied_term = 0;
+  queue->snapshot_index = 0;
+  queue->log_bytes_since_snapshot = 0;
+  queue->last_snapshot_bytes = 0;
 }
 
 Definitions Broker::current_definitions() const {
@@ -685,6 +702,13 @@ void Broker::found_missing_groups() {
   for (const auto& [group, weak] : queue_groups_) {
     QueuePtr queue = weak.lock();
     if (!queue || queue_store_->has_group(group)) continue;
+    if (queue->members_changed) {
+      // Its members changed since it was founded: this node takes its state from their leader,
+      // never founds it anew with the members of now, which are not its founders. (Members
+      // restored from a metadata snapshot are taken for the founders.)
+      queue_store_->join_group(group);
+      continue;
+    }
     queue_store_->create_group(
         group, queue->members.empty() ? std::vector<uint64_t>{node_id_} : queue->members);
   }

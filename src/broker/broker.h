@@ -358,6 +358,9 @@ class Broker {
   // This node is no member of the group any more (its group removed it): the replica goes, its
   // consumers here are cancelled (basic.cancel) and its pending commands refused.
   void drop_replica(uint64_t group);
+  // On the group's leader: the consumers and holders of nodes that are no members of the queue
+  // (any more) are detached, so what they held is ready again (the log calls it each second).
+  void detach_non_members(uint64_t group);
   // The same for one group whose replica has caught up with its leader (a group with other
   // members catches up after the start): true once none is left to detach (proposals that
   // failed leave them, for the next sweep).

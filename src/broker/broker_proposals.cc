@@ -17,6 +17,8 @@
 // their place.
 #include "broker/broker.h"
 
+#include <algorithm>
+
 namespace hamq::broker {
 
 namespace {
@@ -42,8 +44,11 @@ void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, Command
     run(queue, command, done, 0);
     return;
   }
-  if (!queue_groups_.contains(queue->group)) {
-    // This node holds no member of the queue's group: it has no replica to complete it.
+  if (!queue_groups_.contains(queue->group) ||
+      (!queue->members.empty() &&
+       std::find(queue->members.begin(), queue->members.end(), node_id_) == queue->members.end())) {
+    // This node holds no member of the queue's group (or no longer: its replica goes once the
+    // group removed it): it has no replica to complete it.
     if (done) done(queue, nullptr);
     return;
   }

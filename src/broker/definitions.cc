@@ -136,9 +136,11 @@ std::string encode_metadata_command(const MetadataCommand& command) {
           out.u8(static_cast<uint8_t>(Kind::set_queue_members));
           put_string(out, body.vhost);
           put_string(out, body.name);
-          out.u8(static_cast<uint8_t>(std::min<size_t>(body.members.size(), queue_members_max)));
-          for (size_t i = 0; i < body.members.size() && i < queue_members_max; ++i) {
-            out.u64(body.members[i]);
+          for (const auto* list : {&body.members, &body.expected}) {
+            out.u8(static_cast<uint8_t>(std::min<size_t>(list->size(), queue_members_max)));
+            for (size_t i = 0; i < list->size() && i < queue_members_max; ++i) {
+              out.u64((*list)[i]);
+            }
           }
         }
       },
@@ -234,7 +236,7 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
     case Kind::set_queue_members: {
       SetQueueMembers change;
       ok = version >= 3 && get_string(in, change.vhost) && get_string(in, change.name) &&
-           get_members(change.members) && !change.members.empty();
+           get_members(change.members) && !change.members.empty() && get_members(change.expected);
       command = std::move(change);
       break;
     }

@@ -119,11 +119,13 @@ struct ForgetNode {
 // shrink; the repair of a queue that lost a node): each node that is new in it joins the group
 // empty, and the group's leader changes its Raft configuration one member at a time until it is
 // these (NodeLog::reconcile_queue_members). A node left out keeps its replica until its group
-// has removed it.
+// has removed it. `expected`: the members the change was made from; refused if they changed
+// meanwhile (two changes made at once do not undo each other).
 struct SetQueueMembers {
   std::string vhost;
   std::string name;
   std::vector<uint64_t> members;
+  std::vector<uint64_t> expected;
 };
 
 using MetadataCommand = std::variant<DeclareExchange, DeleteExchange, DeclareQueue, DeleteQueue,

@@ -40,7 +40,7 @@ std::vector<MetadataCommand> one_of_each() {
           {"/", "orders", Binding{"audit", false, "", table("x-match", amqp::FieldValue("all"))}}},
       AddNode{ClusterNode{4, "n4", "127.0.0.14", 25672, false}},
       ForgetNode{"n2"},
-      SetQueueMembers{"/", "work", {3, 4, 5}},
+      SetQueueMembers{"/", "work", {3, 4, 5}, {1, 3, 4}},
   };
 }
 
@@ -66,13 +66,13 @@ TEST(Definitions, AQueuesMembersAreNodeIdsEachOnce) {
 TEST(Definitions, NewMembersAreNodeIdsEachOnceAndAtLeastOne) {
   for (const std::vector<uint64_t>& members :
        {std::vector<uint64_t>{}, std::vector<uint64_t>{4, 0}, std::vector<uint64_t>{2, 3, 2}}) {
-    std::string bytes = encode_metadata_command(SetQueueMembers{"/", "q", members});
+    std::string bytes = encode_metadata_command(SetQueueMembers{"/", "q", members, {1}});
     EXPECT_FALSE(decode_metadata_command(bytes).ok());
   }
   Definitions definitions;
   definitions.apply(DeclareQueue{{"/", "q", 7, false, {}, true, 0, 1, {1, 2, 3}}, 0});
-  definitions.apply(SetQueueMembers{"/", "q", {2, 3, 4}});
-  definitions.apply(SetQueueMembers{"/", "absent", {1}});  // changes nothing
+  definitions.apply(SetQueueMembers{"/", "q", {2, 3, 4}, {1, 2, 3}});
+  definitions.apply(SetQueueMembers{"/", "absent", {1}, {}});  // changes nothing
   EXPECT_EQ(definitions.queues().at({"/", "q"}).members, (std::vector<uint64_t>{2, 3, 4}));
   EXPECT_EQ(definitions.queues().size(), 1u);
 }

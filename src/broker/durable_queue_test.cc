@@ -656,7 +656,7 @@ TEST_F(DurableQueue, NewMembersJoinTheGroupAndAForgottenNodesMembersAreReplaced)
 
   // Made a member: this node joins the group (empty, to catch up), and serves the queue.
   Broker::DefinitionResult result = uint64_t{0};
-  client.broker.change_definitions(SetQueueMembers{"/", "far", {3, 2, 1}},
+  client.broker.change_definitions(SetQueueMembers{"/", "far", {3, 2, 1}, {3, 2}},
                                    [&](const Broker::DefinitionResult& r) { result = r; });
   ASSERT_TRUE(result.ok());
   EXPECT_TRUE(store.joined.contains(far->group));
@@ -665,17 +665,17 @@ TEST_F(DurableQueue, NewMembersJoinTheGroupAndAForgottenNodesMembersAreReplaced)
             (std::vector<uint64_t>{3, 2, 1}));
 
   // Refused: a node not in the cluster, a queue that is not replicated or not there.
-  client.broker.change_definitions(SetQueueMembers{"/", "far", {3, 9}},
+  client.broker.change_definitions(SetQueueMembers{"/", "far", {3, 9}, {3, 2, 1}},
                                    [&](const Broker::DefinitionResult& r) { result = r; });
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.error().code, amqp::ReplyCode::precondition_failed);
-  client.broker.change_definitions(SetQueueMembers{"/", "nowhere", {1}},
+  client.broker.change_definitions(SetQueueMembers{"/", "nowhere", {1}, {}},
                                    [&](const Broker::DefinitionResult& r) { result = r; });
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.error().code, amqp::ReplyCode::not_found);
   client.broker.change_definitions(
       DeclareQueue{{"/", "scratch", 0, false, {}, false, 0, 1, {}}, 0});
-  client.broker.change_definitions(SetQueueMembers{"/", "scratch", {1, 2}},
+  client.broker.change_definitions(SetQueueMembers{"/", "scratch", {1, 2}, {}},
                                    [&](const Broker::DefinitionResult& r) { result = r; });
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.error().code, amqp::ReplyCode::precondition_failed);
@@ -694,9 +694,21 @@ TEST_F(DurableQueue, NewMembersJoinTheGroupAndAForgottenNodesMembersAreReplaced)
   // goes with what it held; the queue is still known here, its state is not.
   client.publish(1, "", "far", "before");
   store.apply_all(client.broker);
-  client.broker.change_definitions(SetQueueMembers{"/", "far", {3, 4}});
+  // Made from members that changed meanwhile (the repair above): refused, nothing changes.
+  client.broker.change_definitions(SetQueueMembers{"/", "far", {3, 4}, {3, 2, 1}},
+                                   [&](const Broker::DefinitionResult& r) { result = r; });
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.error().text.find("changed meanwhile"), std::string::npos);
+  EXPECT_EQ(client.broker.queue_members(far->group), (std::vector<uint64_t>{3, 1, 4}));
+  client.broker.change_definitions(SetQueueMembers{"/", "far", {3, 4}, {3, 1, 4}});
   EXPECT_TRUE(store.has_group(far->group));
   EXPECT_EQ(client.broker.queue_members(far->group), (std::vector<uint64_t>{3, 4}));
+  // No longer a member: what this node's clients ask of the queue is refused at once.
+  bool refused = false;
+  client.broker.execute(
+      far, client.broker.command(queue::PurgeCommand{}),
+      [&](const QueuePtr&, const queue::CommandEffects* effects) { refused = effects == nullptr; });
+  EXPECT_TRUE(refused);
   client.broker.drop_replica(far->group);
   EXPECT_FALSE(store.has_group(far->group));
   EXPECT_EQ(far->machine.ready_count(), 0u);

@@ -86,7 +86,10 @@ struct Queue {
   ConnectionId exclusive_owner = 0;
   uint64_t home = 0;              // the declaring node (Definitions)
   std::vector<uint64_t> members;  // the nodes holding a durable queue's group (Definitions)
-  bool deleting = false;          // its delete is proposed (Broker::propose_queue_delete)
+  // Its members changed since its declare (SetQueueMembers) in what this node applied: they may
+  // not be the group's founders (Broker::found_missing_groups).
+  bool members_changed = false;
+  bool deleting = false;  // its delete is proposed (Broker::propose_queue_delete)
   amqp::FieldTable arguments;
   queue::QueueMachine machine;
   // The Raft group whose log holds the queue's commands (a durable queue on a node with a

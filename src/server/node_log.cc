@@ -523,7 +523,7 @@ void NodeLog::reconcile_queue_members() {
   for (raft::GroupId group : host_->group_ids()) {
     if (group == metadata_group) continue;
     auto wanted = broker_->queue_members(group.value);
-    raft::Raft* raft = host_->find(group);
+    const raft::Raft* raft = host_->peek(group);
     if (!wanted || raft == nullptr) continue;
     auto is_wanted = [&wanted](raft::NodeId node) {
       return std::find(wanted->begin(), wanted->end(), node.value) != wanted->end();
@@ -535,49 +535,80 @@ void NodeLog::reconcile_queue_members() {
     bool leads = raft->role() == raft::Role::leader;
     if (!is_wanted(self_)) {
       if (!in_conf(self_)) {
-        dropped.push_back(group.value);
-      } else if (leads && raft->transfer_target() == raft::no_node) {
-        // To a member that stays, is up, and holds what is committed; it then removes this one.
-        for (raft::NodeId voter : conf.voters) {
-          const raft::Progress* progress = raft->progress(voter);
-          if (voter != self_ && is_wanted(voter) && up(voter.value) && progress != nullptr &&
-              progress->match >= raft->committed()) {
-            raft->transfer_leadership(voter);
-            break;
-          }
-        }
-      } else if (!leads && raft->leader() == raft::no_node) {
-        orphans.insert(group.value);
-        auto since = orphan_since_.try_emplace(group.value, ticks_).first->second;
-        if (since + member_orphan_ticks <= ticks_) dropped.push_back(group.value);
+        dropped.push_back(group.value);  // it applied its removal
+        continue;
       }
-      continue;
+      if (!leads) {
+        // It may have been removed while it was down, and never heard of it: once it has heard
+        // from no leader for a while although every other voter it knows is linked to this node
+        // (so they have a leader, which no longer counts this one), it lets go. Never while it
+        // cannot tell: it may still be a voter that a majority needs.
+        bool others_up = std::all_of(conf.voters.begin(), conf.voters.end(),
+                                     [&](raft::NodeId voter) { return up(voter.value); });
+        if (raft->leader() == raft::no_node && others_up && conf.voters.size() > 1) {
+          orphans.insert(group.value);
+          auto since = orphan_since_.try_emplace(group.value, ticks_).first->second;
+          if (since + member_orphan_ticks <= ticks_) dropped.push_back(group.value);
+        }
+        continue;
+      }
+      if (raft->transfer_target() != raft::no_node) continue;
+      // Left out while it leads: it hands its leadership to a member that stays, is up and holds
+      // what is committed, which then removes it; with none yet, it adds and promotes them.
+      bool handed = false;
+      for (raft::NodeId voter : conf.voters) {
+        const raft::Progress* progress = raft->progress(voter);
+        if (voter != self_ && is_wanted(voter) && up(voter.value) && progress != nullptr &&
+            progress->match >= raft->committed()) {
+          handed = host_->find(group)->transfer_leadership(voter);
+          break;
+        }
+      }
+      if (handed) continue;
     }
     if (!leads || raft->transfer_target() != raft::no_node) continue;
+    size_t in_both = 0;
+    for (uint64_t id : *wanted) in_both += in_conf(raft::NodeId{id}) ? 1 : 0;
+    bool settled = in_both == wanted->size() &&
+                   conf.voters.size() + conf.learners.size() == wanted->size() &&
+                   conf.learners.empty();
+    if (settled) continue;
+    // What the nodes that leave held is ready again here.
+    broker_->detach_non_members(group.value);
     if (changes >= member_changes_per_second) continue;
+    // New members first (as learners, then promoted once nearly caught up), and members left
+    // out only once every wanted node votes: a group never has fewer voters holding its
+    // messages than it is to have.
     std::optional<raft::ConfChange> change;
-    for (const auto& members : {conf.voters, conf.learners}) {
-      for (raft::NodeId member : members) {
-        if (!change && !is_wanted(member)) {
-          change = raft::ConfChange{raft::ConfChangeType::remove_node, member};
-        }
+    for (uint64_t id : *wanted) {
+      raft::NodeId node{id};
+      if (!in_conf(node)) {
+        change = raft::ConfChange{raft::ConfChangeType::add_learner, node};
+        break;
       }
     }
     for (uint64_t id : *wanted) {
       if (change) break;
       raft::NodeId node{id};
-      if (!in_conf(node)) {
-        change = raft::ConfChange{raft::ConfChangeType::add_learner, node};
-      } else if (raft::is_learner(conf, node)) {
-        const raft::Progress* progress = raft->progress(node);
-        if (progress != nullptr && progress->match.value > 0 &&
-            progress->match.value + promote_lag_entries_max >= raft->committed().value) {
-          change = raft::ConfChange{raft::ConfChangeType::add_voter, node};
+      if (!raft::is_learner(conf, node)) continue;
+      const raft::Progress* progress = raft->progress(node);
+      if (progress != nullptr && progress->match.value > 0 &&
+          progress->match.value + promote_lag_entries_max >= raft->committed().value) {
+        change = raft::ConfChange{raft::ConfChangeType::add_voter, node};
+      }
+    }
+    bool all_vote = std::all_of(wanted->begin(), wanted->end(), [&conf](uint64_t id) {
+      return raft::is_voter(conf, raft::NodeId{id});
+    });
+    for (const auto& members : {conf.voters, conf.learners}) {
+      for (raft::NodeId member : members) {
+        if (!change && all_vote && member != self_ && !is_wanted(member)) {
+          change = raft::ConfChange{raft::ConfChangeType::remove_node, member};
         }
       }
     }
     if (!change) continue;
-    if (raft->propose_conf_change(*change).ok()) {
+    if (host_->find(group)->propose_conf_change(*change).ok()) {
       ++changes;
       auto name = peer_names_.find(change->node.value);
       spdlog::info("queue group {}: {} node {}", group.value,
@@ -638,8 +669,13 @@ void NodeLog::rebalance_leaders() {
     if (moved >= rebalance_moves_per_second) break;
     raft::Raft* raft = host_->find(group);
     raft::NodeId target = raft::no_node;
+    auto wanted = broker_ != nullptr ? broker_->queue_members(group.value) : std::nullopt;
     for (raft::NodeId voter : raft->conf().voters) {
       if (voter == self_ || !up(voter.value)) continue;
+      // Not to a member that is leaving the group.
+      if (wanted && std::find(wanted->begin(), wanted->end(), voter.value) == wanted->end()) {
+        continue;
+      }
       // Only to a member that holds what is committed: it can take over at once.
       const raft::Progress* progress = raft->progress(voter);
       if (progress == nullptr || progress->match < raft->committed()) continue;

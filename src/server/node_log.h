@@ -198,12 +198,13 @@ class NodeLog final : public broker::QueueStore {
   // the declares did not favour get theirs), at most rebalance_moves_per_second at a time.
   void rebalance_leaders();
   // Each second: brings each queue group this node leads to the members its queue is to have
-  // (broker::SetQueueMembers), one Raft configuration change at a time: a new member as a
-  // learner, promoted to voter once it is nearly caught up; a member left out removed (a leader
-  // left out first hands its leadership to a member kept). And lets go of this node's replicas
+  // (broker::SetQueueMembers), one Raft configuration change at a time: new members first, as
+  // learners, promoted once nearly caught up; members left out removed once every wanted member
+  // votes (a leader left out first hands its leadership to a member that stays). Meanwhile what
+  // the leaving nodes' consumers held is made ready again. And lets go of this node's replicas
   // of groups it is no member of any more, once its group removed it (it applied its removal),
   // or, if it never heard of that (down at the time), once it has heard from no leader of the
-  // group for member_orphan_ticks.
+  // group for member_orphan_ticks while linked to every other voter it knows.
   void reconcile_queue_members();
   static constexpr size_t member_changes_per_second = 64;
   // A learner this close to the leader's commit index is promoted (under steady load it is

@@ -155,9 +155,10 @@ std::optional<uint64_t> Server::Impl::member_node_id(const std::string& name) co
 
 void Server::Impl::propose_queue_members(const std::string& vhost, const std::string& name,
                                          std::vector<uint64_t> members,
+                                         std::vector<uint64_t> expected,
                                          std::function<void(std::optional<std::string>)> done) {
   broker.change_definitions(
-      broker::SetQueueMembers{vhost, name, std::move(members)},
+      broker::SetQueueMembers{vhost, name, std::move(members), std::move(expected)},
       [done = std::move(done)](const broker::Broker::DefinitionResult& result) {
         done(result.ok() ? std::nullopt : std::optional<std::string>(result.error().text));
       });
@@ -194,7 +195,7 @@ void Server::Impl::change_queue_member(const std::string& vhost, const std::stri
   uint64_t waiting = next_waiting_answer++;
   waiting_answers[waiting] = std::move(respond);
   propose_queue_members(
-      vhost, name, std::move(members),
+      vhost, name, std::move(members), queue->members,
       [this, waiting, named, node, add](std::optional<std::string> failure) {
         auto found = waiting_answers.find(waiting);
         if (found == waiting_answers.end()) return;
@@ -226,6 +227,7 @@ void Server::Impl::change_members_on(const std::string& node, bool grow,
     std::string vhost;
     std::string name;
     std::vector<uint64_t> members;
+    std::vector<uint64_t> expected;
   };
   std::vector<Change> changes;
   for (const auto& [vhost_name, vhost] : broker.virtual_hosts()) {
@@ -243,7 +245,7 @@ void Server::Impl::change_members_on(const std::string& node, bool grow,
         if (!contains(members, *id) || members.size() == 1) continue;
         std::erase(members, *id);
       }
-      changes.push_back(Change{vhost_name, name, std::move(members)});
+      changes.push_back(Change{vhost_name, name, std::move(members), queue->members});
     }
   }
   // One answer once every change is: each queue with its new size, or why it was not changed.
@@ -270,7 +272,7 @@ void Server::Impl::change_members_on(const std::string& node, bool grow,
     std::string vhost_name = change.vhost;
     std::string name = change.name;
     propose_queue_members(
-        change.vhost, change.name, std::move(change.members),
+        change.vhost, change.name, std::move(change.members), std::move(change.expected),
         [progress, finish, vhost_name, name, size](std::optional<std::string> failure) {
           nlohmann::json row = {{"vhost", vhost_name}, {"name", name}, {"size", size}};
           row["result"] = failure ? nlohmann::json(*failure) : nlohmann::json("ok");

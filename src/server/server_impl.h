@@ -111,9 +111,10 @@ struct Server::Impl {
   // member with its membership (voter, promotable: a learner, joining: to be added), and its
   // Raft state and log as far as this node knows them (its own; the others' if it leads).
   HttpResponse queue_status(const std::string& vhost, const std::string& name);
-  // Asks the metadata group for a queue's new members; `done` gets nothing, or why not.
+  // Asks the metadata group for a queue's new members, made from `expected`; `done` gets
+  // nothing, or why not.
   void propose_queue_members(const std::string& vhost, const std::string& name,
-                             std::vector<uint64_t> members,
+                             std::vector<uint64_t> members, std::vector<uint64_t> expected,
                              std::function<void(std::optional<std::string>)> done);
   void change_queue_member(const std::string& vhost, const std::string& name,
                            const std::string& node, bool add, ManagementListener::Respond respond);

@@ -147,3 +147,26 @@ def test_a_queue_with_a_member_on_a_forgotten_node_gets_one_on_another_node():
         assert consume(cluster, i, "mended", lambda got: len(got) == 30) == bodies
     finally:
         cluster.stop()
+
+
+def test_a_queue_moves_to_another_node_its_leader_leaving_last():
+    # add_member then delete_member of the only member, at once: the leader that is left out
+    # adds and promotes the new member first, hands it the leadership, and only then is removed.
+    cluster = Cluster(3).start()
+    try:
+        declare(cluster, 1, "moved", size=1)
+        bodies = [b"moved-%03d" % n for n in range(100)]
+        publish(cluster, 1, "moved", bodies)
+        cluster.hamqctl(1, "add_member", "moved", "n2")
+        cluster.hamqctl(1, "delete_member", "moved", "n1")
+        eventually(lambda: members(cluster, 2, "moved") == ["n2"], what="n2 the only member")
+        eventually(lambda: voters_as_leader_sees(cluster, "moved") == ["n2"], timeout_s=20,
+                   what="the group moved to n2")
+        eventually(lambda: cluster.hamqctl_fails(1, "quorum_status", "moved"),
+                   what="n1's replica gone")
+        assert consume(cluster, 2, "moved", lambda got: len(got) == 100) == bodies
+        # Its last member stays.
+        code, err = cluster.hamqctl_fails(1, "delete_member", "moved", "n2")
+        assert code == 70 and "last member" in err
+    finally:
+        cluster.stop()

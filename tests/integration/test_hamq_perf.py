@@ -42,3 +42,27 @@ def test_bad_uri_is_refused():
                             capture_output=True, text=True, timeout=10)
     assert result.returncode == 2
     assert "URI must start with amqp://" in result.stderr
+
+
+def test_amqp_load_the_benchmarks_rabbitmq_c_client_counts_what_it_moved(server):
+    # bench/amqp_load.c: the load client that is not hamq's own code (rabbitmq-c).
+    import pika
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", server.port))
+    connection.channel().queue_declare("load-q", durable=True)
+    connection.close()
+    done = subprocess.run([str(BIN_DIR / "amqp-load"), "127.0.0.1", str(server.port), "load-q",
+                           "2", "--warmup", "1", "--size", "1024", "--persistent",
+                           "--window", "100", "--ack-every", "10"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["nacked"] == 0
+    assert 0 < data["received"] <= data["published"]
+    assert 0 < data["confirmed"] <= data["published"]
+    assert data["published"] - data["confirmed"] <= 100  # the window
+    assert data["received_per_s"] > 0
+    # A queue that is not there: the broker closes the channel, and amqp-load says so.
+    done = subprocess.run([str(BIN_DIR / "amqp-load"), "127.0.0.1", str(server.port), "absent",
+                           "2", "--warmup", "1"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "closed the channel or connection" in done.stderr
