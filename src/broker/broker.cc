@@ -545,40 +545,46 @@ Broker::DefinitionResult Broker::apply_set_queue_members(const SetQueueMembers& 
   return uint64_t{0};
 }
 
-std::vector<SetQueueMembers> Broker::queue_repairs() const {
+std::vector<SetQueueMembers> Broker::queue_repairs(const std::set<uint64_t>& away) const {
   std::vector<SetQueueMembers> repairs;
   auto forgotten = [this](uint64_t node) {
     auto it = cluster_nodes_.find(node);
     return it == cluster_nodes_.end() || it->second.forgotten;
   };
+  auto lost = [&](uint64_t node) { return forgotten(node) || away.contains(node); };
+  auto hosted = [this](uint64_t id) {
+    auto it = members_hosted_.find(id);
+    return it == members_hosted_.end() ? uint64_t{0} : it->second;
+  };
   for (const auto& [vhost_name, vhost] : virtual_hosts_) {
     for (const auto& [name, queue] : vhost->queues()) {
-      if (queue->group == 0 ||
-          !std::any_of(queue->members.begin(), queue->members.end(), forgotten)) {
+      if (queue->group == 0 || !std::any_of(queue->members.begin(), queue->members.end(), lost)) {
         continue;
       }
-      std::vector<uint64_t> members;
-      for (uint64_t member : queue->members) {
-        if (!forgotten(member)) members.push_back(member);
-      }
-      if (members.empty()) continue;  // (its queue goes with its last node)
-      size_t replacements = queue->members.size() - members.size();
       std::vector<uint64_t> candidates;
       for (const auto& [id, node] : cluster_nodes_) {
-        if (!node.forgotten && std::find(members.begin(), members.end(), id) == members.end()) {
+        if (!lost(id) &&
+            std::find(queue->members.begin(), queue->members.end(), id) == queue->members.end()) {
           candidates.push_back(id);
         }
       }
-      auto hosted = [this](uint64_t id) {
-        auto it = members_hosted_.find(id);
-        return it == members_hosted_.end() ? uint64_t{0} : it->second;
-      };
       std::stable_sort(candidates.begin(), candidates.end(), [&](uint64_t a, uint64_t b) {
         return std::make_pair(hosted(a), a) < std::make_pair(hosted(b), b);
       });
-      for (size_t i = 0; i < replacements && i < candidates.size(); ++i) {
-        members.push_back(candidates[i]);
+      // Each lost member replaced while a candidate is left; a forgotten one without a
+      // replacement is left out, one away kept (it may come back).
+      std::vector<uint64_t> members;
+      size_t next = 0;
+      for (uint64_t member : queue->members) {
+        if (!lost(member)) {
+          members.push_back(member);
+        } else if (next < candidates.size()) {
+          members.push_back(candidates[next++]);
+        } else if (!forgotten(member)) {
+          members.push_back(member);
+        }
       }
+      if (members.empty() || members == queue->members) continue;
       repairs.push_back(SetQueueMembers{vhost_name, name, std::move(members), queue->members});
     }
   }

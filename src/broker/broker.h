@@ -348,10 +348,11 @@ class Broker {
   // that comes back finds them cancelled (its clients are told, basic.cancel).
   void node_gone(uint64_t node);
   void node_back(uint64_t node) { gone_nodes_.erase(node); }
-  // The replicated queues with a member on a forgotten node, each with the members it is to
-  // have instead: that one replaced by the node holding the fewest members that it is not on
-  // (or left out, when every node holds one already).
-  std::vector<SetQueueMembers> queue_repairs() const;
+  // The replicated queues with a member on a forgotten node (or one of `away`: unreachable for
+  // long), each with the members it is to have instead: that one replaced by the node holding
+  // the fewest members that it is not on and is not away (or left out, when there is none; a
+  // member away is then kept).
+  std::vector<SetQueueMembers> queue_repairs(const std::set<uint64_t>& away = {}) const;
   // The nodes a durable queue's group held here is to have (SetQueueMembers), by its group:
   // nothing for a group that is no queue's.
   std::optional<std::vector<uint64_t>> queue_members(uint64_t group) const;

@@ -77,6 +77,11 @@ int main(int argc, char** argv) {
                  "Log bytes a durable queue applies between snapshots of its state")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40));
+  app.add_option("--member-repair-after-seconds", config.member_repair_after_s,
+                 "A node unreachable this long loses its members of replicated queues to other "
+                 "nodes (0: only a forgotten node does)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 32));
   app.add_option("--queue-snapshot-carried-bytes", config.queue_snapshot_carried_bytes,
                  "Bytes of its oldest messages a durable queue's snapshot carries with their "
                  "bodies (the others refer to the log)")

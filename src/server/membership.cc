@@ -146,11 +146,22 @@ void Server::Impl::repair_queue_members() {
   if (++repair_ticks % (1000 / raft_tick_ms) != 0) return;
   const raft::Raft* leader = log->host().peek(metadata_group);
   if (leader == nullptr || leader->role() != raft::Role::leader) return;
-  for (broker::SetQueueMembers& repair : broker.queue_repairs()) {
+  std::set<uint64_t> away;
+  if (config.member_repair_after_s > 0) {
+    for (const auto& [id, node] : broker.cluster_nodes()) {
+      auto down = log->down_for_ms(id);
+      if (!node.forgotten && down && *down >= config.member_repair_after_s * 1000) {
+        away.insert(id);
+      }
+    }
+  }
+  for (broker::SetQueueMembers& repair : broker.queue_repairs(away)) {
     auto key = std::make_pair(repair.vhost, repair.name);
     if (!repairing.insert(key).second) continue;
-    spdlog::info("queue '{}' in vhost '{}' had a member on a forgotten node: it gets another",
-                 repair.name, repair.vhost);
+    spdlog::info(
+        "queue '{}' in vhost '{}' has a member on a forgotten node or one away for long: it "
+        "gets another",
+        repair.name, repair.vhost);
     broker.change_definitions(std::move(repair),
                               [this, key](const broker::Broker::DefinitionResult& result) {
                                 repairing.erase(key);

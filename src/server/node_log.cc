@@ -509,6 +509,12 @@ void NodeLog::follow_peers() {
   }
 }
 
+std::optional<uint64_t> NodeLog::down_for_ms(uint64_t id) const {
+  auto since = down_since_.find(id);
+  if (since == down_since_.end()) return std::nullopt;
+  return (ticks_ - since->second) * raft_tick_ms;
+}
+
 void NodeLog::reconcile_queue_members() {
   if (broker_ == nullptr) return;
   auto up = [this](uint64_t id) {

@@ -206,6 +206,13 @@ class NodeLog final : public broker::QueueStore {
   // or, if it never heard of that (down at the time), once it has heard from no leader of the
   // group for member_orphan_ticks while linked to every other voter it knows.
   void reconcile_queue_members();
+
+ public:
+  // How long the link to node `id` has been down, as this node saw it (nothing: it is up, or
+  // was not seen down yet).
+  std::optional<uint64_t> down_for_ms(uint64_t id) const;
+
+ private:
   static constexpr size_t member_changes_per_second = 64;
   // A learner this close to the leader's commit index is promoted (under steady load it is
   // always a few entries behind).

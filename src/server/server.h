@@ -45,6 +45,9 @@ struct ServerConfig {
   uint64_t queue_snapshot_carried_bytes = broker::queue_snapshot_carried_bytes_default;
   // After a shutdown signal, how long open connections get to answer connection.close.
   uint64_t shutdown_grace_ms = 5'000;
+  // A node unreachable this long (as the metadata leader sees it) loses its members of replicated
+  // queues to other nodes, as a forgotten node does; 0: only forgotten nodes do.
+  uint64_t member_repair_after_s = 0;
 };
 
 class Server {

@@ -170,3 +170,29 @@ def test_a_queue_moves_to_another_node_its_leader_leaving_last():
         assert code == 70 and "last member" in err
     finally:
         cluster.stop()
+
+
+def test_a_member_away_longer_than_the_repair_time_is_replaced():
+    # --member-repair-after-seconds: a node unreachable that long loses its members to others,
+    # as a forgotten node does (RabbitMQ's membership reconciliation, here with a time).
+    cluster = Cluster(4)
+    for node in cluster.nodes.values():
+        node.args += ["--member-repair-after-seconds", "2"]
+    cluster.start()
+    try:
+        declare(cluster, 1, "awaited", size=3)
+        before = members(cluster, 1, "awaited")
+        spare = next(n for n in ("n2", "n3", "n4") if n not in before)
+        away = next(n for n in before if n != "n1")
+        bodies = [b"awaited-%02d" % n for n in range(20)]
+        publish(cluster, 1, "awaited", bodies)
+        cluster.nodes[int(away[1:])].kill()
+        wanted = sorted(set(before) - {away} | {spare})
+        eventually(lambda: members(cluster, 1, "awaited") == wanted, timeout_s=20,
+                   what="the member away replaced")
+        eventually(lambda: voters_as_leader_sees(cluster, "awaited") == wanted, timeout_s=20,
+                   what="the new member promoted and the one away removed")
+        i = int(spare[1:])
+        assert consume(cluster, i, "awaited", lambda got: len(got) == 20) == bodies
+    finally:
+        cluster.stop()
