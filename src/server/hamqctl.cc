@@ -11,6 +11,7 @@
 //   hamqctl [-n HOST:PORT] grow NODE all|even [--vhost-pattern RE] [--queue-pattern RE]
 //   hamqctl [-n HOST:PORT] shrink NODE
 //   hamqctl [-n HOST:PORT] [--formatter json] quorum_status [--vhost VHOST] QUEUE
+//   hamqctl [-n HOST:PORT] [--formatter json] rebalance all|quorum
 //
 // join_cluster is sent to the blank node that joins (as rabbitmqctl's): NAME@HOST:PORT is any
 // member of the cluster, at its cluster port; the cluster's secret file must be on the new node
@@ -21,7 +22,9 @@
 // group takes a new member as a learner, promotes it once it caught up, and removes one that
 // leaves (one change at a time); they return once the change is recorded, not once it is done
 // (list_queues members shows the members recorded). quorum_status shows each member as the
-// node asked sees it (it must hold a member; its leader knows every member's log).
+// node asked sees it (it must hold a member; its leader knows every member's log). rebalance
+// asks the node to hand over its share of leaderships at once (every node does so each second by
+// itself) and prints the leaders per node as it sees them.
 //
 // --formatter json prints what rabbitmqctl --formatter json does: for list_queues a JSON array of
 // objects keyed by the columns asked for, for cluster_status one object. Exit codes as
@@ -208,6 +211,12 @@ int main(int argc, char** argv) {
       app.add_subcommand("quorum_status", "The members of a replicated queue and their Raft state");
   quorum_status->add_option("--vhost", vhost, "The queue's virtual host")->capture_default_str();
   quorum_status->add_option("queue", queue_name, "The queue")->required();
+  std::string queue_type;
+  CLI::App* rebalance =
+      app.add_subcommand("rebalance", "Spreads the replicated queues' leaders over the nodes now");
+  rebalance->add_option("type", queue_type, "all or quorum (every replicated queue)")
+      ->required()
+      ->check(CLI::IsMember({"all", "quorum"}));
   CLI::App* add_member = app.add_subcommand("add_member", "Adds a member of a replicated queue");
   CLI::App* delete_member =
       app.add_subcommand("delete_member", "Removes a member of a replicated queue");
@@ -268,6 +277,20 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (rebalance->parsed()) {
+    nlohmann::json done = ask_json("POST", node, "/api/rebalance/queues", user, password, "{}");
+    if (formatter == "json") {
+      std::cout << done.dump() << "\n";
+      return 0;
+    }
+    std::cout << "Re-balancing leaders of replicated queues ...\n"
+              << "Leaderships handed over by " << node << ": " << cell(done["moved"]) << "\n"
+              << "Node Name\tNumber of quorum queue leaders\n";
+    for (const auto& [name, count] : done["leaders"].items()) {
+      std::cout << name << "\t" << cell(count) << "\n";
+    }
+    return 0;
+  }
   if (quorum_status->parsed()) {
     nlohmann::json rows = ask_json("GET", node,
                                    "/api/queues/quorum/" + percent_encode(vhost) + "/" +

@@ -22,6 +22,7 @@ void Server::Impl::handle_management(const HttpRequest& request, bool from_loopb
   if (request.method != "POST") {
     return respond(error_response(405, "only GET, POST and DELETE are served"));
   }
+  if (request.path == "/api/rebalance/queues") return respond(rebalance_queues());
   if (request.path != "/api/cluster/join" && request.path != "/api/cluster/forget") {
     return respond(error_response(404, "no such path: " + request.path));
   }
@@ -58,6 +59,25 @@ HttpResponse Server::Impl::handle_read(const HttpRequest& request) {
     return fail(404, "no such path: " + request.path);
   }
   return response;
+}
+
+HttpResponse Server::Impl::rebalance_queues() {
+  size_t moved = log->rebalance_now();
+  // The leaders of the replicated queues as this node sees them (of the groups it holds), with
+  // the moves just asked counted for their targets.
+  std::map<std::string, uint64_t> leaders;
+  for (const auto& [id, name] : node_names) leaders[name] = 0;
+  for (const auto& [vhost_name, vhost] : broker.virtual_hosts()) {
+    for (const auto& [name, queue] : vhost->queues()) {
+      if (queue->group == 0 || queue->members.size() < 2) continue;
+      const raft::Raft* raft = log->host().peek(raft::GroupId{queue->group});
+      if (raft == nullptr || raft->leader() == raft::no_node) continue;
+      raft::NodeId leader =
+          raft->transfer_target() != raft::no_node ? raft->transfer_target() : raft->leader();
+      ++leaders[node_name(leader.value)];
+    }
+  }
+  return json_response({{"moved", moved}, {"leaders", leaders}});
 }
 
 nlohmann::json Server::Impl::cluster_status() {

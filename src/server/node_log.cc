@@ -634,8 +634,8 @@ void NodeLog::reconcile_queue_members() {
   if (changes > 0 || !dropped.empty()) schedule_process();
 }
 
-void NodeLog::rebalance_leaders() {
-  if (transport_ == nullptr) return;
+size_t NodeLog::rebalance_leaders(bool asked) {
+  if (transport_ == nullptr) return 0;
   auto up = [this](uint64_t id) {
     if (id == self_.value) return true;
     auto name = peer_names_.find(id);
@@ -660,7 +660,7 @@ void NodeLog::rebalance_leaders() {
     ++led[handing_over ? raft->transfer_target().value : raft->leader().value];
     // A group whose leader changed lately stays: no group goes back and forth (in a larger
     // cluster each node sees only the groups it holds).
-    bool settled = seen->second.since_tick + rebalance_settle_ticks <= ticks_;
+    bool settled = asked || seen->second.since_tick + rebalance_settle_ticks <= ticks_;
     if (raft->role() == raft::Role::leader && !handing_over && settled) mine.push_back(group);
   }
   std::erase_if(leader_seen_, [this](const auto& entry) {
@@ -699,6 +699,7 @@ void NodeLog::rebalance_leaders() {
                  own + moved, total);
     schedule_process();
   }
+  return moved;
 }
 
 void NodeLog::schedule_process() {

@@ -196,7 +196,15 @@ class NodeLog final : public broker::QueueStore {
   // Each second: a node that leads at least two more of the groups with other members than
   // another member of one of them that is up hands it that group (a node that came back, a node
   // the declares did not favour get theirs), at most rebalance_moves_per_second at a time.
-  void rebalance_leaders();
+  // Returns how many it handed over.
+  size_t rebalance_leaders(bool asked = false);
+
+ public:
+  // hamqctl rebalance: the same at once, groups whose leader changed lately included (each node
+  // does it each second anyway, for the groups it leads). How many it handed over.
+  size_t rebalance_now() { return rebalance_leaders(true); }
+
+ private:
   // Each second: brings each queue group this node leads to the members its queue is to have
   // (broker::SetQueueMembers), one Raft configuration change at a time: new members first, as
   // learners, promoted once nearly caught up; members left out removed once every wanted member

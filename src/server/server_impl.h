@@ -129,6 +129,9 @@ struct Server::Impl {
   void handle_management(const HttpRequest& request, bool from_loopback,
                          ManagementListener::Respond respond);
   HttpResponse handle_read(const HttpRequest& request);
+  // POST /api/rebalance/queues (hamqctl rebalance): this node hands over leaderships at once
+  // (NodeLog::rebalance_now); answers how many, and the leaders per node as it sees them.
+  HttpResponse rebalance_queues();
   nlohmann::json cluster_status();
   nlohmann::json queues();
   // The replicated queues with a member here that stopping this node would leave without a

@@ -395,6 +395,17 @@ def test_leaders_spread_over_the_nodes_and_again_when_a_node_comes_back(cluster)
         channel.queue_declare(name, durable=True)
     connection.close()
     eventually(lambda: balanced(cluster, (1, 2, 3)), timeout_s=20, what="leaders spread")
+    # hamqctl rebalance (as rabbitmq-queues rebalance): nothing to move now; it reports the
+    # leaders per node as list_queues shows them.
+    done = json.loads(cluster.hamqctl(1, "--formatter", "json", "rebalance", "all"))
+    rows = json.loads(cluster.hamqctl(1, "list_queues", "name", "leader", "members",
+                                      "--formatter", "json"))
+    expected = {"n1": 0, "n2": 0, "n3": 0}
+    for row in rows:
+        if len(row["members"]) > 1:
+            expected[row["leader"]] += 1
+    assert done["moved"] == 0 and done["leaders"] == expected
+    assert "Number of quorum queue leaders" in cluster.hamqctl(1, "rebalance", "quorum")
     cluster.nodes[2].kill()
     eventually(lambda: balanced(cluster, (1, 3)), timeout_s=20,
                what="the two nodes left share the leaders")
