@@ -51,7 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       consumed += again.size();
     }
   }
-  for (uint8_t type = 0; type <= 4; ++type) {
+  for (uint8_t type = 0; type <= 9; ++type) {
     auto frame = decode_body(static_cast<LinkFrameType>(type), {input, input_size});
     if (!frame.ok()) {
       check(!frame.error().empty());

@@ -1,5 +1,6 @@
 // Replicated-queue log entries (queue/command.h): decode arbitrary bytes; what decodes must encode
 // to something that decodes to the same encoding again, and applying it to a queue must not fail.
+// The same bytes are decoded as a relay's answer (decode_relayed), with the same round trip.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -10,6 +11,12 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace hamq::queue;
+  if (auto relayed = decode_relayed({reinterpret_cast<const char*>(data), size}); relayed.ok()) {
+    std::string encoded = encode_relayed(*relayed);
+    auto again = decode_relayed(encoded);
+    HAMQ_VERIFY(again.ok(), "encoded relayed effects do not decode");
+    HAMQ_VERIFY(encode_relayed(*again) == encoded, "relayed effects encoding is not stable");
+  }
   auto decoded = decode_command({reinterpret_cast<const char*>(data), size});
   if (!decoded.ok()) return 0;
   std::string encoded = encode_command(*decoded);

@@ -49,9 +49,17 @@ std::string Broker::random_name(std::string_view prefix) {
 }
 
 void Broker::dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>& deliveries) {
+  // Deliveries to the consumers of nodes without a member that go through this one.
+  std::map<uint64_t, queue::RelayedEffects> relayed;
   for (const auto& delivery : deliveries) {
     auto it = sinks_.find(delivery.holder.value);
-    if (it == sinks_.end()) continue;
+    if (it == sinks_.end()) {
+      uint64_t node = delivery.holder.node();
+      if (node != node_id_ && queue_relay_ != nullptr && relay_user(*queue, node, true)) {
+        relayed[node].effects.deliveries.push_back(delivery);
+      }
+      continue;
+    }
     if (delivery.message) {
       it->second->deliver(queue, delivery);
       continue;
@@ -60,6 +68,7 @@ void Broker::dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>&
     loaded.message = load_message(*queue, delivery.stored_at);
     if (loaded.message) it->second->deliver(queue, loaded);
   }
+  for (auto& [node, effects] : relayed) send_relayed_effects(*queue, node, std::move(effects));
   if (!flow_waiters_.empty()) check_flow(*queue);
   if (queue->machine.has_dead_letters()) dead_letter(queue);
   schedule(queue);
@@ -217,6 +226,11 @@ size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
   for (HolderId consumer : queue->machine.consumer_ids()) {
     auto it = sinks_.find(consumer.value);
     if (it != sinks_.end()) it->second->consumer_cancelled_by_broker(consumer);
+  }
+  // Those of this node, if it went through another node's member.
+  for (const auto& [holder, delivered] : std::exchange(queue->relay_holders, {})) {
+    auto it = sinks_.find(holder.value);
+    if (it != sinks_.end()) it->second->consumer_cancelled_by_broker(holder);
   }
   return ready;
 }
@@ -596,9 +610,11 @@ void Broker::detach_non_members(uint64_t group) {
   QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
   if (!queue || queue->members.empty() || !runs_effects(*queue)) return;
   const std::vector<uint64_t>& members = queue->members;
-  auto elsewhere = [&members](HolderId holder) {
+  // (Nodes without a member that use the queue through one are not elsewhere.)
+  auto elsewhere = [this, &queue, &members](HolderId holder) {
     return holder.node() != 0 &&
-           std::find(members.begin(), members.end(), holder.node()) == members.end();
+           std::find(members.begin(), members.end(), holder.node()) == members.end() &&
+           !relay_user(*queue, holder.node(), false);
   };
   for (queue::QueueCommand& one : detach_commands(*queue, elsewhere)) {
     execute(queue, std::move(one));
@@ -789,12 +805,19 @@ void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string
   } else if (mine) {
     run(queue, mine->command, mine->done, index);
   } else if (auto command = queue::decode_command(data); command.ok()) {
-    run(queue, *command, {}, index);
-    // Another node cancelled a consumer of this one (its node seemed gone): its client is told.
+    // A node without a member that goes through this one is told what its command did.
+    run(queue, *command, answer_relayed(*queue, command->origin), index);
+    // Another node cancelled a consumer of this one (its node seemed gone): its client is told
+    // (through this node, if that consumer's node has no member).
     if (const auto* cancel = std::get_if<queue::CancelCommand>(&command->body)) {
       auto sink = sinks_.find(cancel->consumer.value);
-      if (cancel->consumer.node() == node_id_ && sink != sinks_.end()) {
+      uint64_t node = cancel->consumer.node();
+      if (node == node_id_ && sink != sinks_.end()) {
         sink->second->consumer_cancelled_by_broker(cancel->consumer);
+      } else if (node != node_id_ && queue_relay_ != nullptr && relay_user(*queue, node, true)) {
+        queue::RelayedEffects relayed;
+        relayed.cancelled.push_back(cancel->consumer);
+        send_relayed_effects(*queue, node, std::move(relayed));
       }
     }
   } else {

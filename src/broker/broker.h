@@ -144,6 +144,21 @@ class QueueStore {
   virtual uint64_t current_term(uint64_t group) const = 0;
 };
 
+// How a node reaches a durable queue whose group it holds no member of: through one member's
+// node (the queue's relay, broker_relay.cc), over the cluster link. Commands go there to be
+// proposed; what they did, and the deliveries to this node's consumers, come back.
+class QueueRelay {
+ public:
+  virtual ~QueueRelay() = default;
+  // The link to the node is up: a number that changes each time it comes up again (frames
+  // sent on an earlier link may be lost), 0 while it is down.
+  virtual uint64_t link_epoch(uint64_t node) const = 0;
+  // Sends to a member's node (Broker::relay_forwarded there), and answers a node without a
+  // member (Broker::relay_answered there).
+  virtual void forward(uint64_t node, uint64_t group, std::string data) = 0;
+  virtual void answer(uint64_t node, uint64_t group, std::string data) = 0;
+};
+
 // A command no copy of which committed in its queue's log for this long (no leader, the leader
 // refused or did not answer, a log cut off from its majority) is given up: not done (a publish
 // is nacked).
@@ -326,6 +341,20 @@ class Broker {
   // Sends again the commands whose copies were lost and could not be sent at once, and gives up
   // those not committed for command_give_up_ms (the log calls it on each tick).
   void resend_lost();
+  // The relay (broker_relay.cc): a node that holds no member of a queue's group sends its
+  // commands through a member's node. Without a relay (tests, a single node) they are refused.
+  void set_queue_relay(QueueRelay* relay) { queue_relay_ = relay; }
+  // On a member's node: what a node without a member sent (QueueRelay::forward).
+  void relay_forwarded(uint64_t from, uint64_t group, std::string_view data);
+  // On the node without a member: the member's node answered (QueueRelay::answer).
+  void relay_answered(uint64_t from, uint64_t group, std::string_view data);
+  // A durable queue used here through another node's member; its ready messages and consumers
+  // as its replica here has them, or else as its relay member last said.
+  bool relayed(const Queue& queue) const;
+  size_t ready_count(const Queue& queue) const;
+  size_t consumer_count(const Queue& queue) const;
+  // Answers from a member that did not decode (dropped); for the log and metrics.
+  uint64_t undecodable_relay_answers() const { return undecodable_relay_answers_; }
   // The log asks: the queue's old entries keep the oldest segment of the node's log from being
   // deleted. It snapshots now if its live messages are few enough to carry.
   void snapshot_queue(uint64_t group);
@@ -434,6 +463,8 @@ class Broker {
   // Tells everything proposed to the queue and not yet applied that it ended with `effects`
   // (null: not done).
   void finish_pending_commands(const QueuePtr& queue, const queue::CommandEffects* effects);
+  // What a command takes in the log, for flow control; the message's body is most of it.
+  static uint64_t command_bytes(const queue::QueueCommand& command);
   // Proposals (broker_proposals.cc). This node's life numbers the commands it proposes.
   uint64_t proposer_id() const { return queue::proposer_id_of(node_id_, whole_life_); }
   // Sends the queue's unsent commands in order, unless copies sent before its group's term
@@ -449,6 +480,25 @@ class Broker {
   // not committed.
   void find_lost_copies(Queue& queue, LogPosition position);
   std::set<uint64_t> waiting_groups_;  // groups with commands pending (resend_lost)
+
+  // The relay (broker_relay.cc). On a node without a member: a command goes to the member's
+  // node the queue goes through (relay_member), which is picked again when its link goes down
+  // or comes up again (then it sends again what this node's holders hold, as deliveries lost on
+  // the old link are); each second the queue's members hear that this node still uses it.
+  void relay(const QueuePtr& queue, queue::QueueCommand command, CommandDone done);
+  uint64_t relay_member(const QueuePtr& queue);
+  void send_relayed(const QueuePtr& queue);
+  void tick_relays();
+  void send_relay_keepalives(Queue& queue);
+  // On a member's node: whether `node` uses the queue (heard from lately), and through here.
+  bool relay_user(const Queue& queue, uint64_t node, bool through_here) const;
+  // What the node's command `origin` did is sent to it, if it goes through here.
+  CommandDone answer_relayed(const Queue& queue, const queue::CommandOrigin& origin);
+  // Sends `relayed` to `node`, each delivery with its body (read back if it left memory).
+  void send_relayed_effects(const Queue& queue, uint64_t node, queue::RelayedEffects relayed);
+  QueueRelay* queue_relay_ = nullptr;
+  std::map<uint64_t, std::weak_ptr<Queue>> relayed_queues_;  // by group: used without a member
+  uint64_t undecodable_relay_answers_ = 0;
 
   uint64_t wall_clock_ms_ = 0;
   QueueStore* queue_store_ = nullptr;

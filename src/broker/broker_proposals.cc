@@ -23,15 +23,6 @@ namespace hamq::broker {
 
 namespace {
 
-// What a command takes in the log, for flow control; the message's body is most of it.
-uint64_t command_bytes(const queue::QueueCommand& command) {
-  constexpr uint64_t overhead = 64;
-  if (const auto* enqueue = std::get_if<queue::EnqueueCommand>(&command.body)) {
-    return overhead + enqueue->message->body.size();
-  }
-  return overhead;
-}
-
 void count_down(std::map<uint64_t, size_t>& counts, uint64_t key) {
   auto it = counts.find(key);
   if (it != counts.end() && --it->second == 0) counts.erase(it);
@@ -39,16 +30,29 @@ void count_down(std::map<uint64_t, size_t>& counts, uint64_t key) {
 
 }  // namespace
 
+uint64_t Broker::command_bytes(const queue::QueueCommand& command) {
+  constexpr uint64_t overhead = 64;
+  if (const auto* enqueue = std::get_if<queue::EnqueueCommand>(&command.body)) {
+    return overhead + enqueue->message->body.size();
+  }
+  return overhead;
+}
+
 void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, CommandDone done) {
   if (queue->group == 0 || queue_store_ == nullptr) {
     run(queue, command, done, 0);
     return;
   }
-  if (!queue_groups_.contains(queue->group) ||
-      (!queue->members.empty() &&
-       std::find(queue->members.begin(), queue->members.end(), node_id_) == queue->members.end())) {
-    // This node holds no member of the queue's group (or no longer: its replica goes once the
-    // group removed it): it has no replica to complete it.
+  bool member_here =
+      queue->members.empty() ||
+      std::find(queue->members.begin(), queue->members.end(), node_id_) != queue->members.end();
+  if (!member_here && queue_relay_ != nullptr) {
+    // Its group lives on other nodes: the command goes through one of them.
+    relay(queue, std::move(command), std::move(done));
+    return;
+  }
+  if (!member_here || !queue_groups_.contains(queue->group)) {
+    // No replica here to complete it (and no relay, or a member not founded yet).
     if (done) done(queue, nullptr);
     return;
   }
@@ -177,6 +181,7 @@ void Broker::resend_lost() {
     send_pending(queue);
     ++group;
   }
+  tick_relays();
 }
 
 void Broker::finish_pending_commands(const QueuePtr& queue, const queue::CommandEffects* effects) {

@@ -399,7 +399,7 @@ void Channel::get_answered(const QueuePtr& queue, const queue::CommandEffects* e
   connection_.send_content(
       number_,
       amqp::BasicGetOk{delivery_tag, delivery.redelivered, message.exchange, message.routing_key,
-                       static_cast<uint32_t>(queue->machine.ready_count())},
+                       static_cast<uint32_t>(connection_.broker().ready_count(*queue))},
       delivery_properties(*queue, delivery), message.body);
 }
 

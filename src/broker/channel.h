@@ -101,6 +101,8 @@ class Channel : public ConsumerSink {
       uint16_t class_id, uint16_t method_id,
       std::function<Result<void, ProtocolError>(Channel&)> look);
   bool looking_after_barrier_ = false;
+  // queue.delete's checks, run again once a queue used through another node's member answered.
+  bool looking_after_relay_ = false;
   // queue.declare-ok for a queue that exists (it may wait for the queue's log).
   void queue_declared(const QueuePtr& queue, const std::string& name, bool passive, bool nowait);
   Result<void, ProtocolError> exchange_declare(const amqp::ExchangeDeclare& m);

@@ -238,18 +238,19 @@ void Channel::queue_declared(const QueuePtr& queue, const std::string& name, boo
   bool quorum = type != nullptr && *type == amqp::FieldValue("quorum");
   if (!passive && !quorum) connection_.broker().queue_used(queue);
   if (nowait) return;
-  auto declare_ok = [name](const QueuePtr& declared) {
-    return amqp::QueueDeclareOk{name, static_cast<uint32_t>(declared->machine.ready_count()),
-                                static_cast<uint32_t>(declared->machine.consumer_count())};
+  Broker& broker = connection_.broker();
+  auto declare_ok = [name, &broker](const QueuePtr& declared) {
+    return amqp::QueueDeclareOk{name, static_cast<uint32_t>(broker.ready_count(*declared)),
+                                static_cast<uint32_t>(broker.consumer_count(*declared))};
   };
-  if (queue->pending_commands.empty()) {
+  if (queue->pending_commands.empty() && !broker.relayed(*queue)) {
     connection_.send(number_, declare_ok(queue));
     return;
   }
   // The counts include what was proposed before (a message just published is counted): the
-  // reply waits for a command that changes nothing to be applied after those.
+  // reply waits for a command that changes nothing to be applied after those. (Through another
+  // node's member, its answer brings the counts.)
   await_reply();
-  Broker& broker = connection_.broker();
   broker.execute(
       queue, broker.command(queue::ExpireCommand{}),
       [handle = handle(), declare_ok](const QueuePtr& declared, const queue::CommandEffects*) {
@@ -313,15 +314,41 @@ Result<void, ProtocolError> Channel::queue_delete(const amqp::QueueDelete& m) {
     if (!m.nowait) connection_.send(number_, amqp::QueueDeleteOk{0});
     return Ok{};
   }
-  const auto& machine = queue.value()->machine;
+  using M = amqp::QueueDelete;
+  Broker& broker = connection_.broker();
+  const QueuePtr& target = queue.value();
+  if ((m.if_unused || m.if_empty) && broker.relayed(*target) && !looking_after_relay_) {
+    // Its counts are another node's: asked for first (a command that changes nothing).
+    await_reply();
+    broker.execute(
+        target, broker.command(queue::ExpireCommand{}),
+        [handle = handle(), m](const QueuePtr&, const queue::CommandEffects* effects) {
+          Channel* channel = from(handle);
+          if (channel == nullptr) return;
+          channel->reply_done();
+          Result<void, ProtocolError> result = unexpected(error(
+              ReplyCode::resource_locked, "cannot reach a node holding queue '" + m.queue + "'"));
+          if (effects != nullptr) {
+            channel->looking_after_relay_ = true;
+            result = channel->queue_delete(m);
+            channel->looking_after_relay_ = false;
+          }
+          if (!result.ok()) {
+            ProtocolError failed = result.error();
+            failed.class_id = M::amqp_class_id;
+            failed.method_id = M::amqp_method_id;
+            channel->connection_.fail_later(channel->number_, failed);  // may destroy the channel
+          }
+        });
+    return Ok{};
+  }
   std::string where = "queue '" + name.value() + "' in vhost '" + vhost().name() + "'";
-  if (m.if_unused && machine.consumer_count() > 0) {
+  if (m.if_unused && broker.consumer_count(*target) > 0) {
     return unexpected(error(ReplyCode::precondition_failed, where + " in use"));
   }
-  if (m.if_empty && machine.ready_count() > 0) {
+  if (m.if_empty && broker.ready_count(*target) > 0) {
     return unexpected(error(ReplyCode::precondition_failed, where + " not empty"));
   }
-  using M = amqp::QueueDelete;
   return change_definitions(
       DeleteQueue{vhost().name(), name.value()}, M::amqp_class_id, M::amqp_method_id,
       [nowait = m.nowait](Channel& channel, uint64_t count) {

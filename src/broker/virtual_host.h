@@ -107,6 +107,7 @@ struct Queue {
     uint64_t term = 0;           // the term it was sent in, or placed in once it is
     uint64_t placed_index = 0;   // where its copy is in the log; 0: not placed
     bool in_flight = false;      // sent, and its placement not answered yet
+    uint64_t relayed_ms = 0;     // sent through another node's member (relay), last at
   };
   std::map<uint64_t, PendingCommand> pending_commands;
   uint64_t pending_bytes = 0;
@@ -116,6 +117,26 @@ struct Queue {
   std::map<uint64_t, size_t> placed_terms;  // term -> copies placed in it, unresolved
   std::map<uint64_t, size_t> sent_terms;    // term -> copies in flight sent in it
   uint64_t applied_term = 0;                // of the last entry applied
+  // Used from a node that holds no member of its group (Broker::relay): the member's node it
+  // goes through and that link's epoch, when this node last sent there, and this node's
+  // holders of it (consumers and basic.get's), with the messages delivered to each and not
+  // settled yet.
+  uint64_t relay_via = 0;
+  uint64_t relay_epoch = 0;
+  uint64_t relay_sent_ms = 0;
+  struct RelayHolder {
+    bool no_ack = false;
+    std::set<queue::MessageId> delivered;
+  };
+  std::map<queue::HolderId, RelayHolder> relay_holders;
+  std::pair<uint64_t, uint64_t> relay_counts;  // ready, consumers: as the relay member last said
+  // On a member's node: the nodes without a member that use the queue, each with when it was
+  // last heard from and whether it goes through this node.
+  struct RelayUser {
+    uint64_t heard_ms = 0;
+    bool through_here = false;
+  };
+  std::map<uint64_t, RelayUser> relay_users;
   // Bytes of its log applied since its last snapshot (see Broker::maybe_snapshot).
   uint64_t log_bytes_since_snapshot = 0;
   uint64_t last_snapshot_bytes = 0;

@@ -164,6 +164,9 @@ void encode_body(std::vector<uint8_t>& out, const LinkFrame& frame) {
           writer.u64(body.request);
           writer.u64(body.term);
           writer.u64(body.index);
+        } else if constexpr (std::is_same_v<T, RelayForward> || std::is_same_v<T, RelayAnswer>) {
+          writer.u64(body.group);
+          writer.long_string(body.data);
         } else if constexpr (std::is_same_v<T, Join>) {
           writer.short_string(body.host);
           writer.u16(body.port);
@@ -198,6 +201,8 @@ LinkFrameType type_of(const LinkFrame& frame) {
   if (std::holds_alternative<Proposed>(frame)) return LinkFrameType::proposed;
   if (std::holds_alternative<Join>(frame)) return LinkFrameType::join;
   if (std::holds_alternative<JoinAnswer>(frame)) return LinkFrameType::join_answer;
+  if (std::holds_alternative<RelayForward>(frame)) return LinkFrameType::relay_forward;
+  if (std::holds_alternative<RelayAnswer>(frame)) return LinkFrameType::relay_answer;
   return LinkFrameType::raft_batch;
 }
 
@@ -266,6 +271,20 @@ Result<LinkFrame, std::string> decode_body(LinkFrameType type, std::span<const u
       proposed.term = in.u64();
       proposed.index = in.u64();
       frame = proposed;
+      break;
+    }
+    case LinkFrameType::relay_forward: {
+      RelayForward forward;
+      forward.group = in.u64();
+      in.long_string(forward.data);
+      frame = std::move(forward);
+      break;
+    }
+    case LinkFrameType::relay_answer: {
+      RelayAnswer answer;
+      answer.group = in.u64();
+      in.long_string(answer.data);
+      frame = std::move(answer);
       break;
     }
     case LinkFrameType::join: {

@@ -35,13 +35,15 @@ inline constexpr uint32_t link_handshake_body_bytes_max = 64 << 10;
 inline constexpr uint32_t link_body_bytes_max = 600u << 20;
 
 enum class LinkFrameType : uint8_t {
-  hello = 1,        // who the sender is; first frame each way
-  hello_proof = 2,  // proof of the cluster secret, bound to the peer's nonce
-  raft_batch = 3,   // the Raft messages of every group from the sender to the receiver
-  propose = 4,      // a proposal for a group the receiver leads (the sender does not)
-  proposed = 5,     // where the leader put a proposal, or that it did not
-  join = 6,         // a blank node asks to join the receiver's cluster (its only frame)
-  join_answer = 7,  // the cluster's answer to a join: the node's id and its peers, or why not
+  hello = 1,          // who the sender is; first frame each way
+  hello_proof = 2,    // proof of the cluster secret, bound to the peer's nonce
+  raft_batch = 3,     // the Raft messages of every group from the sender to the receiver
+  propose = 4,        // a proposal for a group the receiver leads (the sender does not)
+  proposed = 5,       // where the leader put a proposal, or that it did not
+  join = 6,           // a blank node asks to join the receiver's cluster (its only frame)
+  join_answer = 7,    // the cluster's answer to a join: the node's id and its peers, or why not
+  relay_forward = 8,  // a command to a queue whose group the sender holds no member of
+  relay_answer = 9,   // what such a command did, and deliveries to the sender's consumers
 };
 
 inline constexpr size_t link_nonce_bytes = 16;
@@ -79,6 +81,22 @@ struct Proposed {
   bool operator==(const Proposed&) const = default;
 };
 
+// A node that holds no member of a durable queue's group reaches the queue through one member's
+// node (the broker's relay): it forwards its commands (data empty: it only says it still uses
+// the queue), and that node answers with what they did and with deliveries to the sender's
+// consumers. The data is the broker's (queue/command.h), opaque here.
+struct RelayForward {
+  uint64_t group = 0;
+  std::string data;
+  bool operator==(const RelayForward&) const = default;
+};
+
+struct RelayAnswer {
+  uint64_t group = 0;
+  std::string data;
+  bool operator==(const RelayAnswer&) const = default;
+};
+
 // A member of the cluster as the metadata group records it.
 struct LinkMember {
   std::string name;
@@ -102,7 +120,8 @@ struct JoinAnswer {
   bool operator==(const JoinAnswer&) const = default;
 };
 
-using LinkFrame = std::variant<Hello, HelloProof, RaftBatch, Propose, Proposed, Join, JoinAnswer>;
+using LinkFrame = std::variant<Hello, HelloProof, RaftBatch, Propose, Proposed, Join, JoinAnswer,
+                               RelayForward, RelayAnswer>;
 
 // Appends one frame. The body must not exceed link_body_bytes_max (a programmer error).
 void encode_frame(std::vector<uint8_t>& out, const LinkFrame& frame);

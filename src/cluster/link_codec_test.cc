@@ -119,6 +119,8 @@ TEST(LinkCodec, EveryFrameTypeRoundTripsWhateverTheChunking) {
   encode_frame(bytes, Proposed{7, 3, 42});
   encode_frame(bytes, join());
   encode_frame(bytes, join_answer());
+  encode_frame(bytes, RelayForward{12, "command"});
+  encode_frame(bytes, RelayAnswer{12, std::string("effects\0", 8)});
   for (size_t chunk : {bytes.size(), size_t{1}, size_t{7}, size_t{4096}}) {
     LinkReader reader;
     reader.set_body_bytes_max(link_body_bytes_max);
@@ -129,7 +131,7 @@ TEST(LinkCodec, EveryFrameTypeRoundTripsWhateverTheChunking) {
       auto more = read_all(reader);
       for (auto& frame : more) frames.push_back(std::move(frame));
     }
-    ASSERT_EQ(frames.size(), 7u) << "chunk " << chunk;
+    ASSERT_EQ(frames.size(), 9u) << "chunk " << chunk;
     EXPECT_EQ(std::get<Hello>(frames[0]), hello());
     EXPECT_EQ(std::get<HelloProof>(frames[1]).proof, std::string(32, 'p'));
     expect_same_batch(std::get<RaftBatch>(frames[2]).batch, full_batch());
@@ -137,13 +139,18 @@ TEST(LinkCodec, EveryFrameTypeRoundTripsWhateverTheChunking) {
     EXPECT_EQ(std::get<Proposed>(frames[4]), (Proposed{7, 3, 42}));
     EXPECT_EQ(std::get<Join>(frames[5]), join());
     EXPECT_EQ(std::get<JoinAnswer>(frames[6]), join_answer());
+    EXPECT_EQ(std::get<RelayForward>(frames[7]), (RelayForward{12, "command"}));
+    EXPECT_EQ(std::get<RelayAnswer>(frames[8]), (RelayAnswer{12, std::string("effects\0", 8)}));
     EXPECT_EQ(reader.buffered(), 0u);
   }
 }
 
 TEST(LinkCodec, ARefusedJoinSaysWhyAndJoinFramesAreFuzzSeeds) {
-  std::vector<std::pair<std::string, LinkFrame>> seeds = {{"join-00", join()},
-                                                          {"join-answer-00", join_answer()}};
+  std::vector<std::pair<std::string, LinkFrame>> seeds = {
+      {"join-00", join()},
+      {"join-answer-00", join_answer()},
+      {"relay-forward-00", RelayForward{12, std::string("\x02command", 8)}},
+      {"relay-answer-00", RelayAnswer{12, "effects"}}};
   // A refusal carries its reason and nothing else.
   std::vector<uint8_t> refused;
   encode_frame(refused, JoinAnswer{"node 'n4' is a member already", "", 0, {}});

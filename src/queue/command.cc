@@ -1,6 +1,7 @@
 #include "queue/command.h"
 
 #include "amqp/wire.h"
+#include "common/verify.h"
 
 namespace hamq::queue {
 
@@ -318,6 +319,112 @@ CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command,
       },
       command.body);
   return effects;
+}
+
+namespace {
+
+constexpr uint8_t relayed_format_version = 1;
+// The least a delivery takes: holder, id, flags, count, and an empty message.
+constexpr size_t relayed_delivery_bytes_min = 8 + 8 + 1 + 4 + 1 + 1 + 4 + 8;
+
+void encode_delivery(amqp::WireWriter& out, const Delivery& delivery) {
+  HAMQ_VERIFY(delivery.message != nullptr, "a relayed delivery without its message");
+  out.u64(delivery.holder.value);
+  out.u64(delivery.id.value);
+  out.u8(delivery.redelivered ? 1 : 0);
+  out.u32(delivery.delivery_count);
+  encode_message(out, *delivery.message);
+}
+
+Result<Delivery, std::string> decode_delivery(amqp::WireReader& in) {
+  Delivery delivery;
+  delivery.holder.value = in.u64();
+  delivery.id.value = in.u64();
+  uint8_t redelivered = in.u8();
+  delivery.delivery_count = in.u32();
+  if (in.failed()) return unexpected(std::string("truncated"));
+  if (redelivered > 1) return unexpected(std::string("bad flags"));
+  delivery.redelivered = redelivered == 1;
+  auto message = decode_message(in);
+  if (!message.ok()) return unexpected(message.error());
+  delivery.message = std::move(*message);
+  return delivery;
+}
+
+}  // namespace
+
+std::string encode_relayed(const RelayedEffects& relayed) {
+  std::vector<uint8_t> bytes;
+  amqp::WireWriter out(bytes);
+  const CommandEffects& effects = relayed.effects;
+  out.u8(relayed_format_version);
+  out.u64(relayed.seq);
+  out.u64(relayed.ready);
+  out.u64(relayed.consumers);
+  out.u8(effects.duplicate ? 1 : 0);
+  out.u8(effects.enqueued ? 1 + static_cast<uint8_t>(*effects.enqueued) : 0);
+  out.u8(effects.attached ? 1 + static_cast<uint8_t>(*effects.attached) : 0);
+  out.u64(effects.count);
+  out.u8(effects.got ? 1 : 0);
+  if (effects.got) encode_delivery(out, *effects.got);
+  out.u32(static_cast<uint32_t>(effects.deliveries.size()));
+  for (const Delivery& delivery : effects.deliveries) encode_delivery(out, delivery);
+  out.u32(static_cast<uint32_t>(relayed.cancelled.size()));
+  for (HolderId holder : relayed.cancelled) out.u64(holder.value);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+Result<RelayedEffects, std::string> decode_relayed(std::string_view bytes) {
+  amqp::WireReader in({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  RelayedEffects relayed;
+  CommandEffects& effects = relayed.effects;
+  uint8_t version = in.u8();
+  if (!in.failed() && version != relayed_format_version) {
+    return unexpected("unknown relayed effects version " + std::to_string(version));
+  }
+  relayed.seq = in.u64();
+  relayed.ready = in.u64();
+  relayed.consumers = in.u64();
+  uint8_t duplicate = in.u8();
+  uint8_t enqueued = in.u8();
+  uint8_t attached = in.u8();
+  effects.count = in.u64();
+  uint8_t has_got = in.u8();
+  if (in.failed()) return unexpected(std::string("truncated"));
+  if (duplicate > 1 || has_got > 1) return unexpected(std::string("bad flags"));
+  if (enqueued > 1 + static_cast<uint8_t>(EnqueueResult::rejected)) {
+    return unexpected(std::string("bad enqueue result"));
+  }
+  if (attached > 1 + static_cast<uint8_t>(AttachResult::already_attached)) {
+    return unexpected(std::string("bad attach result"));
+  }
+  effects.duplicate = duplicate == 1;
+  if (enqueued != 0) effects.enqueued = static_cast<EnqueueResult>(enqueued - 1);
+  if (attached != 0) effects.attached = static_cast<AttachResult>(attached - 1);
+  if (has_got == 1) {
+    auto got = decode_delivery(in);
+    if (!got.ok()) return unexpected(got.error());
+    effects.got = std::move(*got);
+  }
+  uint32_t count = in.u32();
+  if (in.failed()) return unexpected(std::string("truncated"));
+  if (uint64_t{count} * relayed_delivery_bytes_min > in.remaining()) {
+    return unexpected(std::string("bad delivery count"));
+  }
+  effects.deliveries.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    auto delivery = decode_delivery(in);
+    if (!delivery.ok()) return unexpected(delivery.error());
+    effects.deliveries.push_back(std::move(*delivery));
+  }
+  uint32_t cancelled = in.u32();
+  if (in.failed() || uint64_t{cancelled} * 8 > in.remaining()) {
+    return unexpected(std::string("bad holder count"));
+  }
+  relayed.cancelled.reserve(cancelled);
+  for (uint32_t i = 0; i < cancelled; ++i) relayed.cancelled.push_back(HolderId{in.u64()});
+  if (in.remaining() != 0) return unexpected(std::string("trailing bytes"));
+  return relayed;
 }
 
 }  // namespace hamq::queue

@@ -118,4 +118,19 @@ struct CommandEffects {
 CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command,
                              uint64_t log_index = 0);
 
+// What a member of a queue's group tells a node that holds none (the broker's relay): what that
+// node's command number `seq` did (0: no command of its), the deliveries to its holders, which
+// of its consumers the queue cancelled, and the queue's counts. Every delivery carries its message
+// (a body on disk is read first).
+struct RelayedEffects {
+  uint64_t seq = 0;
+  CommandEffects effects;
+  std::vector<HolderId> cancelled;
+  // The queue's ready messages and consumers as the member has them when it answers.
+  uint64_t ready = 0;
+  uint64_t consumers = 0;
+};
+std::string encode_relayed(const RelayedEffects& relayed);
+Result<RelayedEffects, std::string> decode_relayed(std::string_view bytes);
+
 }  // namespace hamq::queue

@@ -214,6 +214,74 @@ TEST(QueueCommand, ALeaderRestampsAForwardedCommandAndNothingElse) {
 
 // The fuzzer's seeds are one command of each kind; HAMQ_WRITE_QUEUE_COMMAND_CORPUS names the
 // directory to write them to (tools/make_log_entry_corpora.sh).
+RelayedEffects sample_relayed() {
+  RelayedEffects relayed;
+  relayed.seq = 42;
+  relayed.ready = 7;
+  relayed.consumers = 2;
+  relayed.effects.enqueued = EnqueueResult::rejected;
+  relayed.effects.attached = AttachResult::exclusive_conflict;
+  relayed.effects.count = 3;
+  relayed.effects.duplicate = true;
+  relayed.effects.got = Delivery{HolderId{9}, MessageId{5}, sample_message("got"), true, 2, 0};
+  relayed.effects.deliveries.push_back(
+      Delivery{HolderId{10}, MessageId{6}, sample_message("one"), false, 0, 0});
+  relayed.effects.deliveries.push_back(
+      Delivery{HolderId{11}, MessageId{8}, sample_message(std::string(5'000, 'x')), true, 1, 0});
+  relayed.cancelled = {HolderId{12}, HolderId{13}};
+  return relayed;
+}
+
+void expect_same_delivery(const Delivery& a, const Delivery& b) {
+  EXPECT_EQ(a.holder, b.holder);
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.redelivered, b.redelivered);
+  EXPECT_EQ(a.delivery_count, b.delivery_count);
+  ASSERT_TRUE(a.message && b.message);
+  EXPECT_EQ(a.message->body, b.message->body);
+  EXPECT_EQ(a.message->routing_key, b.message->routing_key);
+  EXPECT_EQ(a.message->properties.content_type, b.message->properties.content_type);
+}
+
+TEST(QueueCommand, WhatAMemberRelaysRoundTripsAndDamageIsRefused) {
+  RelayedEffects relayed = sample_relayed();
+  std::string encoded = encode_relayed(relayed);
+  auto decoded = decode_relayed(encoded);
+  ASSERT_TRUE(decoded.ok()) << decoded.error();
+  EXPECT_EQ(decoded->seq, 42u);
+  EXPECT_EQ(decoded->ready, 7u);
+  EXPECT_EQ(decoded->consumers, 2u);
+  EXPECT_EQ(decoded->effects.enqueued, EnqueueResult::rejected);
+  EXPECT_EQ(decoded->effects.attached, AttachResult::exclusive_conflict);
+  EXPECT_EQ(decoded->effects.count, 3u);
+  EXPECT_TRUE(decoded->effects.duplicate);
+  ASSERT_TRUE(decoded->effects.got.has_value());
+  expect_same_delivery(*decoded->effects.got, *relayed.effects.got);
+  ASSERT_EQ(decoded->effects.deliveries.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    expect_same_delivery(decoded->effects.deliveries[i], relayed.effects.deliveries[i]);
+  }
+  EXPECT_EQ(decoded->cancelled, relayed.cancelled);
+  EXPECT_EQ(encode_relayed(*decoded), encoded);
+  // Nothing set: only the counts and the number travel.
+  auto empty = decode_relayed(encode_relayed(RelayedEffects{}));
+  ASSERT_TRUE(empty.ok());
+  EXPECT_FALSE(empty->effects.got || empty->effects.enqueued || empty->effects.attached);
+  EXPECT_TRUE(empty->effects.deliveries.empty() && empty->cancelled.empty());
+
+  // Every cut short, a foreign version, a bad flag, trailing bytes: refused.
+  for (size_t size = 0; size < encoded.size(); ++size) {
+    EXPECT_FALSE(decode_relayed(encoded.substr(0, size)).ok()) << "cut at " << size;
+  }
+  std::string foreign = encoded;
+  foreign[0] = 9;
+  EXPECT_FALSE(decode_relayed(foreign).ok());
+  std::string flagged = encoded;
+  flagged[1 + 24] = 2;  // duplicate: 0 or 1
+  EXPECT_FALSE(decode_relayed(flagged).ok());
+  EXPECT_FALSE(decode_relayed(encoded + "x").ok());
+}
+
 TEST(QueueCommand, FuzzSeedsAreOneOfEachKind) {
   std::vector<QueueCommand> commands = one_of_each();
   EXPECT_EQ(commands.size(), std::variant_size_v<decltype(QueueCommand::body)> + 1);
@@ -224,6 +292,8 @@ TEST(QueueCommand, FuzzSeedsAreOneOfEachKind) {
     std::ofstream(std::string(dir) + "/kind-" + std::to_string(i), std::ios::binary)
         << encode_command(commands[i]);
   }
+  std::ofstream(std::string(dir) + "/relayed-0", std::ios::binary)
+      << encode_relayed(sample_relayed());
 }
 
 }  // namespace

@@ -300,6 +300,18 @@ std::vector<HolderId> QueueMachine::holder_ids() const {
   return {ids.begin(), ids.end()};
 }
 
+std::vector<Delivery> QueueMachine::held_by(const std::set<HolderId>& holders) const {
+  std::vector<Delivery> held;
+  for (const auto& [id, checked_out] : checked_out_) {
+    if (holders.contains(checked_out.holder)) {
+      held.push_back(delivery_of(checked_out.holder, MessageId{id}, checked_out.entry));
+    }
+  }
+  std::sort(held.begin(), held.end(),
+            [](const Delivery& a, const Delivery& b) { return a.id < b.id; });
+  return held;
+}
+
 AttachResult QueueMachine::attach(HolderId consumer, ConsumerOptions options, uint64_t now_ms,
                                   std::vector<Delivery>& deliveries) {
   advance_time(now_ms);

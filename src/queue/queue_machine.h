@@ -283,6 +283,9 @@ class QueueMachine {
   std::vector<HolderId> consumer_ids() const;
   // Every holder the queue knows: its consumers and whoever has messages checked out.
   std::vector<HolderId> holder_ids() const;
+  // The messages checked out to any of `holders`, in id order, as they were delivered (a body
+  // that left memory is null: read it at stored_at).
+  std::vector<Delivery> held_by(const std::set<HolderId>& holders) const;
 
  private:
   static constexpr uint64_t never = UINT64_MAX;

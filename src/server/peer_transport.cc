@@ -173,6 +173,14 @@ class PeerTransport::Link : public std::enable_shared_from_this<Link> {
       }
     } else if (auto* proposed = std::get_if<cluster::Proposed>(&frame)) {
       if (owner_->callbacks_.on_proposed) owner_->callbacks_.on_proposed(peer_name_, *proposed);
+    } else if (auto* forward = std::get_if<cluster::RelayForward>(&frame)) {
+      if (owner_->callbacks_.on_relay_forward) {
+        owner_->callbacks_.on_relay_forward(peer_name_, std::move(*forward));
+      }
+    } else if (auto* answer = std::get_if<cluster::RelayAnswer>(&frame)) {
+      if (owner_->callbacks_.on_relay_answer) {
+        owner_->callbacks_.on_relay_answer(peer_name_, std::move(*answer));
+      }
     } else if (owner_->callbacks_.on_batch) {
       owner_->callbacks_.on_batch(peer_name_, std::move(std::get<cluster::RaftBatch>(frame).batch));
     }

@@ -67,6 +67,10 @@ struct PeerTransportCallbacks {
   // A proposal forwarded by the peer, and the answer to one this node forwarded.
   std::function<void(const std::string& peer_name, cluster::Propose propose)> on_propose;
   std::function<void(const std::string& peer_name, const cluster::Proposed& proposed)> on_proposed;
+  // A node without a member of a queue's group uses it through this one, and the answers
+  // (Broker::relay_forwarded and relay_answered).
+  std::function<void(const std::string& peer_name, cluster::RelayForward forward)> on_relay_forward;
+  std::function<void(const std::string& peer_name, cluster::RelayAnswer answer)> on_relay_answer;
   // A blank node that proved it knows the cluster secret asks to join; `answer` sends the
   // cluster's answer and closes the link (it may be called later, or never if the link closed).
   // `reached_at`: the address of this node the joining node connected to.

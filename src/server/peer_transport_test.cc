@@ -47,6 +47,14 @@ struct Node {
                 },
             .on_proposed = [this](const std::string&,
                                   const cluster::Proposed& answer) { answers.push_back(answer); },
+            .on_relay_forward =
+                [this](const std::string& from, cluster::RelayForward forward) {
+                  relay_forwards.emplace_back(from, std::move(forward));
+                },
+            .on_relay_answer =
+                [this](const std::string& from, cluster::RelayAnswer answer) {
+                  relay_answers.emplace_back(from, std::move(answer));
+                },
             .on_join =
                 [this](const cluster::Hello& joiner, const cluster::Join& join, const std::string&,
                        PeerTransportCallbacks::JoinAnswerFn answer) {
@@ -75,6 +83,8 @@ struct Node {
   std::vector<std::pair<std::string, raft::NodeBatch>> received;
   std::vector<std::pair<std::string, cluster::Propose>> proposes;
   std::vector<cluster::Proposed> answers;
+  std::vector<std::pair<std::string, cluster::RelayForward>> relay_forwards;
+  std::vector<std::pair<std::string, cluster::RelayAnswer>> relay_answers;
   std::vector<std::pair<std::string, cluster::Join>> joins;
 };
 
@@ -119,6 +129,21 @@ TEST(PeerTransport, AForwardedProposalAndItsAnswerCrossTheLink) {
   EXPECT_TRUE(n2.transport->send_frame("n1", cluster::Proposed{5, 2, 9}));
   ASSERT_TRUE(run_until(io, [&] { return !n1.answers.empty(); }));
   EXPECT_EQ(n1.answers[0], (cluster::Proposed{5, 2, 9}));
+}
+
+TEST(PeerTransport, ARelayedCommandAndItsAnswerCrossTheLink) {
+  asio::io_context io;
+  Node n1(io, "n1"), n2(io, "n2");
+  introduce(n1, n2);
+  ASSERT_TRUE(run_until(io, [&] { return n1.transport->connected("n2"); }));
+  EXPECT_TRUE(n1.transport->send_frame("n2", cluster::RelayForward{7, "command"}));
+  ASSERT_TRUE(run_until(io, [&] { return !n2.relay_forwards.empty(); }));
+  EXPECT_EQ(n2.relay_forwards[0].first, "n1");
+  EXPECT_EQ(n2.relay_forwards[0].second, (cluster::RelayForward{7, "command"}));
+  EXPECT_TRUE(n2.transport->send_frame("n1", cluster::RelayAnswer{7, "effects"}));
+  ASSERT_TRUE(run_until(io, [&] { return !n1.relay_answers.empty(); }));
+  EXPECT_EQ(n1.relay_answers[0].first, "n2");
+  EXPECT_EQ(n1.relay_answers[0].second, (cluster::RelayAnswer{7, "effects"}));
 }
 
 TEST(PeerTransport, APeerWithoutTheSecretIsRefusedAndGetsNothingThrough) {

@@ -279,6 +279,27 @@ uint64_t physical_memory_bytes() {
   return pages > 0 && page_size > 0 ? static_cast<uint64_t>(pages) * page_size : 0;
 }
 
+uint64_t LinkRelay::link_epoch(uint64_t node) const {
+  auto name = node_names_.find(node);
+  if (name == node_names_.end() || transport_ == nullptr || !transport_->connected(name->second)) {
+    return 0;
+  }
+  auto epoch = epochs_.find(name->second);
+  return epoch == epochs_.end() ? 1 : epoch->second;
+}
+
+void LinkRelay::forward(uint64_t node, uint64_t group, std::string data) {
+  auto name = node_names_.find(node);
+  if (name == node_names_.end() || transport_ == nullptr) return;
+  transport_->send_frame(name->second, cluster::RelayForward{group, std::move(data)});
+}
+
+void LinkRelay::answer(uint64_t node, uint64_t group, std::string data) {
+  auto name = node_names_.find(node);
+  if (name == node_names_.end() || transport_ == nullptr) return;
+  transport_->send_frame(name->second, cluster::RelayAnswer{group, std::move(data)});
+}
+
 Server::Impl::Impl(ServerConfig c)
     : config(std::move(c)),
       broker({"/"}, std::random_device{}()),
@@ -634,7 +655,11 @@ Result<void, std::string> Server::Impl::start_transport() {
   transport = std::make_unique<PeerTransport>(
       io, link,
       PeerTransportCallbacks{
-          .on_peer_up = [this](const cluster::Hello& hello) { log->on_peer_up(hello.node_name); },
+          .on_peer_up =
+              [this](const cluster::Hello& hello) {
+                relay.peer_up(hello.node_name);
+                log->on_peer_up(hello.node_name);
+              },
           .on_peer_down = [this](const std::string& peer) { log->on_peer_down(peer); },
           .on_batch = [this](const std::string&, raft::NodeBatch batch) { log->receive(batch); },
           .on_propose =
@@ -644,6 +669,16 @@ Result<void, std::string> Server::Impl::start_transport() {
               },
           .on_proposed = [this](const std::string&,
                                 const cluster::Proposed& proposed) { log->on_proposed(proposed); },
+          .on_relay_forward =
+              [this](const std::string& peer, cluster::RelayForward forward) {
+                broker.set_wall_clock_ms(unix_ms());  // the time a command is stamped with
+                broker.relay_forwarded(node_id_of(peer), forward.group, forward.data);
+              },
+          .on_relay_answer =
+              [this](const std::string& peer, cluster::RelayAnswer answer) {
+                broker.set_wall_clock_ms(unix_ms());
+                broker.relay_answered(node_id_of(peer), answer.group, answer.data);
+              },
           .on_join =
               [this](const cluster::Hello& joiner, const cluster::Join& join,
                      const std::string& reached_at, PeerTransportCallbacks::JoinAnswerFn answer) {
@@ -656,6 +691,7 @@ Result<void, std::string> Server::Impl::start_transport() {
   }
   node_names[identity.node_id] = identity.node_name;
   log->attach_transport(transport.get(), node_names);
+  broker.set_queue_relay(&relay);
   broker.set_nodes_listener([this] { nodes_changed(); });
   return Ok{};
 }

@@ -37,6 +37,25 @@ using SessionSet = std::unordered_set<Session*>;
 // again after a crash.
 Result<void, std::string> complete_pending_join(const std::filesystem::path& data_dir);
 
+// The broker's relay (broker_relay.cc) over the cluster link, to nodes by their names.
+class LinkRelay final : public broker::QueueRelay {
+ public:
+  LinkRelay(const std::map<uint64_t, std::string>& node_names,
+            const std::unique_ptr<PeerTransport>& transport)
+      : node_names_(node_names), transport_(transport) {}
+  uint64_t link_epoch(uint64_t node) const override;
+  void forward(uint64_t node, uint64_t group, std::string data) override;
+  void answer(uint64_t node, uint64_t group, std::string data) override;
+  // The link to the peer came up (again).
+  void peer_up(const std::string& name) { epochs_[name] = ++ups_; }
+
+ private:
+  const std::map<uint64_t, std::string>& node_names_;
+  const std::unique_ptr<PeerTransport>& transport_;
+  std::map<std::string, uint64_t> epochs_;  // by peer name: the count of ups when it last came up
+  uint64_t ups_ = 0;
+};
+
 struct Server::Impl {
   explicit Impl(ServerConfig c);
 
@@ -168,9 +187,17 @@ struct Server::Impl {
   asio::steady_timer disk_timer;
   asio::steady_timer startup_timer;
   std::unique_ptr<PeerTransport> transport;  // in a cluster
+  // A node's id by its name (0: none known).
+  uint64_t node_id_of(const std::string& name) const {
+    for (const auto& [id, known] : node_names) {
+      if (known == name) return id;
+    }
+    return 0;
+  }
   std::unique_ptr<ManagementListener> management;
   // Node names by node id: the seeds in a cluster, this node alone otherwise.
   std::map<uint64_t, std::string> node_names;
+  LinkRelay relay{node_names, transport};
   bool nodes_change_posted = false;
   std::unique_ptr<PeerTransport> join_transport;  // while this node asks to join
   // Serving clients: startup is over, changes go through the metadata group.

@@ -1,0 +1,330 @@
+// The relay: a durable queue used from a node that holds no member of its group (a cluster of
+// more nodes than the queue has members, or a queue shrunk off this node).
+//
+// That node numbers its commands as a member does (broker_proposals.cc) and sends them, over
+// the cluster link, to one member's node: the queue's relay member (the first reachable one in
+// the queue's list, counting from this node's id, so that the users of a queue spread over its
+// members). That node proposes each command, and when its own replica applies the entry it
+// answers with what the command did (a publish taken or refused, basic.get's message, a
+// consumer attached). Its replica also makes the deliveries to this node's consumers, as it
+// makes those to its own, and sends them on. A command not answered within relay_resend_ms goes
+// again, to whichever member's node the queue goes through then; the machine runs each number
+// once, so a copy that did commit and its resend run as one.
+//
+// Deliveries sent on a link that broke may be lost. So each time the relay member is picked
+// anew (its link went down, or came up again), this node asks the new one for every message its
+// holders of the queue hold, and hands its consumers those they were never given. A consumer
+// the queue no longer knows (its leader cancelled it while this node was cut off) is cancelled
+// here too, and its client told (basic.cancel). The member also detaches the holders of this
+// node's earlier lives (a restart), which no replica here can.
+//
+// Each second this node tells every member's node that it still uses the queue, so that the
+// group's leader does not take its consumers for those of a node that left (detach_non_members);
+// a member's node that has not heard from it for relay_user_timeout_ms stops serving it.
+#include <algorithm>
+
+#include "broker/broker.h"
+
+namespace hamq::broker {
+
+namespace {
+
+// The first byte of what a node without a member sends (QueueRelay::forward).
+enum class RelayKind : uint8_t {
+  uses = 0,         // it uses the queue, through another member's node
+  through_you = 1,  // it uses the queue through this one
+  command = 2,      // through this one: propose the command that follows
+  // Through this one, picked anew: send every message its holders (that follow its life) hold,
+  // and detach those of its earlier lives.
+  resync = 3,
+};
+
+constexpr uint64_t relay_resend_ms = 2'000;
+constexpr uint64_t relay_keepalive_ms = 1'000;
+constexpr uint64_t relay_user_timeout_ms = 5'000;
+
+std::string relay_data(RelayKind kind, std::string_view rest = {}) {
+  std::string data(1, static_cast<char>(kind));
+  data.append(rest);
+  return data;
+}
+
+}  // namespace
+
+void Broker::relay(const QueuePtr& queue, queue::QueueCommand command, CommandDone done) {
+  // Its holders here, for the resync after a change of relay member.
+  std::visit(
+      [&queue](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, queue::AttachCommand>) {
+          queue->relay_holders[body.consumer].no_ack = body.no_ack;
+        } else if constexpr (std::is_same_v<T, queue::GetCommand>) {
+          queue->relay_holders[body.holder];
+        } else if constexpr (std::is_same_v<T, queue::DetachCommand>) {
+          queue->relay_holders.erase(body.holder);
+        } else if constexpr (std::is_same_v<T, queue::SettleCommand>) {
+          auto holder = queue->relay_holders.find(body.holder);
+          if (holder != queue->relay_holders.end()) {
+            for (queue::MessageId id : body.ids) holder->second.delivered.erase(id);
+          }
+        }
+      },
+      command.body);
+  uint64_t seq = queue->next_command_seq++;
+  command.origin = queue::CommandOrigin{proposer_id(), seq, 0};
+  uint64_t bytes = command_bytes(command);
+  queue->pending_bytes += bytes;
+  queue->pending_commands.emplace(seq, Queue::PendingCommand{.command = std::move(command),
+                                                             .done = std::move(done),
+                                                             .bytes = bytes,
+                                                             .first_sent_ms = wall_clock_ms_});
+  queue->unsent.insert(seq);
+  relayed_queues_.emplace(queue->group, queue);
+  send_relayed(queue);
+}
+
+uint64_t Broker::relay_member(const QueuePtr& queue) {
+  const std::vector<uint64_t>& members = queue->members;
+  auto current = std::find(members.begin(), members.end(), queue->relay_via);
+  if (queue->relay_via != 0 && current != members.end() &&
+      queue_relay_->link_epoch(queue->relay_via) == queue->relay_epoch) {
+    return queue->relay_via;
+  }
+  uint64_t chosen = 0;
+  for (size_t i = 0; i < members.size() && chosen == 0; ++i) {
+    uint64_t member = members[(node_id_ + i) % members.size()];
+    if (member != node_id_ && queue_relay_->link_epoch(member) != 0) chosen = member;
+  }
+  queue->relay_via = chosen;
+  queue->relay_epoch = chosen == 0 ? 0 : queue_relay_->link_epoch(chosen);
+  if (chosen == 0) return 0;
+  // What was sent before and not answered goes again, to the new member's node; and that node
+  // sends again what this node's holders hold (deliveries on the old link may be lost).
+  for (auto& [seq, pending] : queue->pending_commands) {
+    pending.in_flight = false;
+    queue->unsent.insert(seq);
+  }
+  std::vector<uint8_t> holders;
+  amqp::WireWriter out(holders);
+  out.u64(life_);
+  out.u32(static_cast<uint32_t>(queue->relay_holders.size()));
+  for (const auto& [holder, delivered] : queue->relay_holders) out.u64(holder.value);
+  queue_relay_->forward(
+      chosen, queue->group,
+      relay_data(RelayKind::resync,
+                 {reinterpret_cast<const char*>(holders.data()), holders.size()}));
+  send_relay_keepalives(*queue);
+  return chosen;
+}
+
+void Broker::send_relayed(const QueuePtr& queue) {
+  uint64_t via = relay_member(queue);
+  if (via == 0 || queue->unsent.empty()) return;
+  std::vector<uint64_t> sending(queue->unsent.begin(), queue->unsent.end());
+  queue->unsent.clear();
+  for (uint64_t seq : sending) {
+    auto it = queue->pending_commands.find(seq);
+    if (it == queue->pending_commands.end()) continue;
+    Queue::PendingCommand& pending = it->second;
+    pending.command.origin.floor = queue->pending_commands.begin()->first;
+    pending.in_flight = true;
+    pending.relayed_ms = wall_clock_ms_;
+    queue_relay_->forward(via, queue->group,
+                          relay_data(RelayKind::command, queue::encode_command(pending.command)));
+  }
+  queue->relay_sent_ms = wall_clock_ms_;
+}
+
+void Broker::send_relay_keepalives(Queue& queue) {
+  for (uint64_t member : queue.members) {
+    if (member == node_id_) continue;
+    queue_relay_->forward(
+        member, queue.group,
+        relay_data(member == queue.relay_via ? RelayKind::through_you : RelayKind::uses));
+  }
+  queue.relay_sent_ms = wall_clock_ms_;
+}
+
+void Broker::tick_relays() {
+  if (queue_relay_ == nullptr) return;
+  for (auto it = relayed_queues_.begin(); it != relayed_queues_.end();) {
+    QueuePtr queue = it->second.lock();
+    bool member_here = queue && std::find(queue->members.begin(), queue->members.end(), node_id_) !=
+                                    queue->members.end();
+    if (!queue || member_here) {
+      it = relayed_queues_.erase(it);
+      continue;
+    }
+    // Not committed for command_give_up_ms: given up, not done (a publish is nacked).
+    while (!queue->pending_commands.empty()) {
+      auto head = queue->pending_commands.begin();
+      if (wall_clock_ms_ - head->second.first_sent_ms < command_give_up_ms) break;
+      Queue::PendingCommand given_up = take_pending(*queue, head->first);
+      if (given_up.done) given_up.done(queue, nullptr);
+    }
+    // Not answered for long: sent again (the machine runs a number once).
+    for (auto& [seq, pending] : queue->pending_commands) {
+      if (pending.in_flight && wall_clock_ms_ - pending.relayed_ms >= relay_resend_ms) {
+        pending.in_flight = false;
+        queue->unsent.insert(seq);
+      }
+    }
+    send_relayed(queue);
+    if (queue->pending_commands.empty() && queue->relay_holders.empty()) {
+      it = relayed_queues_.erase(it);  // not used here any more: its members forget this node
+      continue;
+    }
+    if (queue->relay_via != 0 && wall_clock_ms_ - queue->relay_sent_ms >= relay_keepalive_ms) {
+      send_relay_keepalives(*queue);
+    }
+    ++it;
+  }
+}
+
+void Broker::relay_answered(uint64_t from, uint64_t group, std::string_view data) {
+  auto it = relayed_queues_.find(group);
+  QueuePtr queue = it == relayed_queues_.end() ? nullptr : it->second.lock();
+  if (!queue) return;
+  auto relayed = queue::decode_relayed(data);
+  if (!relayed.ok()) {
+    ++undecodable_relay_answers_;
+    return;
+  }
+  // Deliveries only from the member's node the queue goes through now: another's (the one
+  // before) would hand out the same messages again.
+  if (from == queue->relay_via) {
+    queue->relay_counts = {relayed->ready, relayed->consumers};
+    for (const queue::Delivery& delivery : relayed->effects.deliveries) {
+      auto holder = queue->relay_holders.find(delivery.holder);
+      auto sink = sinks_.find(delivery.holder.value);
+      if (holder == queue->relay_holders.end() || sink == sinks_.end()) continue;
+      if (holder->second.delivered.contains(delivery.id)) continue;  // given before (a resync)
+      if (!holder->second.no_ack) holder->second.delivered.insert(delivery.id);
+      sink->second->deliver(queue, delivery);
+    }
+    for (queue::HolderId cancelled : relayed->cancelled) {
+      // (A consumer whose attach is still on its way is not known there yet.)
+      bool attaching = std::any_of(
+          queue->pending_commands.begin(), queue->pending_commands.end(), [&](const auto& one) {
+            const auto* attach = std::get_if<queue::AttachCommand>(&one.second.command.body);
+            return attach != nullptr && attach->consumer == cancelled;
+          });
+      if (attaching) continue;
+      queue->relay_holders.erase(cancelled);
+      auto sink = sinks_.find(cancelled.value);
+      if (sink != sinks_.end()) sink->second->consumer_cancelled_by_broker(cancelled);
+    }
+  }
+  if (relayed->seq != 0 && queue->pending_commands.contains(relayed->seq)) {
+    Queue::PendingCommand done = take_pending(*queue, relayed->seq);
+    // A copy applied after another (sent again, to the member's node picked anew): the first
+    // did it. A consumer's attach did attach it.
+    if (relayed->effects.duplicate &&
+        std::holds_alternative<queue::AttachCommand>(done.command.body)) {
+      relayed->effects.attached = queue::AttachResult::attached;
+    }
+    if (done.done) done.done(queue, &relayed->effects);
+  }
+  if (!flow_waiters_.empty()) check_flow(*queue);
+}
+
+bool Broker::relayed(const Queue& queue) const {
+  return queue.group != 0 && queue_relay_ != nullptr && !queue.members.empty() &&
+         std::find(queue.members.begin(), queue.members.end(), node_id_) == queue.members.end();
+}
+
+size_t Broker::ready_count(const Queue& queue) const {
+  return relayed(queue) ? queue.relay_counts.first : queue.machine.ready_count();
+}
+
+size_t Broker::consumer_count(const Queue& queue) const {
+  return relayed(queue) ? queue.relay_counts.second : queue.machine.consumer_count();
+}
+
+bool Broker::relay_user(const Queue& queue, uint64_t node, bool through_here) const {
+  auto user = queue.relay_users.find(node);
+  return user != queue.relay_users.end() &&
+         wall_clock_ms_ - user->second.heard_ms < relay_user_timeout_ms &&
+         (!through_here || user->second.through_here);
+}
+
+void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view data) {
+  auto it = queue_groups_.find(group);
+  QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
+  if (!queue || queue_store_ == nullptr || queue_relay_ == nullptr || data.empty() ||
+      from == node_id_) {
+    return;
+  }
+  auto kind = static_cast<RelayKind>(data.front());
+  std::string_view rest = data.substr(1);
+  Queue::RelayUser& user = queue->relay_users[from];
+  user.heard_ms = wall_clock_ms_;
+  user.through_here = kind != RelayKind::uses;
+  if (kind == RelayKind::command) {
+    std::string command(rest);
+    auto origin = queue::command_origin(command);
+    // Only its own commands (numbered as that node's): another's would be answered to it.
+    if (!origin || origin->proposer >> queue::holder_node_shift != from) return;
+    restamp_forwarded(command);  // this node's time, as the leader's will be if it is not
+    queue_store_->propose(group, std::move(command), [](std::optional<LogPosition>) {});
+  } else if (kind == RelayKind::resync) {
+    amqp::WireReader in({reinterpret_cast<const uint8_t*>(rest.data()), rest.size()});
+    uint64_t life = in.u64();
+    uint32_t count = in.u32();
+    if (in.failed() || uint64_t{count} * 8 != in.remaining()) return;
+    std::set<queue::HolderId> holders;
+    for (uint32_t i = 0; i < count; ++i) holders.insert(queue::HolderId{in.u64()});
+    queue::RelayedEffects relayed;
+    relayed.effects.deliveries = queue->machine.held_by(holders);
+    std::vector<queue::HolderId> known = queue->machine.holder_ids();
+    for (queue::HolderId holder : holders) {
+      if (std::find(known.begin(), known.end(), holder) == known.end()) {
+        relayed.cancelled.push_back(holder);
+      }
+    }
+    send_relayed_effects(*queue, from, std::move(relayed));
+    // What that node's earlier lives held is ready again (a node without a member of the queue
+    // has no replica to do it at its start, as members do).
+    auto earlier = [from, life](queue::HolderId holder) {
+      return holder.node() == from && holder.life() != life;
+    };
+    for (queue::QueueCommand& one : detach_commands(*queue, earlier)) {
+      execute(queue, std::move(one));
+    }
+  }
+}
+
+CommandDone Broker::answer_relayed(const Queue& queue, const queue::CommandOrigin& origin) {
+  uint64_t node = origin.proposer >> queue::holder_node_shift;
+  if (origin.proposer == 0 || node == node_id_ || !relay_user(queue, node, true)) return {};
+  return [this, node, seq = origin.seq](const QueuePtr& applied,
+                                        const queue::CommandEffects* effects) {
+    if (effects == nullptr) return;
+    queue::RelayedEffects relayed;
+    relayed.seq = seq;
+    relayed.effects.enqueued = effects->enqueued;
+    relayed.effects.attached = effects->attached;
+    relayed.effects.got = effects->got;
+    relayed.effects.count = effects->count;
+    relayed.effects.duplicate = effects->duplicate;
+    send_relayed_effects(*applied, node, std::move(relayed));
+  };
+}
+
+void Broker::send_relayed_effects(const Queue& queue, uint64_t node,
+                                  queue::RelayedEffects relayed) {
+  auto with_body = [&](queue::Delivery& delivery) {
+    if (!delivery.message) delivery.message = load_message(queue, delivery.stored_at);
+    return delivery.message != nullptr;
+  };
+  // A body that cannot be read is not sent: the message stays with its holder until it goes
+  // back (as a consumer here would not be given it either).
+  relayed.ready = queue.machine.ready_count();
+  relayed.consumers = queue.machine.consumer_count();
+  std::erase_if(relayed.effects.deliveries,
+                [&](queue::Delivery& delivery) { return !with_body(delivery); });
+  if (relayed.effects.got && !with_body(*relayed.effects.got)) relayed.effects.got.reset();
+  queue_relay_->answer(node, queue.group, queue::encode_relayed(relayed));
+}
+
+}  // namespace hamq::broker
