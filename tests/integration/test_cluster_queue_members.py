@@ -106,6 +106,11 @@ def test_a_member_deleted_lets_its_replica_go_and_the_others_carry_on():
         assert any("no member of it any more: its replica goes" in line
                    for line in cluster.nodes[3].log)
         assert queue_row(cluster, 3, "trimmed")["messages"] is None
+        # Its clients go on through the members left.
+        publish(cluster, 3, "trimmed", [b"trimmed-50"])
+        eventually(lambda: queue_row(cluster, 1, "trimmed")["messages"] == 51,
+                   what="a publish through n3 reached the members")
+        bodies.append(b"trimmed-50")
 
         # The last member stays: shrink leaves it, delete_member refuses it.
         # (hamq.parked, where dead letters wait for their target, is replicated too.)
@@ -116,7 +121,7 @@ def test_a_member_deleted_lets_its_replica_go_and_the_others_carry_on():
                    what="n2 removed from the group")
         code, err = cluster.hamqctl_fails(1, "delete_member", "trimmed", "n1")
         assert code == 70 and "last member" in err
-        assert consume(cluster, 1, "trimmed", lambda got: len(got) == 50) == bodies
+        assert consume(cluster, 1, "trimmed", lambda got: len(got) == 51) == bodies
     finally:
         cluster.stop()
 

@@ -10,7 +10,7 @@ import pika
 import pytest
 
 from hamq_cluster import Cluster, eventually
-from test_cluster_queues import publish_confirmed, queue_row
+from test_cluster_queues import consume_redelivered, hold_unacked, publish_confirmed, queue_row
 
 
 def members_of(cluster, i, name):
@@ -135,5 +135,29 @@ def test_a_consumer_through_a_node_without_a_member_carries_on_when_its_member_d
         alive = next(i for i in (1, 2, 3, 4) if "n%d" % i in members and i != through)
         eventually(lambda: queue_row(cluster, alive, "wide")["messages"] == 0,
                    what="every acknowledgement reached the members left")
+    finally:
+        cluster.stop()
+
+
+def test_what_a_restarted_node_without_a_member_held_comes_back_redelivered():
+    cluster = Cluster(3).start()
+    try:
+        connection = cluster.connect(2)
+        channel = connection.channel()
+        channel.queue_declare("kept", durable=True, arguments={"x-quorum-initial-group-size": 1})
+        channel.confirm_delivery()
+        bodies = [b"kept-%d" % n for n in range(10)]
+        assert publish_confirmed(channel, "kept", bodies) == bodies
+        connection.close()
+        assert members_of(cluster, 1, "kept") == ["n2"]
+        # A consumer through n1 (no member) takes all ten and acknowledges none; n1 dies and
+        # starts again. The holders of its earlier life are detached (it has no replica to do it
+        # itself): the messages are ready again, redelivered, through n1 as through any node.
+        _, taken = hold_unacked(cluster, 1, "kept", 10)
+        assert taken == bodies
+        cluster.nodes[1].kill()
+        cluster.nodes[1].start()
+        got = consume_redelivered(cluster, 1, "kept", 10, timeout_s=20)
+        assert sorted(got) == sorted((body, True) for body in bodies)
     finally:
         cluster.stop()
