@@ -724,10 +724,15 @@ void Broker::found_missing_groups() {
   for (const auto& [group, weak] : queue_groups_) {
     QueuePtr queue = weak.lock();
     if (!queue || queue_store_->has_group(group)) continue;
-    if (queue->members_changed) {
+    bool others = std::any_of(queue->members.begin(), queue->members.end(),
+                              [this](uint64_t member) { return member != node_id_; });
+    if (queue->members_changed || (fresh_log_ && others)) {
       // Its members changed since it was founded: this node takes its state from their leader,
       // never founds it anew with the members of now, which are not its founders. (Members
-      // restored from a metadata snapshot are taken for the founders.)
+      // restored from a metadata snapshot are taken for the founders.) Or this node's log is
+      // new: the group existed before it, on this node too perhaps (a wiped disk), and its
+      // other members have what it lost. (A group of this node alone is founded again: what it
+      // held is lost with the disk, the queue starts empty.)
       queue_store_->join_group(group);
       continue;
     }

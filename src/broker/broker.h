@@ -291,6 +291,12 @@ class Broker {
   // groups are not founded: the queue groups are opened after it (NodeLog::open_queue_groups),
   // and then found_missing_groups() founds those the log lacks (a crash came between a declare
   // and its group's founding).
+  // The node started with an empty log (a new disk, or one wiped): the groups of the queues it
+  // learns of as it starts existed before, and it may have held entries of theirs and voted in
+  // them. So found_missing_groups joins those with other members rather than founding them
+  // (a joined member neither campaigns nor votes for a log that lacks what its first leader
+  // had committed: docs/raft.md, "A member that lost its disk").
+  void set_fresh_log(bool fresh) { fresh_log_ = fresh; }
   void begin_definition_replay() { replaying_definitions_ = true; }
   void end_definition_replay() { replaying_definitions_ = false; }
   void found_missing_groups();
@@ -497,6 +503,7 @@ class Broker {
   // Sends `relayed` to `node`, each delivery with its body (read back if it left memory).
   void send_relayed_effects(const Queue& queue, uint64_t node, queue::RelayedEffects relayed);
   QueueRelay* queue_relay_ = nullptr;
+  bool fresh_log_ = false;
   std::map<uint64_t, std::weak_ptr<Queue>> relayed_queues_;  // by group: used without a member
   uint64_t undecodable_relay_answers_ = 0;
 

@@ -536,8 +536,9 @@ Result<void, std::string> Server::start() {
     }
     founding = Founding{seeds_cluster_id(seeds), *position};
   }
-  auto identity = load_or_create_identity(
-      config.data_dir, name, NodeLog::log_is_new(config.data_dir), unix_ms() * 1000, founding);
+  bool log_is_new = NodeLog::log_is_new(config.data_dir);
+  auto identity =
+      load_or_create_identity(config.data_dir, name, log_is_new, unix_ms() * 1000, founding);
   if (!identity.ok()) return unexpected(identity.error());
   impl_->identity = identity.value();
   spdlog::info("node {} (id {}, incarnation {}) of cluster {}", identity->node_name,
@@ -551,6 +552,7 @@ Result<void, std::string> Server::start() {
                report.segments, report.records, report.torn_bytes_cut);
   broker::Broker& broker = impl_->broker;
   broker.set_node_id(impl_->identity.node_id);
+  broker.set_fresh_log(log_is_new);
   auto life = begin_life(config.data_dir);
   if (!life.ok()) return unexpected(life.error());
   broker.set_life(*life);

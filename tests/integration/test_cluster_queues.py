@@ -487,3 +487,49 @@ def test_a_message_sent_again_after_a_failover_is_taken_once_with_deduplication(
     method, _, _ = connection.channel().basic_get("orders-once", auto_ack=True)
     assert method is None, "a duplicate went in"
     connection.close()
+
+
+def wipe(node):
+    """Empties the node's data directory (its process stopped): a new disk."""
+    import os
+    import shutil
+    data_dir = node.args[node.args.index("--data-dir") + 1]
+    shutil.rmtree(data_dir)
+    os.makedirs(data_dir)
+
+
+def test_a_member_back_with_a_wiped_disk_never_helps_elect_a_leader_missing_what_it_held(
+        cluster):
+    cluster.connect(1).channel().queue_declare("wiped", durable=True)
+    leader = leader_of(cluster, "wiped")
+    behind, wiped = [i for i in (1, 2, 3) if i != leader]
+    first = [b"wiped-%02d" % n for n in range(20)]
+    connection = cluster.connect(leader)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    assert publish_confirmed(channel, "wiped", first) == first
+    eventually(lambda: queue_row(cluster, behind, "wiped")["messages"] == 20,
+               what="every member holds the first twenty")
+    # One member is cut off: the next fifty are committed by the leader and the other alone.
+    cluster.cut(behind, [leader, wiped])
+    later = [b"later-%02d" % n for n in range(50)]
+    assert publish_confirmed(channel, "wiped", later) == later
+    connection.close()
+    # The leader dies, and the other loses its disk: the member that was cut off (without the
+    # fifty) and the wiped one (with nothing) are a majority by count, but the wiped one must not
+    # vote for a log that lacks what it had acknowledged.
+    cluster.nodes[leader].kill()
+    cluster.nodes[wiped].kill()
+    wipe(cluster.nodes[wiped])
+    cluster.heal()
+    cluster.nodes[wiped].start()
+    # Once the wiped node has the queue's group again (from the metadata it caught up on), a
+    # leader could be elected by the two within an election timeout if it voted. The old leader
+    # comes back: it is elected, the wiped member catches up, and every confirmed message is
+    # there, in order.
+    eventually(lambda: queue_row(cluster, wiped, "wiped"), what="the wiped node lists the queue")
+    cluster.nodes[leader].start()
+    assert consume(cluster, behind, "wiped", lambda got: len(got) == 70, timeout_s=20) == \
+        first + later
+    eventually(lambda: queue_row(cluster, wiped, "wiped")["messages"] == 0,
+               what="the wiped member caught up")
