@@ -177,6 +177,20 @@ ConsumerSink* Broker::find_reply_consumer(const std::string& name) const {
 }
 
 void Broker::delete_if_unused(const QueuePtr& queue, std::function<void()> then) {
+  if (queue->auto_delete && queue->had_consumer && relayed(*queue)) {
+    // Its consumers are counted on other nodes: asked (a command that changes nothing, after
+    // the cancel that led here), and deleted if that count is none.
+    execute(queue, command(queue::ExpireCommand{}),
+            [this, then = std::move(then)](const QueuePtr& asked,
+                                           const queue::CommandEffects* effects) mutable {
+              if (effects != nullptr && asked->relay_counts.second == 0) {
+                propose_queue_delete(asked, std::move(then));
+              } else if (then) {
+                then();
+              }
+            });
+    return;
+  }
   if (queue->auto_delete && queue->had_consumer && queue->machine.consumer_count() == 0) {
     propose_queue_delete(queue, std::move(then));
   } else if (then) {
@@ -307,6 +321,12 @@ Broker::DefinitionResult Broker::apply_definition(const MetadataCommand& command
           return apply_forget_node(body.name);
         } else if constexpr (std::is_same_v<T, SetQueueMembers>) {
           return apply_set_queue_members(body);
+        } else if constexpr (std::is_same_v<T, SetNodeIncarnation>) {
+          auto node = cluster_nodes_.find(body.node);
+          if (node != cluster_nodes_.end()) {
+            node->second.incarnation = std::max(node->second.incarnation, body.incarnation);
+          }
+          return uint64_t{0};
         }
       },
       command);
@@ -477,6 +497,9 @@ Broker::DefinitionResult Broker::apply_add_node(const ClusterNode& node) {
     added.id = next_node_id(cluster_nodes_);
   }
   uint64_t id = added.id;
+  if (auto known = cluster_nodes_.find(id); known != cluster_nodes_.end()) {
+    added.incarnation = std::max(added.incarnation, known->second.incarnation);
+  }
   cluster_nodes_[id] = std::move(added);
   if (nodes_listener_) nodes_listener_();
   return id;
@@ -719,6 +742,21 @@ Result<void, std::string> Broker::restore_definitions(std::string_view snapshot)
   return Ok{};
 }
 
+bool Broker::disk_lost() const {
+  auto self = cluster_nodes_.find(node_id_);
+  return fresh_log_ && self != cluster_nodes_.end() && self->second.incarnation != 0 &&
+         self->second.incarnation < incarnation_;
+}
+
+void Broker::record_incarnation() {
+  auto self = cluster_nodes_.find(node_id_);
+  if (incarnation_ == 0 || self == cluster_nodes_.end() ||
+      self->second.incarnation == incarnation_) {
+    return;
+  }
+  change_definitions(SetNodeIncarnation{node_id_, incarnation_});
+}
+
 void Broker::found_missing_groups() {
   if (queue_store_ == nullptr) return;
   for (const auto& [group, weak] : queue_groups_) {
@@ -726,7 +764,7 @@ void Broker::found_missing_groups() {
     if (!queue || queue_store_->has_group(group)) continue;
     bool others = std::any_of(queue->members.begin(), queue->members.end(),
                               [this](uint64_t member) { return member != node_id_; });
-    if (queue->members_changed || (fresh_log_ && others)) {
+    if (queue->members_changed || (disk_lost() && others)) {
       // Its members changed since it was founded: this node takes its state from their leader,
       // never founds it anew with the members of now, which are not its founders. (Members
       // restored from a metadata snapshot are taken for the founders.) Or this node's log is

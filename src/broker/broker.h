@@ -291,12 +291,21 @@ class Broker {
   // groups are not founded: the queue groups are opened after it (NodeLog::open_queue_groups),
   // and then found_missing_groups() founds those the log lacks (a crash came between a declare
   // and its group's founding).
-  // The node started with an empty log (a new disk, or one wiped): the groups of the queues it
-  // learns of as it starts existed before, and it may have held entries of theirs and voted in
-  // them. So found_missing_groups joins those with other members rather than founding them
-  // (a joined member neither campaigns nor votes for a log that lacks what its first leader
-  // had committed: docs/raft.md, "A member that lost its disk").
-  void set_fresh_log(bool fresh) { fresh_log_ = fresh; }
+  // The node's log, as it started: empty or not, and its incarnation (NodeIdentity).
+  void set_log_identity(bool fresh, uint64_t incarnation) {
+    fresh_log_ = fresh;
+    incarnation_ = incarnation;
+  }
+  // It started on an empty log and the metadata recorded an older incarnation for it: it lost
+  // its disk. The groups of the queues it learns of as it starts existed before, and it may
+  // have held entries of theirs and voted in them: found_missing_groups joins those with other
+  // members rather than founding them anew (a joined member neither campaigns nor votes for a
+  // log that lacks what its first leader had committed: docs/raft.md, "A member that lost its
+  // disk").
+  bool disk_lost() const;
+  // Proposes recording this node's incarnation in the metadata (SetNodeIncarnation), if the
+  // record differs; once its start has caught up.
+  void record_incarnation();
   void begin_definition_replay() { replaying_definitions_ = true; }
   void end_definition_replay() { replaying_definitions_ = false; }
   void found_missing_groups();
@@ -500,10 +509,15 @@ class Broker {
   bool relay_user(const Queue& queue, uint64_t node, bool through_here) const;
   // What the node's command `origin` did is sent to it, if it goes through here.
   CommandDone answer_relayed(const Queue& queue, const queue::CommandOrigin& origin);
-  // Sends `relayed` to `node`, each delivery with its body (read back if it left memory).
-  void send_relayed_effects(const Queue& queue, uint64_t node, queue::RelayedEffects relayed);
+  // Sends `relayed` to `node`, numbered, each delivery with its body (read back if it left
+  // memory), in as many answers as the bodies need.
+  void send_relayed_effects(Queue& queue, uint64_t node, queue::RelayedEffects relayed);
+  // What a relayed command's answer tells of what this node's holders hold.
+  void relay_settled(Queue& queue, const queue::QueueCommand& command,
+                     const queue::CommandEffects& effects);
   QueueRelay* queue_relay_ = nullptr;
   bool fresh_log_ = false;
+  uint64_t incarnation_ = 0;
   std::map<uint64_t, std::weak_ptr<Queue>> relayed_queues_;  // by group: used without a member
   uint64_t undecodable_relay_answers_ = 0;
 

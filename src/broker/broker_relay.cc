@@ -8,15 +8,18 @@
 // answers with what the command did (a publish taken or refused, basic.get's message, a
 // consumer attached). Its replica also makes the deliveries to this node's consumers, as it
 // makes those to its own, and sends them on. A command not answered within relay_resend_ms goes
-// again, to whichever member's node the queue goes through then; the machine runs each number
-// once, so a copy that did commit and its resend run as one.
+// again (then after twice as long, up to 16 s), and after two copies to one member's node
+// unanswered (that node may be cut off from its group's leader) through the next reachable one;
+// the machine runs each number once, so a copy that did commit and its resend run as one.
 //
 // Deliveries sent on a link that broke may be lost. So each time the relay member is picked
 // anew (its link went down, or came up again), this node asks the new one for every message its
 // holders of the queue hold, and hands its consumers those they were never given. A consumer
 // the queue no longer knows (its leader cancelled it while this node was cut off) is cancelled
-// here too, and its client told (basic.cancel). The member also detaches the holders of this
-// node's earlier lives (a restart), which no replica here can.
+// here too, and its client told (basic.cancel), and detached. The member also detaches the
+// holders of this node's earlier lives (a restart), which no replica here can. The member's
+// answers are numbered: one lost on the way (a send queue full) shows as a gap, and the node
+// resyncs. It answers the keepalives too, so a gap shows within a second.
 //
 // Each second this node tells every member's node that it still uses the queue, so that the
 // group's leader does not take its consumers for those of a node that left (detach_non_members);
@@ -40,6 +43,10 @@ enum class RelayKind : uint8_t {
 };
 
 constexpr uint64_t relay_resend_ms = 2'000;
+constexpr uint32_t relay_copies_per_member = 2;
+// The bodies one answer carries at most (more go in further answers): far below the link's
+// bound, and the send queue's.
+constexpr uint64_t relay_answer_body_bytes = 8 << 20;
 constexpr uint64_t relay_keepalive_ms = 1'000;
 constexpr uint64_t relay_user_timeout_ms = 5'000;
 
@@ -62,12 +69,9 @@ void Broker::relay(const QueuePtr& queue, queue::QueueCommand command, CommandDo
           queue->relay_holders[body.holder];
         } else if constexpr (std::is_same_v<T, queue::DetachCommand>) {
           queue->relay_holders.erase(body.holder);
-        } else if constexpr (std::is_same_v<T, queue::SettleCommand>) {
-          auto holder = queue->relay_holders.find(body.holder);
-          if (holder != queue->relay_holders.end()) {
-            for (queue::MessageId id : body.ids) holder->second.delivered.erase(id);
-          }
         }
+        // (A settled message stays known as delivered until its settle is answered: a resync
+        // before then may list it.)
       },
       command.body);
   uint64_t seq = queue->next_command_seq++;
@@ -90,18 +94,26 @@ uint64_t Broker::relay_member(const QueuePtr& queue) {
       queue_relay_->link_epoch(queue->relay_via) == queue->relay_epoch) {
     return queue->relay_via;
   }
+  // The first reachable from this node's place in the list; after one that stopped answering
+  // (relay_epoch 0 with relay_via kept), the first after it.
+  size_t start = node_id_;
+  if (queue->relay_via != 0 && current != members.end() && queue->relay_epoch == 0) {
+    start = static_cast<size_t>(current - members.begin()) + 1;
+  }
   uint64_t chosen = 0;
   for (size_t i = 0; i < members.size() && chosen == 0; ++i) {
-    uint64_t member = members[(node_id_ + i) % members.size()];
+    uint64_t member = members[(start + i) % members.size()];
     if (member != node_id_ && queue_relay_->link_epoch(member) != 0) chosen = member;
   }
   queue->relay_via = chosen;
+  queue->relay_next_answer = 0;  // the new one's numbering
   queue->relay_epoch = chosen == 0 ? 0 : queue_relay_->link_epoch(chosen);
   if (chosen == 0) return 0;
   // What was sent before and not answered goes again, to the new member's node; and that node
   // sends again what this node's holders hold (deliveries on the old link may be lost).
   for (auto& [seq, pending] : queue->pending_commands) {
     pending.in_flight = false;
+    pending.relay_copies = 0;
     queue->unsent.insert(seq);
   }
   std::vector<uint8_t> holders;
@@ -129,10 +141,10 @@ void Broker::send_relayed(const QueuePtr& queue) {
     pending.command.origin.floor = queue->pending_commands.begin()->first;
     pending.in_flight = true;
     pending.relayed_ms = wall_clock_ms_;
+    ++pending.relay_copies;
     queue_relay_->forward(via, queue->group,
                           relay_data(RelayKind::command, queue::encode_command(pending.command)));
   }
-  queue->relay_sent_ms = wall_clock_ms_;
 }
 
 void Broker::send_relay_keepalives(Queue& queue) {
@@ -152,6 +164,14 @@ void Broker::tick_relays() {
     bool member_here = queue && std::find(queue->members.begin(), queue->members.end(), node_id_) !=
                                     queue->members.end();
     if (!queue || member_here) {
+      if (queue) {
+        // Made a member: what waits goes through its own replica from now on.
+        for (auto& [seq, pending] : queue->pending_commands) {
+          pending.in_flight = false;
+          queue->unsent.insert(seq);
+        }
+        if (!queue->pending_commands.empty()) waiting_groups_.insert(queue->group);
+      }
       it = relayed_queues_.erase(it);
       continue;
     }
@@ -162,13 +182,18 @@ void Broker::tick_relays() {
       Queue::PendingCommand given_up = take_pending(*queue, head->first);
       if (given_up.done) given_up.done(queue, nullptr);
     }
-    // Not answered for long: sent again (the machine runs a number once).
+    // Not answered for long: sent again (the machine runs a number once), each time after
+    // twice as long; after relay_copies_per_member copies, through the next member's node.
+    bool rotate = false;
     for (auto& [seq, pending] : queue->pending_commands) {
-      if (pending.in_flight && wall_clock_ms_ - pending.relayed_ms >= relay_resend_ms) {
+      uint64_t wait_ms = relay_resend_ms << std::min<uint32_t>(pending.relay_copies - 1, 3);
+      if (pending.in_flight && wall_clock_ms_ - pending.relayed_ms >= wait_ms) {
         pending.in_flight = false;
         queue->unsent.insert(seq);
+        rotate = rotate || pending.relay_copies >= relay_copies_per_member;
       }
     }
+    if (rotate) queue->relay_epoch = 0;  // picked anew, after the one that did not answer
     send_relayed(queue);
     if (queue->pending_commands.empty() && queue->relay_holders.empty()) {
       it = relayed_queues_.erase(it);  // not used here any more: its members forget this node
@@ -193,6 +218,10 @@ void Broker::relay_answered(uint64_t from, uint64_t group, std::string_view data
   // Deliveries only from the member's node the queue goes through now: another's (the one
   // before) would hand out the same messages again.
   if (from == queue->relay_via) {
+    if (queue->relay_next_answer != 0 && relayed->number != queue->relay_next_answer) {
+      queue->relay_epoch = UINT64_MAX;  // an answer was lost: resync (same member, same place)
+    }
+    queue->relay_next_answer = relayed->number + 1;
     queue->relay_counts = {relayed->ready, relayed->consumers};
     for (const queue::Delivery& delivery : relayed->effects.deliveries) {
       auto holder = queue->relay_holders.find(delivery.holder);
@@ -209,23 +238,59 @@ void Broker::relay_answered(uint64_t from, uint64_t group, std::string_view data
             const auto* attach = std::get_if<queue::AttachCommand>(&one.second.command.body);
             return attach != nullptr && attach->consumer == cancelled;
           });
-      if (attaching) continue;
-      queue->relay_holders.erase(cancelled);
+      if (attaching || !queue->relay_holders.contains(cancelled)) continue;
       auto sink = sinks_.find(cancelled.value);
       if (sink != sinks_.end()) sink->second->consumer_cancelled_by_broker(cancelled);
+      // Gone there; made sure of (a member that lags may not know it yet): what it holds is
+      // ready again.
+      execute(queue, command(queue::CancelCommand{cancelled}));
+      execute(queue, command(queue::DetachCommand{cancelled}));
     }
   }
   if (relayed->seq != 0 && queue->pending_commands.contains(relayed->seq)) {
     Queue::PendingCommand done = take_pending(*queue, relayed->seq);
+    const queue::CommandEffects& effects = relayed->effects;
     // A copy applied after another (sent again, to the member's node picked anew): the first
     // did it. A consumer's attach did attach it.
-    if (relayed->effects.duplicate &&
-        std::holds_alternative<queue::AttachCommand>(done.command.body)) {
+    if (effects.duplicate && std::holds_alternative<queue::AttachCommand>(done.command.body)) {
       relayed->effects.attached = queue::AttachResult::attached;
     }
+    relay_settled(*queue, done.command, effects);
     if (done.done) done.done(queue, &relayed->effects);
   }
   if (!flow_waiters_.empty()) check_flow(*queue);
+}
+
+void Broker::relay_settled(Queue& queue, const queue::QueueCommand& command,
+                           const queue::CommandEffects& effects) {
+  // What this node's holders hold, as far as its commands' answers show; a holder of nothing
+  // without a consumer here (a channel's basic.get) is forgotten.
+  queue::HolderId holder;
+  if (const auto* settle = std::get_if<queue::SettleCommand>(&command.body)) {
+    holder = settle->holder;
+    auto it = queue.relay_holders.find(holder);
+    if (it != queue.relay_holders.end()) {
+      for (queue::MessageId id : settle->ids) it->second.delivered.erase(id);
+    }
+  } else if (const auto* get = std::get_if<queue::GetCommand>(&command.body)) {
+    holder = get->holder;
+    auto it = queue.relay_holders.find(holder);
+    if (it != queue.relay_holders.end() && effects.got && !get->no_ack) {
+      it->second.delivered.insert(effects.got->id);
+    }
+  } else if (const auto* attach = std::get_if<queue::AttachCommand>(&command.body)) {
+    if (effects.attached != queue::AttachResult::attached) {
+      queue.relay_holders.erase(attach->consumer);
+    }
+    return;
+  } else {
+    return;
+  }
+  auto it = queue.relay_holders.find(holder);
+  if (it != queue.relay_holders.end() && it->second.delivered.empty() &&
+      !sinks_.contains(holder.value)) {
+    queue.relay_holders.erase(it);
+  }
 }
 
 bool Broker::relayed(const Queue& queue) const {
@@ -248,11 +313,36 @@ bool Broker::relay_user(const Queue& queue, uint64_t node, bool through_here) co
          (!through_here || user->second.through_here);
 }
 
+namespace {
+
+// A command a node without a member may relay: its own holders' only, and none of the leader's
+// (handing over, which only the queue's leader proposes).
+bool relayable(const queue::QueueCommand& command, uint64_t from) {
+  return std::visit(
+      [from](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, queue::AttachCommand> ||
+                      std::is_same_v<T, queue::CancelCommand> ||
+                      std::is_same_v<T, queue::SuspendCommand>) {
+          return body.consumer.node() == from;
+        } else if constexpr (std::is_same_v<T, queue::DetachCommand> ||
+                             std::is_same_v<T, queue::SettleCommand> ||
+                             std::is_same_v<T, queue::GetCommand>) {
+          return body.holder.node() == from;
+        } else {
+          return !std::is_same_v<T, queue::HandedOverCommand>;
+        }
+      },
+      command.body);
+}
+
+}  // namespace
+
 void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view data) {
   auto it = queue_groups_.find(group);
   QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
   if (!queue || queue_store_ == nullptr || queue_relay_ == nullptr || data.empty() ||
-      from == node_id_) {
+      from == node_id_ || static_cast<uint8_t>(data.front()) > uint8_t(RelayKind::resync)) {
     return;
   }
   auto kind = static_cast<RelayKind>(data.front());
@@ -260,11 +350,17 @@ void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view dat
   Queue::RelayUser& user = queue->relay_users[from];
   user.heard_ms = wall_clock_ms_;
   user.through_here = kind != RelayKind::uses;
-  if (kind == RelayKind::command) {
+  if (kind == RelayKind::through_you) {
+    send_relayed_effects(*queue, from, {});  // numbered: a gap before it shows
+  } else if (kind == RelayKind::command) {
     std::string command(rest);
-    auto origin = queue::command_origin(command);
-    // Only its own commands (numbered as that node's): another's would be answered to it.
-    if (!origin || origin->proposer >> queue::holder_node_shift != from) return;
+    auto decoded = queue::decode_command(command);
+    // Only that node's own commands (numbered as its, for its holders): another's would be
+    // answered to it.
+    if (!decoded.ok() || decoded->origin.proposer >> queue::holder_node_shift != from ||
+        !relayable(*decoded, from)) {
+      return;
+    }
     restamp_forwarded(command);  // this node's time, as the leader's will be if it is not
     queue_store_->propose(group, std::move(command), [](std::optional<LogPosition>) {});
   } else if (kind == RelayKind::resync) {
@@ -273,7 +369,10 @@ void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view dat
     uint32_t count = in.u32();
     if (in.failed() || uint64_t{count} * 8 != in.remaining()) return;
     std::set<queue::HolderId> holders;
-    for (uint32_t i = 0; i < count; ++i) holders.insert(queue::HolderId{in.u64()});
+    for (uint32_t i = 0; i < count; ++i) {
+      queue::HolderId holder{in.u64()};
+      if (holder.node() == from) holders.insert(holder);
+    }
     queue::RelayedEffects relayed;
     relayed.effects.deliveries = queue->machine.held_by(holders);
     std::vector<queue::HolderId> known = queue->machine.holder_ids();
@@ -311,20 +410,35 @@ CommandDone Broker::answer_relayed(const Queue& queue, const queue::CommandOrigi
   };
 }
 
-void Broker::send_relayed_effects(const Queue& queue, uint64_t node,
-                                  queue::RelayedEffects relayed) {
+void Broker::send_relayed_effects(Queue& queue, uint64_t node, queue::RelayedEffects relayed) {
   auto with_body = [&](queue::Delivery& delivery) {
     if (!delivery.message) delivery.message = load_message(queue, delivery.stored_at);
     return delivery.message != nullptr;
   };
   // A body that cannot be read is not sent: the message stays with its holder until it goes
   // back (as a consumer here would not be given it either).
+  if (relayed.effects.got && !with_body(*relayed.effects.got)) relayed.effects.got.reset();
+  std::vector<queue::Delivery> deliveries = std::move(relayed.effects.deliveries);
+  relayed.effects.deliveries.clear();
   relayed.ready = queue.machine.ready_count();
   relayed.consumers = queue.machine.consumer_count();
-  std::erase_if(relayed.effects.deliveries,
-                [&](queue::Delivery& delivery) { return !with_body(delivery); });
-  if (relayed.effects.got && !with_body(*relayed.effects.got)) relayed.effects.got.reset();
-  queue_relay_->answer(node, queue.group, queue::encode_relayed(relayed));
+  Queue::RelayUser& user = queue.relay_users[node];
+  uint64_t bytes = 0;
+  auto send = [&] {
+    relayed.number = ++user.answers;
+    queue_relay_->answer(node, queue.group, queue::encode_relayed(relayed));
+    relayed.seq = 0;  // the command's answer is the first; the rest carry deliveries only
+    relayed.effects = {};
+    relayed.cancelled.clear();
+    bytes = 0;
+  };
+  for (queue::Delivery& delivery : deliveries) {
+    if (!with_body(delivery)) continue;
+    if (bytes > 0 && bytes + delivery.message->body.size() > relay_answer_body_bytes) send();
+    bytes += delivery.message->body.size();
+    relayed.effects.deliveries.push_back(std::move(delivery));
+  }
+  send();
 }
 
 }  // namespace hamq::broker

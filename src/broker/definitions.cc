@@ -27,6 +27,7 @@ enum class Kind : uint8_t {
   add_node = 8,
   forget_node = 9,
   set_queue_members = 10,
+  set_node_incarnation = 11,
 };
 
 // Names are short strings in AMQP; a definition field longer than that is written as a long
@@ -132,6 +133,10 @@ std::string encode_metadata_command(const MetadataCommand& command) {
         } else if constexpr (std::is_same_v<T, ForgetNode>) {
           out.u8(static_cast<uint8_t>(Kind::forget_node));
           put_string(out, body.name);
+        } else if constexpr (std::is_same_v<T, SetNodeIncarnation>) {
+          out.u8(static_cast<uint8_t>(Kind::set_node_incarnation));
+          out.u64(body.node);
+          out.u64(body.incarnation);
         } else if constexpr (std::is_same_v<T, SetQueueMembers>) {
           out.u8(static_cast<uint8_t>(Kind::set_queue_members));
           put_string(out, body.vhost);
@@ -271,6 +276,14 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
       command = ForgetNode{std::move(name)};
       break;
     }
+    case Kind::set_node_incarnation: {
+      SetNodeIncarnation set;
+      set.node = in.u64();
+      set.incarnation = in.u64();
+      ok = v2 && set.node != 0;
+      command = set;
+      break;
+    }
     default:
       return unexpected("unknown metadata command " + std::to_string(static_cast<int>(kind)));
   }
@@ -310,6 +323,9 @@ void Definitions::apply(const MetadataCommand& command) {
         } else if constexpr (std::is_same_v<T, AddNode>) {
           ClusterNode node = body.node;
           if (node.id == 0) node.id = next_node_id(nodes_);
+          if (auto known = nodes_.find(node.id); known != nodes_.end()) {
+            node.incarnation = std::max(node.incarnation, known->second.incarnation);
+          }
           nodes_[node.id] = std::move(node);
         } else if constexpr (std::is_same_v<T, ForgetNode>) {
           for (auto& [id, node] : nodes_) {
@@ -318,6 +334,11 @@ void Definitions::apply(const MetadataCommand& command) {
         } else if constexpr (std::is_same_v<T, SetQueueMembers>) {
           auto queue = queues_.find({body.vhost, body.name});
           if (queue != queues_.end()) queue->second.members = body.members;
+        } else if constexpr (std::is_same_v<T, SetNodeIncarnation>) {
+          auto node = nodes_.find(body.node);
+          if (node != nodes_.end()) {
+            node->second.incarnation = std::max(node->second.incarnation, body.incarnation);
+          }
         }
       },
       command);
@@ -329,7 +350,10 @@ uint64_t next_node_id(const std::map<uint64_t, ClusterNode>& nodes) {
 
 std::string Definitions::snapshot() const {
   std::vector<MetadataCommand> commands;
-  for (const auto& [id, node] : nodes_) commands.push_back(AddNode{node});
+  for (const auto& [id, node] : nodes_) {
+    commands.push_back(AddNode{node});
+    if (node.incarnation != 0) commands.push_back(SetNodeIncarnation{id, node.incarnation});
+  }
   for (const auto& [key, exchange] : exchanges_) commands.push_back(DeclareExchange{exchange});
   for (const auto& [key, queue] : queues_) {
     commands.push_back(DeclareQueue{queue, queue.exclusive_owner});

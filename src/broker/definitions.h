@@ -103,6 +103,8 @@ struct ClusterNode {
   std::string host;
   uint16_t port = 0;
   bool forgotten = false;
+  // The incarnation of its log as it last recorded it (SetNodeIncarnation); 0: never.
+  uint64_t incarnation = 0;
   bool operator==(const ClusterNode&) const = default;
 };
 // A node joins (id 0: the apply gives it the next id) or, in a snapshot, is (with its id).
@@ -113,6 +115,15 @@ struct AddNode {
 // the durable queues whose log only it held, go with it.
 struct ForgetNode {
   std::string name;
+};
+
+// A node records the incarnation of its log (NodeIdentity) once it has caught up at a start. A
+// node that starts on an empty log and finds an older one recorded has lost its disk: it may
+// have held entries of its queues' groups and voted in them, so it joins them rather than
+// founding them anew (Broker::found_missing_groups). Never lowered.
+struct SetNodeIncarnation {
+  uint64_t node = 0;
+  uint64_t incarnation = 0;
 };
 
 // The nodes a durable queue's group is to have (hamqctl add_member, delete_member, grow,
@@ -128,8 +139,9 @@ struct SetQueueMembers {
   std::vector<uint64_t> expected;
 };
 
-using MetadataCommand = std::variant<DeclareExchange, DeleteExchange, DeclareQueue, DeleteQueue,
-                                     Bind, Unbind, Barrier, AddNode, ForgetNode, SetQueueMembers>;
+using MetadataCommand =
+    std::variant<DeclareExchange, DeleteExchange, DeclareQueue, DeleteQueue, Bind, Unbind, Barrier,
+                 AddNode, ForgetNode, SetQueueMembers, SetNodeIncarnation>;
 
 // The id the next node to join gets: above every id given so far.
 uint64_t next_node_id(const std::map<uint64_t, ClusterNode>& nodes);

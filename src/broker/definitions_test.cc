@@ -41,6 +41,7 @@ std::vector<MetadataCommand> one_of_each() {
       AddNode{ClusterNode{4, "n4", "127.0.0.14", 25672, false}},
       ForgetNode{"n2"},
       SetQueueMembers{"/", "work", {3, 4, 5}, {1, 3, 4}},
+      SetNodeIncarnation{4, 1796659164805000},
   };
 }
 
@@ -75,6 +76,23 @@ TEST(Definitions, NewMembersAreNodeIdsEachOnceAndAtLeastOne) {
   definitions.apply(SetQueueMembers{"/", "absent", {1}, {}});  // changes nothing
   EXPECT_EQ(definitions.queues().at({"/", "q"}).members, (std::vector<uint64_t>{2, 3, 4}));
   EXPECT_EQ(definitions.queues().size(), 1u);
+}
+
+TEST(Definitions, ANodesIncarnationIsNeverLoweredAndTravelsInSnapshots) {
+  Definitions definitions;
+  definitions.apply(AddNode{ClusterNode{2, "n2", "127.0.0.12", 25672, false}});
+  definitions.apply(SetNodeIncarnation{2, 500});
+  definitions.apply(SetNodeIncarnation{2, 400});  // an older record: kept at 500
+  definitions.apply(SetNodeIncarnation{9, 700});  // no such node: nothing
+  // A node's address corrected (an add node without the incarnation) keeps it.
+  definitions.apply(AddNode{ClusterNode{2, "n2", "127.0.0.22", 25672, false}});
+  EXPECT_EQ(definitions.nodes().at(2).incarnation, 500u);
+  EXPECT_EQ(definitions.nodes().at(2).host, "127.0.0.22");
+  EXPECT_FALSE(definitions.nodes().contains(9));
+  auto restored = Definitions::from_snapshot(definitions.snapshot());
+  ASSERT_TRUE(restored.ok()) << restored.error();
+  EXPECT_EQ(restored->nodes().at(2).incarnation, 500u);
+  EXPECT_FALSE(decode_metadata_command(encode_metadata_command(SetNodeIncarnation{0, 5})).ok());
 }
 
 TEST(Definitions, AVersion1EntryReadsAsDurableWithNoOwner) {

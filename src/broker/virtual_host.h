@@ -108,6 +108,7 @@ struct Queue {
     uint64_t placed_index = 0;   // where its copy is in the log; 0: not placed
     bool in_flight = false;      // sent, and its placement not answered yet
     uint64_t relayed_ms = 0;     // sent through another node's member (relay), last at
+    uint32_t relay_copies = 0;   // copies sent to that member's node
   };
   std::map<uint64_t, PendingCommand> pending_commands;
   uint64_t pending_bytes = 0;
@@ -123,7 +124,8 @@ struct Queue {
   // settled yet.
   uint64_t relay_via = 0;
   uint64_t relay_epoch = 0;
-  uint64_t relay_sent_ms = 0;
+  uint64_t relay_next_answer = 0;  // the number of the next answer from it (0: any)
+  uint64_t relay_sent_ms = 0;      // keepalives
   struct RelayHolder {
     bool no_ack = false;
     std::set<queue::MessageId> delivered;
@@ -135,6 +137,7 @@ struct Queue {
   struct RelayUser {
     uint64_t heard_ms = 0;
     bool through_here = false;
+    uint64_t answers = 0;  // sent to it (RelayedEffects::number)
   };
   std::map<uint64_t, RelayUser> relay_users;
   // Bytes of its log applied since its last snapshot (see Broker::maybe_snapshot).

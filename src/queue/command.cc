@@ -358,6 +358,7 @@ std::string encode_relayed(const RelayedEffects& relayed) {
   amqp::WireWriter out(bytes);
   const CommandEffects& effects = relayed.effects;
   out.u8(relayed_format_version);
+  out.u64(relayed.number);
   out.u64(relayed.seq);
   out.u64(relayed.ready);
   out.u64(relayed.consumers);
@@ -382,6 +383,7 @@ Result<RelayedEffects, std::string> decode_relayed(std::string_view bytes) {
   if (!in.failed() && version != relayed_format_version) {
     return unexpected("unknown relayed effects version " + std::to_string(version));
   }
+  relayed.number = in.u64();
   relayed.seq = in.u64();
   relayed.ready = in.u64();
   relayed.consumers = in.u64();

@@ -123,6 +123,9 @@ CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command,
 // of its consumers the queue cancelled, and the queue's counts. Every delivery carries its message
 // (a body on disk is read first).
 struct RelayedEffects {
+  // Counts the answers the member sent this node for the queue (from 1), so that one lost on
+  // the way shows as a gap.
+  uint64_t number = 0;
   uint64_t seq = 0;
   CommandEffects effects;
   std::vector<HolderId> cancelled;

@@ -216,6 +216,7 @@ TEST(QueueCommand, ALeaderRestampsAForwardedCommandAndNothingElse) {
 // directory to write them to (tools/make_log_entry_corpora.sh).
 RelayedEffects sample_relayed() {
   RelayedEffects relayed;
+  relayed.number = 17;
   relayed.seq = 42;
   relayed.ready = 7;
   relayed.consumers = 2;
@@ -248,6 +249,7 @@ TEST(QueueCommand, WhatAMemberRelaysRoundTripsAndDamageIsRefused) {
   std::string encoded = encode_relayed(relayed);
   auto decoded = decode_relayed(encoded);
   ASSERT_TRUE(decoded.ok()) << decoded.error();
+  EXPECT_EQ(decoded->number, 17u);
   EXPECT_EQ(decoded->seq, 42u);
   EXPECT_EQ(decoded->ready, 7u);
   EXPECT_EQ(decoded->consumers, 2u);
@@ -277,7 +279,7 @@ TEST(QueueCommand, WhatAMemberRelaysRoundTripsAndDamageIsRefused) {
   foreign[0] = 9;
   EXPECT_FALSE(decode_relayed(foreign).ok());
   std::string flagged = encoded;
-  flagged[1 + 24] = 2;  // duplicate: 0 or 1
+  flagged[1 + 32] = 2;  // duplicate: 0 or 1
   EXPECT_FALSE(decode_relayed(flagged).ok());
   EXPECT_FALSE(decode_relayed(encoded + "x").ok());
 }

@@ -429,6 +429,7 @@ void Server::Impl::advance_startup() {
   if (startup_stage == 1) {
     if (!log->queue_groups_caught_up()) return poll_startup();
     broker.found_missing_groups();
+    broker.record_incarnation();
     broker.end_replay();
     broker.detach_previous_holders();
     transient_dropped = broker.drop_transient_definitions();
@@ -552,7 +553,7 @@ Result<void, std::string> Server::start() {
                report.segments, report.records, report.torn_bytes_cut);
   broker::Broker& broker = impl_->broker;
   broker.set_node_id(impl_->identity.node_id);
-  broker.set_fresh_log(log_is_new);
+  broker.set_log_identity(log_is_new, identity->incarnation);
   auto life = begin_life(config.data_dir);
   if (!life.ok()) return unexpected(life.error());
   broker.set_life(*life);
@@ -582,6 +583,7 @@ Result<void, std::string> Server::start() {
       return unexpected(std::string("cannot replay the queues' logs: the write-ahead log failed"));
     }
     broker.found_missing_groups();
+    broker.record_incarnation();
     // Messages still leaving a queue for another are offered again (at least once).
     broker.end_replay();
     broker.detach_previous_holders();
