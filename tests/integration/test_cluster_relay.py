@@ -161,3 +161,52 @@ def test_what_a_restarted_node_without_a_member_held_comes_back_redelivered():
         assert sorted(got) == sorted((body, True) for body in bodies)
     finally:
         cluster.stop()
+
+
+def test_a_consumer_through_a_node_without_a_member_carries_on_when_its_link_is_cut():
+    # The link to the member's node it goes through is cut (packets dropped, not refused): what
+    # was in flight on it is lost, the link is closed for silence, and the node goes through
+    # another member, which sends again what its consumer holds and was not given.
+    cluster = Cluster(4).start()
+    try:
+        connection = cluster.connect(1)
+        connection.channel().queue_declare("cut", durable=True,
+                                           arguments={"x-quorum-initial-group-size": 3})
+        connection.close()
+        members = members_of(cluster, 1, "cut")
+        spare = next(i for i in (2, 3, 4) if "n%d" % i not in members)
+        eventually(lambda: queue_row(cluster, spare, "cut"), what="the spare node lists it")
+        connection = cluster.connect(spare)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        bodies = [b"cut-%03d" % n for n in range(60)]
+        assert publish_confirmed(channel, "cut", bodies) == bodies
+        channel.basic_qos(prefetch_count=10)
+        acknowledged = []
+        consuming = channel.consume("cut", inactivity_timeout=30)
+        for method, _, body in consuming:
+            assert method is not None
+            acknowledged.append(body)
+            channel.basic_ack(method.delivery_tag)
+            if len(acknowledged) == 20:
+                break
+        through = int(members[spare % len(members)][1:])
+        cluster.cut(spare, [through])
+        more = [b"cut-more-%02d" % n for n in range(20)]
+        assert publish_confirmed(channel, "cut", more) == more
+        for method, _, body in consuming:
+            assert method is not None, "no delivery after %d" % len(acknowledged)
+            acknowledged.append(body)
+            channel.basic_ack(method.delivery_tag)
+            if set(acknowledged) == set(bodies + more):
+                break
+        channel.cancel()
+        assert set(acknowledged) == set(bodies + more)
+        assert all(acknowledged.count(body) <= 2 for body in acknowledged)
+        connection.close()
+        cluster.heal()
+        eventually(lambda: queue_row(cluster, through, "cut")["messages"] == 0,
+                   what="every acknowledgement reached the members")
+    finally:
+        cluster.heal()
+        cluster.stop()
