@@ -420,7 +420,8 @@ def pika_throughput(host, port, queue, seconds):
 
         def fill():
             if stop.is_set():
-                connection.close()
+                if connection.is_open:
+                    connection.close()
                 return
             properties = pika.BasicProperties(delivery_mode=2)
             while state["next"] - 1 - state["acked"] < 1000:
@@ -429,7 +430,8 @@ def pika_throughput(host, port, queue, seconds):
 
         def check():
             if stop.is_set():
-                connection.close()
+                if connection.is_open:
+                    connection.close()
             else:
                 connection.ioloop.call_later(0.1, check)
 

@@ -7,7 +7,7 @@ set -euo pipefail
 
 BUILD_PACKAGES=(
   cmake ninja-build g++
-  libasio-dev libspdlog-dev libfmt-dev libcli11-dev libssl-dev nlohmann-json3-dev
+  libasio-dev libspdlog-dev libfmt-dev libcli11-dev libssl-dev nlohmann-json3-dev libjemalloc-dev
 )
 TEST_PACKAGES=(
   "${BUILD_PACKAGES[@]}"

@@ -9,6 +9,9 @@
 
 #include <malloc.h>
 #include <sys/statvfs.h>
+#ifdef HAMQ_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 #include <unistd.h>
 
 #include "server/data_dir.h"
@@ -326,7 +329,13 @@ void Server::Impl::trim_memory_now_and_then() {
     uint64_t used = broker.memory_used();
     memory_high_since_trim_bytes = std::max(memory_high_since_trim_bytes, used);
     if (memory_high_since_trim_bytes > used + memory_trim_step_bytes) {
+#ifdef HAMQ_JEMALLOC
+      // Every arena's unused pages go back now rather than after jemalloc's decay.
+      std::string purge = "arena." + std::to_string(MALLCTL_ARENAS_ALL) + ".purge";
+      mallctl(purge.c_str(), nullptr, nullptr, nullptr, 0);
+#else
       ::malloc_trim(0);
+#endif
       memory_high_since_trim_bytes = used;
     }
     trim_memory_now_and_then();
