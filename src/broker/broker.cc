@@ -55,7 +55,9 @@ void Broker::dispatch(const QueuePtr& queue, const std::vector<queue::Delivery>&
     auto it = sinks_.find(delivery.holder.value);
     if (it == sinks_.end()) {
       uint64_t node = delivery.holder.node();
-      if (node != node_id_ && queue_relay_ != nullptr && relay_user(*queue, node, true)) {
+      // (Not those of entries the node had from the member it went through before.)
+      if (node != node_id_ && queue_relay_ != nullptr && relay_user(*queue, node, true) &&
+          queue->applied_index > queue->relay_users[node].after) {
         relayed[node].effects.deliveries.push_back(delivery);
       }
       continue;
@@ -868,6 +870,10 @@ void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string
   }
   // Copies lost to this entry go again now, ahead of what waited behind them.
   send_pending(queue);
+  // Resyncs that waited for this replica to apply this far.
+  for (auto& [node, user] : queue->relay_users) {
+    if (user.resync && queue->applied_index >= user.after) answer_resync(queue, node);
+  }
   maybe_snapshot(queue, false);
 }
 

@@ -512,6 +512,9 @@ class Broker {
   // Sends `relayed` to `node`, numbered, each delivery with its body (read back if it left
   // memory), in as many answers as the bodies need.
   void send_relayed_effects(Queue& queue, uint64_t node, queue::RelayedEffects relayed);
+  // On a member's node: answers a node's resync once this replica has applied what that node
+  // heard of before (RelayUser::after).
+  void answer_resync(const QueuePtr& queue, uint64_t node);
   // What a relayed command's answer tells of what this node's holders hold.
   void relay_settled(Queue& queue, const queue::QueueCommand& command,
                      const queue::CommandEffects& effects);

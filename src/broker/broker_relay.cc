@@ -119,6 +119,7 @@ uint64_t Broker::relay_member(const QueuePtr& queue) {
   std::vector<uint8_t> holders;
   amqp::WireWriter out(holders);
   out.u64(life_);
+  out.u64(queue->relay_applied);
   out.u32(static_cast<uint32_t>(queue->relay_holders.size()));
   for (const auto& [holder, delivered] : queue->relay_holders) out.u64(holder.value);
   queue_relay_->forward(
@@ -222,6 +223,7 @@ void Broker::relay_answered(uint64_t from, uint64_t group, std::string_view data
       queue->relay_epoch = UINT64_MAX;  // an answer was lost: resync (same member, same place)
     }
     queue->relay_next_answer = relayed->number + 1;
+    queue->relay_applied = std::max(queue->relay_applied, relayed->applied);
     queue->relay_counts = {relayed->ready, relayed->consumers};
     for (const queue::Delivery& delivery : relayed->effects.deliveries) {
       auto holder = queue->relay_holders.find(delivery.holder);
@@ -352,6 +354,7 @@ void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view dat
   user.through_here = kind != RelayKind::uses;
   if (kind == RelayKind::through_you) {
     send_relayed_effects(*queue, from, {});  // numbered: a gap before it shows
+    answer_resync(queue, from);              // (one waiting for a snapshot this replica took)
   } else if (kind == RelayKind::command) {
     std::string command(rest);
     auto decoded = queue::decode_command(command);
@@ -366,6 +369,7 @@ void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view dat
   } else if (kind == RelayKind::resync) {
     amqp::WireReader in({reinterpret_cast<const uint8_t*>(rest.data()), rest.size()});
     uint64_t life = in.u64();
+    uint64_t after = in.u64();
     uint32_t count = in.u32();
     if (in.failed() || uint64_t{count} * 8 != in.remaining()) return;
     std::set<queue::HolderId> holders;
@@ -373,23 +377,40 @@ void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view dat
       queue::HolderId holder{in.u64()};
       if (holder.node() == from) holders.insert(holder);
     }
-    queue::RelayedEffects relayed;
-    relayed.effects.deliveries = queue->machine.held_by(holders);
-    std::vector<queue::HolderId> known = queue->machine.holder_ids();
-    for (queue::HolderId holder : holders) {
-      if (std::find(known.begin(), known.end(), holder) == known.end()) {
-        relayed.cancelled.push_back(holder);
-      }
+    user.after = after;
+    user.life = life;
+    user.resync = std::move(holders);
+    answer_resync(queue, from);
+  }
+}
+
+void Broker::answer_resync(const QueuePtr& queue, uint64_t node) {
+  auto user = queue->relay_users.find(node);
+  // Not before this replica has what the node heard of from the member before (a replica that
+  // lags would hand out again what that one did).
+  if (user == queue->relay_users.end() || !user->second.resync ||
+      queue->applied_index < user->second.after) {
+    return;
+  }
+  std::set<queue::HolderId> holders = std::move(*user->second.resync);
+  user->second.resync.reset();
+  uint64_t life = user->second.life;
+  queue::RelayedEffects relayed;
+  relayed.effects.deliveries = queue->machine.held_by(holders);
+  std::vector<queue::HolderId> known = queue->machine.holder_ids();
+  for (queue::HolderId holder : holders) {
+    if (std::find(known.begin(), known.end(), holder) == known.end()) {
+      relayed.cancelled.push_back(holder);
     }
-    send_relayed_effects(*queue, from, std::move(relayed));
-    // What that node's earlier lives held is ready again (a node without a member of the queue
-    // has no replica to do it at its start, as members do).
-    auto earlier = [from, life](queue::HolderId holder) {
-      return holder.node() == from && holder.life() != life;
-    };
-    for (queue::QueueCommand& one : detach_commands(*queue, earlier)) {
-      execute(queue, std::move(one));
-    }
+  }
+  send_relayed_effects(*queue, node, std::move(relayed));
+  // What that node's earlier lives held is ready again (a node without a member of the queue
+  // has no replica to do it at its start, as members do).
+  auto earlier = [node, life](queue::HolderId holder) {
+    return holder.node() == node && holder.life() != life;
+  };
+  for (queue::QueueCommand& one : detach_commands(*queue, earlier)) {
+    execute(queue, std::move(one));
   }
 }
 
@@ -422,6 +443,7 @@ void Broker::send_relayed_effects(Queue& queue, uint64_t node, queue::RelayedEff
   relayed.effects.deliveries.clear();
   relayed.ready = queue.machine.ready_count();
   relayed.consumers = queue.machine.consumer_count();
+  relayed.applied = queue.applied_index;
   Queue::RelayUser& user = queue.relay_users[node];
   uint64_t bytes = 0;
   auto send = [&] {

@@ -125,6 +125,7 @@ struct Queue {
   uint64_t relay_via = 0;
   uint64_t relay_epoch = 0;
   uint64_t relay_next_answer = 0;  // the number of the next answer from it (0: any)
+  uint64_t relay_applied = 0;      // the last entry a relay member said it had applied
   uint64_t relay_sent_ms = 0;      // keepalives
   struct RelayHolder {
     bool no_ack = false;
@@ -138,6 +139,11 @@ struct Queue {
     uint64_t heard_ms = 0;
     bool through_here = false;
     uint64_t answers = 0;  // sent to it (RelayedEffects::number)
+    // Its resync: it had what the entries up to `after` delivered; the holders to resync once
+    // this replica has applied that far.
+    uint64_t after = 0;
+    std::optional<std::set<queue::HolderId>> resync;
+    uint64_t life = 0;
   };
   std::map<uint64_t, RelayUser> relay_users;
   // Bytes of its log applied since its last snapshot (see Broker::maybe_snapshot).

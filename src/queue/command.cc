@@ -362,6 +362,7 @@ std::string encode_relayed(const RelayedEffects& relayed) {
   out.u64(relayed.seq);
   out.u64(relayed.ready);
   out.u64(relayed.consumers);
+  out.u64(relayed.applied);
   out.u8(effects.duplicate ? 1 : 0);
   out.u8(effects.enqueued ? 1 + static_cast<uint8_t>(*effects.enqueued) : 0);
   out.u8(effects.attached ? 1 + static_cast<uint8_t>(*effects.attached) : 0);
@@ -387,6 +388,7 @@ Result<RelayedEffects, std::string> decode_relayed(std::string_view bytes) {
   relayed.seq = in.u64();
   relayed.ready = in.u64();
   relayed.consumers = in.u64();
+  relayed.applied = in.u64();
   uint8_t duplicate = in.u8();
   uint8_t enqueued = in.u8();
   uint8_t attached = in.u8();

@@ -132,6 +132,8 @@ struct RelayedEffects {
   // The queue's ready messages and consumers as the member has them when it answers.
   uint64_t ready = 0;
   uint64_t consumers = 0;
+  // The last entry of the queue's log the member had applied when it answered.
+  uint64_t applied = 0;
 };
 std::string encode_relayed(const RelayedEffects& relayed);
 Result<RelayedEffects, std::string> decode_relayed(std::string_view bytes);

@@ -220,6 +220,7 @@ RelayedEffects sample_relayed() {
   relayed.seq = 42;
   relayed.ready = 7;
   relayed.consumers = 2;
+  relayed.applied = 99;
   relayed.effects.enqueued = EnqueueResult::rejected;
   relayed.effects.attached = AttachResult::exclusive_conflict;
   relayed.effects.count = 3;
@@ -253,6 +254,7 @@ TEST(QueueCommand, WhatAMemberRelaysRoundTripsAndDamageIsRefused) {
   EXPECT_EQ(decoded->seq, 42u);
   EXPECT_EQ(decoded->ready, 7u);
   EXPECT_EQ(decoded->consumers, 2u);
+  EXPECT_EQ(decoded->applied, 99u);
   EXPECT_EQ(decoded->effects.enqueued, EnqueueResult::rejected);
   EXPECT_EQ(decoded->effects.attached, AttachResult::exclusive_conflict);
   EXPECT_EQ(decoded->effects.count, 3u);
@@ -279,7 +281,7 @@ TEST(QueueCommand, WhatAMemberRelaysRoundTripsAndDamageIsRefused) {
   foreign[0] = 9;
   EXPECT_FALSE(decode_relayed(foreign).ok());
   std::string flagged = encoded;
-  flagged[1 + 32] = 2;  // duplicate: 0 or 1
+  flagged[1 + 40] = 2;  // duplicate: 0 or 1
   EXPECT_FALSE(decode_relayed(flagged).ok());
   EXPECT_FALSE(decode_relayed(encoded + "x").ok());
 }
