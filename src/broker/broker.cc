@@ -449,7 +449,15 @@ Broker::DefinitionResult Broker::apply_declare_queue(VirtualHost& vhost,
     // holds no member forwards them: issue 15).
     return uint64_t{0};
   }
-  if (!replaying_definitions_) queue_store_->create_group(group, founders);
+  if (!replaying_definitions_) {
+    // (A node that lost its disk and learns of the queue only now, its start over: it existed
+    // before, perhaps with this node.)
+    if (joins_after_disk_loss(*queue)) {
+      queue_store_->join_group(group);
+    } else {
+      queue_store_->create_group(group, founders);
+    }
+  }
   attach_group(queue, group);
   return uint64_t{0};
 }
@@ -744,10 +752,19 @@ Result<void, std::string> Broker::restore_definitions(std::string_view snapshot)
   return Ok{};
 }
 
+bool Broker::joins_after_disk_loss(const Queue& queue) const {
+  // Only where the other members are a majority without this one: with fewer (a group of two),
+  // every committed entry is on the others, and joining would leave the group without a vote
+  // to elect anyone.
+  size_t others = static_cast<size_t>(std::count_if(queue.members.begin(), queue.members.end(),
+                                                    [this](uint64_t m) { return m != node_id_; }));
+  return disk_lost() && others >= queue.members.size() / 2 + 1;
+}
+
 bool Broker::disk_lost() const {
   auto self = cluster_nodes_.find(node_id_);
   return fresh_log_ && self != cluster_nodes_.end() && self->second.incarnation != 0 &&
-         self->second.incarnation < incarnation_;
+         self->second.incarnation != incarnation_;
 }
 
 void Broker::record_incarnation() {
@@ -764,9 +781,7 @@ void Broker::found_missing_groups() {
   for (const auto& [group, weak] : queue_groups_) {
     QueuePtr queue = weak.lock();
     if (!queue || queue_store_->has_group(group)) continue;
-    bool others = std::any_of(queue->members.begin(), queue->members.end(),
-                              [this](uint64_t member) { return member != node_id_; });
-    if (queue->members_changed || (disk_lost() && others)) {
+    if (queue->members_changed || joins_after_disk_loss(*queue)) {
       // Its members changed since it was founded: this node takes its state from their leader,
       // never founds it anew with the members of now, which are not its founders. (Members
       // restored from a metadata snapshot are taken for the founders.) Or this node's log is

@@ -303,6 +303,8 @@ class Broker {
   // log that lacks what its first leader had committed: docs/raft.md, "A member that lost its
   // disk").
   bool disk_lost() const;
+  // The queue's group is one such a node joins rather than founds.
+  bool joins_after_disk_loss(const Queue& queue) const;
   // Proposes recording this node's incarnation in the metadata (SetNodeIncarnation), if the
   // record differs; once its start has caught up.
   void record_incarnation();
@@ -515,6 +517,8 @@ class Broker {
   // On a member's node: answers a node's resync once this replica has applied what that node
   // heard of before (RelayUser::after).
   void answer_resync(const QueuePtr& queue, uint64_t node);
+  // A command of this node for the holder is waiting for its answer.
+  bool relay_commands_pending(const Queue& queue, queue::HolderId holder) const;
   // What a relayed command's answer tells of what this node's holders hold.
   void relay_settled(Queue& queue, const queue::QueueCommand& command,
                      const queue::CommandEffects& effects);

@@ -69,9 +69,15 @@ void Broker::relay(const QueuePtr& queue, queue::QueueCommand command, CommandDo
           queue->relay_holders[body.holder];
         } else if constexpr (std::is_same_v<T, queue::DetachCommand>) {
           queue->relay_holders.erase(body.holder);
+        } else if constexpr (std::is_same_v<T, queue::SettleCommand>) {
+          // An acknowledged message stays known as delivered until its settle is answered (a
+          // resync before then may list it); one returned may come back to the same consumer
+          // with that settle's entry, before its answer.
+          auto holder = queue->relay_holders.find(body.holder);
+          if (body.kind != queue::SettleKind::settle && holder != queue->relay_holders.end()) {
+            for (queue::MessageId id : body.ids) holder->second.delivered.erase(id);
+          }
         }
-        // (A settled message stays known as delivered until its settle is answered: a resync
-        // before then may list it.)
       },
       command.body);
   uint64_t seq = queue->next_command_seq++;
@@ -216,6 +222,8 @@ void Broker::relay_answered(uint64_t from, uint64_t group, std::string_view data
     ++undecodable_relay_answers_;
     return;
   }
+  // (Every member applies the same log: what any says it applied, this node heard of.)
+  queue->relay_applied = std::max(queue->relay_applied, relayed->applied);
   // Deliveries only from the member's node the queue goes through now: another's (the one
   // before) would hand out the same messages again.
   if (from == queue->relay_via) {
@@ -223,7 +231,6 @@ void Broker::relay_answered(uint64_t from, uint64_t group, std::string_view data
       queue->relay_epoch = UINT64_MAX;  // an answer was lost: resync (same member, same place)
     }
     queue->relay_next_answer = relayed->number + 1;
-    queue->relay_applied = std::max(queue->relay_applied, relayed->applied);
     queue->relay_counts = {relayed->ready, relayed->consumers};
     for (const queue::Delivery& delivery : relayed->effects.deliveries) {
       auto holder = queue->relay_holders.find(delivery.holder);
@@ -234,15 +241,14 @@ void Broker::relay_answered(uint64_t from, uint64_t group, std::string_view data
       sink->second->deliver(queue, delivery);
     }
     for (queue::HolderId cancelled : relayed->cancelled) {
-      // (A consumer whose attach is still on its way is not known there yet.)
-      bool attaching = std::any_of(
-          queue->pending_commands.begin(), queue->pending_commands.end(), [&](const auto& one) {
-            const auto* attach = std::get_if<queue::AttachCommand>(&one.second.command.body);
-            return attach != nullptr && attach->consumer == cancelled;
-          });
-      if (attaching || !queue->relay_holders.contains(cancelled)) continue;
+      // Only a consumer here (a channel's basic.get holder is not cancelled), and not one with
+      // a command still on its way (its attach, a get: not known there yet).
       auto sink = sinks_.find(cancelled.value);
-      if (sink != sinks_.end()) sink->second->consumer_cancelled_by_broker(cancelled);
+      if (sink == sinks_.end() || !queue->relay_holders.contains(cancelled) ||
+          relay_commands_pending(*queue, cancelled)) {
+        continue;
+      }
+      sink->second->consumer_cancelled_by_broker(cancelled);
       // Gone there; made sure of (a member that lags may not know it yet): what it holds is
       // ready again.
       execute(queue, command(queue::CancelCommand{cancelled}));
@@ -276,10 +282,7 @@ void Broker::relay_settled(Queue& queue, const queue::QueueCommand& command,
     }
   } else if (const auto* get = std::get_if<queue::GetCommand>(&command.body)) {
     holder = get->holder;
-    auto it = queue.relay_holders.find(holder);
-    if (it != queue.relay_holders.end() && effects.got && !get->no_ack) {
-      it->second.delivered.insert(effects.got->id);
-    }
+    if (effects.got && !get->no_ack) queue.relay_holders[holder].delivered.insert(effects.got->id);
   } else if (const auto* attach = std::get_if<queue::AttachCommand>(&command.body)) {
     if (effects.attached != queue::AttachResult::attached) {
       queue.relay_holders.erase(attach->consumer);
@@ -290,9 +293,29 @@ void Broker::relay_settled(Queue& queue, const queue::QueueCommand& command,
   }
   auto it = queue.relay_holders.find(holder);
   if (it != queue.relay_holders.end() && it->second.delivered.empty() &&
-      !sinks_.contains(holder.value)) {
+      !sinks_.contains(holder.value) && !relay_commands_pending(queue, holder)) {
     queue.relay_holders.erase(it);
   }
+}
+
+bool Broker::relay_commands_pending(const Queue& queue, queue::HolderId holder) const {
+  auto of_holder = [holder](const auto& body) {
+    using T = std::decay_t<decltype(body)>;
+    if constexpr (std::is_same_v<T, queue::AttachCommand> ||
+                  std::is_same_v<T, queue::CancelCommand> ||
+                  std::is_same_v<T, queue::SuspendCommand>) {
+      return body.consumer == holder;
+    } else if constexpr (std::is_same_v<T, queue::DetachCommand> ||
+                         std::is_same_v<T, queue::SettleCommand> ||
+                         std::is_same_v<T, queue::GetCommand>) {
+      return body.holder == holder;
+    } else {
+      return false;
+    }
+  };
+  return std::any_of(
+      queue.pending_commands.begin(), queue.pending_commands.end(),
+      [&](const auto& one) { return std::visit(of_holder, one.second.command.body); });
 }
 
 bool Broker::relayed(const Queue& queue) const {

@@ -110,6 +110,11 @@ void GroupHost::open_existing_groups() {
 
 void GroupHost::join_group(raft::GroupId id) {
   if (groups_.contains(id)) return;
+  // Recorded (a hard state of nothing), so that a restart before the leader's snapshot or
+  // entries arrive opens the member again, still without a snapshot and so still catching up,
+  // rather than finding the group missing and founding it.
+  storage::GroupId stored{id.value};
+  if (!wal_.holds(stored)) (void)wal_.save_hard_state(stored, storage::HardState{});
   process(id, start(id));
 }
 

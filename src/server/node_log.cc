@@ -405,9 +405,10 @@ bool NodeLog::queue_groups_caught_up() {
   for (raft::GroupId group : host_->group_ids()) {
     if (group == metadata_group) continue;
     // A group with other voters catches up once its leader is heard from, which may take a
-    // quorum that is not there: the node serves meanwhile (its effects are its leader's).
+    // quorum that is not there: the node serves meanwhile (its effects are its leader's). So
+    // does a member joined that has heard from none yet (it knows no voters).
     const raft::Raft* raft = host_->peek(group);
-    if (raft != nullptr && raft->conf().voters.size() > 1) continue;
+    if (raft != nullptr && raft->conf().voters.size() != 1) continue;
     if (!caught_up(group)) return false;
   }
   return true;

@@ -528,6 +528,11 @@ def test_a_member_back_with_a_wiped_disk_never_helps_elect_a_leader_missing_what
     # comes back: it is elected, the wiped member catches up, and every confirmed message is
     # there, in order.
     eventually(lambda: queue_row(cluster, wiped, "wiped"), what="the wiped node lists the queue")
+    # It restarts once more before it heard from any leader of the group: its log is no longer
+    # empty, and it still comes back catching up (its joining was recorded), not as a founder.
+    cluster.nodes[wiped].kill()
+    cluster.nodes[wiped].start()
+    eventually(lambda: queue_row(cluster, wiped, "wiped"), what="the wiped node lists the queue")
     cluster.nodes[leader].start()
     assert consume(cluster, behind, "wiped", lambda got: len(got) == 70, timeout_s=20) == \
         first + later
