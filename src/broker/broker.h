@@ -444,10 +444,11 @@ class Broker {
   void retry_dead_letters(const QueuePtr& queue);
   // Empties the queue's retained dead letters and returns them.
   std::deque<std::shared_ptr<HandOver>> drop_retained_dead_letters(Queue& queue);
-  // Enqueues a message the broker moves; `answered` learns whether the queue took it (false: it
-  // refused it, full with reject-publish, or its log refused it). An in-memory queue answers
-  // before this returns, a durable one once its entry is applied.
-  void enqueue(const QueuePtr& target, queue::MessagePtr message,
+  // Enqueues a message the broker moves out of `from`'s source; `answered` learns whether the
+  // queue took it (false: it refused it, full with reject-publish, or its log refused it). An
+  // in-memory queue answers before this returns, a durable one once its entry is applied. A
+  // target takes a hand-over from a queue on a log once, however often it is offered.
+  void enqueue(const QueuePtr& target, queue::MessagePtr message, const HandOver& from,
                std::function<void(bool taken)> answered);
   // A message past its delivery limit with nowhere to go: into the vhost's parking queue.
   void park(const QueuePtr& from, const std::shared_ptr<HandOver>& hand_over,

@@ -48,9 +48,16 @@ uint64_t retained_bytes(const HandOver& hand_over) {
 
 }  // namespace
 
-void Broker::enqueue(const QueuePtr& target, queue::MessagePtr message,
+void Broker::enqueue(const QueuePtr& target, queue::MessagePtr message, const HandOver& from,
                      std::function<void(bool taken)> answered) {
-  execute(target, command(queue::EnqueueCommand{std::move(message)}),
+  // Its source's new leader offers again what its old one may have handed over already: the key
+  // lets the target take it once.
+  std::optional<queue::HandOverKey> key;
+  QueuePtr source = from.source.lock();
+  if (source && source->group != 0 && from.id.value != 0) {
+    key = queue::HandOverKey{source->group, from.id.value};
+  }
+  execute(target, command(queue::EnqueueCommand{std::move(message), std::nullopt, key}),
           [answered = std::move(answered)](const QueuePtr&, const queue::CommandEffects* effects) {
             // No effects: not done. Effects with no result: the queue was deleted meanwhile,
             // which counts as taken (as if consumed at once).
@@ -136,7 +143,7 @@ bool Broker::offer(const std::shared_ptr<HandOver>& leaving) {
     const auto& accepted = leaving->accepted_by;
     if (std::find(accepted.begin(), accepted.end(), target->name) != accepted.end()) continue;
     ++leaving->outstanding;
-    enqueue(target, leaving->message, [this, leaving, name = target->name](bool taken) {
+    enqueue(target, leaving->message, *leaving, [this, leaving, name = target->name](bool taken) {
       if (taken) {
         leaving->accepted_by.push_back(name);
       } else {
@@ -233,7 +240,7 @@ void Broker::park(const QueuePtr& from, const std::shared_ptr<HandOver>& leaving
 
 void Broker::park_into(const QueuePtr& parking, const std::shared_ptr<HandOver>& leaving,
                        queue::MessagePtr message) {
-  enqueue(parking, std::move(message), [this, leaving](bool taken) {
+  enqueue(parking, std::move(message), *leaving, [this, leaving](bool taken) {
     if (taken) finish_hand_over(*leaving);  // else still leaving: offered again at a restart
   });
 }

@@ -8,15 +8,22 @@ namespace hamq::queue {
 namespace {
 
 // Bump on any change to the encoding; decode refuses versions it does not know. Version 2
-// added the origin (proposer, number, floor) after the time; version 1 entries still decode.
-constexpr uint8_t command_format_version = 2;
+// added the origin (proposer, number, floor) after the time, version 3 an enqueue's hand-over key
+// (flag enqueue_handed_over); entries of versions 1 and 2 still decode.
+constexpr uint8_t command_format_version = 3;
+constexpr uint8_t command_format_without_hand_over_keys = 2;
 constexpr uint8_t command_format_without_origin = 1;
 bool known_version(uint8_t version) {
-  return version == command_format_version || version == command_format_without_origin;
+  return version == command_format_version || version == command_format_without_hand_over_keys ||
+         version == command_format_without_origin;
 }
 // A message in a command is bounded like a published one (the broker refuses larger).
 constexpr uint64_t message_body_bytes_max = 128ull << 20;
 constexpr uint32_t ids_max = 1u << 20;
+
+// An enqueue's flags.
+constexpr uint8_t enqueue_has_ttl = 1;
+constexpr uint8_t enqueue_handed_over = 2;  // its HandOverKey follows the TTL
 
 enum class Kind : uint8_t {
   enqueue = 1,
@@ -92,8 +99,13 @@ std::string encode_command(const QueueCommand& command) {
         using T = std::decay_t<decltype(body)>;
         if constexpr (std::is_same_v<T, EnqueueCommand>) {
           out.u8(static_cast<uint8_t>(Kind::enqueue));
-          out.u8(body.ttl_ms ? 1 : 0);
+          out.u8(static_cast<uint8_t>((body.ttl_ms ? enqueue_has_ttl : 0) |
+                                      (body.from ? enqueue_handed_over : 0)));
           out.u64(body.ttl_ms.value_or(0));
+          if (body.from) {
+            out.u64(body.from->source);
+            out.u64(body.from->id);
+          }
           encode_message(out, *body.message);
         } else if constexpr (std::is_same_v<T, AttachCommand>) {
           out.u8(static_cast<uint8_t>(Kind::attach));
@@ -185,10 +197,20 @@ Result<QueueCommand, std::string> decode_command(std::string_view bytes) {
   switch (kind) {
     case Kind::enqueue: {
       EnqueueCommand body;
-      uint8_t has_ttl = in.u8();
+      uint8_t flags = in.u8();
       uint64_t ttl = in.u64();
-      if (!flag(has_ttl, 1)) return unexpected(std::string("bad flags"));
-      if (has_ttl) body.ttl_ms = ttl;
+      if (!flag(flags, enqueue_has_ttl | enqueue_handed_over)) {
+        return unexpected(std::string("bad flags"));
+      }
+      if (flags & enqueue_has_ttl) body.ttl_ms = ttl;
+      if (flags & enqueue_handed_over) {
+        HandOverKey from;
+        from.source = in.u64();
+        from.id = in.u64();
+        if (in.failed()) return unexpected(std::string("truncated"));
+        if (from.source == 0 || from.id == 0) return unexpected(std::string("bad hand-over"));
+        body.from = from;
+      }
       auto message = decode_message(in);
       if (!message.ok()) return unexpected(message.error());
       body.message = std::move(*message);
@@ -274,10 +296,18 @@ CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command,
       [&](const auto& body) {
         using T = std::decay_t<decltype(body)>;
         if constexpr (std::is_same_v<T, EnqueueCommand>) {
+          if (body.from && machine.took_hand_over(*body.from)) {
+            effects.enqueued = EnqueueResult::accepted;  // here already, or was
+            return;
+          }
           effects.enqueued =
               body.ttl_ms ? machine.enqueue_for(body.message, *body.ttl_ms, now, effects.deliveries,
                                                 log_index)
                           : machine.enqueue(body.message, now, effects.deliveries, log_index);
+          // A refused one is offered again later, and must be taken then.
+          if (body.from && effects.enqueued != EnqueueResult::rejected) {
+            machine.record_hand_over(*body.from);
+          }
         } else if constexpr (std::is_same_v<T, AttachCommand>) {
           effects.attached = machine.attach(body.consumer,
                                             ConsumerOptions{.prefetch_count = body.prefetch_count,

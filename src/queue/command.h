@@ -34,6 +34,9 @@ struct EnqueueCommand {
   MessagePtr message;
   // Set for a delayed exchange's internal queue: expire after exactly this long.
   std::optional<uint64_t> ttl_ms = std::nullopt;
+  // Set for a message handed over from a queue on a log: a copy of a hand-over taken before is
+  // accepted and does nothing (QueueMachine::took_hand_over).
+  std::optional<HandOverKey> from = std::nullopt;
 };
 struct AttachCommand {
   HolderId consumer;

@@ -36,6 +36,7 @@ std::vector<QueueCommand> one_of_each() {
       {1008, ExpireCommand{}},
       {1009, SuspendCommand{HolderId{7}, false}},
       {1010, HandedOverCommand{{MessageId{4}, MessageId{5}}}},
+      {1011, EnqueueCommand{sample_message("dead"), std::nullopt, HandOverKey{42, 7}}},
   };
 }
 
@@ -53,6 +54,7 @@ TEST(QueueCommand, EveryKindRoundTrips) {
       EXPECT_EQ(enqueue->message->properties, original.message->properties);
       EXPECT_EQ(enqueue->message->routing_key, "eu.new");
       EXPECT_EQ(enqueue->ttl_ms, original.ttl_ms);
+      EXPECT_EQ(enqueue->from, original.from);
     }
   }
 }
@@ -65,7 +67,7 @@ TEST(QueueCommand, TruncatedOrDamagedEntriesAreRefusedNotTrusted) {
     }
     EXPECT_FALSE(decode_command(bytes + "x").ok());
   }
-  EXPECT_FALSE(decode_command(std::string("\x03", 1) + std::string(40, '\0')).ok());  // version
+  EXPECT_FALSE(decode_command(std::string("\x04", 1) + std::string(40, '\0')).ok());  // version
   std::string unknown_kind = encode_command({5, PurgeCommand{}});
   unknown_kind.back() = 42;
   EXPECT_FALSE(decode_command(unknown_kind).ok());
@@ -168,6 +170,38 @@ TEST(QueueCommand, AnEntryOfTheFirstFormatStillDecodes) {
   EXPECT_EQ(command_time(purge), 1000u);
   ASSERT_TRUE(restamp_command(purge, 2000));
   EXPECT_EQ(decode_command(purge)->time_ms, 2000u);
+}
+
+// A source's new leader offers again what is still leaving it, which its old leader may have
+// handed over already: the target takes each hand-over once (not a duplicate without the
+// redelivered flag), but one it refused is taken when offered again.
+TEST(QueueCommand, AHandOverOfferedAgainIsTakenOnce) {
+  QueueMachine machine(QueueOptions{.max_length = 2, .overflow = Overflow::reject_publish});
+  auto offer = [&](uint64_t source, uint64_t id, uint64_t seq) {
+    QueueCommand enqueue{1000 + seq,
+                         EnqueueCommand{sample_message("dead"), std::nullopt, HandOverKey{source, id}},
+                         CommandOrigin{proposer_id_of(seq, 1), 1, 1}};
+    return *apply_command(machine, enqueue).enqueued;
+  };
+  EXPECT_EQ(offer(7, 3, 1), EnqueueResult::accepted);
+  EXPECT_EQ(offer(7, 3, 2), EnqueueResult::accepted);  // by the source's next leader
+  EXPECT_EQ(machine.ready_count(), 1u);
+  EXPECT_EQ(offer(8, 3, 3), EnqueueResult::accepted);  // the same id from another source
+  EXPECT_EQ(machine.ready_count(), 2u);
+  EXPECT_EQ(offer(7, 4, 4), EnqueueResult::rejected);  // full
+  EXPECT_FALSE(machine.took_hand_over(HandOverKey{7, 4}));
+  machine.purge();
+  EXPECT_EQ(offer(7, 4, 5), EnqueueResult::accepted);
+  EXPECT_EQ(machine.ready_count(), 1u);
+  // A source's window holds its latest hand-overs: the oldest goes first.
+  for (uint64_t id = 100; id < 100 + hand_over_window; ++id) {
+    machine.record_hand_over(HandOverKey{9, id});
+  }
+  EXPECT_TRUE(machine.took_hand_over(HandOverKey{9, 100}));
+  machine.record_hand_over(HandOverKey{9, 1});
+  EXPECT_FALSE(machine.took_hand_over(HandOverKey{9, 100}));
+  EXPECT_TRUE(machine.took_hand_over(HandOverKey{9, 101}));
+  EXPECT_TRUE(machine.took_hand_over(HandOverKey{7, 3}));
 }
 
 // A command committed twice (resent after its leader changed) is applied once: a publish is not
@@ -288,7 +322,8 @@ TEST(QueueCommand, WhatAMemberRelaysRoundTripsAndDamageIsRefused) {
 
 TEST(QueueCommand, FuzzSeedsAreOneOfEachKind) {
   std::vector<QueueCommand> commands = one_of_each();
-  EXPECT_EQ(commands.size(), std::variant_size_v<decltype(QueueCommand::body)> + 1);
+  // Three enqueues: plain, with a TTL, handed over.
+  EXPECT_EQ(commands.size(), std::variant_size_v<decltype(QueueCommand::body)> + 2);
   const char* dir = std::getenv("HAMQ_WRITE_QUEUE_COMMAND_CORPUS");
   if (dir == nullptr) return;
   std::filesystem::create_directories(dir);

@@ -469,6 +469,21 @@ bool QueueMachine::admit(uint64_t proposer, uint64_t seq, uint64_t floor) {
   return first;
 }
 
+bool QueueMachine::took_hand_over(const HandOverKey& key) const {
+  auto it = handed_in_.find(key.source);
+  return it != handed_in_.end() && it->second.ids.contains(key.id);
+}
+
+void QueueMachine::record_hand_over(const HandOverKey& key) {
+  HandedIn& in = handed_in_[key.source];
+  if (!in.ids.insert(key.id).second) return;
+  in.order.push_back(key.id);
+  if (in.order.size() > hand_over_window) {
+    in.ids.erase(in.order.front());
+    in.order.pop_front();
+  }
+}
+
 bool QueueMachine::admitted(uint64_t proposer, uint64_t seq) const {
   auto it = proposers_.find(proposer);
   return it != proposers_.end() && (seq <= it->second.low || it->second.above.contains(seq));

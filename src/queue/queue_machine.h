@@ -20,6 +20,7 @@
 #include <set>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -136,6 +137,19 @@ struct QueueOptions {
 
 constexpr uint64_t dedup_messages_default = 100'000;
 
+// Where a message handed over from another queue comes from (a dead letter, a parked message, a
+// delayed message whose time came): its source queue's group and its id there. A target takes
+// each once (QueueMachine::took_hand_over): a source's new leader offers again everything still
+// leaving, some of which its old leader had handed over already.
+struct HandOverKey {
+  uint64_t source = 0;
+  uint64_t id = 0;
+  bool operator==(const HandOverKey&) const = default;
+};
+// How many hand-overs from one source a target remembers, the latest. One offered again after
+// that many more came from its source would be taken twice (never lost).
+constexpr size_t hand_over_window = 16'384;
+
 // The key a message is deduplicated by (QueueOptions::dedup_window_ms): empty when it has none.
 std::string dedup_key(const Message& message);
 
@@ -232,6 +246,10 @@ class QueueMachine {
   // True if a copy of `seq` from `proposer` was admitted (or `floor` passed it).
   bool admitted(uint64_t proposer, uint64_t seq) const;
   size_t proposer_count() const { return proposers_.size(); }
+  // True if the hand-over `key` was taken (record_hand_over) and is still in its source's window.
+  bool took_hand_over(const HandOverKey& key) const;
+  // A hand-over taken: the next copy of it is not.
+  void record_hand_over(const HandOverKey& key);
   // Messages dropped as duplicates (QueueOptions::dedup_window_ms), and the keys remembered.
   uint64_t deduplicated_count() const { return deduplicated_; }
   size_t dedup_keys() const { return seen_keys_.size(); }
@@ -406,6 +424,13 @@ class QueueMachine {
   uint64_t deduplicated_ = 0;
   // Forgets the keys past the window; true if `key` is still in it.
   bool seen_within_window(const std::string& key);
+  // The hand-overs taken, per source (HandOverKey::source): its last hand_over_window ids, oldest
+  // first, and the same as a set.
+  struct HandedIn {
+    std::deque<uint64_t> order;
+    std::unordered_set<uint64_t> ids;
+  };
+  std::map<uint64_t, HandedIn> handed_in_;
 };
 
 }  // namespace hamq::queue

@@ -8,8 +8,10 @@
 // when that is 0, else its body size and priority (its body is in the log there); a leaving
 // message ends with why it leaves; then (version 3) what each proposer's numbered commands have
 // been admitted (its id, the number up to which all were, and those admitted above it), and the
-// deduplication keys in the window, oldest first (each a long string and when it was taken).
-// Versions 1 (no log index, always the message) and 2 (no proposers) still restore. Levels,
+// deduplication keys in the window, oldest first (each a long string and when it was taken);
+// then (version 4) the hand-overs taken, per source in order of its id: the source, how many,
+// and their ids, oldest first. Versions 1 (no log index, always the message), 2 (no proposers)
+// and 3 (no hand-overs) still restore. Levels,
 // tombstones, the expiry heap and the byte counts are rebuilt on restore.
 #include <algorithm>
 #include <unordered_map>
@@ -23,7 +25,8 @@ namespace hamq::queue {
 
 namespace {
 
-constexpr uint8_t snapshot_format_version = 3;
+constexpr uint8_t snapshot_format_version = 4;
+constexpr uint8_t snapshot_format_without_hand_overs = 3;
 constexpr uint8_t snapshot_format_without_proposers = 2;
 constexpr uint8_t snapshot_format_without_references = 1;
 constexpr uint32_t proposer_seqs_max = 1u << 20;
@@ -151,6 +154,12 @@ Result<std::string, std::string> QueueMachine::snapshot(const BodyLoader& load,
     out.long_string(seen.key);
     out.u64(seen.at_ms);
   }
+  out.u32(static_cast<uint32_t>(handed_in_.size()));
+  for (const auto& [source, handed] : handed_in_) {
+    out.u64(source);
+    out.u32(static_cast<uint32_t>(handed.order.size()));
+    for (uint64_t id : handed.order) out.u64(id);
+  }
   return std::string(bytes.begin(), bytes.end());
 }
 
@@ -168,6 +177,7 @@ void QueueMachine::clear_state() {
   proposers_.clear();
   seen_order_.clear();
   seen_keys_.clear();
+  handed_in_.clear();
 }
 
 Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
@@ -179,6 +189,7 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
   };
   uint8_t version = in.u8();
   if (!in.failed() && version != snapshot_format_version &&
+      version != snapshot_format_without_hand_overs &&
       version != snapshot_format_without_proposers &&
       version != snapshot_format_without_references) {
     return fail("unknown format version " + std::to_string(version));
@@ -281,7 +292,7 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
     }
   }
   std::map<uint64_t, Proposer> proposers;
-  if (version == snapshot_format_version) {
+  if (version >= snapshot_format_without_hand_overs) {
     uint32_t proposer_count = in.u32();
     // Each proposer takes 20 bytes at least.
     if (in.failed() || uint64_t{proposer_count} * 20 > in.remaining()) return fail("truncated");
@@ -319,6 +330,27 @@ Result<void, std::string> QueueMachine::restore(std::string_view snapshot) {
         return fail("bad deduplication keys");
       }
       seen_order_.push_back(std::move(key));
+    }
+  }
+  if (version >= snapshot_format_version) {
+    uint32_t source_count = in.u32();
+    // Each source takes 12 bytes at least.
+    if (in.failed() || uint64_t{source_count} * 12 > in.remaining()) return fail("truncated");
+    for (uint32_t i = 0; i < source_count; ++i) {
+      uint64_t source = in.u64();
+      uint32_t count = in.u32();
+      if (in.failed() || count > hand_over_window || uint64_t{count} * 8 > in.remaining()) {
+        return fail("truncated");
+      }
+      if (source == 0 || (!handed_in_.empty() && source <= handed_in_.rbegin()->first)) {
+        return fail("hand-over sources out of order");
+      }
+      HandedIn& handed = handed_in_[source];
+      for (uint32_t j = 0; j < count; ++j) {
+        uint64_t id = in.u64();
+        if (id == 0 || !handed.ids.insert(id).second) return fail("bad hand-overs");
+        handed.order.push_back(id);
+      }
     }
   }
   if (in.remaining() != 0) return fail("trailing bytes");

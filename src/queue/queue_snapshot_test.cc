@@ -234,6 +234,22 @@ TEST(QueueSnapshot, WhatWasAdmittedFromEachProposerIsKept) {
   EXPECT_EQ(replica.ready_count(), 2u);
   replica.enqueue(with_id("a"), 1100, out);  // a's window is over
   EXPECT_EQ(replica.ready_count(), 3u);
+  // And the hand-overs taken from each source.
+  QueueMachine target;
+  target.record_hand_over(HandOverKey{5, 10});
+  target.record_hand_over(HandOverKey{5, 3});
+  target.record_hand_over(HandOverKey{2, 10});
+  auto taken = target.snapshot([](uint64_t) { return nullptr; });
+  ASSERT_TRUE(taken.ok());
+  QueueMachine member;
+  ASSERT_TRUE(member.restore(*taken).ok());
+  EXPECT_TRUE(member.took_hand_over(HandOverKey{5, 10}));
+  EXPECT_TRUE(member.took_hand_over(HandOverKey{5, 3}));
+  EXPECT_TRUE(member.took_hand_over(HandOverKey{2, 10}));
+  EXPECT_FALSE(member.took_hand_over(HandOverKey{2, 3}));
+  auto again = member.snapshot([](uint64_t) { return nullptr; });
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *taken);
   // A node's new life retires its earlier ones.
   EXPECT_TRUE(restored.admit(proposer_id_of(2, 8), 1, 1));
   EXPECT_FALSE(restored.admitted(second, 4));
