@@ -178,9 +178,9 @@ TEST(QueueCommand, AnEntryOfTheFirstFormatStillDecodes) {
 TEST(QueueCommand, AHandOverOfferedAgainIsTakenOnce) {
   QueueMachine machine(QueueOptions{.max_length = 2, .overflow = Overflow::reject_publish});
   auto offer = [&](uint64_t source, uint64_t id, uint64_t seq) {
-    QueueCommand enqueue{1000 + seq,
-                         EnqueueCommand{sample_message("dead"), std::nullopt, HandOverKey{source, id}},
-                         CommandOrigin{proposer_id_of(seq, 1), 1, 1}};
+    QueueCommand enqueue{
+        1000 + seq, EnqueueCommand{sample_message("dead"), std::nullopt, HandOverKey{source, id}},
+        CommandOrigin{proposer_id_of(seq, 1), 1, 1}};
     return *apply_command(machine, enqueue).enqueued;
   };
   EXPECT_EQ(offer(7, 3, 1), EnqueueResult::accepted);
