@@ -854,6 +854,11 @@ void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string
     mine = take_pending(*queue, origin->seq);
     if (auto stamped = queue::command_time(data)) mine->command.time_ms = *stamped;
     mine->command.origin = *origin;  // this copy's (an earlier one's floor may be lower)
+  } else if (origin && origin->proposer != proposer_id()) {
+    // Another node's command relayed through this one: no longer to be sent (it is answered
+    // below, as any other node's command is).
+    auto relayed = queue->relayed_pending.find({origin->proposer, origin->seq});
+    if (relayed != queue->relayed_pending.end()) take_pending(*queue, relayed->second);
   }
   find_lost_copies(*queue, position);
   if (data.empty()) {
@@ -941,12 +946,17 @@ Result<void, std::string> Broker::restore_queue(uint64_t group, LogPosition posi
   // it does not show were lost.
   std::vector<uint64_t> applied;
   for (const auto& [seq, pending] : queue->pending_commands) {
-    if (queue->machine.admitted(proposer_id(), seq)) applied.push_back(seq);
+    const queue::CommandOrigin& origin = pending.command.origin;
+    if (pending.relayed ? queue->machine.admitted(origin.proposer, origin.seq)
+                        : queue->machine.admitted(proposer_id(), seq)) {
+      applied.push_back(seq);
+    }
   }
   find_lost_copies(*queue, position);
   for (uint64_t seq : applied) {
     if (!queue->pending_commands.contains(seq)) continue;  // a callback before took it
     Queue::PendingCommand done = take_pending(*queue, seq);
+    if (done.relayed) continue;  // its node learns what became of it by a resync
     if (const auto* attach = std::get_if<queue::AttachCommand>(&done.command.body)) {
       // A consume whose outcome is not known: refused to its client, and detached from the
       // queue (it may be attached there), what it was given returned.

@@ -488,6 +488,9 @@ class Broker {
   // Sends the queue's unsent commands in order, unless copies sent before its group's term
   // changed are still in doubt (sent now, they could land ahead of those sent again).
   void send_pending(const QueuePtr& queue);
+  // Keeps `command` as pending under `seq`, to be sent (by send_pending) and resent until applied.
+  void add_pending(const QueuePtr& queue, uint64_t seq, queue::QueueCommand command,
+                   CommandDone done, bool relayed);
   // The answer to a copy's proposal: where it was placed, or nothing (to be sent again).
   void placed(const QueuePtr& queue, uint64_t seq, std::optional<LogPosition> position);
   // A copy that cannot be committed any more: its command is to be sent again.

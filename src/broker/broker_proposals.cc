@@ -58,15 +58,21 @@ void Broker::execute(const QueuePtr& queue, queue::QueueCommand command, Command
   }
   uint64_t seq = queue->next_command_seq++;
   command.origin = queue::CommandOrigin{proposer_id(), seq, 0};
+  add_pending(queue, seq, std::move(command), std::move(done), /*relayed=*/false);
+  send_pending(queue);
+}
+
+void Broker::add_pending(const QueuePtr& queue, uint64_t seq, queue::QueueCommand command,
+                         CommandDone done, bool relayed) {
   uint64_t bytes = command_bytes(command);
   queue->pending_bytes += bytes;
   queue->pending_commands.emplace(seq, Queue::PendingCommand{.command = std::move(command),
                                                              .done = std::move(done),
                                                              .bytes = bytes,
-                                                             .first_sent_ms = wall_clock_ms_});
+                                                             .first_sent_ms = wall_clock_ms_,
+                                                             .relayed = relayed});
   queue->unsent.insert(seq);
   waiting_groups_.insert(queue->group);
-  send_pending(queue);
 }
 
 void Broker::send_pending(const QueuePtr& queue) {
@@ -82,8 +88,9 @@ void Broker::send_pending(const QueuePtr& queue) {
     auto it = queue->pending_commands.find(seq);
     if (it == queue->pending_commands.end()) continue;
     Queue::PendingCommand& pending = it->second;
-    // Every number below the lowest still pending is settled: never sent again.
-    pending.command.origin.floor = queue->pending_commands.begin()->first;
+    // Every number below the lowest still pending is settled: never sent again. (A relayed
+    // command carries its own node's floor.)
+    if (!pending.relayed) pending.command.origin.floor = queue->pending_commands.begin()->first;
     pending.in_flight = true;
     pending.term = term;
     ++queue->sent_terms[term];
@@ -143,6 +150,9 @@ Queue::PendingCommand Broker::take_pending(Queue& queue, uint64_t seq) {
   }
   queue.unsent.erase(seq);
   queue.pending_bytes -= pending.bytes;
+  if (pending.relayed) {
+    queue.relayed_pending.erase({pending.command.origin.proposer, pending.command.origin.seq});
+  }
   return std::move(pending);
 }
 
@@ -189,6 +199,7 @@ void Broker::finish_pending_commands(const QueuePtr& queue, const queue::Command
   queue->pending_commands.clear();
   queue->pending_bytes = 0;
   queue->unsent.clear();
+  queue->relayed_pending.clear();
   queue->placed_at.clear();
   queue->placed_terms.clear();
   queue->sent_terms.clear();

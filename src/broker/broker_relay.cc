@@ -387,8 +387,16 @@ void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view dat
         !relayable(*decoded, from)) {
       return;
     }
-    restamp_forwarded(command);  // this node's time, as the leader's will be if it is not
-    queue_store_->propose(group, std::move(command), [](std::optional<LogPosition>) {});
+    // Proposed as this node's own commands are, in order with them, sent again when a copy is
+    // lost (so a later command of that node cannot land before an earlier one whose copy a
+    // leader change lost); a copy of one waiting here already is not proposed twice.
+    std::pair<uint64_t, uint64_t> key{decoded->origin.proposer, decoded->origin.seq};
+    if (queue->relayed_pending.contains(key)) return;
+    decoded->time_ms = now_ms();  // this node's time, as the leader's will be if it is not
+    uint64_t seq = queue->next_command_seq++;
+    queue->relayed_pending.emplace(key, seq);
+    add_pending(queue, seq, std::move(*decoded), {}, /*relayed=*/true);
+    send_pending(queue);
   } else if (kind == RelayKind::resync) {
     amqp::WireReader in({reinterpret_cast<const uint8_t*>(rest.data()), rest.size()});
     uint64_t life = in.u64();

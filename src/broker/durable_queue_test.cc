@@ -617,6 +617,47 @@ TEST_F(DurableQueue, ProposalsLostToALeaderChangeAreSentAgainInOrder) {
   EXPECT_EQ(got, (std::vector<std::string>{"a1", "a2", "b"}));
 }
 
+// What a member's node sends a node without a member (nothing, here: the test reads the log).
+class NoRelay final : public QueueRelay {
+ public:
+  uint64_t link_epoch(uint64_t) const override { return 1; }
+  void forward(uint64_t, uint64_t, std::string) override {}
+  void answer(uint64_t, uint64_t, std::string) override {}
+};
+
+// Another node (7, which holds no member) relays its publishes through this member. The first
+// one's proposal is lost (its leader changed); the second, relayed after, must not land before
+// it: the member sends the first again, then the second, as it does its own commands. (It used
+// to propose each once and forget it: the first came only when node 7 sent it again, seconds
+// later and after the second, out of publish order. Found by the fault harness.)
+TEST_F(DurableQueue, CommandsRelayedThroughAMemberKeepTheirOrderWhenACopyIsLost) {
+  NoRelay relay;
+  client.broker.set_queue_relay(&relay);
+  uint64_t group = client.broker.find_virtual_host("/")->find_queue("jobs")->group;
+  auto relayed = [&](uint64_t seq, std::string body) {
+    auto message = std::make_shared<queue::Message>();
+    message->routing_key = "jobs";
+    message->body = std::move(body);
+    queue::QueueCommand command{client.broker.now_ms(), queue::EnqueueCommand{message},
+                                queue::CommandOrigin{queue::proposer_id_of(7, 1), seq, 1}};
+    return std::string(1, '\x02') + queue::encode_command(command);  // RelayKind::command
+  };
+  store.refuse = true;
+  client.broker.relay_forwarded(7, group, relayed(1, "first"));
+  store.refuse = false;
+  client.broker.relay_forwarded(7, group, relayed(2, "second"));
+  client.broker.relay_forwarded(7, group, relayed(2, "second"));  // node 7 sent it again
+  apply();
+  std::vector<std::string> got;
+  for (int i = 0; i < 3; ++i) {
+    client.send(1, amqp::BasicGet{0, "jobs", true});
+    apply();
+    auto frames = client.receive();
+    if (frames.size() == 3) got.push_back(frames[2].body);
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"first", "second"}));
+}
+
 // A command forwarded to the group's leader carries the leader's time in the log: the proposing
 // node runs it at that time too, as every replica does, not at its own.
 TEST_F(DurableQueue, AProposalRunsAtTheTimeItsLeaderStamped) {

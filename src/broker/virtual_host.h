@@ -109,6 +109,9 @@ struct Queue {
     bool in_flight = false;      // sent, and its placement not answered yet
     uint64_t relayed_ms = 0;     // sent through another node's member (relay), last at
     uint32_t relay_copies = 0;   // copies sent to that member's node
+    // Another node's command that it relays through this member (its origin is that node's):
+    // proposed here in order with this node's own, and answered to it when applied.
+    bool relayed = false;
   };
   std::map<uint64_t, PendingCommand> pending_commands;
   uint64_t pending_bytes = 0;
@@ -118,6 +121,9 @@ struct Queue {
   std::map<uint64_t, size_t> placed_terms;  // term -> copies placed in it, unresolved
   std::map<uint64_t, size_t> sent_terms;    // term -> copies in flight sent in it
   uint64_t applied_term = 0;                // of the last entry applied
+  // Relayed pending commands (PendingCommand::relayed): their origin (proposer, number) -> the
+  // number they wait under here.
+  std::map<std::pair<uint64_t, uint64_t>, uint64_t> relayed_pending;
   // Used from a node that holds no member of its group (Broker::relay): the member's node it
   // goes through and that link's epoch, when this node last sent there, and this node's
   // holders of it (consumers and basic.get's), with the messages delivered to each and not
