@@ -1,0 +1,84 @@
+"""The fault harness's checker (chaos.check) on small histories written by hand: each anomaly it
+must report, and the histories it must accept."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from chaos import check  # noqa: E402
+
+
+def publish(t, message, queue="q"):
+    return {"t": t, "client": message.split(".")[0], "op": "publish", "id": message, "queue": queue}
+
+
+def outcome(t, message, op="confirm"):
+    return {"t": t, "client": message.split(".")[0], "op": op, "id": message}
+
+
+def deliver(t, message, queue="q", client="c0", session=1, redelivered=False):
+    return {"t": t, "client": client, "op": "deliver", "id": message, "queue": queue,
+            "session": session, "redelivered": redelivered}
+
+
+def ack(t, message, client="c0"):
+    return {"t": t, "client": client, "op": "ack", "id": message}
+
+
+def test_a_clean_history_has_no_anomalies():
+    events = [publish(0, "p.1.0"), outcome(1, "p.1.0"), publish(1, "p.1.1"), outcome(2, "p.1.1"),
+              deliver(3, "p.1.0"), ack(3, "p.1.0"), deliver(4, "p.1.1"), ack(4, "p.1.1")]
+    report = check(events, end_of_faults=10)
+    assert report["confirmed"] == 2
+    assert not (report["lost"] or report["unexpected"] or report["duplicated"]
+                or report["reordered"])
+    assert report["longest_without_confirm_s"] == 1
+
+
+def test_a_confirmed_message_never_acknowledged_is_lost():
+    events = [publish(0, "p.1.0"), outcome(1, "p.1.0"), deliver(2, "p.1.0")]
+    assert check(events, 10)["lost"] == ["p.1.0"]
+    # Acknowledged later (say by the drain), it is not.
+    assert check(events + [deliver(3, "p.1.0", redelivered=True), ack(3, "p.1.0")], 10)["lost"] == []
+    # An undetermined or nacked publish may be missing.
+    events = [publish(0, "p.1.0"), publish(1, "p.1.1"), outcome(2, "p.1.1", "nack")]
+    report = check(events, 10)
+    assert report["lost"] == [] and report["undetermined"] == 1 and report["nacked"] == 1
+
+
+def test_a_message_never_published_is_unexpected():
+    assert check([deliver(1, "x.1.0"), ack(1, "x.1.0")], 10)["unexpected"] == ["x.1.0"]
+
+
+def test_a_second_delivery_without_the_redelivered_flag_is_a_duplicate():
+    base = [publish(0, "p.1.0"), outcome(1, "p.1.0"), deliver(2, "p.1.0")]
+    assert check(base + [deliver(3, "p.1.0", client="c1")], 10)["duplicated"] == ["p.1.0 in q"]
+    assert check(base + [deliver(3, "p.1.0", client="c1", redelivered=True)], 10)["duplicated"] == []
+    # A dead letter's first delivery from its dead-letter queue is not a duplicate.
+    assert check(base + [deliver(3, "p.1.0", queue="dead")], 10)["duplicated"] == []
+    assert check(base + [deliver(3, "p.1.0", queue="dead"), deliver(4, "p.1.0", queue="dead")],
+                 10)["duplicated"] == ["p.1.0 in dead"]
+
+
+def test_one_publishers_messages_out_of_order_to_one_consumer_are_reordered():
+    events = [publish(0, "p.1.0"), publish(1, "p.1.1"), deliver(2, "p.1.1"), deliver(3, "p.1.0")]
+    assert check(events, 10)["reordered"] == ["p.1.0 after p.1.1"]
+    # Not when the earlier one comes redelivered, or to another consumer, or from another
+    # connection of the publisher, or out of the dead-letter queue.
+    assert check(events[:3] + [deliver(3, "p.1.0", redelivered=True)], 10)["reordered"] == []
+    assert check(events[:3] + [deliver(3, "p.1.0", client="c1")], 10)["reordered"] == []
+    other = [publish(0, "p.2.0"), publish(1, "p.1.5"), deliver(2, "p.1.5"), deliver(3, "p.2.0")]
+    assert check(other, 10)["reordered"] == []
+    dead = [publish(0, "p.1.0"), publish(1, "p.1.1"), deliver(2, "p.1.1", queue="dead"),
+            deliver(3, "p.1.0", queue="dead")]
+    assert check(dead, 10)["reordered"] == []
+
+
+def test_availability_is_the_longest_wait_for_a_confirm_per_queue_while_faults_go_on():
+    events = [publish(0, "p.1.0"), outcome(1, "p.1.0"), publish(0, "p.1.1", queue="r"),
+              outcome(1.5, "p.1.1"), publish(2, "p.1.2"), outcome(4, "p.1.2"),
+              publish(4, "p.1.3", queue="r"), outcome(4.5, "p.1.3"), publish(5, "p.1.4"),
+              outcome(20, "p.1.4")]
+    report = check(events, end_of_faults=10)
+    assert report["longest_without_confirm_s"] == 3  # q: 1 -> 4; 20 is after the faults
+    assert report["not_confirmed_share"] == 0
