@@ -849,16 +849,32 @@ void Broker::apply_queue_entry(uint64_t group, LogPosition position, std::string
   // the time its leader stamped (another node's when it was forwarded): every replica runs it
   // then.
   std::optional<Queue::PendingCommand> mine;
-  if (auto origin = queue::command_origin(data); origin && origin->proposer == proposer_id() &&
-                                                 queue->pending_commands.contains(origin->seq)) {
-    mine = take_pending(*queue, origin->seq);
-    if (auto stamped = queue::command_time(data)) mine->command.time_ms = *stamped;
-    mine->command.origin = *origin;  // this copy's (an earlier one's floor may be lower)
+  auto origin = queue::command_origin(data);
+  // A copy that came before one numbered before it runs nothing (on every replica): its
+  // proposer sends it again, after that one.
+  bool early = origin && origin->proposer != 0 &&
+               queue->machine.admission(origin->proposer, origin->seq, origin->floor) ==
+                   queue::QueueMachine::Admission::early;
+  if (origin && origin->proposer == proposer_id() &&
+      queue->pending_commands.contains(origin->seq)) {
+    if (early) {
+      send_again_from(*queue, origin->seq);
+    } else {
+      mine = take_pending(*queue, origin->seq);
+      if (auto stamped = queue::command_time(data)) mine->command.time_ms = *stamped;
+      mine->command.origin = *origin;  // this copy's (an earlier one's floor may be lower)
+    }
   } else if (origin && origin->proposer != proposer_id()) {
     // Another node's command relayed through this one: no longer to be sent (it is answered
     // below, as any other node's command is).
     auto relayed = queue->relayed_pending.find({origin->proposer, origin->seq});
-    if (relayed != queue->relayed_pending.end()) take_pending(*queue, relayed->second);
+    if (relayed != queue->relayed_pending.end()) {
+      if (early) {
+        send_again_from(*queue, relayed->second);
+      } else {
+        take_pending(*queue, relayed->second);
+      }
+    }
   }
   find_lost_copies(*queue, position);
   if (data.empty()) {

@@ -495,6 +495,10 @@ class Broker {
   void placed(const QueuePtr& queue, uint64_t seq, std::optional<LogPosition> position);
   // A copy that cannot be committed any more: its command is to be sent again.
   void lose(Queue& queue, uint64_t seq);
+  // A copy of pending command `seq` came before one its proposer numbered before it (the queue
+  // refused it as early): it goes again, and so do that proposer's pending ones before it (in
+  // order; a copy of one that did commit runs once).
+  void send_again_from(Queue& queue, uint64_t seq);
   // Takes a command out of the pending ones (applied, given up, or its queue gone).
   Queue::PendingCommand take_pending(Queue& queue, uint64_t seq);
   // After the entry at `position`: copies placed at or before it, or in an earlier term, were

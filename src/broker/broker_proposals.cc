@@ -90,7 +90,7 @@ void Broker::send_pending(const QueuePtr& queue) {
     Queue::PendingCommand& pending = it->second;
     // Every number below the lowest still pending is settled: never sent again. (A relayed
     // command carries its own node's floor.)
-    if (!pending.relayed) pending.command.origin.floor = queue->pending_commands.begin()->first;
+    if (!pending.relayed) pending.command.origin.floor = queue->own_floor();
     pending.in_flight = true;
     pending.term = term;
     ++queue->sent_terms[term];
@@ -137,6 +137,22 @@ void Broker::lose(Queue& queue, uint64_t seq) {
     pending.placed_index = 0;
   }
   queue.unsent.insert(seq);
+}
+
+void Broker::send_again_from(Queue& queue, uint64_t seq) {
+  // Those of the same proposer (this node, or the relaying node) numbered up to it.
+  bool relayed = seq >= relayed_command_key_base;
+  for (auto& [number, pending] : queue.pending_commands) {
+    if (number > seq) break;
+    if ((number >= relayed_command_key_base) != relayed) continue;
+    if (pending.in_flight) {
+      // Its placement, when it comes, is not waited for (a copy sent again is).
+      pending.in_flight = false;
+      count_down(queue.sent_terms, pending.term);
+    }
+    lose(queue, number);
+  }
+  waiting_groups_.insert(queue.group);
 }
 
 Queue::PendingCommand Broker::take_pending(Queue& queue, uint64_t seq) {

@@ -145,7 +145,7 @@ void Broker::send_relayed(const QueuePtr& queue) {
     auto it = queue->pending_commands.find(seq);
     if (it == queue->pending_commands.end()) continue;
     Queue::PendingCommand& pending = it->second;
-    pending.command.origin.floor = queue->pending_commands.begin()->first;
+    pending.command.origin.floor = queue->own_floor();
     pending.in_flight = true;
     pending.relayed_ms = wall_clock_ms_;
     ++pending.relay_copies;
@@ -393,7 +393,7 @@ void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view dat
     std::pair<uint64_t, uint64_t> key{decoded->origin.proposer, decoded->origin.seq};
     if (queue->relayed_pending.contains(key)) return;
     decoded->time_ms = now_ms();  // this node's time, as the leader's will be if it is not
-    uint64_t seq = queue->next_command_seq++;
+    uint64_t seq = queue->next_relayed_key++;
     queue->relayed_pending.emplace(key, seq);
     add_pending(queue, seq, std::move(*decoded), {}, /*relayed=*/true);
     send_pending(queue);
@@ -450,7 +450,7 @@ CommandDone Broker::answer_relayed(const Queue& queue, const queue::CommandOrigi
   if (origin.proposer == 0 || node == node_id_ || !relay_user(queue, node, true)) return {};
   return [this, node, seq = origin.seq](const QueuePtr& applied,
                                         const queue::CommandEffects* effects) {
-    if (effects == nullptr) return;
+    if (effects == nullptr || effects->early) return;  // (its member sends it again)
     queue::RelayedEffects relayed;
     relayed.seq = seq;
     relayed.effects.enqueued = effects->enqueued;

@@ -66,6 +66,13 @@ class ManualStore final : public QueueStore {
     while (!unapplied_.empty()) apply_next(broker);
   }
   size_t unapplied() const { return unapplied_.size(); }
+  // The index of the last entry of `group` proposed and not applied yet.
+  uint64_t unapplied_index(uint64_t group) const {
+    for (auto it = unapplied_.rbegin(); it != unapplied_.rend(); ++it) {
+      if (it->first == group) return it->second;
+    }
+    return 0;
+  }
   // Applies the oldest entry proposed and not applied yet.
   void apply_next(Broker& broker) {
     auto [group, index] = unapplied_.front();
@@ -615,6 +622,35 @@ TEST_F(DurableQueue, ProposalsLostToALeaderChangeAreSentAgainInOrder) {
     got.push_back(frames[2].body);
   }
   EXPECT_EQ(got, (std::vector<std::string>{"a1", "a2", "b"}));
+}
+
+// Two publishes of one channel were placed by a leader that died before they committed; the
+// next leader's log got a copy of the second (its forward arrived late) before any of the first.
+// The queue refuses that copy as early, and the node sends both again, in order: the queue holds
+// them in publish order, each once. (It used to admit a number after a gap: the second landed
+// before the first. Found by the fault harness.)
+TEST_F(DurableQueue, ACopyThatLandsBeforeOneNumberedBeforeItIsSentAgainAfterIt) {
+  client.send(1, amqp::ConfirmSelect{false});
+  client.expect<amqp::ConfirmSelectOk>(1);
+  client.publish(1, "", "jobs", "a1");
+  client.publish(1, "", "jobs", "a2");
+  uint64_t group = client.broker.find_virtual_host("/")->find_queue("jobs")->group;
+  uint64_t second_index = store.unapplied_index(group);
+  std::string second = *store.read(group, second_index);
+  store.lose_unapplied_to_another_leader(group, "");  // its first entry, at a1's index
+  store.append_from_leader(group, second);            // then a2's late copy
+  apply();
+  auto ack = client.expect<amqp::BasicAck>(1);
+  EXPECT_EQ(ack.delivery_tag, 2u);
+  EXPECT_TRUE(ack.multiple);
+  std::vector<std::string> got;
+  for (int i = 0; i < 3; ++i) {
+    client.send(1, amqp::BasicGet{0, "jobs", true});
+    apply();
+    auto frames = client.receive();
+    if (frames.size() == 3) got.push_back(frames[2].body);
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"a1", "a2"}));
 }
 
 // What a member's node sends a node without a member (nothing, here: the test reads the log).

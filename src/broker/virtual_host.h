@@ -77,6 +77,10 @@ using CommandDone =
 
 struct HandOver;
 
+// Where the numbers of relayed pending commands start (Queue::pending_commands): above any of
+// this node's own.
+constexpr uint64_t relayed_command_key_base = uint64_t{1} << 62;
+
 struct Queue {
   explicit Queue(queue::QueueOptions options) : machine(options) {}
   std::string name;
@@ -113,9 +117,20 @@ struct Queue {
     // proposed here in order with this node's own, and answered to it when applied.
     bool relayed = false;
   };
+  // By number: this node's own commands by theirs (QueueCommand::origin), the relayed ones
+  // from relayed_command_key_base up, in the order they came.
   std::map<uint64_t, PendingCommand> pending_commands;
   uint64_t pending_bytes = 0;
   uint64_t next_command_seq = 1;
+  uint64_t next_relayed_key = relayed_command_key_base;
+  // The floor of this node's commands (CommandOrigin::floor): its lowest own one pending, or
+  // the next if none is.
+  uint64_t own_floor() const {
+    auto first = pending_commands.begin();
+    return first != pending_commands.end() && first->first < relayed_command_key_base
+               ? first->first
+               : next_command_seq;
+  }
   std::set<uint64_t> unsent;                // numbers to send (new ones, and lost copies)
   std::map<uint64_t, uint64_t> placed_at;   // log index -> number, of copies placed
   std::map<uint64_t, size_t> placed_terms;  // term -> copies placed in it, unresolved

@@ -288,9 +288,17 @@ CommandEffects apply_command(QueueMachine& machine, const QueueCommand& command,
   CommandEffects effects;
   const uint64_t now = command.time_ms;
   const CommandOrigin& origin = command.origin;
-  if (origin.proposer != 0 && !machine.admit(origin.proposer, origin.seq, origin.floor)) {
-    effects.duplicate = true;
-    return effects;
+  if (origin.proposer != 0) {
+    switch (machine.admit(origin.proposer, origin.seq, origin.floor)) {
+      case QueueMachine::Admission::first:
+        break;
+      case QueueMachine::Admission::copy:
+        effects.duplicate = true;
+        return effects;
+      case QueueMachine::Admission::early:
+        effects.early = true;
+        return effects;
+    }
   }
   std::visit(
       [&](const auto& body) {

@@ -115,6 +115,9 @@ struct CommandEffects {
   std::optional<Delivery> got;            // GetCommand (none: the queue was empty)
   size_t count = 0;                       // PurgeCommand: purged; DetachCommand: returned
   bool duplicate = false;                 // a copy of a command applied before: did nothing
+  // A command of its proposer numbered before it has not been applied: did nothing; its
+  // proposer sends it again after that one (QueueMachine::admit).
+  bool early = false;
 };
 // `log_index`: where the command is in the queue's log (0: the queue has none); an enqueued
 // message is stored there. A numbered command the machine admitted before does nothing.

@@ -444,7 +444,32 @@ size_t QueueMachine::purge() {
   return count;
 }
 
-bool QueueMachine::admit(uint64_t proposer, uint64_t seq, uint64_t floor) {
+namespace {
+
+// A proposer's admitted numbers once `floor` is taken: the mark raised to it, the numbers
+// right above the mark joining it. (`above` holds numbers admitted after a gap: only from
+// snapshots of a version that admitted those.)
+template <typename Proposer>
+void take_floor(Proposer& p, uint64_t floor) {
+  if (floor > 0 && floor - 1 > p.low) {
+    p.low = floor - 1;
+    p.above.erase(p.above.begin(), p.above.upper_bound(p.low));
+  }
+  while (!p.above.empty() && *p.above.begin() == p.low + 1) {
+    p.above.erase(p.above.begin());
+    ++p.low;
+  }
+}
+
+template <typename Proposer>
+QueueMachine::Admission admission_of(const Proposer& p, uint64_t seq) {
+  if (seq <= p.low || p.above.contains(seq)) return QueueMachine::Admission::copy;
+  return seq == p.low + 1 ? QueueMachine::Admission::first : QueueMachine::Admission::early;
+}
+
+}  // namespace
+
+QueueMachine::Admission QueueMachine::admit(uint64_t proposer, uint64_t seq, uint64_t floor) {
   auto it = proposers_.find(proposer);
   if (it == proposers_.end()) {
     // A new life of its node: its earlier lives send nothing more. (A late copy from an earlier
@@ -456,17 +481,21 @@ bool QueueMachine::admit(uint64_t proposer, uint64_t seq, uint64_t floor) {
     it = proposers_.emplace(proposer, Proposer{}).first;
   }
   Proposer& p = it->second;
-  if (floor > 0 && floor - 1 > p.low) {
-    p.low = floor - 1;
-    p.above.erase(p.above.begin(), p.above.upper_bound(p.low));
-  }
-  bool first = seq > p.low && p.above.insert(seq).second;
-  // Numbers right above the mark join it (also after the floor raised it).
-  while (!p.above.empty() && *p.above.begin() == p.low + 1) {
-    p.above.erase(p.above.begin());
+  take_floor(p, floor);
+  Admission admission = admission_of(p, seq);
+  if (admission == Admission::first) {
     ++p.low;
+    take_floor(p, 0);
   }
-  return first;
+  return admission;
+}
+
+QueueMachine::Admission QueueMachine::admission(uint64_t proposer, uint64_t seq,
+                                                uint64_t floor) const {
+  auto it = proposers_.find(proposer);
+  Proposer p = it == proposers_.end() ? Proposer{} : it->second;
+  take_floor(p, floor);
+  return admission_of(p, seq);
 }
 
 bool QueueMachine::took_hand_over(const HandOverKey& key) const {

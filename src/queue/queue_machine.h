@@ -237,12 +237,19 @@ class QueueMachine {
   size_t purge();
 
   // Commands proposed through the log are numbered by their proposer (a node's life:
-  // proposer_id_of), one count per queue. A command resent after a leader
-  // change may be committed twice; admit() is true the first time `seq` arrives from `proposer`
-  // and false for any copy after (or once `floor` passed it: the proposer settles every number
-  // below `floor` and never sends it again). A proposer of a node's new life retires that
-  // node's earlier lives. Part of the replicated state (the snapshot keeps it).
-  bool admit(uint64_t proposer, uint64_t seq, uint64_t floor);
+  // proposer_id_of), one count per queue. A command resent after a leader change may be
+  // committed twice, and a copy may land before that of a command numbered before it. admit()
+  // takes `floor` first (the proposer settles every number below it and never sends it again),
+  // then says `first` for the next number of `proposer` (every one before it admitted or passed),
+  // `copy` for one admitted before (or passed by the floor), and `early` for one with a number
+  // before it missing: not admitted, its proposer sends it again after the missing ones (as
+  // RabbitMQ's quorum queues refuse an enqueue out of sequence). So one proposer's commands run
+  // in the order it numbered them. A proposer of a node's new life retires that node's earlier
+  // lives. Part of the replicated state (the snapshot keeps it).
+  enum class Admission { first, copy, early };
+  Admission admit(uint64_t proposer, uint64_t seq, uint64_t floor);
+  // What admit() would say, changing nothing.
+  Admission admission(uint64_t proposer, uint64_t seq, uint64_t floor) const;
   // True if a copy of `seq` from `proposer` was admitted (or `floor` passed it).
   bool admitted(uint64_t proposer, uint64_t seq) const;
   size_t proposer_count() const { return proposers_.size(); }

@@ -201,42 +201,43 @@ TEST(QueueMachine, SettleByAnotherHolderIsIgnored) {
   EXPECT_EQ(q.checked_out_count(), 1u);
 }
 
-// Resent commands: each number is admitted once, whatever the order copies arrive in; a floor
+// Resent commands: each number is admitted once, and only after every number before it (one
+// that comes early is refused: its proposer sends it again after the missing ones); a floor
 // settles the numbers below it (given up by the proposer: a late copy is refused).
-TEST(QueueMachine, EachProposersNumbersAreAdmittedOnce) {
+TEST(QueueMachine, EachProposersNumbersAreAdmittedOnceAndInOrder) {
+  using enum QueueMachine::Admission;
   QueueMachine q;
   const uint64_t p = proposer_id_of(4, 1);
-  EXPECT_TRUE(q.admit(p, 1, 1));
-  EXPECT_TRUE(q.admit(p, 3, 1));
-  EXPECT_FALSE(q.admit(p, 3, 1));
-  EXPECT_FALSE(q.admit(p, 1, 1));
-  EXPECT_FALSE(q.admitted(p, 2));
-  EXPECT_TRUE(q.admit(p, 2, 1));
-  EXPECT_FALSE(q.admit(p, 2, 2));
-  EXPECT_TRUE(q.admit(p, 6, 4));  // 4 not yet, 5 not yet
-  EXPECT_TRUE(q.admit(p, 7, 6));  // 4 and 5 given up
-  EXPECT_FALSE(q.admit(p, 4, 6));
-  EXPECT_FALSE(q.admit(p, 5, 8));
-  EXPECT_TRUE(q.admit(p, 8, 8));
-  // A floor that reaches a number admitted above the mark joins them: the state stays one a
-  // snapshot restores.
-  EXPECT_TRUE(q.admit(p, 10, 9));  // 9 not yet
-  EXPECT_FALSE(q.admit(p, 10, 10));
-  EXPECT_TRUE(q.admitted(p, 10));
-  EXPECT_TRUE(q.admit(p, 11, 11));
+  EXPECT_EQ(q.admit(p, 1, 1), first);
+  EXPECT_EQ(q.admission(p, 3, 1), early);
+  EXPECT_EQ(q.admit(p, 3, 1), early);  // 2 is missing
+  EXPECT_FALSE(q.admitted(p, 3));
+  EXPECT_EQ(q.admit(p, 1, 1), copy);
+  EXPECT_EQ(q.admit(p, 2, 1), first);
+  EXPECT_EQ(q.admit(p, 3, 1), first);  // sent again, after 2
+  EXPECT_EQ(q.admit(p, 2, 2), copy);
+  EXPECT_EQ(q.admit(p, 6, 4), early);  // 4 and 5 not yet
+  EXPECT_EQ(q.admission(p, 6, 6), first);
+  EXPECT_EQ(q.admit(p, 6, 6), first);  // 4 and 5 given up
+  EXPECT_EQ(q.admit(p, 4, 6), copy);
+  EXPECT_EQ(q.admit(p, 5, 8), copy);
+  EXPECT_EQ(q.admit(p, 8, 8), first);
+  EXPECT_TRUE(q.admitted(p, 7));  // passed by the floor
   auto bytes = q.snapshot([](uint64_t) { return nullptr; });
   ASSERT_TRUE(bytes.ok());
   QueueMachine restored;
   ASSERT_TRUE(restored.restore(*bytes).ok());
-  EXPECT_FALSE(restored.admit(p, 11, 11));
+  EXPECT_EQ(restored.admit(p, 8, 8), copy);
+  EXPECT_EQ(restored.admit(p, 10, 9), early);
+  EXPECT_EQ(restored.admit(p, 9, 9), first);
   // Another node's numbers are its own.
-  EXPECT_TRUE(q.admit(proposer_id_of(5, 1), 1, 1));
+  EXPECT_EQ(q.admit(proposer_id_of(5, 1), 1, 1), first);
   EXPECT_EQ(q.proposer_count(), 2u);
   // A node's new life retires its earlier lives; a late copy of an earlier life retires nothing.
-  EXPECT_TRUE(q.admit(proposer_id_of(4, 2), 1, 1));
+  EXPECT_EQ(q.admit(proposer_id_of(4, 2), 1, 1), first);
   EXPECT_EQ(q.proposer_count(), 2u);
-  EXPECT_TRUE(q.admit(p, 12, 12));
-  EXPECT_FALSE(q.admit(proposer_id_of(4, 2), 1, 1));
+  EXPECT_EQ(q.admit(p, 9, 9), first);
+  EXPECT_EQ(q.admit(proposer_id_of(4, 2), 1, 1), copy);
   EXPECT_EQ(q.proposer_count(), 3u);
 }
 

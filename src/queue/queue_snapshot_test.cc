@@ -198,21 +198,24 @@ TEST(QueueSnapshot, AnInconsistentSnapshotIsAnError) {
 // refuses the copies its leader refused.
 TEST(QueueSnapshot, WhatWasAdmittedFromEachProposerIsKept) {
   QueueMachine q;
-  const uint64_t first = proposer_id_of(1, 1), second = proposer_id_of(2, 7);
-  for (uint64_t seq : {1, 2, 3}) ASSERT_TRUE(q.admit(first, seq, 1));
-  ASSERT_TRUE(q.admit(second, 5, 4));  // 4 not yet
+  using enum QueueMachine::Admission;
+  const uint64_t first_id = proposer_id_of(1, 1), second = proposer_id_of(2, 7);
+  for (uint64_t seq : {1, 2, 3}) ASSERT_EQ(q.admit(first_id, seq, 1), first);
+  ASSERT_EQ(q.admit(second, 5, 5), first);  // 1 to 4 given up
+  ASSERT_EQ(q.admit(second, 7, 6), early);  // 6 not yet
   auto bytes = q.snapshot([](uint64_t) { return nullptr; });
   ASSERT_TRUE(bytes.ok());
   QueueMachine restored;
   ASSERT_TRUE(restored.restore(*bytes).ok());
   EXPECT_EQ(restored.proposer_count(), 2u);
-  EXPECT_TRUE(restored.admitted(first, 3));
-  EXPECT_FALSE(restored.admit(first, 2, 1));
-  EXPECT_TRUE(restored.admit(first, 4, 1));
+  EXPECT_TRUE(restored.admitted(first_id, 3));
+  EXPECT_EQ(restored.admit(first_id, 2, 1), copy);
+  EXPECT_EQ(restored.admit(first_id, 4, 1), first);
   EXPECT_TRUE(restored.admitted(second, 5));
-  EXPECT_FALSE(restored.admitted(second, 4));
-  EXPECT_FALSE(restored.admit(second, 5, 4));
-  EXPECT_TRUE(restored.admit(second, 4, 4));
+  EXPECT_FALSE(restored.admitted(second, 6));
+  EXPECT_EQ(restored.admit(second, 5, 4), copy);
+  EXPECT_EQ(restored.admit(second, 7, 6), early);
+  EXPECT_EQ(restored.admit(second, 6, 6), first);
   // The deduplication window too.
   QueueMachine deduplicating(QueueOptions{.dedup_window_ms = 1000});
   std::vector<Delivery> out;
@@ -251,8 +254,8 @@ TEST(QueueSnapshot, WhatWasAdmittedFromEachProposerIsKept) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(*again, *taken);
   // A node's new life retires its earlier ones.
-  EXPECT_TRUE(restored.admit(proposer_id_of(2, 8), 1, 1));
-  EXPECT_FALSE(restored.admitted(second, 4));
+  EXPECT_EQ(restored.admit(proposer_id_of(2, 8), 1, 1), first);
+  EXPECT_FALSE(restored.admitted(second, 7));
   EXPECT_EQ(restored.proposer_count(), 2u);
 }
 
@@ -286,8 +289,8 @@ TEST(QueueSnapshot, FuzzSeedsAreSnapshotsOfARun) {
   seeds.push_back(*q.snapshot(no_log));
   for (uint64_t at = 500; at < 503; ++at) q.enqueue(message("stored", 2), 50, out, at);
   seeds.push_back(*q.snapshot(no_log, 501));  // two of them as references to the log
-  ASSERT_TRUE(q.admit(proposer_id_of(1, 1), 1, 1));
-  ASSERT_TRUE(q.admit(proposer_id_of(2, 4), 3, 1));  // 1 and 2 not yet: a gap
+  ASSERT_EQ(q.admit(proposer_id_of(1, 1), 1, 1), QueueMachine::Admission::first);
+  ASSERT_EQ(q.admit(proposer_id_of(2, 4), 3, 3), QueueMachine::Admission::first);  // 1, 2 given up
   seeds.push_back(*q.snapshot(no_log));
   QueueMachine deduplicating(QueueOptions{.dedup_window_ms = 60'000});
   for (const char* id : {"order-1", "order-2"}) {
