@@ -14,7 +14,9 @@
 //
 // Order: copies sent before the group's term changed are in doubt until the new term's first
 // entry shows what became of them; new commands wait behind them, so the resent ones keep
-// their place.
+// their place. And the machine runs a proposer's numbers only in order: a copy that lands
+// before one numbered before it is refused as early, and it goes again with those before it
+// (send_again_from).
 #include "broker/broker.h"
 
 #include <algorithm>

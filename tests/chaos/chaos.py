@@ -9,7 +9,8 @@ any failure, while a nemesis injects faults: SIGKILL and restart, SIGSTOP and SI
 with iptables, packet loss. Then it heals everything, restarts every node, drains every queue and
 checks the history:
 
-  lost          confirmed, never acknowledged by a consumer
+  lost          confirmed, never acknowledged by a consumer (an ack whose connection broke as it
+                went may have been applied: that message is not counted lost)
   unexpected    delivered, never published
   duplicated    delivered again without the redelivered flag
   reordered     two messages of one publisher connection delivered to one consumer connection
@@ -529,7 +530,13 @@ class PikaConsumer(PikaClient):
                 channel.basic_reject(method.delivery_tag, requeue=False)
                 self.history.add(self.name, "reject", id=body.decode())
             else:
-                channel.basic_ack(method.delivery_tag)
+                try:
+                    channel.basic_ack(method.delivery_tag)
+                except Exception:
+                    # The connection broke as the ack went: it may have reached the broker (and
+                    # been applied) or not. Either is right; the check allows both.
+                    self.history.add(self.name, "ack-unknown", id=body.decode())
+                    raise
                 self.history.add(self.name, "ack", id=body.decode())
         if not self.stopping.is_set():
             raise RuntimeError("the consumer was cancelled")
@@ -670,6 +677,7 @@ def check(events, end_of_faults):
     outcome = {}
     deliveries = collections.defaultdict(list)  # (id, queue): its deliveries from that queue
     acked = set()
+    maybe_acked = set()  # the connection broke as the ack went
     confirms = collections.defaultdict(list)  # queue: the times of its confirms
     for event in events:
         op = event["op"]
@@ -683,8 +691,10 @@ def check(events, end_of_faults):
             deliveries[(event["id"], event["queue"])].append(event)
         elif op == "ack":
             acked.add(event["id"])
+        elif op == "ack-unknown":
+            maybe_acked.add(event["id"])
     confirmed = {m for m, result in outcome.items() if result == "confirm"}
-    lost = sorted(confirmed - acked)
+    lost = sorted(confirmed - acked - maybe_acked)
     unexpected = sorted({m for m, _ in deliveries if m not in published})
     duplicated = sorted("%s in %s" % key for key, seen in deliveries.items()
                         if any(not later["redelivered"] for later in seen[1:]))
@@ -715,6 +725,7 @@ def check(events, end_of_faults):
         "unroutable": sum(1 for r in outcome.values() if r == "unroutable"),
         "undetermined": undetermined, "delivered": sum(len(d) for d in deliveries.values()),
         "redelivered": sum(1 for d in deliveries.values() for e in d if e["redelivered"]),
+        "ack_unknown": len(maybe_acked - acked),
         "lost": lost, "unexpected": unexpected, "duplicated": duplicated,
         "reordered": reordered,
         "longest_without_confirm_s": round(longest, 3) if longest is not None else None,
@@ -839,6 +850,12 @@ def main():
         unclean = cluster.stop()
         subprocess.run(["iptables", "-F", "INPUT"], check=False)
         crashed = {i: node.crashes for i, node in cluster.nodes.items() if node.crashes}
+        anomalous = report and any(report[k] for k in ("lost", "unexpected", "duplicated",
+                                                        "reordered"))
+        for i, node in cluster.nodes.items():
+            # A failing run keeps its nodes' data (a tmpfs goes with its mount).
+            if node.mounted and (failure or anomalous or crashed):
+                shutil.copytree(node.data_dir, run_dir / ("n%d-data" % i), dirs_exist_ok=True)
         cluster.unmount()
         history.close()
     if crashed:

@@ -250,11 +250,12 @@ static void consume(void) {
                (int)envelope.message.body.len, (const char*)envelope.message.body.bytes, queues[0],
                host + 9, session, envelope.redelivered ? "true" : "false");
       event("deliver", fields);
+      snprintf(fields, sizeof fields, "\"id\": \"%.*s\"", (int)envelope.message.body.len,
+               (const char*)envelope.message.body.bytes);
       if (amqp_basic_ack(conn, 1, envelope.delivery_tag, 0) == AMQP_STATUS_OK) {
-        snprintf(fields, sizeof fields, "\"id\": \"%.*s\"", (int)envelope.message.body.len,
-                 (const char*)envelope.message.body.bytes);
         event("ack", fields);
       } else {
+        event("ack-unknown", fields); /* part of it may have gone: applied or not */
         ok = 0;
       }
       amqp_destroy_envelope(&envelope);

@@ -40,6 +40,10 @@ def test_a_confirmed_message_never_acknowledged_is_lost():
     assert check(events, 10)["lost"] == ["p.1.0"]
     # Acknowledged later (say by the drain), it is not.
     assert check(events + [deliver(3, "p.1.0", redelivered=True), ack(3, "p.1.0")], 10)["lost"] == []
+    # An ack whose connection broke as it went may have been applied: not lost.
+    maybe = events + [{"t": 3, "client": "c0", "op": "ack-unknown", "id": "p.1.0"}]
+    report = check(maybe, 10)
+    assert report["lost"] == [] and report["ack_unknown"] == 1
     # An undetermined or nacked publish may be missing.
     events = [publish(0, "p.1.0"), publish(1, "p.1.1"), outcome(2, "p.1.1", "nack")]
     report = check(events, 10)
