@@ -527,9 +527,14 @@ class Broker {
   void answer_resync(const QueuePtr& queue, uint64_t node);
   // A command of this node for the holder is waiting for its answer.
   bool relay_commands_pending(const Queue& queue, queue::HolderId holder) const;
-  // What a relayed command's answer tells of what this node's holders hold.
+  // What a relayed command's answer, from a replica that had applied `applied`, tells of what
+  // this node's holders hold.
   void relay_settled(Queue& queue, const queue::QueueCommand& command,
-                     const queue::CommandEffects& effects);
+                     const queue::CommandEffects& effects, uint64_t applied);
+  // Forgets what this node's holders were answered gone from by `applied` (the relay member
+  // has applied that far), and a holder left with nothing and no consumer here.
+  void forget_gone(Queue& queue, uint64_t applied);
+  void forget_if_idle(Queue& queue, queue::HolderId holder);
   QueueRelay* queue_relay_ = nullptr;
   bool fresh_log_ = false;
   uint64_t incarnation_ = 0;

@@ -14,7 +14,11 @@
 //
 // Deliveries sent on a link that broke may be lost. So each time the relay member is picked
 // anew (its link went down, or came up again), this node asks the new one for every message its
-// holders of the queue hold, and hands its consumers those they were never given. A consumer
+// holders of the queue hold, and hands its consumers those they were never given. That list is
+// as the member's replica has it, which may be before a consumer's ack or reject ran: so this
+// node knows each message handed to its holders by its delivery count (every hand-out counts
+// one more) until the member it goes through has applied its settle, and hands a consumer only
+// a later hand-out. A consumer
 // the queue no longer knows (its leader cancelled it while this node was cut off) is cancelled
 // here too, and its client told (basic.cancel), and detached. The member also detaches the
 // holders of this node's earlier lives (a restart), which no replica here can. The member's
@@ -70,12 +74,15 @@ void Broker::relay(const QueuePtr& queue, queue::QueueCommand command, CommandDo
         } else if constexpr (std::is_same_v<T, queue::DetachCommand>) {
           queue->relay_holders.erase(body.holder);
         } else if constexpr (std::is_same_v<T, queue::SettleCommand>) {
-          // An acknowledged message stays known as delivered until its settle is answered (a
-          // resync before then may list it); one returned may come back to the same consumer
-          // with that settle's entry, before its answer.
+          // Known as handed out until the answer says it is gone, and after (a resync before
+          // then may list it); one requeued may come back to the same consumer with that
+          // settle's entry, before its answer, counted once more.
           auto holder = queue->relay_holders.find(body.holder);
-          if (body.kind != queue::SettleKind::settle && holder != queue->relay_holders.end()) {
-            for (queue::MessageId id : body.ids) holder->second.delivered.erase(id);
+          if (holder != queue->relay_holders.end()) {
+            for (queue::MessageId id : body.ids) {
+              auto held = holder->second.delivered.find(id);
+              if (held != holder->second.delivered.end()) held->second.settling = true;
+            }
           }
         }
       },
@@ -236,8 +243,16 @@ void Broker::relay_answered(uint64_t from, uint64_t group, std::string_view data
       auto holder = queue->relay_holders.find(delivery.holder);
       auto sink = sinks_.find(delivery.holder.value);
       if (holder == queue->relay_holders.end() || sink == sinks_.end()) continue;
-      if (holder->second.delivered.contains(delivery.id)) continue;  // given before (a resync)
-      if (!holder->second.no_ack) holder->second.delivered.insert(delivery.id);
+      // Given before (listed again by a resync, from a replica that had not applied its
+      // settle yet): only a later hand-out goes to the consumer.
+      auto held = holder->second.delivered.find(delivery.id);
+      if (held != holder->second.delivered.end() &&
+          delivery.delivery_count <= held->second.delivery_count) {
+        continue;
+      }
+      if (!holder->second.no_ack) {
+        holder->second.delivered[delivery.id] = {.delivery_count = delivery.delivery_count};
+      }
       sink->second->deliver(queue, delivery);
     }
     for (queue::HolderId cancelled : relayed->cancelled) {
@@ -263,26 +278,62 @@ void Broker::relay_answered(uint64_t from, uint64_t group, std::string_view data
     if (effects.duplicate && std::holds_alternative<queue::AttachCommand>(done.command.body)) {
       relayed->effects.attached = queue::AttachResult::attached;
     }
-    relay_settled(*queue, done.command, effects);
+    relay_settled(*queue, done.command, effects, relayed->applied);
     if (done.done) done.done(queue, &relayed->effects);
   }
+  // What the member the queue goes through has applied, it lists no more (nor does one picked
+  // after it: its resync starts there).
+  if (from == queue->relay_via) forget_gone(*queue, relayed->applied);
   if (!flow_waiters_.empty()) check_flow(*queue);
 }
 
+void Broker::forget_gone(Queue& queue, uint64_t applied) {
+  while (!queue.relay_gone.empty() && queue.relay_gone.begin()->first <= applied) {
+    auto [gone_at, which] = *queue.relay_gone.begin();
+    queue.relay_gone.erase(queue.relay_gone.begin());
+    auto holder = queue.relay_holders.find(which.first);
+    if (holder == queue.relay_holders.end()) continue;
+    auto held = holder->second.delivered.find(which.second);
+    if (held != holder->second.delivered.end() && held->second.gone_at == gone_at) {
+      holder->second.delivered.erase(held);
+    }
+    forget_if_idle(queue, which.first);
+  }
+}
+
+void Broker::forget_if_idle(Queue& queue, queue::HolderId holder) {
+  // A holder of nothing without a consumer here (a channel's basic.get) is forgotten.
+  auto it = queue.relay_holders.find(holder);
+  if (it != queue.relay_holders.end() && it->second.delivered.empty() &&
+      !sinks_.contains(holder.value) && !relay_commands_pending(queue, holder)) {
+    queue.relay_holders.erase(it);
+  }
+}
+
 void Broker::relay_settled(Queue& queue, const queue::QueueCommand& command,
-                           const queue::CommandEffects& effects) {
-  // What this node's holders hold, as far as its commands' answers show; a holder of nothing
-  // without a consumer here (a channel's basic.get) is forgotten.
+                           const queue::CommandEffects& effects, uint64_t applied) {
+  // What this node's holders hold, as far as its commands' answers show.
   queue::HolderId holder;
   if (const auto* settle = std::get_if<queue::SettleCommand>(&command.body)) {
     holder = settle->holder;
     auto it = queue.relay_holders.find(holder);
     if (it != queue.relay_holders.end()) {
-      for (queue::MessageId id : settle->ids) it->second.delivered.erase(id);
+      // Gone from it by `applied` (the answer's replica had run the settle); not one handed to
+      // it again since (requeued, and back with that entry).
+      for (queue::MessageId id : settle->ids) {
+        auto held = it->second.delivered.find(id);
+        if (held == it->second.delivered.end() || !held->second.settling) continue;
+        held->second.settling = false;
+        held->second.gone_at = applied;
+        queue.relay_gone.emplace(applied, std::pair{holder, id});
+      }
     }
   } else if (const auto* get = std::get_if<queue::GetCommand>(&command.body)) {
     holder = get->holder;
-    if (effects.got && !get->no_ack) queue.relay_holders[holder].delivered.insert(effects.got->id);
+    if (effects.got && !get->no_ack) {
+      queue.relay_holders[holder].delivered[effects.got->id] = {.delivery_count =
+                                                                    effects.got->delivery_count};
+    }
   } else if (const auto* attach = std::get_if<queue::AttachCommand>(&command.body)) {
     if (effects.attached != queue::AttachResult::attached) {
       queue.relay_holders.erase(attach->consumer);
@@ -291,11 +342,7 @@ void Broker::relay_settled(Queue& queue, const queue::QueueCommand& command,
   } else {
     return;
   }
-  auto it = queue.relay_holders.find(holder);
-  if (it != queue.relay_holders.end() && it->second.delivered.empty() &&
-      !sinks_.contains(holder.value) && !relay_commands_pending(queue, holder)) {
-    queue.relay_holders.erase(it);
-  }
+  forget_if_idle(queue, holder);
 }
 
 bool Broker::relay_commands_pending(const Queue& queue, queue::HolderId holder) const {

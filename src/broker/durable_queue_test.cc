@@ -694,6 +694,111 @@ TEST_F(DurableQueue, CommandsRelayedThroughAMemberKeepTheirOrderWhenACopyIsLost)
   EXPECT_EQ(got, (std::vector<std::string>{"first", "second"}));
 }
 
+// What a node without a member sends the members' nodes, kept for the test to answer as they
+// would.
+class RecordingRelay final : public QueueRelay {
+ public:
+  uint64_t link_epoch(uint64_t) const override { return epoch; }
+  void forward(uint64_t node, uint64_t, std::string data) override {
+    if (!data.empty() && data[0] == '\x02') {  // RelayKind::command
+      commands.emplace_back(node, queue::decode_command(std::string_view(data).substr(1)).value());
+    }
+    if (!data.empty() && data[0] == '\x03') ++resyncs;  // RelayKind::resync
+  }
+  void answer(uint64_t, uint64_t, std::string) override {}
+  uint64_t epoch = 1;
+  std::vector<std::pair<uint64_t, queue::QueueCommand>> commands;  // (to, command)
+  size_t resyncs = 0;
+};
+
+// A node without a member of a queue (this one: "far" lives on nodes 3 and 2) hands its
+// consumer what the member it goes through lists. Picked anew (its link broke), that member
+// lists what the consumer holds as its replica has it, which may be before the consumer's reject
+// or ack: what the consumer gave back or settled is not handed to it again (it came again
+// without the redelivered flag: found by the fault harness on 5 nodes), while a message handed
+// back to it after the reject is, flagged. A member that lags does not hand out again what
+// another member's answer said was acknowledged.
+TEST_F(DurableQueue, ALaggingRelayMembersListDoesNotHandOutAgainWhatAConsumerGaveBack) {
+  RecordingRelay relay;
+  client.broker.set_queue_relay(&relay);
+  for (uint64_t id = 1; id <= 3; ++id) {
+    client.broker.change_definitions(AddNode{
+        ClusterNode{id, "n" + std::to_string(id), "127.0.0.1" + std::to_string(id), 25672, false}});
+  }
+  amqp::FieldTable two;
+  two.entries.emplace_back("x-quorum-initial-group-size", int32_t{2});
+  client.broker.change_definitions(DeclareQueue{{"/", "far", 0, false, two, true, 0, 3, {}}, 0});
+  QueuePtr far = client.broker.find_virtual_host("/")->find_queue("far");
+  ASSERT_EQ(far->members, (std::vector<uint64_t>{3, 2}));
+
+  std::map<uint64_t, uint64_t> numbers;  // each member's answers to this node
+  auto answer = [&](uint64_t from, uint64_t seq, uint64_t applied,
+                    std::vector<queue::Delivery> deliveries) {
+    queue::RelayedEffects relayed;
+    relayed.number = ++numbers[from];
+    relayed.seq = seq;
+    relayed.applied = applied;
+    relayed.effects.attached = queue::AttachResult::attached;
+    relayed.effects.deliveries = std::move(deliveries);
+    client.broker.relay_answered(from, far->group, queue::encode_relayed(relayed));
+    client.connection.run_deferred(client.now_ms);
+  };
+  auto delivers = [&] {
+    std::vector<amqp::BasicDeliver> out;
+    for (const auto& frame : client.receive()) {
+      if (frame.method && std::holds_alternative<amqp::BasicDeliver>(*frame.method)) {
+        out.push_back(std::get<amqp::BasicDeliver>(*frame.method));
+      }
+    }
+    return out;
+  };
+  auto message = std::make_shared<queue::Message>();
+  message->routing_key = "far";
+  message->body = "m";
+
+  client.send(1, amqp::BasicConsume{0, "far", "c", false, false, false, false, {}});
+  ASSERT_EQ(relay.commands.size(), 1u);
+  uint64_t via = relay.commands[0].first;
+  uint64_t other = via == 2 ? 3 : 2;
+  const auto& attach = std::get<queue::AttachCommand>(relay.commands[0].second.body);
+  queue::HolderId holder = attach.consumer;
+  // The member applies the attach (entry 10): the message goes to the consumer, then the answer.
+  answer(via, 0, 10, {queue::Delivery{holder, queue::MessageId{1}, message, false, 0, 0}});
+  answer(via, relay.commands[0].second.origin.seq, 10, {});
+  auto first = delivers();
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_FALSE(first[0].redelivered);
+
+  // Given back (requeued); the link to the member breaks and comes back before the answer: this
+  // node asks it for what its consumer holds, and its replica has not applied the reject yet.
+  client.send(1, amqp::BasicReject{first[0].delivery_tag, true});
+  ASSERT_EQ(relay.commands.size(), 2u);
+  uint64_t reject_seq = relay.commands[1].second.origin.seq;
+  relay.epoch = 2;
+  client.broker.resend_lost();
+  ASSERT_EQ(relay.resyncs, 2u);  // (the first when the member was first picked)
+  answer(via, 0, 10, {queue::Delivery{holder, queue::MessageId{1}, message, false, 0, 0}});
+  EXPECT_TRUE(delivers().empty());
+  // The reject runs (entry 11) and hands the message back to the same consumer, flagged.
+  answer(via, 0, 11, {queue::Delivery{holder, queue::MessageId{1}, message, true, 1, 0}});
+  answer(via, reject_seq, 11, {});
+  auto again = delivers();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_TRUE(again[0].redelivered);
+
+  // Acknowledged; the other member answers first (entry 12), then the one this node goes
+  // through, late, still lists it: not handed out again, and forgotten once it applied the ack.
+  client.send(1, amqp::BasicAck{again[0].delivery_tag, false});
+  ASSERT_EQ(relay.commands.size(), 4u);  // (the reject's copy sent again with the resync)
+  answer(other, relay.commands[3].second.origin.seq, 12, {});
+  answer(via, 0, 11, {queue::Delivery{holder, queue::MessageId{1}, message, true, 1, 0}});
+  EXPECT_TRUE(delivers().empty());
+  EXPECT_EQ(far->relay_holders.at(holder).delivered.size(), 1u);
+  answer(via, 0, 12, {});
+  EXPECT_TRUE(far->relay_holders.at(holder).delivered.empty());
+  client.connection.release();  // (while the relay is there)
+}
+
 // A command forwarded to the group's leader carries the leader's time in the log: the proposing
 // node runs it at that time too, as every replica does, not at its own.
 TEST_F(DurableQueue, AProposalRunsAtTheTimeItsLeaderStamped) {

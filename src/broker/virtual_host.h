@@ -141,8 +141,7 @@ struct Queue {
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> relayed_pending;
   // Used from a node that holds no member of its group (Broker::relay): the member's node it
   // goes through and that link's epoch, when this node last sent there, and this node's
-  // holders of it (consumers and basic.get's), with the messages delivered to each and not
-  // settled yet.
+  // holders of it (consumers and basic.get's), with the messages handed to each.
   uint64_t relay_via = 0;
   uint64_t relay_epoch = 0;
   uint64_t relay_next_answer = 0;  // the number of the next answer from it (0: any)
@@ -150,9 +149,21 @@ struct Queue {
   uint64_t relay_sent_ms = 0;      // keepalives
   struct RelayHolder {
     bool no_ack = false;
-    std::set<queue::MessageId> delivered;
+    // Each message handed to it, by its hand-out's delivery count (each hand-out of a message
+    // counts more than the one before), until it is known gone from it and no member's listing
+    // from before can come any more: a lagging member's list of what the holder holds (a
+    // resync) may show one it was given, settled or gave back, which is not handed out again.
+    struct Held {
+      uint32_t delivery_count = 0;
+      bool settling = false;  // acknowledged, rejected or requeued: not answered yet
+      uint64_t gone_at = 0;   // answered: gone from the holder at this entry (0: held)
+    };
+    std::map<queue::MessageId, Held> delivered;
   };
   std::map<queue::HolderId, RelayHolder> relay_holders;
+  // Those answered gone (Held::gone_at), by the entry: forgotten once the relay member says it
+  // applied that far.
+  std::multimap<uint64_t, std::pair<queue::HolderId, queue::MessageId>> relay_gone;
   std::pair<uint64_t, uint64_t> relay_counts;  // ready, consumers: as the relay member last said
   // On a member's node: the nodes without a member that use the queue, each with when it was
   // last heard from and whether it goes through this node.
