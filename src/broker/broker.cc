@@ -667,6 +667,18 @@ void Broker::drop_replica(uint64_t group) {
   if (!queue) return;
   queue_groups_.erase(it);
   if (queue_store_ != nullptr) queue_store_->remove_group(group);
+  forget_replica(queue);
+}
+
+void Broker::replica_damaged(uint64_t group) {
+  auto it = queue_groups_.find(group);
+  QueuePtr queue = it == queue_groups_.end() ? nullptr : it->second.lock();
+  // Rebuilt from the other members' snapshot and log, as a replica made here anew: what it had
+  // goes (the entries it applied would be applied again on top).
+  if (queue) forget_replica(queue);
+}
+
+void Broker::forget_replica(const QueuePtr& queue) {
   finish_pending_commands(queue, nullptr);
   for (HolderId consumer : queue->machine.consumer_ids()) {
     auto sink = sinks_.find(consumer.value);
@@ -780,6 +792,14 @@ void Broker::found_missing_groups() {
   if (queue_store_ == nullptr) return;
   for (const auto& [group, weak] : queue_groups_) {
     QueuePtr queue = weak.lock();
+    if (queue && queue_store_->damaged(group)) {
+      // Its log here was found damaged: rebuilt from the other members if it has some (a group
+      // of this node alone has nobody to take it from: it stays stopped, its queue unavailable).
+      bool others = std::any_of(queue->members.begin(), queue->members.end(),
+                                [this](uint64_t member) { return member != node_id_; });
+      if (others) queue_store_->rebuild_group(group);
+      continue;
+    }
     if (!queue || queue_store_->has_group(group)) continue;
     if (queue->members_changed || joins_after_disk_loss(*queue)) {
       // Its members changed since it was founded: this node takes its state from their leader,

@@ -142,6 +142,12 @@ class QueueStore {
   virtual std::optional<uint64_t> leader_term(uint64_t group) const = 0;
   // The latest term this node's member of the group knows of (0: not a member).
   virtual uint64_t current_term(uint64_t group) const = 0;
+  // The log's records of this group on this node were found damaged (a checksum failed): its
+  // member here does not run.
+  virtual bool damaged(uint64_t group) const = 0;
+  // Drops this node's damaged copy of the group and joins it again, empty, to take its state
+  // from the other members (it votes only once it has what they committed).
+  virtual void rebuild_group(uint64_t group) = 0;
 };
 
 // How a node reaches a durable queue whose group it holds no member of: through one member's
@@ -405,6 +411,10 @@ class Broker {
   // This node is no member of the group any more (its group removed it): the replica goes, its
   // consumers here are cancelled (basic.cancel) and its pending commands refused.
   void drop_replica(uint64_t group);
+  // The replica's log here was found damaged while it ran, and is rebuilt from the other
+  // members: its state goes the same way (its consumers here cancelled, its pending commands
+  // refused), to be made again from their snapshot and log.
+  void replica_damaged(uint64_t group);
   // On the group's leader: the consumers and holders of nodes that are no members of the queue
   // (any more) are detached, so what they held is ready again (the log calls it each second).
   void detach_non_members(uint64_t group);
@@ -527,6 +537,8 @@ class Broker {
   void answer_resync(const QueuePtr& queue, uint64_t node);
   // A command of this node for the holder is waiting for its answer.
   bool relay_commands_pending(const Queue& queue, queue::HolderId holder) const;
+  // The replica's state here goes (drop_replica, replica_damaged).
+  void forget_replica(const QueuePtr& queue);
   // What a relayed command's answer, from a replica that had applied `applied`, tells of what
   // this node's holders hold.
   void relay_settled(Queue& queue, const queue::QueueCommand& command,

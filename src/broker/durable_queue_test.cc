@@ -54,6 +54,8 @@ class ManualStore final : public QueueStore {
     return term;
   }
   uint64_t current_term(uint64_t group) const override { return has_group(group) ? term : 0; }
+  bool damaged(uint64_t) const override { return false; }
+  void rebuild_group(uint64_t) override {}
   std::optional<std::string> read(uint64_t group, uint64_t index) const override {
     ++reads;
     auto it = logs_.find(group);

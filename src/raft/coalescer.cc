@@ -16,7 +16,9 @@ void Outbox::add(const Message& message) {
   if (message.type == MessageType::heartbeat) {
     batch.heartbeats.push_back(beat);
   } else if (message.type == MessageType::heartbeat_response) {
-    beat.commit = LogIndex{0};
+    // A member catching up says where its log ends (Raft::handle_heartbeat): its last index + 1
+    // (0: nothing said).
+    beat.commit = message.reject ? message.index + 1 : LogIndex{0};
     batch.heartbeat_responses.push_back(beat);
   } else {
     batch.messages.push_back(message);
@@ -46,6 +48,12 @@ std::vector<Message> expand(const NodeBatch& batch) {
   for (const Beat& beat : batch.heartbeats) from_beat(beat, MessageType::heartbeat);
   for (const Beat& beat : batch.heartbeat_responses) {
     from_beat(beat, MessageType::heartbeat_response);
+    Message& answer = out.back();
+    answer.commit = LogIndex{0};
+    if (beat.commit.value > 0) {
+      answer.reject = true;
+      answer.index = LogIndex{beat.commit.value - 1};
+    }
   }
   for (const Message& message : batch.messages) out.push_back(message);
   return out;

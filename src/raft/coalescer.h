@@ -22,7 +22,9 @@ namespace hamq::raft {
 struct Beat {
   GroupId group;
   Term term;
-  LogIndex commit;  // heartbeats only
+  // Heartbeats: the leader's commit. Responses: a member catching up says where its log ends,
+  // as its last index + 1 (0: nothing said).
+  LogIndex commit;
   uint64_t from_incarnation = 0;
   bool operator==(const Beat&) const = default;
 };

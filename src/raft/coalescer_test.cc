@@ -63,6 +63,20 @@ TEST(Coalescer, ExpandGivesBackEveryMessage) {
   EXPECT_EQ(messages[1].term, Term{3});
   EXPECT_EQ(messages[2].entries, append.entries);
   EXPECT_EQ(messages[2].log_term, Term{2});
+  EXPECT_FALSE(messages[1].reject);
+
+  // A member catching up says where its log ends, an empty one too.
+  for (uint64_t last : {uint64_t{0}, uint64_t{9}}) {
+    Message catching_up = answer;
+    catching_up.reject = true;
+    catching_up.index = LogIndex{last};
+    outbox.add(catching_up);
+    std::vector<Message> told = expand(outbox.take().at(0));
+    ASSERT_EQ(told.size(), 1u);
+    EXPECT_TRUE(told[0].reject);
+    EXPECT_EQ(told[0].index, LogIndex{last});
+    EXPECT_EQ(told[0].commit, LogIndex{0});
+  }
 }
 
 }  // namespace

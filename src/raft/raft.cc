@@ -418,6 +418,13 @@ void Raft::step_leader(const Message& message) {
       if (!accept_incarnation(message, progress)) return;
       progress.recent_active = true;
       progress.probe_sent = false;
+      if (message.reject && message.index < progress.match) {
+        // It no longer has entries counted for it (its log was dropped for damage and it
+        // rejoined, the same incarnation): probe from where its log ends.
+        progress.match = LogIndex{0};
+        progress.become_probe();
+        progress.next = message.index + 1;
+      }
       // Appends may have been lost with the window full: the follower answers heartbeats, so
       // make room for one more, which it will take or reject (and so restart the probe).
       if (progress.state == ProgressState::replicate && progress.inflights.full()) {
@@ -545,7 +552,14 @@ void Raft::handle_heartbeat(const Message& message) {
   // The leader sends min(commit, what it knows we have); a member that lost its disk may have
   // less than the leader believes, so never past our own end.
   log_.commit_to(std::min(message.commit, log_.last_index()));
-  send(Message{.type = MessageType::heartbeat_response, .to = message.from, .term = term_});
+  Message answer{.type = MessageType::heartbeat_response, .to = message.from, .term = term_};
+  // A member catching up (its log here was lost, or dropped for damage) says where its log
+  // ends: the leader may count more for it from before, and send it nothing until it learns.
+  if (catching_up_) {
+    answer.reject = true;
+    answer.index = log_.last_index();
+  }
+  send(answer);
 }
 
 void Raft::handle_snapshot_chunk(const Message& message) {

@@ -1,6 +1,7 @@
 #include "replication/group_host.h"
 
 #include <algorithm>
+#include <set>
 
 #include "common/verify.h"
 
@@ -129,6 +130,7 @@ bool GroupHost::open_group(raft::GroupId id) {
 }
 
 Result<void, std::string> GroupHost::remove_group(raft::GroupId id) {
+  rebuilding_.erase(id);  // (its queue was deleted meanwhile)
   auto it = groups_.find(id);
   if (it != groups_.end()) {
     // Erased by sweep(): a callback may be removing it while the groups are being walked.
@@ -138,6 +140,55 @@ Result<void, std::string> GroupHost::remove_group(raft::GroupId id) {
   auto removed = wal_.remove_group(storage::GroupId{id.value});
   if (!removed.ok()) return unexpected(removed.error().detail);
   return Ok{};
+}
+
+Result<void, std::string> GroupHost::rebuild_group(raft::GroupId id) {
+  storage::GroupId stored{id.value};
+  // Its entries and snapshot go; its term and vote stay (a member never votes twice in a term),
+  // as the running member has them, else as last written.
+  storage::HardState kept = wal_.last_hard_state(stored);
+  auto it = groups_.find(id);
+  if (it != groups_.end() && !it->second.removed) {
+    const raft::Raft& raft = *it->second.raft;
+    if (raft.term().value >= kept.term.value) {
+      kept.term = storage::Term{raft.term().value};
+      kept.vote = raft.vote().value;
+    }
+    it->second.removed = true;
+    removed_any_ = true;
+  }
+  kept.commit = {};
+  // The hard state goes in the same batch as the removal: a restart after it opens a member
+  // that catches up, never finds the group missing and founds it again, voting with nothing.
+  auto removed = wal_.remove_group(stored, kept);
+  if (!removed.ok()) return unexpected(removed.error().detail);
+  rebuilding_[id] = false;
+  return Ok{};
+}
+
+void GroupHost::stop_damaged(raft::GroupId id, Group& group) {
+  if (group.damaged) return;
+  group.damaged = true;
+  if (callbacks_.damaged) callbacks_.damaged(id);
+}
+
+void GroupHost::rejoin(const storage::FlushResult& result) {
+  if (rebuilding_.empty()) return;
+  for (const storage::GroupProgress& progress : result.progress) {
+    auto it = rebuilding_.find(raft::GroupId{progress.group.value});
+    if (progress.removed && it != rebuilding_.end()) it->second = true;
+  }
+  if (processing_depth_ != 0) return;  // (after the round that runs now)
+  sweep();                             // the damaged member, if it was running
+  for (auto it = rebuilding_.begin(); it != rebuilding_.end();) {
+    if (!it->second) {
+      ++it;
+      continue;
+    }
+    raft::GroupId id = it->first;
+    it = rebuilding_.erase(it);
+    join_group(id);
+  }
 }
 
 std::vector<raft::GroupId> GroupHost::group_ids() const {
@@ -152,17 +203,26 @@ std::vector<raft::GroupId> GroupHost::group_ids() const {
 void GroupHost::sweep() {
   if (!removed_any_) return;
   removed_any_ = false;
-  std::erase_if(groups_, [](const auto& entry) { return entry.second.removed; });
+  std::set<raft::GroupId> erased;
+  std::erase_if(groups_, [&erased](const auto& entry) {
+    if (entry.second.removed) erased.insert(entry.first);
+    return entry.second.removed;
+  });
+  // (A group of the same id started again, rebuilt, is listed anew.)
+  std::erase_if(ticking_, [&erased](raft::GroupId id) { return erased.contains(id); });
+  std::erase_if(active_, [&erased](raft::GroupId id) { return erased.contains(id); });
 }
 
 const raft::Raft* GroupHost::peek(raft::GroupId id) const {
   auto it = groups_.find(id);
-  return it == groups_.end() || it->second.removed ? nullptr : it->second.raft.get();
+  return it == groups_.end() || it->second.removed || it->second.damaged ? nullptr
+                                                                         : it->second.raft.get();
 }
 
 raft::Raft* GroupHost::find(raft::GroupId id) {
   auto it = groups_.find(id);
-  if (it == groups_.end() || it->second.removed) return nullptr;
+  // (A damaged member takes nothing: no proposal, no message, no tick.)
+  if (it == groups_.end() || it->second.removed || it->second.damaged) return nullptr;
   // The caller may change it (propose, step, campaign): processed on the next round.
   mark(id, it->second);
   return it->second.raft.get();
@@ -213,7 +273,8 @@ void GroupHost::step(const raft::Message& message) {
 void GroupHost::tick() {
   for (size_t i = 0; i < ticking_.size();) {
     auto it = groups_.find(ticking_[i]);
-    if (it == groups_.end() || it->second.removed || alone_leading(*it->second.raft)) {
+    if (it == groups_.end() || it->second.removed || it->second.damaged ||
+        alone_leading(*it->second.raft)) {
       if (it != groups_.end()) it->second.ticking = false;
       ticking_[i] = ticking_.back();
       ticking_.pop_back();
@@ -240,8 +301,9 @@ size_t GroupHost::process() {
     taken += process(id, group) ? 1 : 0;
     // Still something to do: a Ready held back by a busy Wal, or one that could not be taken
     // while its own callbacks ran further up.
-    bool pending = (group.in_flight && !group.submitted) ||
-                   (!group.in_flight && !group.removed && group.raft->has_ready());
+    bool pending =
+        !group.damaged && ((group.in_flight && !group.submitted) ||
+                           (!group.in_flight && !group.removed && group.raft->has_ready()));
     if (pending && !failed_) mark(id, group);
   }
   if (--processing_depth_ == 0) sweep();
@@ -251,7 +313,12 @@ size_t GroupHost::process() {
 bool GroupHost::process(raft::GroupId id, Group& group) {
   // Called again from its own callbacks (what an entry did needed the log): its Ready is being
   // handled further up.
-  if (failed_ || group.removed || group.in_callbacks) return false;
+  if (failed_ || group.removed || group.in_callbacks || group.damaged) return false;
+  // A read of its log found a record damaged: it stopped (Raft::failed), and stays silent.
+  if (group.raft->failed() && wal_.group_failure(storage::GroupId{id.value})) {
+    stop_damaged(id, group);
+    return false;
+  }
   if (group.in_flight) {
     if (!group.submitted) submit(id, group);
     return false;
@@ -279,6 +346,16 @@ bool GroupHost::process(raft::GroupId id, Group& group) {
   return true;
 }
 
+void GroupHost::refused(raft::GroupId id, Group& group, const storage::Error& error) {
+  if (error.code == storage::Errc::busy) return;  // submitted again after the next flush
+  // This group's data was found damaged (a read since it started): it alone stops.
+  if (error.code == storage::Errc::group_failed) {
+    stop_damaged(id, group);
+    return;
+  }
+  failed_ = true;
+}
+
 bool GroupHost::submit(raft::GroupId id, Group& group) {
   raft::Ready& ready = *group.in_flight;
   storage::GroupId stored{id.value};
@@ -292,8 +369,7 @@ bool GroupHost::submit(raft::GroupId id, Group& group) {
         storage::SnapshotMode::replace_log,
         encode_snapshot_payload(chunk.meta.conf, group.incoming_snapshot));
     if (!saved.ok()) {
-      if (saved.error().code == storage::Errc::busy) return false;
-      failed_ = true;
+      refused(id, group, saved.error());
       return false;
     }
     group.snapshot_needed = true;
@@ -311,7 +387,7 @@ bool GroupHost::submit(raft::GroupId id, Group& group) {
     }
     auto appended = wal_.append(stored, inputs);
     if (!appended.ok()) {
-      if (appended.error().code != storage::Errc::busy) failed_ = true;
+      refused(id, group, appended.error());
       return false;
     }
     group.entries_needed = ready.entries.back().index;
@@ -330,7 +406,7 @@ bool GroupHost::submit(raft::GroupId id, Group& group) {
   if (ready.hard_state && !group.hard_state_needed && !skip_hard_state) {
     auto saved = wal_.save_hard_state(stored, to_storage(*ready.hard_state));
     if (!saved.ok()) {
-      if (saved.error().code != storage::Errc::busy) failed_ = true;
+      refused(id, group, saved.error());
       return false;
     }
     group.hard_state_needed = true;
@@ -346,7 +422,9 @@ bool GroupHost::submit(raft::GroupId id, Group& group) {
 void GroupHost::on_flushed(const storage::FlushResult& result) {
   for (const storage::GroupProgress& progress : result.progress) {
     auto it = groups_.find(raft::GroupId{progress.group.value});
-    if (it == groups_.end() || it->second.removed || !it->second.in_flight) continue;
+    if (it == groups_.end() || it->second.removed || it->second.damaged || !it->second.in_flight) {
+      continue;
+    }
     Group& group = it->second;
     if (group.entries_needed && progress.entries_durable_to &&
         progress.entries_durable_to->value >= group.entries_needed->value) {
@@ -360,6 +438,7 @@ void GroupHost::on_flushed(const storage::FlushResult& result) {
     }
   }
   process();  // Readies held back by a busy Wal, and the next ones
+  rejoin(result);
 }
 
 void GroupHost::complete(raft::GroupId id, Group& group) {

@@ -40,6 +40,10 @@ struct GroupHostCallbacks {
   std::function<std::optional<std::string>(raft::GroupId, std::string_view data)> expand_snapshot;
   // Optional: this member's role or the leader it knows changed (worth logging).
   std::function<void(raft::GroupId, raft::Role, raft::Term, raft::NodeId leader)> role_changed;
+  // Optional: a record of this running member failed its checksum (read back, or refused on
+  // write as its group's data was found damaged). The member has stopped: it sends nothing, so
+  // it neither votes nor leads with what it lost. Its owner may rebuild it (rebuild_group).
+  std::function<void(raft::GroupId)> damaged;
 };
 
 class GroupHost {
@@ -66,6 +70,14 @@ class GroupHost {
   bool open_group(raft::GroupId group);
   // Stops a group and drops what the Wal holds of it (its queue was deleted).
   Result<void, std::string> remove_group(raft::GroupId group);
+  // A group whose data here was found damaged (at open: Wal::group_failure; or since: the
+  // damaged callback) takes its state from its other members: what the Wal holds of it is
+  // dropped, and once that is durable the member joins again, empty (join_group: it neither
+  // votes nor campaigns until it has what its leader had committed). Only for a group with
+  // other members: alone, it would start over empty.
+  Result<void, std::string> rebuild_group(raft::GroupId group);
+  // The groups being rebuilt that have not joined again yet.
+  size_t rebuilding() const { return rebuilding_.size(); }
   std::vector<raft::GroupId> group_ids() const;
   raft::Raft* find(raft::GroupId group);
   // The same to look at only: the group is not put on the next round (find() does, since its
@@ -101,6 +113,7 @@ class GroupHost {
     std::optional<raft::Ready> in_flight;
     bool applied_early = false;  // its committed entries were applied when it was taken
     bool removed = false;        // by remove_group; erased by sweep()
+    bool damaged = false;        // stopped: its records here failed their checksums
     bool in_callbacks = false;   // its entries are being applied (process() leaves it alone)
     bool submitted = false;      // its writes are in the Wal (false: refused as busy, retried)
     bool active = false;         // in active_: process() looks at it next round
@@ -124,6 +137,13 @@ class GroupHost {
   bool submit(raft::GroupId id, Group& group);
   void complete(raft::GroupId id, Group& group);
   void sweep();
+  // A write the Wal refused: busy (tried again), the group's data damaged (it stops), else the
+  // log failed for good.
+  void refused(raft::GroupId id, Group& group, const storage::Error& error);
+  // Stops a member whose records failed their checksums, and tells the owner.
+  void stop_damaged(raft::GroupId id, Group& group);
+  // Those of rebuilding_ whose removal the flush made durable join again.
+  void rejoin(const storage::FlushResult& result);
 
   storage::Wal& wal_;
   raft::NodeId self_;
@@ -141,6 +161,8 @@ class GroupHost {
   void mark(raft::GroupId id, Group& group);
   bool failed_ = false;
   bool removed_any_ = false;
+  // Dropped for their damage, to join again once that is durable (true: it is).
+  std::map<raft::GroupId, bool> rebuilding_;
 };
 
 }  // namespace hamq::replication

@@ -65,7 +65,13 @@ struct Member {
               if (cannot_expand) return std::nullopt;
               return "whole:" + std::string(data.substr(4)) + std::string(3 << 20, '.');
             },
-            .role_changed = {}});
+            .role_changed = {},
+            // Rebuilt from the other members, as the server does with a group that has some.
+            .damaged =
+                [this](raft::GroupId of) {
+                  damaged.push_back(of);
+                  EXPECT_TRUE(host->rebuild_group(of).ok());
+                }});
     up = true;
   }
   // The process stops; its disk keeps what it synced (or, for a memory file system, all).
@@ -99,8 +105,28 @@ struct Member {
   std::map<raft::GroupId, std::vector<std::string>> applied;
   bool up = false;
   int expansions = 0;
-  bool cannot_expand = false;  // the expander answers nothing (a body cannot be read now)
+  bool cannot_expand = false;          // the expander answers nothing (a body cannot be read now)
+  std::vector<raft::GroupId> damaged;  // told by the damaged callback
 };
+
+// Changes a byte inside the first record of the log on `fs` whose payload holds `needle` (bit
+// rot, or a bad sector read back): its checksum no longer matches.
+bool damage_record(storage::FileSystem& fs, std::string_view needle) {
+  auto names = fs.list("wal");
+  if (!names.ok()) return false;
+  for (const std::string& name : *names) {
+    std::string path = "wal/" + name;
+    auto file = fs.open(path, storage::OpenMode::open_existing);
+    if (!file.ok()) continue;
+    std::string bytes;
+    if (!(*file)->read(0, (*file)->size(), bytes).ok()) continue;
+    size_t at = bytes.find(needle);
+    if (at == std::string::npos) continue;
+    bytes[at + needle.size() - 1] ^= 0x20;
+    return (*file)->truncate(0).ok() && (*file)->append(bytes).ok() && (*file)->sync().ok();
+  }
+  return false;
+}
 
 class ThreeMembers : public ::testing::Test {
  protected:
@@ -237,6 +263,83 @@ TEST_F(ThreeMembers, AMemberTooFarBehindGetsTheLeadersSnapshot) {
   const auto& caught_up = down.applied[group];
   ASSERT_TRUE(run_until([&] { return caught_up.size() == 6 && caught_up.back() == "c4"; }));
   EXPECT_EQ(caught_up.front(), "snapshot:state-after-50");
+}
+
+// A member whose log was damaged while its node was down (a record's bytes changed: its
+// checksum fails) is not started with it. Rebuilt, it drops what it held of the group and joins
+// again, empty, and takes the others' log; it votes only once it has what was committed. A
+// restart then opens it as any member.
+TEST_F(ThreeMembers, AMemberWhoseLogWasDamagedIsRebuiltFromTheOthers) {
+  propose(10, "entry-");
+  ASSERT_TRUE(run_until([&] { return all_applied(10); }));
+  propose(10, "more-");  // (later batches: entry-7's is not a torn tail, cut as unsynced)
+  ASSERT_TRUE(run_until([&] { return all_applied(20); }));
+  Member& damaged = leader() == members[2].get() ? *members[0] : *members[2];
+  Member& other = leader() == members[1].get() ? *leader() : *members[1];
+  raft::Term term_before = damaged.raft()->term();
+  raft::NodeId vote_before = damaged.raft()->vote();
+  damaged.stop();
+  ASSERT_TRUE(damage_record(damaged.fs, "entry-7"));
+  propose(10, "later-");
+  ASSERT_TRUE(run_until([&] { return all_applied(30); }));
+  damaged.open();
+  EXPECT_FALSE(damaged.host->open_group(group));
+  ASSERT_TRUE(damaged.wal->group_failure(storage::GroupId{group.value}).has_value());
+  ASSERT_TRUE(damaged.host->rebuild_group(group).ok());
+  // Its entries are gone, its term and vote kept (it never votes twice in a term).
+  ASSERT_TRUE(damaged.host->flush_now().ok());
+  ASSERT_NE(damaged.raft(), nullptr);
+  EXPECT_TRUE(damaged.raft()->catching_up());
+  EXPECT_EQ(damaged.raft()->log().last_index(), raft::LogIndex{0});
+  EXPECT_EQ(damaged.raft()->term(), term_before);
+  EXPECT_EQ(damaged.raft()->vote(), vote_before);
+  // (No new entry comes meanwhile: its heartbeats' answers tell the leader it has nothing.)
+  ASSERT_TRUE(run_until([&] {
+    return damaged.raft() != nullptr && !damaged.raft()->catching_up() &&
+           damaged.applied[group] == other.applied[group];
+  }));
+  EXPECT_EQ(damaged.host->rebuilding(), 0u);
+  EXPECT_FALSE(damaged.wal->group_failure(storage::GroupId{group.value}).has_value());
+  EXPECT_EQ(damaged.applied[group][8], "entry-7");
+  propose(5, "after-");
+  ASSERT_TRUE(run_until([&] { return all_applied(35); }));
+  damaged.stop();
+  damaged.open();
+  ASSERT_TRUE(damaged.host->open_group(group));
+  ASSERT_TRUE(run_until([&] { return damaged.applied[group] == other.applied[group]; }));
+}
+
+// A record found damaged while the member runs (the leader reads an entry back to send it to a
+// member that was down) stops that member alone, silent: it neither leads nor votes with what it
+// lost, and the log carries on without failing the node's other groups. Rebuilt from the others,
+// it has every entry again.
+TEST_F(ThreeMembers, ARecordFoundDamagedWhileRunningStopsThatMemberWhichIsRebuilt) {
+  constexpr raft::GroupId second{6};
+  for (auto& member : members) {
+    ASSERT_TRUE(member->host->create_group(second, three_voters(), "").ok());
+  }
+  propose(10, "entry-");
+  ASSERT_TRUE(run_until([&] { return all_applied(10); }));
+  Member* first_leader = leader();
+  Member& behind = first_leader == members[2].get() ? *members[0] : *members[2];
+  behind.stop();
+  propose(10, "missed-");
+  ASSERT_TRUE(run_until([&] { return all_applied(20); }));
+  ASSERT_TRUE(damage_record(first_leader->fs, "missed-3"));
+  behind.open();
+  ASSERT_TRUE(behind.host->open_group(group));
+  ASSERT_TRUE(behind.host->open_group(second));
+  ASSERT_TRUE(run_until([&] { return !first_leader->damaged.empty(); }));
+  EXPECT_EQ(first_leader->damaged, std::vector<raft::GroupId>{group});
+  ASSERT_TRUE(run_until([&] {
+    return all_applied(20) && first_leader->raft() != nullptr &&
+           !first_leader->raft()->catching_up() && leader() != nullptr;
+  }));
+  for (auto& member : members) EXPECT_EQ(member->applied[group], members[0]->applied[group]);
+  EXPECT_FALSE(first_leader->host->failed());
+  // The node's other group was never touched.
+  ASSERT_NE(first_leader->raft(second), nullptr);
+  EXPECT_FALSE(first_leader->raft(second)->failed());
 }
 
 TEST_F(ThreeMembers, ASnapshotThatRefersToTheLeadersLogIsSentSelfContained) {

@@ -35,7 +35,8 @@ struct Node {
                   if (!entry.data.empty()) applied[group].push_back(entry.data);
                 },
             .expand_snapshot = {},
-            .role_changed = {}});
+            .role_changed = {},
+            .damaged = {}});
   }
 
   // Flushes until nothing is in flight (the group commit of a runtime, made synchronous).

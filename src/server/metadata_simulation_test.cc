@@ -58,7 +58,8 @@ struct Node {
                 },
             .apply = [this](raft::GroupId, const raft::Entry& entry) { apply(entry); },
             .expand_snapshot = {},
-            .role_changed = {}});
+            .role_changed = {},
+            .damaged = {}});
     if (found) {
       broker::Definitions founding;
       raft::ConfState conf;

@@ -15,7 +15,7 @@ constexpr uint64_t metadata_entries_per_snapshot = 1000;
 
 Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(
     NodeLog& log, broker::Broker& broker, const broker::ClusterNode& self) {
-  auto started = start(log, broker, {self});
+  auto started = start(log, broker, {self}, false);
   if (!started.ok()) return started;
   std::unique_ptr<MetadataStore> store = std::move(started.value());
   if (!log.settle([&log] { return log.caught_up(metadata_group); }) || !store->failure_.empty()) {
@@ -26,7 +26,8 @@ Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::open(
 }
 
 Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::start(
-    NodeLog& log, broker::Broker& broker, const std::vector<broker::ClusterNode>& founders) {
+    NodeLog& log, broker::Broker& broker, const std::vector<broker::ClusterNode>& founders,
+    bool peers) {
   std::unique_ptr<MetadataStore> store(new MetadataStore(log, broker));
   MetadataStore* self = store.get();
   log.set_metadata_handler(NodeLog::Handler{
@@ -62,6 +63,10 @@ Result<std::unique_ptr<MetadataStore>, std::string> MetadataStore::start(
           },
       .compact = [self] { self->compact(); }});
   if (log.host().open_group(metadata_group)) return store;
+  if (log.damaged(metadata_group.value) && peers) {
+    log.rebuild_group(metadata_group.value);  // joins again once the drop is durable
+    return store;
+  }
   if (founders.empty()) {
     log.host().join_group(metadata_group);
     return store;

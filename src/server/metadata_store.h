@@ -28,9 +28,11 @@ class MetadataStore final : public broker::DefinitionStore {
   // The same without waiting (a cluster: the group replays as its leader tells it what is
   // committed; NodeLog::member_caught_up says when). A new group is founded with `founders` as
   // its voters and first nodes; with none, this node joined a running cluster: its member starts
-  // empty and waits for the leader's snapshot.
+  // empty and waits for the leader's snapshot. A group whose log here was found damaged is taken
+  // from the other nodes when `peers` (it knows some), as a member that joined.
   static Result<std::unique_ptr<MetadataStore>, std::string> start(
-      NodeLog& log, broker::Broker& broker, const std::vector<broker::ClusterNode>& founders);
+      NodeLog& log, broker::Broker& broker, const std::vector<broker::ClusterNode>& founders,
+      bool peers);
   // The replay found a snapshot or entry it could not apply; empty if none.
   const std::string& failure() const { return failure_; }
 

@@ -47,8 +47,10 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
   }
   log->wal_ = std::move(wal.value());
   for (const auto& failed : log->recovery_.failed_groups) {
-    spdlog::error("group {} of the write-ahead log is damaged and was not started: {}",
-                  failed.group.value, failed.reason);
+    spdlog::error(
+        "group {} of the write-ahead log is damaged and was not started (it is rebuilt "
+        "from its other members, if it has some): {}",
+        failed.group.value, failed.reason);
   }
   NodeLog* self_log = log.get();
   log->host_ = std::make_unique<replication::GroupHost>(
@@ -100,8 +102,42 @@ Result<std::unique_ptr<NodeLog>, std::string> NodeLog::open(const std::filesyste
               [](raft::GroupId group, raft::Role role, raft::Term term, raft::NodeId leader) {
                 spdlog::debug("group {}: {} in term {}, leader {}", group.value,
                               raft::role_name(role), term.value, leader.value);
-              }});
+              },
+          .damaged = [self_log](raft::GroupId group) { self_log->on_damaged(group); }});
   return log;
+}
+
+void NodeLog::on_damaged(raft::GroupId group) {
+  auto reason = wal_->group_failure(storage::GroupId{group.value});
+  spdlog::error(
+      "group {}: a record of its log on this node is damaged ({}); its member here stopped",
+      group.value, reason.value_or("unknown"));
+  // Its members as it knew them: with others, it takes their log (it votes again only once it
+  // has what they committed); alone, it stays stopped (nothing to rebuild it from).
+  const raft::Raft* raft = host_->peek(group);
+  bool others =
+      raft != nullptr && std::any_of(raft->conf().voters.begin(), raft->conf().voters.end(),
+                                     [this](raft::NodeId voter) { return voter != self_; });
+  if (!others) return;
+  if (group != metadata_group && broker_ != nullptr) broker_->replica_damaged(group.value);
+  rebuild_group(group.value);
+}
+
+bool NodeLog::damaged(uint64_t group) const {
+  return wal_->group_failure(storage::GroupId{group}).has_value();
+}
+
+void NodeLog::rebuild_group(uint64_t group) {
+  auto rebuilt = host_->rebuild_group(raft::GroupId{group});
+  if (rebuilt.ok()) {
+    spdlog::warn(
+        "group {}: its damaged log here is dropped; the member joins again and takes its "
+        "state from the other members",
+        group);
+  } else {
+    spdlog::error("group {}: cannot drop its damaged log: {}", group, rebuilt.error());
+  }
+  schedule_process();
 }
 
 bool NodeLog::open_queue_groups(const std::set<uint64_t>& keep) {

@@ -139,9 +139,13 @@ class NodeLog final : public broker::QueueStore {
   void compact(uint64_t group, uint64_t index, std::string snapshot, uint64_t retain_from) override;
   std::optional<uint64_t> leader_term(uint64_t group) const override;
   uint64_t current_term(uint64_t group) const override;
+  bool damaged(uint64_t group) const override;
+  void rebuild_group(uint64_t group) override;
 
  private:
   NodeLog() = default;
+  // A running member's records were found damaged (GroupHostCallbacks::damaged).
+  void on_damaged(raft::GroupId group);
   // Proposes to a group this node leads: where the entry goes, or nothing if it does not lead
   // it (or the log refused it).
   std::optional<broker::LogPosition> propose_here(uint64_t group, std::string command);

@@ -80,7 +80,8 @@ struct Node {
                 },
             .apply = [this](raft::GroupId, const raft::Entry& entry) { apply(entry); },
             .expand_snapshot = {},
-            .role_changed = {}});
+            .role_changed = {},
+            .damaged = {}});
     if (found) {
       raft::ConfState conf;
       for (uint64_t member = 1; member <= 3; ++member) conf.voters.push_back(raft::NodeId{member});

@@ -734,7 +734,7 @@ Result<void, std::string> Server::Impl::start_cluster() {
   broker.begin_definition_replay();
   // A seed founds the metadata group with the other seeds if it has none; a node that joined
   // starts an empty member, which the leader fills.
-  auto started = MetadataStore::start(*log, broker, founders);
+  auto started = MetadataStore::start(*log, broker, founders, node_names.size() > 1);
   if (!started.ok()) return unexpected(started.error());
   metadata = std::move(started.value());
   start_writer();

@@ -169,7 +169,7 @@ Result<void, Error> Wal::save_snapshot(GroupId group, const SnapshotMeta& meta, 
   return Ok{};
 }
 
-Result<void, Error> Wal::remove_group(GroupId group) {
+Result<void, Error> Wal::remove_group(GroupId group, std::optional<HardState> then) {
   std::lock_guard lock(mutex_);
   if (failed()) return error(Errc::log_failed, failure_.detail);
   HAMQ_VERIFY(group.value != 0, "group 0 is reserved for the engine's own records");
@@ -178,6 +178,16 @@ Result<void, Error> Wal::remove_group(GroupId group) {
   submit_locked(*pending_, group, wf::RecordType::group_removed, {}, {}, PendingRecord{});
   slot->submitted_last = {};
   slot->submitted_snapshot = {};
+  // Its damage goes with what it held: it may be written anew after the removal (a damaged
+  // member rebuilt from its peers). (A read before the removal is durable may find it again.)
+  slot->failure.reset();
+  if (then) {
+    // In the same batch, whatever the pending bytes: the group is never found missing.
+    PendingRecord record;
+    record.hard_state = *then;
+    submit_locked(*pending_, group, wf::RecordType::hard_state, encode_hard_state(*then), {},
+                  record);
+  }
   return Ok{};
 }
 
@@ -426,7 +436,9 @@ void Wal::apply_locked(const Applied& applied, FlushResult* result) {
     reclaim_wanted_ = true;
     return;
   }
-  if (group.failure) return;  // a failed group's later records are not served either
+  // A failed group's later records are not served either; its hard states are still followed
+  // (the term and vote it had, which a rebuild from its peers keeps: last_hard_state).
+  if (group.failure && record.type != wf::RecordType::hard_state) return;
   switch (record.type) {
     case wf::RecordType::entry: {
       LogIndex index = record.index;
@@ -849,6 +861,12 @@ Result<HardState, Error> Wal::hard_state(GroupId group) const {
   if (found == groups_.end()) return HardState{};
   if (found->second->failure) return error(Errc::group_failed, *found->second->failure);
   return found->second->hard_state;
+}
+
+HardState Wal::last_hard_state(GroupId group) const {
+  std::lock_guard lock(mutex_);
+  auto found = groups_.find(group.value);
+  return found == groups_.end() ? HardState{} : found->second->hard_state;
 }
 
 Result<SnapshotMeta, Error> Wal::snapshot_meta(GroupId group) const {

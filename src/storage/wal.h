@@ -134,8 +134,10 @@ class Wal {
   Result<void, Error> save_snapshot(GroupId group, const SnapshotMeta& meta, SnapshotMode mode,
                                     std::string_view data, LogIndex retain_from = {});
   // Drops the group and everything it stored (its queue was deleted, or its data was damaged and
-  // is to be rebuilt from peers).
-  Result<void, Error> remove_group(GroupId group);
+  // is to be rebuilt from peers). Records submitted after it start the group anew, in the same
+  // batch or later: a damaged group takes them again. `then`: a hard state the group starts
+  // anew with, in the same batch (never refused as busy).
+  Result<void, Error> remove_group(GroupId group, std::optional<HardState> then = std::nullopt);
 
   // --- Writing (one thread at a time).
   // Writes everything pending as one batch, one append and one fdatasync.
@@ -159,6 +161,9 @@ class Wal {
   Result<void, Error> entries(GroupId group, LogIndex lo, LogIndex hi, uint64_t bytes_max,
                               std::vector<Entry>& out) const;
   Result<HardState, Error> hard_state(GroupId group) const;
+  // The latest durable hard state, of a failed group too (the term and vote its damaged member
+  // had: a rebuild keeps them).
+  HardState last_hard_state(GroupId group) const;
   Result<SnapshotMeta, Error> snapshot_meta(GroupId group) const;
   Result<std::string, Error> snapshot_data(GroupId group) const;
   // Empty unless the group's data was found damaged.

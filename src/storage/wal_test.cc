@@ -25,6 +25,16 @@ constexpr GroupId group_b{2};
 class WalTest : public testing::Test {
  protected:
   std::unique_ptr<Wal> open(WalOptions options = {}) { return open_or_die(fs_, "wal", options); }
+  // Changes a byte of an entry's payload in the first segment (its record's checksum fails).
+  bool damage_payload(GroupId group, LogIndex index, Term term) {
+    std::string path = "wal/" + segment_file_name(1);
+    std::string bytes = *fs_.contents(path);
+    size_t at = bytes.find(payload_of(group, index, term));
+    if (at == std::string::npos) return false;
+    bytes[at] ^= 0x01;
+    fs_.set_contents(path, bytes);
+    return true;
+  }
   FaultFileSystem fs_{3};
 };
 
@@ -359,12 +369,7 @@ TEST_F(WalTest, APayloadDamagedOnDiskFailsItsGroupWhenRead) {
   append_range(*wal, group_a, 1, 3, 1);
   append_range(*wal, group_b, 1, 3, 1);
   flush_or_die(*wal);
-  std::string path = "wal/" + segment_file_name(1);
-  std::string bytes = *fs_.contents(path);
-  size_t at = bytes.find(payload_of(group_a, LogIndex{2}, Term{1}));
-  ASSERT_NE(at, std::string::npos);
-  bytes[at] ^= 0x01;
-  fs_.set_contents(path, bytes);
+  ASSERT_TRUE(damage_payload(group_a, LogIndex{2}, Term{1}));
   std::vector<Entry> out;
   auto read = wal->entries(group_a, LogIndex{1}, LogIndex{4}, UINT64_MAX, out);
   ASSERT_FALSE(read);
@@ -372,6 +377,41 @@ TEST_F(WalTest, APayloadDamagedOnDiskFailsItsGroupWhenRead) {
   EXPECT_EQ(wal->term(group_a, LogIndex{1}).error().code, Errc::group_failed);
   EXPECT_TRUE(wal->group_failure(group_a));
   EXPECT_EQ(read_all(*wal, group_b).size(), 3u);  // other groups carry on
+}
+
+// A group damaged on disk is rebuilt from its peers: its records go, its term and vote (the
+// latest hard state, followed past the damage) start it anew in the same batch as the removal,
+// so that a reopened log holds it, empty, with them.
+TEST_F(WalTest, ADamagedGroupStartsAnewWithItsTermAndVoteInTheBatchOfItsRemoval) {
+  auto wal = open();
+  append_range(*wal, group_a, 1, 3, 1);
+  append_range(*wal, group_b, 1, 3, 1);
+  flush_or_die(*wal);
+  ASSERT_TRUE(wal->save_hard_state(group_a, HardState{Term{4}, 2, LogIndex{3}}));
+  append_range(*wal, group_b, 4, 4, 1);  // (a later batch: the damaged one is not the tail)
+  flush_or_die(*wal);
+  wal.reset();
+  ASSERT_TRUE(damage_payload(group_a, LogIndex{2}, Term{1}));
+  wal = open();
+  ASSERT_TRUE(wal->group_failure(group_a));
+  HardState kept = wal->last_hard_state(group_a);
+  EXPECT_EQ(kept.term, Term{4});
+  EXPECT_EQ(kept.vote, 2u);
+  kept.commit = {};
+  ASSERT_TRUE(wal->remove_group(group_a, kept));
+  FlushResult flushed = flush_or_die(*wal);
+  ASSERT_EQ(flushed.progress.size(), 1u);
+  EXPECT_TRUE(flushed.progress[0].removed);
+  EXPECT_TRUE(flushed.progress[0].hard_state_durable);
+  for (int reopened = 0; reopened < 2; ++reopened) {
+    EXPECT_FALSE(wal->group_failure(group_a));
+    EXPECT_TRUE(wal->holds(group_a));
+    EXPECT_EQ(wal->last_index(group_a), LogIndex{0});
+    EXPECT_EQ(*wal->hard_state(group_a), kept);
+    EXPECT_EQ(read_all(*wal, group_b).size(), 4u);
+    wal.reset();
+    wal = open();
+  }
 }
 
 TEST(WalOnPosix, RealFilesSurviveReopeningAndGrowAsWritten) {

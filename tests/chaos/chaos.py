@@ -40,6 +40,11 @@ The nemeses (--nemesis, comma-separated, or "all"):
   one-way         drop what one node sends to the others, not what it receives
   loss            drop 20% of the packets between nodes
   disk-full       fill the disk of a random node (each node's data is on a tmpfs of its own)
+  corrupt         SIGKILL a random node, change a byte in the body of one record of a replicated
+                  group's log on its disk (a queue's or the metadata's; in synced data: not the
+                  log's last batches, which a torn write may cut), restart it after a while: it
+                  must rebuild that member from the others, and never lead or vote with what it
+                  lost
 """
 
 import argparse
@@ -69,12 +74,64 @@ REJECT = "chaos-reject"  # its consumer rejects every message (requeue false)
 EXPIRE = "chaos-ttl"  # its messages expire after 300 ms, unconsumed
 DEAD_LETTERING = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": DEAD}
 NEMESES = ("kill", "kill-leader", "kill-minority", "kill-all", "pause", "pause-leader",
-           "partition", "partition-halves", "partition-ring", "one-way", "loss", "disk-full")
+           "partition", "partition-halves", "partition-ring", "one-way", "loss", "disk-full",
+           "corrupt")
 DISK_BYTES = 512 << 20  # each node's tmpfs, with the disk-full nemesis
 
 
 def address(i):
     return "127.0.0.1%d" % i
+
+
+def wal_records(wal_dir):
+    """The segments of a node's log (in order) and its records, as hamq-dump lists them: (segment,
+    batch number in the segment, offset in the file, type, group, body bytes)."""
+    listed = subprocess.run([str(BIN_DIR / "hamq-dump"), str(wal_dir)], capture_output=True,
+                            text=True, timeout=120, check=False)
+    segments, records = [], []
+    batch = -1
+    for line in listed.stdout.splitlines():
+        if line.startswith("segment "):
+            segments.append(line.split()[1])
+            batch = -1
+        elif line.startswith(" batch @"):
+            batch += 1
+        elif line.startswith("  record @") and segments:
+            fields = line.split()
+            records.append((segments[-1], batch, int(fields[1][1:]), fields[2],
+                            int(fields[3].split("=")[1]), int(fields[4].split("=")[1])))
+    return segments, records
+
+
+RECORD_HEADER_BYTES = 24  # docs/formats/wal.md, "Record"
+
+
+def damage_log(wal_dir, other_wal_dirs, rng):
+    """Changes the last byte of the body of one entry or snapshot record of a group that other
+    nodes hold too (a replicated queue's, or the metadata's), outside the last two batches of the
+    log; returns what it damaged, or None if no record qualifies."""
+    segments, records = wal_records(wal_dir)
+    if not segments:
+        return None
+    replicated = set()
+    for other in other_wal_dirs:
+        replicated |= {record[4] for record in wal_records(other)[1]}
+    last_batch = max((r[1] for r in records if r[0] == segments[-1]), default=0)
+    candidates = [r for r in records
+                  if r[3] in ("entry", "snapshot") and r[4] >= 1 and r[4] in replicated and r[5] > 0
+                  and not (r[0] == segments[-1] and r[1] >= last_batch - 1)]
+    if not candidates:
+        return None
+    segment, _, offset, kind, group, body = rng.choice(candidates)
+    at = offset + RECORD_HEADER_BYTES + body - 1
+    with open(wal_dir / segment, "r+b") as out:
+        out.seek(at)
+        byte = out.read(1)
+        out.seek(at)
+        out.write(bytes([byte[0] ^ 0x55]))
+        out.flush()
+        os.fsync(out.fileno())
+    return {"segment": segment, "offset": at, "type": kind, "group": group}
 
 
 class History:
@@ -373,6 +430,15 @@ class Nemesis(threading.Thread):
             self.stopping.wait(hold)
             for i in targets:
                 nodes[i].start()
+        elif kind == "corrupt":
+            target = self.some(1, rng)[0]
+            nodes[target].kill()
+            damaged = damage_log(nodes[target].data_dir / "wal",
+                                 [nodes[j].data_dir / "wal" for j in sorted(nodes) if j != target],
+                                 random.Random(rng.random()))  # (one draw, whatever the log)
+            self.history.add("nemesis", "fault", kind=kind, nodes=[target], damaged=damaged)
+            self.stopping.wait(hold)
+            nodes[target].start()
         elif kind == "disk-full":
             targets = self.some(1, rng)
             self.history.add("nemesis", "fault", kind=kind, nodes=targets)
