@@ -214,9 +214,9 @@ void GroupHost::sweep() {
 }
 
 const raft::Raft* GroupHost::peek(raft::GroupId id) const {
+  // (A damaged member too: its members and state as it last had them, to look at.)
   auto it = groups_.find(id);
-  return it == groups_.end() || it->second.removed || it->second.damaged ? nullptr
-                                                                         : it->second.raft.get();
+  return it == groups_.end() || it->second.removed ? nullptr : it->second.raft.get();
 }
 
 raft::Raft* GroupHost::find(raft::GroupId id) {

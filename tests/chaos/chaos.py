@@ -53,6 +53,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import shutil
 import signal
 import socket
@@ -104,6 +105,21 @@ def wal_records(wal_dir):
 
 
 RECORD_HEADER_BYTES = 24  # docs/formats/wal.md, "Record"
+DAMAGED = re.compile(r"group (\d+)(?: of the write-ahead log is damaged|: a record of its log on "
+                     r"this node is damaged)")
+REBUILT = re.compile(r"group (\d+): its damaged log here is dropped")
+
+
+def unrebuilt(log_text):
+    """The groups a node's log says it found damaged and did not rebuild after (the last word
+    on each: a later start may find it again)."""
+    last = {}
+    for line in log_text.splitlines():
+        for pattern, state in ((DAMAGED, "damaged"), (REBUILT, "rebuilt")):
+            match = pattern.search(line)
+            if match:
+                last[int(match.group(1))] = state
+    return sorted(group for group, state in last.items() if state == "damaged")
 
 
 def damage_log(wal_dir, other_wal_dirs, rng):
@@ -926,6 +942,12 @@ def main():
         history.close()
     if crashed:
         failure = failure or "nodes exited on their own: %s" % crashed
+    # A replica found damaged (the corrupt nemesis) must have been rebuilt from the others.
+    stuck_damaged = {i: unrebuilt(node.log_path.read_text(errors="replace"))
+                     for i, node in cluster.nodes.items() if node.log_path.exists()}
+    stuck_damaged = {i: groups for i, groups in stuck_damaged.items() if groups}
+    if stuck_damaged:
+        failure = failure or "damaged replicas not rebuilt: %s" % stuck_damaged
     if unclean:
         failure = failure or "nodes did not stop cleanly: %s" % unclean
     if report:

@@ -5,7 +5,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from chaos import check  # noqa: E402
+from chaos import check, unrebuilt  # noqa: E402
 
 
 def publish(t, message, queue="q"):
@@ -86,3 +86,17 @@ def test_availability_is_the_longest_wait_for_a_confirm_per_queue_while_faults_g
     report = check(events, end_of_faults=10)
     assert report["longest_without_confirm_s"] == 3  # q: 1 -> 4; 20 is after the faults
     assert report["not_confirmed_share"] == 0
+
+
+def test_a_damaged_replica_counts_as_rebuilt_only_once_its_node_says_so():
+    found = ("2026-12-08 00:09:10.152 [error] group 7 of the write-ahead log is damaged and was not "
+             "started (it is rebuilt from its other members, if it has some): segment ...\n")
+    rebuilt = ("2026-12-08 00:09:10.980 [warning] group 7: its damaged log here is dropped; the "
+               "member joins again and takes its state from the other members\n")
+    running = ("2026-12-08 00:09:12.001 [error] group 9: a record of its log on this node is "
+               "damaged (...); its member here stopped\n")
+    assert unrebuilt(found) == [7]
+    assert unrebuilt(found + rebuilt) == []
+    assert unrebuilt(found + rebuilt + found) == [7]  # found again at a later start
+    assert unrebuilt(found + rebuilt + running) == [9]
+    assert unrebuilt("") == []
