@@ -87,13 +87,19 @@ std::optional<uint64_t> queue_expiry_ms(const Queue& queue) {
 }  // namespace
 
 void Broker::queue_used(const QueuePtr& queue) {
-  queue->last_used_ms = wall_clock_ms_;
+  queue->last_used_ms = monotonic_ms_;
   schedule(queue);
 }
 
 void Broker::schedule(const QueuePtr& queue) {
   if (!runs_effects(*queue)) return;  // its leader's timers serve it
-  std::optional<uint64_t> at_ms = queue->machine.next_expiry_ms();
+  std::optional<uint64_t> at_ms;
+  if (std::optional<uint64_t> expiry = queue->machine.next_expiry_ms()) {
+    // A wall-clock time: due after as long on the monotonic clock as it is away now, or sooner,
+    // so that a step of the system clock meanwhile is seen within a minute.
+    uint64_t away_ms = *expiry > wall_clock_ms_ ? *expiry - wall_clock_ms_ : 0;
+    at_ms = monotonic_ms_ + std::min(away_ms, wall_clock_recheck_ms);
+  }
   if (auto expiry = queue_expiry_ms(*queue)) at_ms = std::min(at_ms.value_or(*expiry), *expiry);
   if (queue->dead_letter_retry_at_ms != UINT64_MAX) {
     at_ms =
@@ -111,7 +117,7 @@ uint64_t Broker::next_timer_ms() const {
 }
 
 void Broker::on_timer() {
-  while (!wakeups_.empty() && wakeups_.begin()->first <= wall_clock_ms_) {
+  while (!wakeups_.empty() && wakeups_.begin()->first <= monotonic_ms_) {
     auto [at_ms, weak] = *wakeups_.begin();
     wakeups_.erase(wakeups_.begin());
     QueuePtr queue = weak.lock();
@@ -123,13 +129,13 @@ void Broker::on_timer() {
       continue;
     }
     auto expiry = queue_expiry_ms(*queue);
-    if (expiry && *expiry <= wall_clock_ms_ && queue->vhost != nullptr &&
+    if (expiry && *expiry <= monotonic_ms_ && queue->vhost != nullptr &&
         queue->vhost->find_queue(queue->name) == queue) {
       // Unused for its x-expires: deleted, its messages with it (not dead-lettered).
       propose_queue_delete(queue);
       continue;
     }
-    if (queue->dead_letter_retry_at_ms <= wall_clock_ms_) retry_dead_letters(queue);
+    if (queue->dead_letter_retry_at_ms <= monotonic_ms_) retry_dead_letters(queue);
     // Delivers, dead-letters and schedules the next wake-up (once applied, for a durable queue).
     execute(queue, command(queue::ExpireCommand{}));
   }
@@ -378,15 +384,12 @@ Broker::DefinitionResult Broker::apply_declare_exchange(VirtualHost& vhost,
   Exchange* exchange = vhost.find_exchange(definition.name);
   if (existed || exchange == nullptr) return uint64_t{0};
   exchange->home = definition.home;
-  if (!exchange->durable || !exchange->delay_queue || queue_store_ == nullptr ||
-      (definition.home != 0 && definition.home != node_id_)) {
-    return uint64_t{0};
-  }
-  // A durable delayed exchange keeps its delayed messages in a log of their own, on its node.
-  uint64_t group = definition.group != 0 ? definition.group : queue_group_of(index);
-  exchange->delay_queue->members = {node_id_};
-  if (!replaying_definitions_) queue_store_->create_group(group, exchange->delay_queue->members);
-  attach_group(exchange->delay_queue, group);
+  if (!exchange->durable || !exchange->delay_queue || queue_store_ == nullptr) return uint64_t{0};
+  // A durable delayed exchange keeps its delayed messages in a replicated group of their own,
+  // placed as a durable queue's is; a node holding no member publishes into it through one that
+  // does, and the group's leader routes each message when its time comes.
+  open_group(exchange->delay_queue, index, definition.group, definition.members, definition.home,
+             definition.arguments);
   return uint64_t{0};
 }
 
@@ -398,10 +401,13 @@ Broker::DefinitionResult Broker::apply_delete_exchange(VirtualHost& vhost,
   if (!deleted.ok()) return unexpected(deleted.error());
   if (delay_queue && delay_queue->group != 0) {
     // Its delayed messages go with it.
-    queue_groups_.erase(delay_queue->group);
-    if (queue_store_ != nullptr && !replaying_definitions_) {
+    count_members(*delay_queue, -1);
+    bool held_here = queue_groups_.erase(delay_queue->group) != 0;
+    if (queue_store_ != nullptr && !replaying_definitions_ && held_here) {
       queue_store_->remove_group(delay_queue->group);
     }
+    queue::CommandEffects nothing;
+    finish_pending_commands(delay_queue, &nothing);  // (a publish to it is done)
     delay_queue->group = 0;
   }
   return uint64_t{0};
@@ -423,31 +429,37 @@ Broker::DefinitionResult Broker::apply_declare_queue(VirtualHost& vhost,
   const QueuePtr& queue = declared.value();
   if (existed) return uint64_t{0};
   queue->home = definition.home;
-  queue->last_used_ms = wall_clock_ms_;
+  queue->last_used_ms = monotonic_ms_;
   if (queue->exclusive_owner >> queue::holder_node_shift == node_id_ &&
       !live_connections_.contains(queue->exclusive_owner) && !replaying_definitions_) {
     // Its owner closed before the declare was applied: it goes as if it had been there.
     propose_queue_delete(queue);
   }
   if (queue_store_ == nullptr || !durable_queue(*queue)) return uint64_t{0};
-  uint64_t group = definition.group != 0 ? definition.group : queue_group_of(index);
-  if (!definition.members.empty()) {
-    queue->members = definition.members;
-  } else if (definition.group == 0) {
-    queue->members = place_members(definition);
-  } else if (definition.home != 0) {
-    queue->members = {definition.home};  // written before members: on its home node
+  open_group(queue, index, definition.group, definition.members, definition.home,
+             definition.arguments);
+  return uint64_t{0};
+}
+
+void Broker::open_group(const QueuePtr& queue, uint64_t index, uint64_t group,
+                        const std::vector<uint64_t>& members, uint64_t home,
+                        const amqp::FieldTable& arguments) {
+  if (!members.empty()) {
+    queue->members = members;
+  } else if (group == 0) {
+    queue->members = place_members(home, arguments);
+  } else if (home != 0) {
+    queue->members = {home};  // written before members: on its home node
   }
-  // (Else a snapshot from before members of a queue without a home, a parking queue of then: a
-  // group of its own on every node, its members unrecorded.)
+  // (Else a snapshot from before members of one without a home, a parking queue of then: a group
+  // of its own on every node, its members unrecorded.)
   count_members(*queue, 1);
-  queue->group = group;
+  queue->group = group != 0 ? group : queue_group_of(index);
+  group = queue->group;
   std::vector<uint64_t> founders = queue->members;
   if (founders.empty()) founders = {node_id_};
   if (std::find(founders.begin(), founders.end(), node_id_) == founders.end()) {
-    // Its group lives on other nodes: commands to it from here are refused (until a node that
-    // holds no member forwards them: issue 15).
-    return uint64_t{0};
+    return;  // its group lives on other nodes: commands to it from here go through them
   }
   if (!replaying_definitions_) {
     // (A node that lost its disk and learns of the queue only now, its start over: it existed
@@ -459,12 +471,12 @@ Broker::DefinitionResult Broker::apply_declare_queue(VirtualHost& vhost,
     }
   }
   attach_group(queue, group);
-  return uint64_t{0};
 }
 
-std::vector<uint64_t> Broker::place_members(const QueueDefinition& definition) const {
+std::vector<uint64_t> Broker::place_members(uint64_t home,
+                                            const amqp::FieldTable& arguments) const {
   uint64_t size = queue_group_size_default;
-  if (const amqp::FieldValue* asked = definition.arguments.find("x-quorum-initial-group-size")) {
+  if (const amqp::FieldValue* asked = arguments.find("x-quorum-initial-group-size")) {
     if (auto value = asked->as_integer(); value && *value >= 1)
       size = static_cast<uint64_t>(*value);
   }
@@ -473,14 +485,13 @@ std::vector<uint64_t> Broker::place_members(const QueueDefinition& definition) c
     if (!node.forgotten) candidates.push_back(id);
   }
   // A node alone, or a model from before nodes were recorded: the declaring node.
-  if (candidates.empty()) return {definition.home != 0 ? definition.home : node_id_};
+  if (candidates.empty()) return {home != 0 ? home : node_id_};
   auto hosted = [this](uint64_t id) {
     auto it = members_hosted_.find(id);
     return it == members_hosted_.end() ? uint64_t{0} : it->second;
   };
   std::stable_sort(candidates.begin(), candidates.end(), [&](uint64_t a, uint64_t b) {
-    return std::make_tuple(a != definition.home, hosted(a), a) <
-           std::make_tuple(b != definition.home, hosted(b), b);
+    return std::make_tuple(a != home, hosted(a), a) < std::make_tuple(b != home, hosted(b), b);
   });
   candidates.resize(std::min<uint64_t>(size, candidates.size()));
   return candidates;
@@ -706,9 +717,11 @@ Definitions Broker::current_definitions() const {
       std::string type(exchange.delayed ? delayed_exchange_type
                                         : exchange_type_name(exchange.type));
       uint64_t group = exchange.delay_queue ? exchange.delay_queue->group : 0;
+      std::vector<uint64_t> members;
+      if (exchange.delay_queue) members = exchange.delay_queue->members;
       definitions.apply(
           DeclareExchange{{vhost_name, name, type, exchange.auto_delete, exchange.internal,
-                           exchange.arguments, group, exchange.durable, exchange.home}});
+                           exchange.arguments, group, exchange.durable, exchange.home, members}});
     }
     for (const auto& [name, queue] : vhost.queues()) {
       definitions.apply(

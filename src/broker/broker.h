@@ -170,6 +170,10 @@ class QueueRelay {
 // is nacked).
 constexpr uint64_t command_give_up_ms = 30'000;
 
+// A queue timer set for a wall-clock time (a message's expiry) fires no later than this, to look
+// again: a step of the system clock meanwhile moves the time it is due.
+constexpr uint64_t wall_clock_recheck_ms = 60'000;
+
 class Broker {
  public:
   // seed feeds the generator of server-chosen names (queues, consumer tags).
@@ -241,17 +245,24 @@ class Broker {
   void register_sink(HolderId consumer, ConsumerSink* sink) { sinks_[consumer.value] = sink; }
   void unregister_sink(HolderId consumer) { sinks_.erase(consumer.value); }
 
-  // The wall-clock time, for the timestamps messages carry (x-death) and the time every queue
-  // command carries (TTLs, delays, queue expiry). The runtime sets it before each event; it never
-  // goes back, even if the system clock does.
-  void set_wall_clock_ms(uint64_t unix_ms) { wall_clock_ms_ = std::max(wall_clock_ms_, unix_ms); }
-  uint64_t now_ms() const { return wall_clock_ms_; }
+  // The two clocks, which the runtime sets before each event. The wall clock (milliseconds since
+  // the epoch) is the time messages and queue commands carry: x-death, and the stamp by which a
+  // queue's machine takes a command (TTLs, delays). It follows the system clock, back too. The
+  // monotonic clock (milliseconds from any origin, never back) times every wait: queue timers,
+  // commands given up, the relay's waits and keepalives, x-expires leases; a step of the system
+  // clock moves none of them.
+  void set_clock(uint64_t monotonic_ms, uint64_t unix_ms) {
+    monotonic_ms_ = std::max(monotonic_ms_, monotonic_ms);
+    wall_clock_ms_ = unix_ms;
+  }
+  uint64_t wall_clock_ms() const { return wall_clock_ms_; }
+  uint64_t monotonic_ms() const { return monotonic_ms_; }
 
   // Queue timers. After a command, a queue may need attention at a later time (a message
   // expires, the queue itself expires); schedule() notes when. next_timer_ms() is the earliest such
-  // time (UINT64_MAX: none), and on_timer() serves every queue that is due at now_ms(). The
-  // listener is told whenever next_timer_ms() becomes earlier, so the runtime can re-arm its one
-  // timer.
+  // time on the monotonic clock (UINT64_MAX: none), and on_timer() serves every queue that is due
+  // at monotonic_ms(). The listener is told whenever next_timer_ms() becomes earlier, so the
+  // runtime can re-arm its one timer.
   void schedule(const QueuePtr& queue);
   // The queue was used (declared, consumed from, read with basic.get): its x-expires lease
   // starts again from now.
@@ -350,7 +361,9 @@ class Broker {
   }
   // A command another node proposed to a group this node leads: it carries this node's time from
   // here on (the leader's clock stamps every command, DESIGN §2).
-  void restamp_forwarded(std::string& encoded) const { queue::restamp_command(encoded, now_ms()); }
+  void restamp_forwarded(std::string& encoded) const {
+    queue::restamp_command(encoded, wall_clock_ms_);
+  }
   // A committed entry of a queue's group, in log order (and, after a restart, the log replayed).
   void apply_queue_entry(uint64_t group, LogPosition position, std::string_view data);
   // A queue's group starts from a snapshot (at a restart, or its leader's when this member was
@@ -554,6 +567,7 @@ class Broker {
   uint64_t undecodable_relay_answers_ = 0;
 
   uint64_t wall_clock_ms_ = 0;
+  uint64_t monotonic_ms_ = 0;
   QueueStore* queue_store_ = nullptr;
   uint64_t queue_snapshot_log_bytes_ = queue_snapshot_log_bytes_default;
   uint64_t queue_snapshot_carried_bytes_ = queue_snapshot_carried_bytes_default;
@@ -577,11 +591,18 @@ class Broker {
   DefinitionResult apply_declare_queue(VirtualHost& vhost, const DeclareQueue& command,
                                        uint64_t index);
   DefinitionResult apply_add_node(const ClusterNode& node);
-  // Where a new durable queue's group lives: min(its group size, nodes) nodes of the cluster,
-  // the declaring one first, then those holding the fewest groups (then the lowest ids), in that
-  // order (the first campaigns at once). Decided in the apply, from the model alone: every node
-  // places it alike.
-  std::vector<uint64_t> place_members(const QueueDefinition& definition) const;
+  // Where a new durable queue's (or delayed exchange's) group lives: min(its group size, nodes)
+  // nodes of the cluster, the declaring one (`home`) first, then those holding the fewest groups
+  // (then the lowest ids), in that order (the first campaigns at once). Decided in the apply,
+  // from the model alone: every node places it alike.
+  std::vector<uint64_t> place_members(uint64_t home, const amqp::FieldTable& arguments) const;
+  // Gives a new durable queue (or a durable delayed exchange's delay queue) its members, as its
+  // definition has them or placed anew (a proposed declare: `group` 0, no members), and its group
+  // (named after the declare's entry `index` when new): founded here, or joined, if this node
+  // holds a member; reached through a member otherwise.
+  void open_group(const QueuePtr& queue, uint64_t index, uint64_t group,
+                  const std::vector<uint64_t>& members, uint64_t home,
+                  const amqp::FieldTable& arguments);
   // How many durable queues' groups each node holds a member of (for place_members).
   std::map<uint64_t, uint64_t> members_hosted_;
   void count_members(const Queue& queue, int delta);

@@ -176,7 +176,7 @@ void Broker::retain(const std::shared_ptr<HandOver>& leaving) {
   memory_used_bytes_ += bytes;
   source->retained_dead_letters.push_back(leaving);
   if (source->dead_letter_retry_at_ms == UINT64_MAX) {
-    source->dead_letter_retry_at_ms = wall_clock_ms_ + dead_letter_retry_interval_ms;
+    source->dead_letter_retry_at_ms = monotonic_ms_ + dead_letter_retry_interval_ms;
     schedule(source);
   }
 }

@@ -71,7 +71,7 @@ void Broker::add_pending(const QueuePtr& queue, uint64_t seq, queue::QueueComman
   queue->pending_commands.emplace(seq, Queue::PendingCommand{.command = std::move(command),
                                                              .done = std::move(done),
                                                              .bytes = bytes,
-                                                             .first_sent_ms = wall_clock_ms_,
+                                                             .first_sent_ms = monotonic_ms_,
                                                              .relayed = relayed});
   queue->unsent.insert(seq);
   waiting_groups_.insert(queue->group);
@@ -202,7 +202,7 @@ void Broker::resend_lost() {
     // floor of the next command passes it.)
     while (!queue->pending_commands.empty()) {
       auto head = queue->pending_commands.begin();
-      if (wall_clock_ms_ - head->second.first_sent_ms < command_give_up_ms) break;
+      if (monotonic_ms_ - head->second.first_sent_ms < command_give_up_ms) break;
       Queue::PendingCommand given_up = take_pending(*queue, head->first);
       if (given_up.done) given_up.done(queue, nullptr);
     }

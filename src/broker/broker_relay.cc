@@ -94,7 +94,7 @@ void Broker::relay(const QueuePtr& queue, queue::QueueCommand command, CommandDo
   queue->pending_commands.emplace(seq, Queue::PendingCommand{.command = std::move(command),
                                                              .done = std::move(done),
                                                              .bytes = bytes,
-                                                             .first_sent_ms = wall_clock_ms_});
+                                                             .first_sent_ms = monotonic_ms_});
   queue->unsent.insert(seq);
   relayed_queues_.emplace(queue->group, queue);
   send_relayed(queue);
@@ -154,7 +154,7 @@ void Broker::send_relayed(const QueuePtr& queue) {
     Queue::PendingCommand& pending = it->second;
     pending.command.origin.floor = queue->own_floor();
     pending.in_flight = true;
-    pending.relayed_ms = wall_clock_ms_;
+    pending.relayed_ms = monotonic_ms_;
     ++pending.relay_copies;
     queue_relay_->forward(via, queue->group,
                           relay_data(RelayKind::command, queue::encode_command(pending.command)));
@@ -168,7 +168,7 @@ void Broker::send_relay_keepalives(Queue& queue) {
         member, queue.group,
         relay_data(member == queue.relay_via ? RelayKind::through_you : RelayKind::uses));
   }
-  queue.relay_sent_ms = wall_clock_ms_;
+  queue.relay_sent_ms = monotonic_ms_;
 }
 
 void Broker::tick_relays() {
@@ -192,7 +192,7 @@ void Broker::tick_relays() {
     // Not committed for command_give_up_ms: given up, not done (a publish is nacked).
     while (!queue->pending_commands.empty()) {
       auto head = queue->pending_commands.begin();
-      if (wall_clock_ms_ - head->second.first_sent_ms < command_give_up_ms) break;
+      if (monotonic_ms_ - head->second.first_sent_ms < command_give_up_ms) break;
       Queue::PendingCommand given_up = take_pending(*queue, head->first);
       if (given_up.done) given_up.done(queue, nullptr);
     }
@@ -201,7 +201,7 @@ void Broker::tick_relays() {
     bool rotate = false;
     for (auto& [seq, pending] : queue->pending_commands) {
       uint64_t wait_ms = relay_resend_ms << std::min<uint32_t>(pending.relay_copies - 1, 3);
-      if (pending.in_flight && wall_clock_ms_ - pending.relayed_ms >= wait_ms) {
+      if (pending.in_flight && monotonic_ms_ - pending.relayed_ms >= wait_ms) {
         pending.in_flight = false;
         queue->unsent.insert(seq);
         rotate = rotate || pending.relay_copies >= relay_copies_per_member;
@@ -213,7 +213,7 @@ void Broker::tick_relays() {
       it = relayed_queues_.erase(it);  // not used here any more: its members forget this node
       continue;
     }
-    if (queue->relay_via != 0 && wall_clock_ms_ - queue->relay_sent_ms >= relay_keepalive_ms) {
+    if (queue->relay_via != 0 && monotonic_ms_ - queue->relay_sent_ms >= relay_keepalive_ms) {
       send_relay_keepalives(*queue);
     }
     ++it;
@@ -381,7 +381,7 @@ size_t Broker::consumer_count(const Queue& queue) const {
 bool Broker::relay_user(const Queue& queue, uint64_t node, bool through_here) const {
   auto user = queue.relay_users.find(node);
   return user != queue.relay_users.end() &&
-         wall_clock_ms_ - user->second.heard_ms < relay_user_timeout_ms &&
+         monotonic_ms_ - user->second.heard_ms < relay_user_timeout_ms &&
          (!through_here || user->second.through_here);
 }
 
@@ -420,7 +420,7 @@ void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view dat
   auto kind = static_cast<RelayKind>(data.front());
   std::string_view rest = data.substr(1);
   Queue::RelayUser& user = queue->relay_users[from];
-  user.heard_ms = wall_clock_ms_;
+  user.heard_ms = monotonic_ms_;
   user.through_here = kind != RelayKind::uses;
   if (kind == RelayKind::through_you) {
     send_relayed_effects(*queue, from, {});  // numbered: a gap before it shows
@@ -439,7 +439,7 @@ void Broker::relay_forwarded(uint64_t from, uint64_t group, std::string_view dat
     // leader change lost); a copy of one waiting here already is not proposed twice.
     std::pair<uint64_t, uint64_t> key{decoded->origin.proposer, decoded->origin.seq};
     if (queue->relayed_pending.contains(key)) return;
-    decoded->time_ms = now_ms();  // this node's time, as the leader's will be if it is not
+    decoded->time_ms = wall_clock_ms_;  // this node's time, as the leader's will be if it is not
     uint64_t seq = queue->next_relayed_key++;
     queue->relayed_pending.emplace(key, seq);
     add_pending(queue, seq, std::move(*decoded), {}, /*relayed=*/true);

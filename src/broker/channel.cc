@@ -672,7 +672,7 @@ void Channel::release_confirms() {
 }
 
 uint64_t Channel::queue_now() {
-  return connection_.broker().now_ms();
+  return connection_.broker().wall_clock_ms();
 }
 
 void Channel::confirm(uint64_t seq, bool ack) {

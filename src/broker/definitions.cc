@@ -9,9 +9,9 @@ namespace hamq::broker {
 namespace {
 
 // Version 1 knew durable definitions only; 2 adds transient and exclusive ones (their home node
-// and owner) and who asked for each change; 3 the members of a durable queue's group
-// (docs/formats/metadata.md).
-constexpr uint8_t metadata_format_version = 3;
+// and owner) and who asked for each change; 3 the members of a durable queue's group; 4 those of a
+// durable delayed exchange's (docs/formats/metadata.md).
+constexpr uint8_t metadata_format_version = 4;
 // A queue's group has at most this many members (one per node).
 constexpr uint8_t queue_members_max = 255;
 constexpr uint32_t snapshot_commands_max = 1u << 24;
@@ -35,6 +35,12 @@ enum class Kind : uint8_t {
 void put_string(amqp::WireWriter& out, std::string_view text) {
   out.u32(static_cast<uint32_t>(text.size()));
   out.bytes(text);
+}
+
+// A count, then node ids (at most queue_members_max).
+void put_members(amqp::WireWriter& out, const std::vector<uint64_t>& members) {
+  out.u8(static_cast<uint8_t>(std::min<size_t>(members.size(), queue_members_max)));
+  for (size_t i = 0; i < members.size() && i < queue_members_max; ++i) out.u64(members[i]);
 }
 
 bool get_string(amqp::WireReader& in, std::string& out) {
@@ -88,6 +94,7 @@ std::string encode_metadata_command(const MetadataCommand& command) {
           amqp::encode_field_table(out, e.arguments);
           out.u8(e.durable ? 1 : 0);
           out.u64(e.home);
+          put_members(out, e.members);
         } else if constexpr (std::is_same_v<T, DeleteExchange>) {
           out.u8(static_cast<uint8_t>(Kind::delete_exchange));
           put_string(out, body.vhost);
@@ -105,10 +112,7 @@ std::string encode_metadata_command(const MetadataCommand& command) {
           out.u64(q.exclusive_owner);
           out.u64(q.home);
           out.u64(body.requester);
-          out.u8(static_cast<uint8_t>(std::min<size_t>(q.members.size(), queue_members_max)));
-          for (size_t i = 0; i < q.members.size() && i < queue_members_max; ++i) {
-            out.u64(q.members[i]);
-          }
+          put_members(out, q.members);
         } else if constexpr (std::is_same_v<T, DeleteQueue>) {
           out.u8(static_cast<uint8_t>(Kind::delete_queue));
           put_string(out, body.vhost);
@@ -141,12 +145,8 @@ std::string encode_metadata_command(const MetadataCommand& command) {
           out.u8(static_cast<uint8_t>(Kind::set_queue_members));
           put_string(out, body.vhost);
           put_string(out, body.name);
-          for (const auto* list : {&body.members, &body.expected}) {
-            out.u8(static_cast<uint8_t>(std::min<size_t>(list->size(), queue_members_max)));
-            for (size_t i = 0; i < list->size() && i < queue_members_max; ++i) {
-              out.u64((*list)[i]);
-            }
-          }
+          put_members(out, body.members);
+          put_members(out, body.expected);
         }
       },
       command);
@@ -198,6 +198,10 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
       if (ok && v2) {
         ok = get_bool(e.durable);
         e.home = in.u64();
+      }
+      if (ok && version >= 4) ok = get_members(e.members);
+      if (ok && version < 4 && e.group != 0 && e.durable && e.home != 0) {
+        e.members = {e.home};  // a delayed exchange's log was on the node that declared it
       }
       command = DeclareExchange{std::move(e)};
       break;

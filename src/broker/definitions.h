@@ -33,6 +33,10 @@ struct ExchangeDefinition {
   uint64_t group = 0;  // a delayed exchange's: the Raft group holding its delayed messages
   bool durable = true;
   uint64_t home = 0;  // a transient one's: the node that declared it (it goes when that restarts)
+  // A durable delayed exchange's: the nodes holding its group, placed when the declare is applied
+  // as a durable queue's are; empty in a proposed declare. Empty in what was written before
+  // version 4: the group is on `home` alone.
+  std::vector<uint64_t> members = {};
   bool operator==(const ExchangeDefinition&) const = default;
 };
 

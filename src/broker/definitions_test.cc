@@ -19,8 +19,16 @@ amqp::FieldTable table(std::string name, amqp::FieldValue value) {
 
 std::vector<MetadataCommand> one_of_each() {
   return {
-      DeclareExchange{{"/", "orders", "x-delayed-message", false, true,
-                       table("x-delayed-type", amqp::FieldValue("topic")), 17}},
+      DeclareExchange{{"/",
+                       "orders",
+                       "x-delayed-message",
+                       false,
+                       true,
+                       table("x-delayed-type", amqp::FieldValue("topic")),
+                       17,
+                       true,
+                       2,
+                       {2, 1, 3}}},
       DeclareExchange{{"/", "plain", "direct", true, false, {}, 0, false, 3}},
       DeleteExchange{"/", "old", true},
       DeclareQueue{{"/",
@@ -62,6 +70,20 @@ TEST(Definitions, AQueuesMembersAreNodeIdsEachOnce) {
         encode_metadata_command(DeclareQueue{{"/", "q", 7, false, {}, true, 0, 1, members}, 0});
     EXPECT_FALSE(decode_metadata_command(bytes).ok());
   }
+}
+
+// A delayed exchange written before its group had members (version 3) has it on its home node;
+// its members are node ids, each once, as a queue's.
+TEST(Definitions, ADelayedExchangesGroupWithoutMembersIsOnItsHomeNode) {
+  ExchangeDefinition exchange{"/", "later", "x-delayed-message", false, false, {}, 17, true, 2};
+  std::string bytes = encode_metadata_command(DeclareExchange{exchange});
+  ASSERT_EQ(bytes.back(), '\0');  // no members
+  std::string version3 = "\x03" + bytes.substr(1, bytes.size() - 2);
+  auto decoded = decode_metadata_command(version3);
+  ASSERT_TRUE(decoded.ok()) << decoded.error();
+  EXPECT_EQ(std::get<DeclareExchange>(*decoded).exchange.members, (std::vector<uint64_t>{2}));
+  exchange.members = {2, 3, 2};
+  EXPECT_FALSE(decode_metadata_command(encode_metadata_command(DeclareExchange{exchange})).ok());
 }
 
 TEST(Definitions, NewMembersAreNodeIdsEachOnceAndAtLeastOne) {

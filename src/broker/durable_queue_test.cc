@@ -177,6 +177,14 @@ class DurableQueue : public ::testing::Test {
     client.connection.run_deferred(client.now_ms);
   }
 
+  // Nodes 1 (this one) to `count` form the cluster.
+  void add_nodes(uint64_t count) {
+    for (uint64_t id = 1; id <= count; ++id) {
+      client.broker.change_definitions(AddNode{ClusterNode{
+          id, "n" + std::to_string(id), "127.0.0.1" + std::to_string(id), 25672, false}});
+    }
+  }
+
   ManualStore store;
   Client client;
 };
@@ -313,11 +321,12 @@ TEST_F(DurableQueue, RefusedByTheLogIsTriedAgainThenNacked) {
 
   store.refuse = true;
   client.publish(1, "", "jobs", "lost");
-  client.broker.set_wall_clock_ms(client.broker.now_ms() + command_give_up_ms - 1);
+  client.broker.set_clock(client.broker.monotonic_ms() + command_give_up_ms - 1,
+                          client.broker.wall_clock_ms());
   client.broker.resend_lost();
   apply();
   EXPECT_TRUE(client.receive().empty());
-  client.broker.set_wall_clock_ms(client.broker.now_ms() + 1);
+  client.broker.set_clock(client.broker.monotonic_ms() + 1, client.broker.wall_clock_ms());
   client.broker.resend_lost();
   apply();
   auto nack = client.expect<amqp::BasicNack>(1);
@@ -432,10 +441,7 @@ TEST_F(DurableQueue, AReplicatedQueuesSnapshotRefersToTheLogAndIsSentWithEveryBo
   // A group of three members: its snapshots refer to the log as a group of one's do (a large
   // replicated queue is not written whole at each snapshot); a member that lags is sent it made
   // self-contained.
-  for (uint64_t id = 1; id <= 3; ++id) {
-    client.broker.change_definitions(AddNode{
-        ClusterNode{id, "n" + std::to_string(id), "127.0.0.1" + std::to_string(id), 25672, false}});
-  }
+  add_nodes(3);
   client.broker.change_definitions(DeclareQueue{{"/", "big", 0, false, {}, true, 0, 1, {}}, 0});
   QueuePtr big = client.broker.find_virtual_host("/")->find_queue("big");
   ASSERT_EQ(big->members.size(), 3u);
@@ -578,14 +584,15 @@ TEST_F(DurableQueue, OnlyTheLeaderHandsDeadLettersOverAndANewLeaderOffersThemAga
   store.follow(find("work")->group, 2);
   store.append_from_leader(find("work")->group,
                            queue::encode_command(queue::QueueCommand{
-                               client.broker.now_ms() + 60'000, queue::ExpireCommand{}}));
+                               client.broker.wall_clock_ms() + 60'000, queue::ExpireCommand{}}));
   apply();
   EXPECT_EQ(find("work")->machine.ready_count(), 0u);
   EXPECT_EQ(find("work")->machine.leaving_count(), 1u);  // left, not yet handed over
   EXPECT_EQ(find("dlq")->machine.ready_count(), 0u);     // the follower offered nothing
   EXPECT_EQ(store.unapplied(), 0u);                      // nor proposed anything
   // Nor do its timers (armed while it led) act for the queue.
-  client.broker.set_wall_clock_ms(client.broker.now_ms() + 120'000);
+  client.broker.set_clock(client.broker.monotonic_ms() + 120'000,
+                          client.broker.wall_clock_ms() + 120'000);
   client.broker.on_timer();
   EXPECT_EQ(store.unapplied(), 0u);
   EXPECT_EQ(store.refused_by_leader[find("work")->group], 0u);
@@ -676,7 +683,7 @@ TEST_F(DurableQueue, CommandsRelayedThroughAMemberKeepTheirOrderWhenACopyIsLost)
     auto message = std::make_shared<queue::Message>();
     message->routing_key = "jobs";
     message->body = std::move(body);
-    queue::QueueCommand command{client.broker.now_ms(), queue::EnqueueCommand{message},
+    queue::QueueCommand command{client.broker.wall_clock_ms(), queue::EnqueueCommand{message},
                                 queue::CommandOrigin{queue::proposer_id_of(7, 1), seq, 1}};
     return std::string(1, '\x02') + queue::encode_command(command);  // RelayKind::command
   };
@@ -723,10 +730,7 @@ class RecordingRelay final : public QueueRelay {
 TEST_F(DurableQueue, ALaggingRelayMembersListDoesNotHandOutAgainWhatAConsumerGaveBack) {
   RecordingRelay relay;
   client.broker.set_queue_relay(&relay);
-  for (uint64_t id = 1; id <= 3; ++id) {
-    client.broker.change_definitions(AddNode{
-        ClusterNode{id, "n" + std::to_string(id), "127.0.0.1" + std::to_string(id), 25672, false}});
-  }
+  add_nodes(3);
   amqp::FieldTable two;
   two.entries.emplace_back("x-quorum-initial-group-size", int32_t{2});
   client.broker.change_definitions(DeclareQueue{{"/", "far", 0, false, two, true, 0, 3, {}}, 0});
@@ -808,7 +812,7 @@ TEST_F(DurableQueue, AProposalRunsAtTheTimeItsLeaderStamped) {
   arguments.entries.emplace_back("x-message-ttl", int32_t{1000});
   client.send(1, amqp::QueueDeclare{0, "short", false, true, false, false, false, arguments});
   client.expect<amqp::QueueDeclareOk>(1);
-  uint64_t here = client.broker.now_ms();
+  uint64_t here = client.broker.wall_clock_ms();
   store.leader_clock = here + 5'000;  // the leader's clock is 5 s ahead of this node's
   client.publish(1, "", "short", "lives until the leader's time + 1 s");
   apply();
@@ -822,13 +826,57 @@ TEST_F(DurableQueue, AProposalRunsAtTheTimeItsLeaderStamped) {
   EXPECT_EQ(queue->machine.ready_count(), 1u);
 }
 
+// The broker's waits are on the monotonic clock: the system clock stepped a day ahead gives up no
+// command at once, nor does one stepped back hold back a give-up or a timer; a message's expiry,
+// a wall-clock time, is looked at again within wall_clock_recheck_ms, so a clock set right is
+// seen.
+TEST_F(DurableQueue, AStepOfTheWallClockMovesNoWait) {
+  constexpr uint64_t day_ms = 86'400'000;
+  const uint64_t start = 1'000;
+  const uint64_t wall = 10 * day_ms;
+  client.broker.set_clock(start, wall);
+  client.send(1, amqp::ConfirmSelect{false});
+  client.expect<amqp::ConfirmSelectOk>(1);
+  store.refuse = true;
+  client.publish(1, "", "jobs", "refused");
+  client.broker.set_clock(start + 1, wall + day_ms);
+  client.broker.resend_lost();
+  apply();
+  EXPECT_TRUE(client.receive().empty());
+  client.broker.set_clock(start + command_give_up_ms, wall - day_ms);
+  client.broker.resend_lost();
+  apply();
+  EXPECT_EQ(client.expect<amqp::BasicNack>(1).delivery_tag, 1u);
+  store.refuse = false;
+
+  amqp::FieldTable arguments;
+  arguments.entries.emplace_back("x-message-ttl", int32_t{1000});
+  client.send(1, amqp::QueueDeclare{0, "short", false, true, false, false, false, arguments});
+  client.expect<amqp::QueueDeclareOk>(1);
+  const uint64_t now = start + command_give_up_ms;
+  client.broker.set_clock(now, wall);
+  client.publish(1, "", "short", "expires a second on");
+  apply();
+  QueuePtr queue = client.broker.find_virtual_host("/")->find_queue("short");
+  ASSERT_EQ(queue->machine.ready_count(), 1u);
+  EXPECT_EQ(client.broker.next_timer_ms(), now + 1'000);
+  // Stepped back a day when the timer fires: not due by the wall clock, looked at again soon.
+  client.broker.set_clock(now + 1'000, wall - day_ms);
+  client.broker.on_timer();
+  apply();
+  EXPECT_EQ(queue->machine.ready_count(), 1u);
+  EXPECT_EQ(client.broker.next_timer_ms(), now + 1'000 + wall_clock_recheck_ms);
+  // Set right: the next look expires it.
+  client.broker.set_clock(now + 1'000 + wall_clock_recheck_ms, wall + wall_clock_recheck_ms);
+  client.broker.on_timer();
+  apply();
+  EXPECT_EQ(queue->machine.ready_count(), 0u);
+}
+
 // Placement is decided in the apply, from the model alone: min(size, nodes) distinct nodes, the
 // declaring one first, then those holding the fewest groups.
 TEST_F(DurableQueue, NewMembersJoinTheGroupAndAForgottenNodesMembersAreReplaced) {
-  for (uint64_t id = 1; id <= 4; ++id) {
-    client.broker.change_definitions(AddNode{
-        ClusterNode{id, "n" + std::to_string(id), "127.0.0.1" + std::to_string(id), 25672, false}});
-  }
+  add_nodes(4);
   amqp::FieldTable two;
   two.entries.emplace_back("x-quorum-initial-group-size", int32_t{2});
   // Declared through node 3: this node (1, holding the fixture's queue) holds no member.
@@ -906,10 +954,7 @@ TEST_F(DurableQueue, NewMembersJoinTheGroupAndAForgottenNodesMembersAreReplaced)
 }
 
 TEST_F(DurableQueue, ADurableQueuesGroupIsPlacedOnDistinctNodesTheDeclaringOneAmongThem) {
-  for (uint64_t id = 1; id <= 4; ++id) {
-    client.broker.change_definitions(AddNode{
-        ClusterNode{id, "n" + std::to_string(id), "127.0.0.1" + std::to_string(id), 25672, false}});
-  }
+  add_nodes(4);
   auto declare = [&](const std::string& name, std::optional<int32_t> size, uint64_t home) {
     amqp::FieldTable arguments;
     if (size) arguments.entries.emplace_back("x-quorum-initial-group-size", *size);
@@ -934,6 +979,47 @@ TEST_F(DurableQueue, ADurableQueuesGroupIsPlacedOnDistinctNodesTheDeclaringOneAm
   // The members are part of the model every node shares.
   auto definitions = client.broker.current_definitions();
   EXPECT_EQ(definitions.queues().at({"/", "e"}).members, (std::vector<uint64_t>{1, 3, 4, 2}));
+}
+
+// A durable delayed exchange's delayed messages are in a replicated group of their own, placed
+// as a durable queue's is: a node that holds no member (this one, for "later") publishes into
+// it through a member, and the model every node shares records its members.
+TEST_F(DurableQueue, ADurableDelayedExchangesGroupIsReplicatedAndReachedFromAnyNode) {
+  RecordingRelay relay;
+  client.broker.set_queue_relay(&relay);
+  add_nodes(3);
+  auto declare = [&](const std::string& name, std::optional<int32_t> size, uint64_t home) {
+    amqp::FieldTable arguments;
+    arguments.entries.emplace_back("x-delayed-type", std::string("direct"));
+    if (size) arguments.entries.emplace_back("x-quorum-initial-group-size", *size);
+    client.broker.change_definitions(DeclareExchange{
+        {"/", name, std::string(delayed_exchange_type), false, false, arguments, 0, true, home}});
+    return client.broker.find_virtual_host("/")->find_exchange(name)->delay_queue;
+  };
+  QueuePtr here = declare("soon", std::nullopt, 1);
+  EXPECT_EQ(here->members, (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(store.members(here->group), (std::vector<uint64_t>{1, 2, 3}));
+  // Declared through node 3, two members: node 3 and the least loaded (2; 1 holds "jobs" too).
+  QueuePtr far = declare("later", 2, 3);
+  EXPECT_EQ(far->members, (std::vector<uint64_t>{3, 2}));
+  EXPECT_NE(far->group, 0u);
+  EXPECT_FALSE(store.has_group(far->group));
+  EXPECT_EQ(client.broker.current_definitions().exchanges().at({"/", "later"}).members,
+            (std::vector<uint64_t>{3, 2}));
+
+  client.send(1, amqp::ConfirmSelect{false});
+  client.expect<amqp::ConfirmSelectOk>(1);
+  amqp::BasicProperties properties;
+  properties.headers = amqp::FieldTable{};
+  properties.headers->entries.emplace_back("x-delay", int32_t{5'000});
+  client.publish(1, "later", "jobs", "in five seconds", properties);
+  ASSERT_EQ(relay.commands.size(), 1u);
+  EXPECT_TRUE(relay.commands[0].first == 3 || relay.commands[0].first == 2);
+  const auto* enqueue = std::get_if<queue::EnqueueCommand>(&relay.commands[0].second.body);
+  ASSERT_NE(enqueue, nullptr);
+  EXPECT_EQ(enqueue->ttl_ms, std::optional<uint64_t>(5'000));
+  EXPECT_TRUE(client.receive().empty());  // confirmed once the member applied it, not before
+  EXPECT_EQ(far->machine.ready_count(), 0u);
 }
 
 }  // namespace

@@ -54,7 +54,7 @@ void QueueMachine::return_entry(MessageId id, Entry entry) {
 }
 
 void QueueMachine::advance_time(uint64_t now_ms) {
-  now_ms_ = std::max(now_ms_, now_ms);
+  now_ms_ = now_ms;  // (the stamp's: a leader's clock may be behind the last one's)
   expire_due();
 }
 
@@ -223,7 +223,7 @@ bool QueueMachine::seen_within_window(const std::string& key) {
   uint64_t max_keys = options_.dedup_window_messages.value_or(dedup_messages_default);
   while (!seen_order_.empty() &&
          (seen_order_.size() > max_keys ||
-          (options_.dedup_window_ms &&
+          (options_.dedup_window_ms && now_ms_ >= seen_order_.front().at_ms &&
            now_ms_ - seen_order_.front().at_ms >= *options_.dedup_window_ms))) {
     seen_keys_.erase(seen_order_.front().key);
     seen_order_.pop_front();

@@ -387,7 +387,9 @@ class QueueMachine {
   Entry new_entry(MessagePtr message, uint64_t stored_at);
   EnqueueResult add(MessagePtr message, std::optional<uint64_t> ttl_ms, uint64_t now_ms,
                     std::vector<Delivery>& deliveries, uint64_t stored_at);
-  // Moves time forward (never back) and expires what is due.
+  // Takes the time a command is stamped with, and expires what is due then. It may be earlier
+  // than the last (a new leader's clock behind, a system clock stepped back): each command is
+  // taken at its own stamp, so that one stamp far ahead does not hold back every expiry after.
   void advance_time(uint64_t now_ms);
   void expire_due();
   void expire_one(const Expiry& expiry);

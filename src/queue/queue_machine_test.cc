@@ -269,6 +269,17 @@ TEST(QueueMachineDeduplication, AnIdSeenWithinTheWindowIsDropped) {
   EXPECT_EQ(q.deduplicated_count(), 2u);
 }
 
+// A command stamped earlier than the last (a clock stepped back) keeps what the window holds: it
+// is not taken for a time long after.
+TEST(QueueMachineDeduplication, AStampEarlierThanTheLastKeepsTheWindow) {
+  QueueMachine q(QueueOptions{.dedup_window_ms = 1000});
+  std::vector<Delivery> out;
+  q.enqueue(with_id("first", "m1"), 5000, out);
+  q.enqueue(with_id("resent", "m1"), 100, out);
+  EXPECT_EQ(q.ready_count(), 1u);
+  EXPECT_EQ(q.deduplicated_count(), 1u);
+}
+
 TEST(QueueMachineDeduplication, AWindowOfMessagesHoldsTheLastIds) {
   QueueMachine q(QueueOptions{.dedup_window_messages = 2});
   std::vector<Delivery> out;
@@ -526,6 +537,20 @@ TEST(QueueMachineTtl, MessageExpiresOnTimeBehindOneThatDoesNot) {
   EXPECT_EQ(dead_bodies(q, DeadLetterReason::expired), std::vector<std::string>{"soon"});
   q.attach(alice, {}, 1200, out);
   EXPECT_EQ(bodies(out), (std::vector<std::string>{"forever", "later"}));
+}
+
+// Each command is taken at its own stamp: after one stamped a day ahead (a leader whose clock
+// jumped), a message put in at the right time expires after its TTL, not a day later.
+TEST(QueueMachineTtl, AStampFarAheadDoesNotHoldBackTheExpiriesAfterIt) {
+  constexpr uint64_t day_ms = 86'400'000;
+  QueueMachine q({.dead_letters = true, .message_ttl_ms = 300});
+  std::vector<Delivery> out;
+  q.enqueue(message("stamped a day ahead"), 1000 + day_ms, out);
+  q.enqueue(message("stamped right"), 1000, out);
+  EXPECT_EQ(q.next_expiry_ms(), std::optional<uint64_t>(1300));
+  q.expire(1300, out);
+  EXPECT_EQ(dead_bodies(q, DeadLetterReason::expired), std::vector<std::string>{"stamped right"});
+  EXPECT_EQ(q.ready_count(), 1u);  // the other expires by its stamp, a day on
 }
 
 TEST(QueueMachineTtl, QueueTtlAndMessageTtlTakeTheLower) {

@@ -78,7 +78,7 @@ class Session : public std::enable_shared_from_this<Session> {
       asio::post(socket_.get_executor(), [weak] {
         if (auto self = weak.lock()) {
           self->flush_posted_ = false;
-          self->broker_.set_wall_clock_ms(unix_ms());
+          self->broker_.set_clock(now_ms(), unix_ms());
           self->connection_.run_deferred(now_ms());
           self->flush();
           self->resume_reading();
@@ -138,7 +138,7 @@ class Session : public std::enable_shared_from_this<Session> {
       close_socket();
       return;
     }
-    broker_.set_wall_clock_ms(unix_ms());
+    broker_.set_clock(now_ms(), unix_ms());
     connection_.commit_input(bytes, now_ms());
     flush();
     if (!connection_.finished()) {
@@ -200,7 +200,7 @@ class Session : public std::enable_shared_from_this<Session> {
     timer_.expires_after(std::chrono::milliseconds(at_ms > now ? at_ms - now : 0));
     timer_.async_wait([self = shared_from_this()](asio::error_code ec) {
       if (ec || self->closed_ || self->lingering_) return;
-      self->broker_.set_wall_clock_ms(unix_ms());
+      self->broker_.set_clock(now_ms(), unix_ms());
       self->connection_.on_timer(now_ms());
       self->flush();
       self->arm_timer();
@@ -350,12 +350,12 @@ void Server::Impl::arm_broker_timer() {
     broker_timer.cancel();
     return;
   }
-  uint64_t now = unix_ms();
+  uint64_t now = now_ms();  // (the broker's timers are on the monotonic clock)
   broker_timer.expires_after(std::chrono::milliseconds(at_ms > now ? at_ms - now : 0));
   broker_timer.async_wait([this](asio::error_code ec) {
     if (ec) return;  // re-armed or cancelled
     broker_timer_at_ms = UINT64_MAX;
-    broker.set_wall_clock_ms(unix_ms());
+    broker.set_clock(now_ms(), unix_ms());
     broker.on_timer();
     arm_broker_timer();
   });
@@ -403,7 +403,7 @@ void Server::Impl::tick() {
   tick_timer.expires_after(raft_tick);
   tick_timer.async_wait([this](asio::error_code ec) {
     if (ec) return;
-    broker.set_wall_clock_ms(unix_ms());  // (commands given up are timed by it)
+    broker.set_clock(now_ms(), unix_ms());  // (commands given up are timed by it)
     reconcile_metadata_members();
     repair_queue_members();
     log->tick();
@@ -566,7 +566,7 @@ Result<void, std::string> Server::start() {
   auto life = begin_life(config.data_dir);
   if (!life.ok()) return unexpected(life.error());
   broker.set_life(*life);
-  broker.set_wall_clock_ms(unix_ms());
+  broker.set_clock(now_ms(), unix_ms());
   broker.set_queue_store(&node_log);
   node_log.set_broker(&broker);
   impl_->replay_started = std::chrono::steady_clock::now();
@@ -639,7 +639,7 @@ void Server::Impl::start_writer() {
   log->start_writer(
       [this](std::function<void()> work) {
         asio::post(io, [this, work = std::move(work)] {
-          broker.set_wall_clock_ms(unix_ms());
+          broker.set_clock(now_ms(), unix_ms());
           work();
           check_disk_soon();
         });
@@ -677,19 +677,19 @@ Result<void, std::string> Server::Impl::start_transport() {
           .on_batch = [this](const std::string&, raft::NodeBatch batch) { log->receive(batch); },
           .on_propose =
               [this](const std::string& peer, cluster::Propose propose) {
-                broker.set_wall_clock_ms(unix_ms());  // the time the leader stamps
+                broker.set_clock(now_ms(), unix_ms());  // the time the leader stamps
                 log->on_propose(peer, propose);
               },
           .on_proposed = [this](const std::string&,
                                 const cluster::Proposed& proposed) { log->on_proposed(proposed); },
           .on_relay_forward =
               [this](const std::string& peer, cluster::RelayForward forward) {
-                broker.set_wall_clock_ms(unix_ms());  // the time a command is stamped with
+                broker.set_clock(now_ms(), unix_ms());  // the time a command is stamped with
                 broker.relay_forwarded(node_id_of(peer), forward.group, forward.data);
               },
           .on_relay_answer =
               [this](const std::string& peer, cluster::RelayAnswer answer) {
-                broker.set_wall_clock_ms(unix_ms());
+                broker.set_clock(now_ms(), unix_ms());
                 broker.relay_answered(node_id_of(peer), answer.group, answer.data);
               },
           .on_join =

@@ -6,6 +6,7 @@ Runs in a network namespace of its own (tests/in_netns.sh): nodes on 127.0.0.11-
 
 import json
 import threading
+import time
 
 import pika
 import pika.exceptions
@@ -538,3 +539,43 @@ def test_a_member_back_with_a_wiped_disk_never_helps_elect_a_leader_missing_what
         first + later
     eventually(lambda: queue_row(cluster, wiped, "wiped")["messages"] == 0,
                what="the wiped member caught up")
+
+
+def test_confirmed_delayed_messages_outlive_the_node_they_were_published_through(cluster):
+    """A durable delayed exchange keeps its delayed messages in a replicated group of their own:
+    confirmed through a node that is then killed (SIGKILL), they are routed when their time
+    comes, not before."""
+    connection = cluster.connect(1)
+    channel = connection.channel()
+    channel.exchange_declare("later", "x-delayed-message", durable=True,
+                             arguments={"x-delayed-type": "direct"})
+    channel.queue_declare("due", durable=True)
+    channel.queue_bind("due", "later", routing_key="due")
+    connection.close()
+
+    def known_on_2():
+        connection = cluster.connect(2)
+        try:
+            connection.channel().exchange_declare("later", passive=True)
+            return True
+        except pika.exceptions.ChannelClosedByBroker:
+            return False
+        finally:
+            if connection.is_open:
+                connection.close()
+    eventually(known_on_2, what="node 2 knows the exchange")
+    connection = cluster.connect(2)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    bodies = [b"delayed-%02d" % n for n in range(20)]
+    started = time.monotonic()
+    for body in bodies:
+        channel.basic_publish("later", "due", body,
+                              pika.BasicProperties(delivery_mode=2, headers={"x-delay": 2000}))
+    cluster.nodes[2].kill()
+    first_at = []
+    got = consume(cluster, 3, "due",
+                  lambda got: first_at.append(time.monotonic()) or set(bodies) <= set(got),
+                  timeout_s=20)
+    assert sorted(set(got)) == bodies
+    assert first_at[0] - started >= 1.9
