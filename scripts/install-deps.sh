@@ -15,7 +15,7 @@ TEST_PACKAGES=(
   clang-14 libclang-rt-14-dev clang-format-14
   python3 python3-pika python3-pytest python3-kombu python3-aio-pika python3-aiormq
   default-jdk-headless librabbitmq-client-java
-  iproute2 iptables util-linux
+  iproute2 iptables util-linux pkg-config libfuse3-dev fuse3
 )
 
 case "${1:-test}" in

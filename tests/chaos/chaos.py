@@ -6,7 +6,7 @@ It starts a cluster of N nodes (127.0.0.11, .12, ...) in the network namespace i
 messages with unique ids, publisher confirms) and consumers (manual acks) with pika and with
 rabbitmq-c (tests/chaos/chaos_client.c), each on a node of its choosing and moving to another on
 any failure, while a nemesis injects faults: SIGKILL and restart, SIGSTOP and SIGCONT, partitions
-with iptables, packet loss. Then it heals everything, restarts every node, drains every queue and
+with iptables, packet loss, a full disk, a damaged log, power loss. Then it heals everything, restarts every node, drains every queue and
 checks the history:
 
   lost          confirmed, never acknowledged by a consumer (an ack whose connection broke as it
@@ -15,6 +15,11 @@ checks the history:
   duplicated    delivered again without the redelivered flag
   reordered     two messages of one publisher connection delivered to one consumer connection
                 out of publish order, neither redelivered
+  not_expired   confirmed into the TTL queue (chaos-ttl, which nobody consumes), and found there
+                by the drain instead of expired into the dead-letter queue (unless it went in
+                while the clock nemesis had moved a clock)
+  early         published to the delayed exchange (chaos-delayed, into chaos-later) and delivered
+                before its x-delay was up (unless a clock was moved meanwhile)
   availability  the longest stretch without a confirm, and the share of publishes nacked or never
                 confirmed
 
@@ -40,6 +45,13 @@ The nemeses (--nemesis, comma-separated, or "all"):
   one-way         drop what one node sends to the others, not what it receives
   loss            drop 20% of the packets between nodes
   disk-full       fill the disk of a random node (each node's data is on a tmpfs of its own)
+  power-loss      SIGKILL a random node and drop every write its disk has not synced, restart it
+                  after a while (each node's data is on chaos_fs, tests/chaos/chaos_fs.cc, a
+                  filesystem that keeps unsynced writes in its own memory: killing it drops them)
+  power-loss-all  the same to every node at once
+  clock           move a random node's wall clock (not its monotonic clock) by seconds to a day,
+                  forward or back, or strobe it (back and forth every 50 ms), and set it right at
+                  the end (each node runs with tests/chaos/clock_shift.c preloaded)
   corrupt         SIGKILL a random node, change a byte in the body of one record of a replicated
                   group's log on its disk (a queue's or the metadata's; in synced data: not the
                   log's last batches, which a torn write may cut), restart it after a while: it
@@ -50,6 +62,7 @@ The nemeses (--nemesis, comma-separated, or "all"):
 import argparse
 import collections
 import json
+import math
 import os
 import pathlib
 import random
@@ -57,6 +70,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -73,10 +87,14 @@ MANAGEMENT_PORT = 15672
 DEAD = "chaos-dead"  # the dead-letter queue of the two below
 REJECT = "chaos-reject"  # its consumer rejects every message (requeue false)
 EXPIRE = "chaos-ttl"  # its messages expire after 300 ms, unconsumed
+DELAYED = "chaos-delayed"  # a durable x-delayed-message exchange, routing (direct) into LATER
+LATER = "chaos-later"
+DELAYS_MS = (200, 2000)  # each delayed message's x-delay is drawn from this range
+ANOMALIES = ("lost", "unexpected", "duplicated", "reordered", "not_expired", "early")
 DEAD_LETTERING = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": DEAD}
 NEMESES = ("kill", "kill-leader", "kill-minority", "kill-all", "pause", "pause-leader",
            "partition", "partition-halves", "partition-ring", "one-way", "loss", "disk-full",
-           "corrupt")
+           "corrupt", "power-loss", "power-loss-all", "clock")
 DISK_BYTES = 512 << 20  # each node's tmpfs, with the disk-full nemesis
 
 
@@ -175,17 +193,24 @@ class History:
 
 
 class Node:
-    """One hamq-server process; its output goes to DIR/nN.log, its data to DIR/nN."""
+    """One hamq-server process; its output goes to DIR/nN.log, its data to DIR/nN. With
+    `own_disk`, that is a tmpfs of its own; with `power`, a chaos_fs over DIR/nN.disk (which is
+    the tmpfs, with both)."""
 
-    def __init__(self, run_dir, i, seeds, secret, own_disk=False):
+    def __init__(self, run_dir, i, seeds, secret, own_disk=False, power=False, clock=False):
         self.i = i
         self.data_dir = run_dir / ("n%d" % i)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.disk_dir = run_dir / ("n%d.disk" % i) if power else self.data_dir
+        self.disk_dir.mkdir(parents=True, exist_ok=True)
         self.mounted = False
         if own_disk:
             subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % DISK_BYTES, "tmpfs",
-                            str(self.data_dir)], check=True)
+                            str(self.disk_dir)], check=True)
             self.mounted = True
+        self.power = power
+        self.fs = None  # the chaos_fs process, with `power`
+        self.fs_log_path = run_dir / ("n%d.fs.log" % i)
         self.filler = self.data_dir / "filler"
         self.crashes = []  # exit statuses of its processes that ended without being killed
         self.log_path = run_dir / ("n%d.log" % i)
@@ -194,23 +219,71 @@ class Node:
                      "--management-port", str(MANAGEMENT_PORT), "--data-dir", str(self.data_dir),
                      "--cluster-seeds", seeds, "--cluster-secret-file", str(secret),
                      "--heartbeat", "5"]
+        self.env = None
+        self.clock_path = None
+        if clock:
+            self.clock_path = run_dir / ("n%d.clock" % i)
+            self.clock_path.write_bytes(struct.pack("=q", 0))
+            self.env = dict(os.environ, LD_PRELOAD=str(BIN_DIR / "libclock_shift.so"),
+                            HAMQ_CLOCK_SHIFT_FILE=str(self.clock_path))
         self.process = None
         self.paused = False
         self.lock = threading.RLock()  # two faults at once may both kill and restart it
 
     def start(self):
-        """Starts it, unless it runs already."""
+        """Starts it (its disk first, after a power loss), unless it runs already."""
         with self.lock:
             if self.alive():
                 return
             self.exited()
+            self.disk_ready()
             self._start()
+
+    def disk_ready(self):
+        """Mounts its chaos_fs again if a power loss took it (with the lock held)."""
+        if self.power and (self.fs is None or self.fs.poll() is not None):
+            self.mount_fs()
+
+    def mount_fs(self):
+        with open(self.fs_log_path, "a") as log:
+            self.fs = subprocess.Popen([str(BIN_DIR / "chaos_fs"), str(self.disk_dir),
+                                        str(self.data_dir)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(self.data_dir):
+            if self.fs.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("chaos_fs did not mount %s (see %s)"
+                                   % (self.data_dir, self.fs_log_path))
+            time.sleep(0.02)
+
+    def power_off(self):
+        """SIGKILL, and its disk loses every write it did not sync; returns how many bytes the
+        files it appended to lost (what they held past their size on the backing disk). The node
+        is stopped (SIGSTOP) while that is counted, and killed after its disk."""
+        with self.lock:
+            if self.fs is None or self.fs.poll() is not None:
+                self.kill()
+                return 0
+            if self.alive():
+                self.process.send_signal(signal.SIGSTOP)
+            dropped = 0
+            for path in self.data_dir.rglob("*"):
+                try:
+                    on_disk = (self.disk_dir / path.relative_to(self.data_dir)).stat().st_size
+                    dropped += max(0, path.stat().st_size - on_disk)
+                except OSError:
+                    pass  # (a file removed meanwhile)
+            self.fs.kill()
+            self.fs.wait()
+            self.kill()
+            subprocess.run(["umount", "-l", str(self.data_dir)], check=True)
+            return dropped
 
     def _start(self):
         with open(self.log_path, "a") as log:
             log.write("==== start %s\n" % time.strftime("%H:%M:%S"))
             log.flush()
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                            env=self.env)
         self.paused = False
 
     def alive(self):
@@ -233,23 +306,43 @@ class Node:
                 self.process.noted = True  # killed, not crashed
 
     def fill_disk(self):
-        """Writes a file until its disk is full."""
+        """Writes a file until its disk is full (on chaos_fs, its unsynced bytes fill it)."""
         chunk = b"\0" * (1 << 20)
-        with open(self.filler, "wb") as out:
-            try:
-                while True:
-                    out.write(chunk)
-                    out.flush()
-            except OSError:
-                pass
+        with self.lock:
+            self.disk_ready()
+            with open(self.filler, "wb") as out:
+                try:
+                    while True:
+                        out.write(chunk)
+                        out.flush()
+                except OSError:
+                    pass
 
     def free_disk(self):
-        self.filler.unlink(missing_ok=True)
+        with self.lock:
+            self.disk_ready()
+            self.filler.unlink(missing_ok=True)
 
     def unmount(self):
+        """Unmounts its disks: a clean unmount of chaos_fs writes what it had not synced."""
+        if self.fs is not None and self.fs.poll() is None:
+            subprocess.run(["umount", str(self.data_dir)], check=False)
+            try:
+                self.fs.wait(30)
+            except subprocess.TimeoutExpired:
+                self.fs.kill()
+                self.fs.wait()
+                subprocess.run(["umount", "-l", str(self.data_dir)], check=False)
         if self.mounted:
-            subprocess.run(["umount", "-l", str(self.data_dir)], check=False)
+            subprocess.run(["umount", "-l", str(self.disk_dir)], check=False)
             self.mounted = False
+
+    def shift_clock(self, seconds):
+        """Sets its wall clock `seconds` away from the machine's (read by clock_shift.c at every
+        clock_gettime, through its mapping of the file)."""
+        if self.clock_path is not None:
+            with open(self.clock_path, "r+b") as out:
+                out.write(struct.pack("=q", int(seconds * 1e9)))
 
     def pause(self):
         self.process.send_signal(signal.SIGSTOP)
@@ -282,7 +375,7 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, run_dir, size, own_disks=False):
+    def __init__(self, run_dir, size, own_disks=False, power=False, clocks=False):
         if os.environ.get("HAMQ_NETNS") != "1":
             sys.exit("chaos.py runs in a network namespace of its own: "
                      "tests/in_netns.sh /usr/bin/python3 tests/chaos/chaos.py ...")
@@ -293,7 +386,7 @@ class Cluster:
         self.nodes = {}
         try:
             for i in range(1, size + 1):
-                self.nodes[i] = Node(run_dir, i, seeds, secret, own_disks)
+                self.nodes[i] = Node(run_dir, i, seeds, secret, own_disks, power, clocks)
         except Exception:
             self.unmount()
             raise
@@ -363,6 +456,7 @@ class Cluster:
         paused."""
         self.heal_network()
         for node in self.nodes.values():
+            node.shift_clock(0)
             node.free_disk()
             if node.paused:
                 node.resume()
@@ -446,12 +540,40 @@ class Nemesis(threading.Thread):
             self.stopping.wait(hold)
             for i in targets:
                 nodes[i].start()
+        elif kind in ("power-loss", "power-loss-all"):
+            targets = self.some(1, rng) if kind == "power-loss" else sorted(nodes)
+            self.history.add("nemesis", "fault", kind=kind, nodes=targets)
+            dropped = {i: nodes[i].power_off() for i in targets}
+            self.history.add("nemesis", "unsynced-dropped", kind=kind, bytes=dropped)
+            self.stopping.wait(hold)
+            for i in targets:
+                nodes[i].start()
+        elif kind == "clock":
+            target = self.some(1, rng)[0]
+            shift_s = rng.choice((-1, 1)) * rng.choice((2, 30, 600, 86400)) * rng.uniform(1, 2)
+            strobe = rng.random() < 1 / 3
+            self.history.add("nemesis", "fault", kind=kind, nodes=[target], shift_s=shift_s,
+                             strobe=strobe)
+            if strobe:
+                deadline = time.monotonic() + hold
+                shifted = False
+                while not self.stopping.is_set() and time.monotonic() < deadline:
+                    shifted = not shifted
+                    nodes[target].shift_clock(shift_s if shifted else 0)
+                    self.stopping.wait(0.05)
+            else:
+                nodes[target].shift_clock(shift_s)
+                self.stopping.wait(hold)
+            nodes[target].shift_clock(0)
         elif kind == "corrupt":
             target = self.some(1, rng)[0]
-            nodes[target].kill()
-            damaged = damage_log(nodes[target].data_dir / "wal",
-                                 [nodes[j].data_dir / "wal" for j in sorted(nodes) if j != target],
-                                 random.Random(rng.random()))  # (one draw, whatever the log)
+            with nodes[target].lock:  # (not beside a power loss of that node)
+                nodes[target].kill()
+                nodes[target].disk_ready()
+                damaged = damage_log(nodes[target].data_dir / "wal",
+                                     [nodes[j].data_dir / "wal" for j in sorted(nodes)
+                                      if j != target],
+                                     random.Random(rng.random()))  # (one draw, whatever the log)
             self.history.add("nemesis", "fault", kind=kind, nodes=[target], damaged=damaged)
             self.stopping.wait(hold)
             nodes[target].start()
@@ -573,11 +695,17 @@ class PikaPublisher(PikaClient):
             queue = self.rng.choice(self.queues)
             message = "%s.%d.%d" % (self.name, self.session, seq)
             seq += 1
-            self.history.add(self.name, "publish", id=message, queue=queue, node=node)
+            exchange, routing_key, delay = "", queue, None
+            if queue == DELAYED:
+                exchange, routing_key, delay = DELAYED, LATER, self.rng.randint(*DELAYS_MS)
+            self.history.add(self.name, "publish", id=message, queue=queue, node=node,
+                             **({"delay_ms": delay} if delay else {}))
             self.busy_since = time.monotonic()
             try:
-                channel.basic_publish("", queue, message.encode(),
-                                      pika.BasicProperties(delivery_mode=2, message_id=message),
+                channel.basic_publish(exchange, routing_key, message.encode(),
+                                      pika.BasicProperties(
+                                          delivery_mode=2, message_id=message,
+                                          headers={"x-delay": delay} if delay else None),
                                       mandatory=True)
             except pika.exceptions.NackError:
                 self.history.add(self.name, "nack", id=message)
@@ -674,9 +802,11 @@ def watchdog(clients, stopping, timeout_s=8):
 
 class Queues:
     """The queues of a run: `plain` ones; with dead-lettering, REJECT and EXPIRE, which
-    dead-letter into DEAD. Publishers send to `published`, consumers take from `consumed`."""
+    dead-letter into DEAD; with delays, LATER, which the delayed exchange DELAYED routes into.
+    Publishers send to `published` (the pika ones to DELAYED too, as if a queue), consumers take
+    from `consumed`."""
 
-    def __init__(self, count, dead_lettering):
+    def __init__(self, count, dead_lettering, delayed):
         self.plain = ["chaos-%d" % q for q in range(count)]
         self.arguments = {name: {} for name in self.plain}
         self.published = list(self.plain)
@@ -686,6 +816,12 @@ class Queues:
                                    EXPIRE: {**DEAD_LETTERING, "x-message-ttl": 300}, DEAD: {}})
             self.published += [REJECT, EXPIRE]
             self.consumed += [REJECT, DEAD]
+        self.queues_published = list(self.published)
+        self.delayed = delayed
+        if delayed:
+            self.arguments[LATER] = {}
+            self.published.append(DELAYED)
+            self.consumed.append(LATER)
         self.all = sorted(self.arguments)
 
 
@@ -696,6 +832,10 @@ def declare(cluster, queues):
             channel = connection.channel()
             for queue in queues.all:
                 channel.queue_declare(queue, durable=True, arguments=queues.arguments[queue])
+            if queues.delayed:
+                channel.exchange_declare(DELAYED, "x-delayed-message", durable=True,
+                                         arguments={"x-delayed-type": "direct"})
+                channel.queue_bind(LATER, DELAYED, routing_key=LATER)
         finally:
             connection.close()
         return True
@@ -721,7 +861,11 @@ def settle(cluster, queues, timeout_s):
 
 
 def drain(cluster, queues, history, rng, timeout_s=60):
-    """Takes (basic.get, acked) everything left in each queue, until every node counts it empty."""
+    """Takes (basic.get, acked) everything left in each queue, until every node counts it empty
+    and every delayed message's time is 2 s past (its delayed exchange has routed it by then)."""
+    due = max([e["t"] + e["delay_ms"] / 1000 for e in history.events
+               if e["op"] == "publish" and "delay_ms" in e], default=0) + 2
+    # (Those sent while the clock nemesis moved a clock may be due much later: not waited for.)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         node = rng.choice(sorted(cluster.nodes))
@@ -747,7 +891,7 @@ def drain(cluster, queues, history, rng, timeout_s=60):
                       if row["name"] in queues and "n%d" % i in row["members"]]
         except Exception:  # noqa: BLE001
             continue
-        if all(count == 0 for count in counts):
+        if all(count == 0 for count in counts) and history.now() >= due:
             return True
         time.sleep(0.2)
     return False
@@ -761,12 +905,19 @@ def check(events, end_of_faults):
     acked = set()
     maybe_acked = set()  # the connection broke as the ack went
     confirms = collections.defaultdict(list)  # queue: the times of its confirms
+    outcome_at = {}
+    clock_faults = []  # (from, to): a node's wall clock was moved
     for event in events:
         op = event["op"]
-        if op == "publish":
+        if op == "fault" and event.get("kind") == "clock":
+            clock_faults.append([event["t"], math.inf])
+        elif op == "heal" and event.get("kind") == "clock" and clock_faults:
+            clock_faults[-1][1] = event["t"]
+        elif op == "publish":
             published[event["id"]] = event
         elif op in ("confirm", "nack", "unroutable"):
             outcome[event["id"]] = op
+            outcome_at[event["id"]] = event["t"]
             if op == "confirm" and event["id"] in published:
                 confirms[published[event["id"]]["queue"]].append(event["t"])
         elif op == "deliver":
@@ -776,10 +927,32 @@ def check(events, end_of_faults):
         elif op == "ack-unknown":
             maybe_acked.add(event["id"])
     confirmed = {m for m, result in outcome.items() if result == "confirm"}
-    lost = sorted(confirmed - acked - maybe_acked)
+
+    def in_clock_fault(start_t, end_t):
+        return any(start_t <= to and end_t >= start for start, to in clock_faults)
+    # A delayed message sent while a clock was moved is due as far ahead as the clock of the
+    # leader that stamped it was (a day, perhaps): not waited for, nor counted lost if it has not
+    # come by the end (held_by_clock).
+    held = {m for m in confirmed - acked if "delay_ms" in published.get(m, {})
+            and in_clock_fault(published[m]["t"], outcome_at[m])}
+    lost = sorted(confirmed - acked - maybe_acked - held)
     unexpected = sorted({m for m, _ in deliveries if m not in published})
     duplicated = sorted("%s in %s" % key for key, seen in deliveries.items()
                         if any(not later["redelivered"] for later in seen[1:]))
+    # A message to the TTL queue that nobody consumes expires and goes to the dead-letter queue:
+    # the drain must not find it there, unless it went in while a clock was moved (its leader
+    # may have stamped it days ahead).
+    not_expired = sorted(
+        m for m, queue in deliveries if queue == EXPIRE and m in confirmed
+        and published[m]["queue"] == EXPIRE
+        and not in_clock_fault(published[m]["t"], outcome_at[m]))
+    # A delayed message comes no sooner than its delay after it was sent (the leader of the
+    # delayed exchange's group stamps it later still), unless a clock was moved meanwhile.
+    early = sorted(
+        m for (m, queue), seen in deliveries.items() if m in published
+        and "delay_ms" in published[m]
+        and seen[0]["t"] < published[m]["t"] + published[m]["delay_ms"] / 1000 - 0.05
+        and not in_clock_fault(published[m]["t"], seen[0]["t"]))
     # Per consumer connection, the first deliveries of each publisher connection's messages come
     # in the order they were published (from the queue they were published to: dead-lettering
     # from two queues into one mixes them).
@@ -807,9 +980,9 @@ def check(events, end_of_faults):
         "unroutable": sum(1 for r in outcome.values() if r == "unroutable"),
         "undetermined": undetermined, "delivered": sum(len(d) for d in deliveries.values()),
         "redelivered": sum(1 for d in deliveries.values() for e in d if e["redelivered"]),
-        "ack_unknown": len(maybe_acked - acked),
+        "ack_unknown": len(maybe_acked - acked), "held_by_clock": len(held),
         "lost": lost, "unexpected": unexpected, "duplicated": duplicated,
-        "reordered": reordered,
+        "reordered": reordered, "not_expired": not_expired, "early": early,
         "longest_without_confirm_s": round(longest, 3) if longest is not None else None,
         "not_confirmed_share": round((len(published) - len(confirmed)) / len(published), 4)
         if published else None,
@@ -829,6 +1002,8 @@ def main():
                         help="pika consumers (default: one per queue consumed)")
     parser.add_argument("--no-dead-lettering", action="store_true",
                         help="without the queues that dead-letter (rejected and expired)")
+    parser.add_argument("--no-delayed", action="store_true",
+                        help="without the delayed exchange (chaos-delayed into chaos-later)")
     parser.add_argument("--c-publishers", type=int, default=1, help="rabbitmq-c publishers")
     parser.add_argument("--c-consumers", type=int, default=1, help="rabbitmq-c consumers")
     parser.add_argument("--dir", default=None, help="run directory (default: a new one in /tmp)")
@@ -843,6 +1018,11 @@ def main():
         kinds = [k for k in kinds if k != "partition-ring"] or ["partition"]
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
     run_dir = pathlib.Path(args.dir or tempfile.mkdtemp(prefix="hamq-chaos-"))
+    if run_dir.exists() and any(run_dir.iterdir()):
+        # A run starts on empty nodes: an earlier one's (a failed run keeps its directory) goes.
+        if not (run_dir / "history.jsonl").exists():
+            parser.error("%s is not empty, and not an earlier run's directory" % run_dir)
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     print("chaos: seed %d, %d nodes, %s s of %s, run directory %s"
           % (seed, args.nodes, args.seconds, ",".join(kinds), run_dir), flush=True)
@@ -850,8 +1030,10 @@ def main():
     # A SIGTERM (ctest's timeout) still stops every node it started, in the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     history = History(run_dir / "history.jsonl")
-    cluster = Cluster(run_dir, args.nodes, own_disks="disk-full" in kinds)
-    queues = Queues(args.queues, not args.no_dead_lettering)
+    cluster = Cluster(run_dir, args.nodes, own_disks="disk-full" in kinds,
+                      power=any(kind.startswith("power-loss") for kind in kinds),
+                      clocks="clock" in kinds)
+    queues = Queues(args.queues, not args.no_dead_lettering, not args.no_delayed)
     clients = []
     report = None
     failure = None
@@ -873,7 +1055,7 @@ def main():
                                      [queues.plain[k % len(queues.plain)]], history,
                                      rng.randrange(2**31)))
         for k in range(args.c_publishers):
-            c_clients.append(CClient("cp%d" % k, "publish", nodes, queues.published, history,
+            c_clients.append(CClient("cp%d" % k, "publish", nodes, queues.queues_published, history,
                                      rng.randrange(2**31)))
         for client in c_clients:
             client.start()
@@ -932,8 +1114,7 @@ def main():
         unclean = cluster.stop()
         subprocess.run(["iptables", "-F", "INPUT"], check=False)
         crashed = {i: node.crashes for i, node in cluster.nodes.items() if node.crashes}
-        anomalous = report and any(report[k] for k in ("lost", "unexpected", "duplicated",
-                                                        "reordered"))
+        anomalous = report and any(report[k] for k in ANOMALIES)
         for i, node in cluster.nodes.items():
             # A failing run keeps its nodes' data (a tmpfs goes with its mount).
             if node.mounted and (failure or anomalous or crashed):
@@ -951,7 +1132,7 @@ def main():
     if unclean:
         failure = failure or "nodes did not stop cleanly: %s" % unclean
     if report:
-        anomalies = {k: report[k] for k in ("lost", "unexpected", "duplicated", "reordered")}
+        anomalies = {k: report[k] for k in ANOMALIES}
         summary = {k: (len(v) if isinstance(v, list) else v) for k, v in report.items()}
         print("chaos: " + json.dumps(summary), flush=True)
         for kind, ids in anomalies.items():

@@ -5,7 +5,7 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from chaos import check, unrebuilt  # noqa: E402
+from chaos import DELAYED, EXPIRE, LATER, check, unrebuilt  # noqa: E402
 
 
 def publish(t, message, queue="q"):
@@ -100,3 +100,43 @@ def test_a_damaged_replica_counts_as_rebuilt_only_once_its_node_says_so():
     assert unrebuilt(found + rebuilt + found) == [7]  # found again at a later start
     assert unrebuilt(found + rebuilt + running) == [9]
     assert unrebuilt("") == []
+
+
+def test_a_message_the_drain_finds_in_the_ttl_queue_did_not_expire():
+    events = [publish(0, "p.1.0", EXPIRE), outcome(1, "p.1.0"), deliver(9, "p.1.0", EXPIRE),
+              ack(9, "p.1.0"), publish(2, "p.1.1", EXPIRE), outcome(3, "p.1.1"),
+              deliver(4, "p.1.1", "chaos-dead"), ack(4, "p.1.1")]
+    assert check(events, 10)["not_expired"] == ["p.1.0"]
+
+
+def test_a_message_to_the_ttl_queue_while_a_clock_was_moved_may_stay():
+    clock = {"client": "nemesis", "kind": "clock"}
+    events = [dict(clock, t=1, op="fault"), publish(2, "p.1.0", EXPIRE), outcome(3, "p.1.0"),
+              dict(clock, t=4, op="heal"), publish(5, "p.1.1", EXPIRE), outcome(6, "p.1.1"),
+              deliver(9, "p.1.0", EXPIRE), ack(9, "p.1.0"), deliver(9, "p.1.1", EXPIRE),
+              ack(9, "p.1.1")]
+    assert check(events, 10)["not_expired"] == ["p.1.1"]
+
+
+def test_a_delayed_message_delivered_before_its_delay_is_early():
+    def delayed(t, message, delay_ms):
+        return dict(publish(t, message, DELAYED), delay_ms=delay_ms)
+    events = [delayed(0, "p.1.0", 1000), outcome(0.1, "p.1.0"), delayed(1, "p.1.1", 500),
+              outcome(1.1, "p.1.1"), deliver(0.9, "p.1.0", LATER), ack(0.9, "p.1.0"),
+              deliver(1.6, "p.1.1", LATER), ack(1.6, "p.1.1")]
+    report = check(events, 10)
+    assert report["early"] == ["p.1.0"]
+    assert not report["reordered"]  # (they may come in another order than sent)
+    clock = {"client": "nemesis", "kind": "clock"}
+    assert not check([dict(clock, t=0.5, op="fault"), dict(clock, t=2, op="heal")] + events,
+                     10)["early"]
+
+
+def test_a_delayed_message_sent_while_a_clock_was_moved_is_held_not_lost():
+    clock = {"client": "nemesis", "kind": "clock"}
+    events = [dict(publish(0, "p.1.0", DELAYED), delay_ms=500), outcome(0.1, "p.1.0"),
+              dict(clock, t=1, op="fault"), dict(publish(2, "p.1.1", DELAYED), delay_ms=500),
+              outcome(2.1, "p.1.1"), dict(clock, t=3, op="heal")]
+    report = check(events, 10)
+    assert report["lost"] == ["p.1.0"]
+    assert report["held_by_clock"] == 1
