@@ -136,10 +136,25 @@ void Broker::on_timer() {
       continue;
     }
     if (queue->dead_letter_retry_at_ms <= monotonic_ms_) retry_dead_letters(queue);
+    std::optional<uint64_t> due = queue->machine.next_expiry_ms();
+    if (!due || *due > wall_clock_ms_) {
+      // No message due by the wall clock (a look again, or a clock stepped back): nothing to
+      // propose, the next wake-up is set again.
+      schedule(queue);
+      continue;
+    }
     // Delivers, dead-letters and schedules the next wake-up (once applied, for a durable queue).
     execute(queue, command(queue::ExpireCommand{}));
   }
   flush_hand_overs();  // retried dead letters that in-memory queues took
+}
+
+void Broker::release_flow_waiters(const Queue& queue) {
+  auto waiters = flow_waiters_.find(&queue);
+  if (waiters == flow_waiters_.end()) return;
+  auto released = std::move(waiters->second);
+  flow_waiters_.erase(waiters);
+  for (BlockedPublisher* publisher : released) publisher->flow_released(&queue);
 }
 
 void Broker::wait_for_flow(BlockedPublisher* publisher, const Queue* queue) {
@@ -239,11 +254,7 @@ size_t Broker::delete_queue(VirtualHost& vhost, const std::string& name) {
     queue::CommandEffects nothing;
     finish_pending_commands(queue, &nothing);
   }
-  if (auto waiters = flow_waiters_.find(queue.get()); waiters != flow_waiters_.end()) {
-    auto released = std::move(waiters->second);
-    flow_waiters_.erase(waiters);
-    for (BlockedPublisher* publisher : released) publisher->flow_released(queue.get());
-  }
+  release_flow_waiters(*queue);
   size_t ready = queue->machine.ready_count();
   for (HolderId consumer : queue->machine.consumer_ids()) {
     auto it = sinks_.find(consumer.value);
@@ -385,6 +396,11 @@ Broker::DefinitionResult Broker::apply_declare_exchange(VirtualHost& vhost,
   if (existed || exchange == nullptr) return uint64_t{0};
   exchange->home = definition.home;
   if (!exchange->durable || !exchange->delay_queue || queue_store_ == nullptr) return uint64_t{0};
+  if (definition.group == 0 && index == 0) {
+    // A snapshot, written before version 4 by a node that did not hold its group, does not name
+    // the group: its delayed messages stay in this node's memory, as they did then.
+    return uint64_t{0};
+  }
   // A durable delayed exchange keeps its delayed messages in a replicated group of their own,
   // placed as a durable queue's is; a node holding no member publishes into it through one that
   // does, and the group's leader routes each message when its time comes.
@@ -410,6 +426,7 @@ Broker::DefinitionResult Broker::apply_delete_exchange(VirtualHost& vhost,
     finish_pending_commands(delay_queue, &nothing);  // (a publish to it is done)
     delay_queue->group = 0;
   }
+  if (delay_queue) release_flow_waiters(*delay_queue);  // publishers it held back
   return uint64_t{0};
 }
 

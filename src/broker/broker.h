@@ -610,6 +610,8 @@ class Broker {
   DefinitionResult apply_set_queue_members(const SetQueueMembers& change);
   std::map<uint64_t, ClusterNode> cluster_nodes_;
   std::function<void()> nodes_listener_;
+  // Lets go the publishers waiting for `queue` to drain (it is gone).
+  void release_flow_waiters(const Queue& queue);
   // Deletes a queue and tells its consumers. Returns the ready messages it had.
   size_t delete_queue(VirtualHost& vhost, const std::string& name);
   // Puts a dead letter in the vhost's parking queue, which exists.

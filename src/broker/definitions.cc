@@ -200,7 +200,7 @@ Result<MetadataCommand, std::string> decode_metadata_command(std::string_view by
         e.home = in.u64();
       }
       if (ok && version >= 4) ok = get_members(e.members);
-      if (ok && version < 4 && e.group != 0 && e.durable && e.home != 0) {
+      if (ok && version < 4 && e.type == "x-delayed-message" && e.durable && e.home != 0) {
         e.members = {e.home};  // a delayed exchange's log was on the node that declared it
       }
       command = DeclareExchange{std::move(e)};

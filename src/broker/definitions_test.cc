@@ -82,6 +82,12 @@ TEST(Definitions, ADelayedExchangesGroupWithoutMembersIsOnItsHomeNode) {
   auto decoded = decode_metadata_command(version3);
   ASSERT_TRUE(decoded.ok()) << decoded.error();
   EXPECT_EQ(std::get<DeclareExchange>(*decoded).exchange.members, (std::vector<uint64_t>{2}));
+  // A proposed declare had no group yet: its home node alone founded it.
+  exchange.group = 0;
+  bytes = encode_metadata_command(DeclareExchange{exchange});
+  decoded = decode_metadata_command("\x03" + bytes.substr(1, bytes.size() - 2));
+  ASSERT_TRUE(decoded.ok()) << decoded.error();
+  EXPECT_EQ(std::get<DeclareExchange>(*decoded).exchange.members, (std::vector<uint64_t>{2}));
   exchange.members = {2, 3, 2};
   EXPECT_FALSE(decode_metadata_command(encode_metadata_command(DeclareExchange{exchange})).ok());
 }

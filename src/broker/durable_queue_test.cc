@@ -863,6 +863,7 @@ TEST_F(DurableQueue, AStepOfTheWallClockMovesNoWait) {
   // Stepped back a day when the timer fires: not due by the wall clock, looked at again soon.
   client.broker.set_clock(now + 1'000, wall - day_ms);
   client.broker.on_timer();
+  EXPECT_EQ(store.unapplied(), 0u);  // nothing due: no command to the log
   apply();
   EXPECT_EQ(queue->machine.ready_count(), 1u);
   EXPECT_EQ(client.broker.next_timer_ms(), now + 1'000 + wall_clock_recheck_ms);
@@ -1020,6 +1021,32 @@ TEST_F(DurableQueue, ADurableDelayedExchangesGroupIsReplicatedAndReachedFromAnyN
   EXPECT_EQ(enqueue->ttl_ms, std::optional<uint64_t>(5'000));
   EXPECT_TRUE(client.receive().empty());  // confirmed once the member applied it, not before
   EXPECT_EQ(far->machine.ready_count(), 0u);
+}
+
+// A snapshot from before version 4, by a node that did not hold a delayed exchange's group, does
+// not name the group: the exchange keeps its delayed messages in memory there, as then (a group
+// named anew would not be the one its home node holds).
+TEST_F(DurableQueue, ADelayedExchangeFromAnOldSnapshotThatDoesNotNameItsGroupStaysInMemory) {
+  add_nodes(2);
+  Definitions old = client.broker.current_definitions();
+  amqp::FieldTable arguments;
+  arguments.entries.emplace_back("x-delayed-type", std::string("direct"));
+  old.apply(DeclareExchange{{"/",
+                             "later",
+                             std::string(delayed_exchange_type),
+                             false,
+                             false,
+                             arguments,
+                             0,
+                             true,
+                             2,
+                             {2}}});
+  ASSERT_TRUE(client.broker.restore_definitions(old.snapshot()).ok());
+  const Exchange* exchange = client.broker.find_virtual_host("/")->find_exchange("later");
+  ASSERT_NE(exchange, nullptr);
+  EXPECT_EQ(exchange->delay_queue->group, 0u);
+  EXPECT_EQ(client.broker.find_virtual_host("/")->find_queue("jobs")->group,
+            old.queues().at({"/", "jobs"}).group);
 }
 
 }  // namespace
