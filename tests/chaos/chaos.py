@@ -44,6 +44,8 @@ The nemeses (--nemesis, comma-separated, or "all"):
   partition-ring  (5 nodes) each node reaches only its two neighbours: overlapping majorities
   one-way         drop what one node sends to the others, not what it receives
   loss            drop 20% of the packets between nodes
+  slow            cap one node's links (both ways), or every link, at 256 kbit/s to 4 Mbit/s: what
+                  exceeds it queues, then drops (htb on lo; tc netem is not in this kernel)
   disk-full       fill the disk of a random node (each node's data is on a tmpfs of its own)
   power-loss      SIGKILL a random node and drop every write its disk has not synced, restart it
                   after a while (each node's data is on chaos_fs, tests/chaos/chaos_fs.cc, a
@@ -94,7 +96,7 @@ ANOMALIES = ("lost", "unexpected", "duplicated", "reordered", "not_expired", "ea
 DEAD_LETTERING = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": DEAD}
 NEMESES = ("kill", "kill-leader", "kill-minority", "kill-all", "pause", "pause-leader",
            "partition", "partition-halves", "partition-ring", "one-way", "loss", "disk-full",
-           "corrupt", "power-loss", "power-loss-all", "clock")
+           "corrupt", "power-loss", "power-loss-all", "clock", "slow")
 DISK_BYTES = 512 << 20  # each node's tmpfs, with the disk-full nemesis
 
 
@@ -267,6 +269,8 @@ class Node:
                 self.process.send_signal(signal.SIGSTOP)
             dropped = 0
             for path in self.data_dir.rglob("*"):
+                if path == self.filler:
+                    continue  # (the disk-full nemesis's, never synced)
                 try:
                     on_disk = (self.disk_dir / path.relative_to(self.data_dir)).stat().st_size
                     dropped += max(0, path.stat().st_size - on_disk)
@@ -391,6 +395,8 @@ class Cluster:
             self.unmount()
             raise
         self.netem = []  # iptables rules in force, each as its argument list
+        self.shaping = False  # an htb qdisc on lo, for the slow nemesis
+        self.classes = 0
 
     def start(self):
         for node in self.nodes.values():
@@ -448,8 +454,38 @@ class Cluster:
     def undrop(self, rule):
         subprocess.run(["iptables", "-D", *rule], check=True)
 
+    def slow(self, links, rate_kbit):
+        """Caps what each node src sends to node dst, for each (src, dst) in `links`, at rate_kbit
+        together: an htb class on lo, its packets picked by iptables (CLASSIFY). What exceeds the
+        rate waits in the class's queue, and is dropped when that is full: a congested link (tc
+        netem, for a fixed latency, is not in this kernel). Returns what unslow() takes."""
+        if not self.shaping:
+            subprocess.run(["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb",
+                            "default", "1"], check=True, capture_output=True)
+            subprocess.run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:1",
+                            "htb", "rate", "100gbit"], check=True, capture_output=True)
+            self.shaping = True
+        self.classes += 1
+        class_id = "1:%x" % (0x10 + self.classes)
+        subprocess.run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", class_id,
+                        "htb", "rate", "%dkbit" % rate_kbit, "ceil", "%dkbit" % rate_kbit],
+                       check=True, capture_output=True)
+        rules = [["POSTROUTING", "-s", address(src), "-d", address(dst), "-p", "tcp", "-j",
+                  "CLASSIFY", "--set-class", class_id] for src, dst in links]
+        for rule in rules:
+            subprocess.run(["iptables", "-t", "mangle", "-A", *rule], check=True)
+        return class_id, rules
+
+    def unslow(self, shaped):
+        class_id, rules = shaped
+        for rule in rules:
+            subprocess.run(["iptables", "-t", "mangle", "-D", *rule], check=True)
+        subprocess.run(["tc", "class", "del", "dev", "lo", "classid", class_id], check=False,
+                       capture_output=True)
+
     def heal_network(self):
         subprocess.run(["iptables", "-F", "INPUT"], check=True)
+        subprocess.run(["iptables", "-t", "mangle", "-F", "POSTROUTING"], check=True)
 
     def heal(self):
         """Undoes every fault: the network whole, disks with room, every node running and not
@@ -548,6 +584,14 @@ class Nemesis(threading.Thread):
             self.stopping.wait(hold)
             for i in targets:
                 nodes[i].start()
+        elif kind == "slow":
+            # One node's links both ways, or every link.
+            links = self.links("partition" if rng.random() < 0.5 else "loss", rng)
+            rate_kbit = rng.choice((256, 1024, 4096))
+            self.history.add("nemesis", "fault", kind=kind, links=links, rate_kbit=rate_kbit)
+            shaped = self.cluster.slow(links, rate_kbit)
+            self.stopping.wait(hold)
+            self.cluster.unslow(shaped)
         elif kind == "clock":
             target = self.some(1, rng)[0]
             shift_s = rng.choice((-1, 1)) * rng.choice((2, 30, 600, 86400)) * rng.uniform(1, 2)
